@@ -1,0 +1,78 @@
+"""The ``eotwin`` command: one Typer app per capability, and the single place errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from eotwin import __version__
+from eotwin.cli import _common
+from eotwin.cli.demo import demo_command
+from eotwin.cli.sample import sample_command
+from eotwin.errors import EotwinError
+
+app = typer.Typer(
+    name="eotwin",
+    help="Destination Earth Earth-observation workflows: point clouds, atmospheric correction, BigEarthNet, DeltaTwin.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        _common.out.print(f"eotwin {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    _common.settings.verbosity = -1 if quiet else verbose
+    _common.settings.debug = debug
+    _common.configure_logging(_common.settings.verbosity)
+
+
+app.command("sample")(sample_command)
+app.command("demo")(demo_command)
+# capability apps (each module imports its heavy libraries inside its commands, so --help stays fast)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning user errors into one line on stderr and a non-zero exit."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except EotwinError as exc:
+        if debug:
+            raise
+        _common.err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        _common.err.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        _common.err.print("interrupted")
+        return 130
+    except Exception as exc:  # the CLI is the one boundary: report, never a raw traceback
+        if debug:
+            raise
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):  # click/typer usage errors
+            exc.show()
+            return exc.exit_code
+        _common.err.print(f"[bold red]error:[/] internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                          highlight=False, soft_wrap=True)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def entry() -> None:  # pragma: no cover - console-script shim
+    sys.exit(run())

@@ -1,0 +1,1 @@
+"""I/O at the edges: files, formats and services. Cores never import from here."""

@@ -1,0 +1,81 @@
+"""Atomic file output: write to a temporary name beside the target, rename when complete.
+
+A run that fails half-way leaves nothing at the target path, so no half-written file is ever
+mistaken for a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from eotwin.errors import EotwinError
+
+
+def ensure_writable_dir(directory: Path) -> Path:
+    """Create ``directory`` if needed and check that files can be created in it."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EotwinError(f"cannot create output directory {directory}: {exc.strerror or exc}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise EotwinError(f"output directory {directory} is not writable")
+    return directory
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path in the target's directory; rename it onto ``target`` on success.
+
+    On any exception the temporary file is removed and the target is left untouched.
+    ``suffix`` defaults to the target's suffix so format-sniffing writers (GDAL, laspy) still work.
+    """
+    target = Path(target)
+    ensure_writable_dir(target.parent if str(target.parent) else Path("."))
+    suffix = target.suffix if suffix is None else suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_json_atomic(target: str | Path, payload: Any, *, indent: int = 2) -> Path:
+    """Serialise ``payload`` as JSON to ``target`` atomically."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(payload, indent=indent, default=_json_default) + "\n", encoding="utf-8")
+    return target
+
+
+def write_text_atomic(target: str | Path, text: str) -> Path:
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return target
+
+
+def _json_default(value: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover - numpy is a core dependency
+        pass
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,145 @@
+"""Thin, explicit raster I/O over rasterio.
+
+Opening goes through :func:`open_raster`, which turns GDAL's errors into one-line
+:class:`EotwinError` messages; writing goes through :func:`write_geotiff`, which is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from pyproj import CRS
+from rasterio.errors import RasterioIOError
+
+from eotwin.errors import EotwinError
+from eotwin.geo.grid import Grid
+from eotwin.io.files import atomic_path
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What a pipeline needs to know about a raster before reading pixels."""
+
+    path: str
+    grid: Grid
+    count: int
+    dtypes: tuple[str, ...]
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+    tags: Mapping[str, str]
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+
+
+def crs_of(dataset) -> CRS:
+    if dataset.crs is None:
+        raise EotwinError(f"{dataset.name}: raster has no CRS (georeference it first, e.g. gdal_edit.py -a_srs)")
+    return CRS.from_wkt(dataset.crs.to_wkt())
+
+
+def grid_of(dataset) -> Grid:
+    return Grid(dataset.transform, dataset.width, dataset.height, crs_of(dataset))
+
+
+@contextlib.contextmanager
+def open_raster(path: str | Path, *, require_crs: bool = True) -> Iterator[rasterio.io.DatasetReader]:
+    """Open a GDAL-readable raster with one-line errors for the common user mistakes."""
+    name = str(path)
+    is_remote = name.startswith(("/vsi", "http://", "https://", "s3://"))
+    if not is_remote and not Path(name).exists():
+        raise EotwinError(f"{name}: no such file")
+    try:
+        dataset = rasterio.open(name)
+    except RasterioIOError as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise EotwinError(f"{name}: not a readable raster ({first_line})") from None
+    try:
+        if require_crs:
+            crs_of(dataset)
+        yield dataset
+    finally:
+        dataset.close()
+
+
+def raster_info(path: str | Path) -> RasterInfo:
+    with open_raster(path) as ds:
+        return RasterInfo(
+            path=str(path),
+            grid=grid_of(ds),
+            count=ds.count,
+            dtypes=tuple(ds.dtypes),
+            nodata=ds.nodata,
+            descriptions=tuple(ds.descriptions),
+            tags=dict(ds.tags()),
+            scales=tuple(ds.scales),
+            offsets=tuple(ds.offsets),
+        )
+
+
+def write_geotiff(
+    target: str | Path,
+    data: np.ndarray,
+    grid: Grid,
+    *,
+    nodata: float | None = None,
+    descriptions: Sequence[str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    band_tags: Sequence[Mapping[str, str]] | None = None,
+    compress: str = "deflate",
+    cog: bool = False,
+    photometric: str | None = None,
+) -> Path:
+    """Write ``data`` (bands, rows, cols) or (rows, cols) as a tiled GeoTIFF atomically.
+
+    With ``cog`` the file is written through GDAL's COG driver (overviews, tiled, ordered IFDs).
+    """
+    arr = data[np.newaxis] if data.ndim == 2 else data
+    if arr.shape[1:] != grid.shape:
+        raise EotwinError(f"array shape {arr.shape[1:]} does not match grid {grid.shape}")
+    profile = {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": arr.shape[0],
+        "dtype": arr.dtype.name,
+        "crs": rasterio.crs.CRS.from_wkt(grid.crs.to_wkt()),
+        "transform": grid.transform,
+        "nodata": nodata,
+        "compress": compress,
+    }
+    if grid.width >= 256 and grid.height >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    if photometric:
+        profile["photometric"] = photometric
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        plain = tmp if not cog else tmp.with_name(tmp.name + ".src.tif")
+        try:
+            with rasterio.open(plain, "w", **profile) as dst:
+                dst.write(arr)
+                if descriptions:
+                    for i, desc in enumerate(descriptions, start=1):
+                        dst.set_band_description(i, desc)
+                if tags:
+                    dst.update_tags(**{k: str(v) for k, v in tags.items()})
+                if band_tags:
+                    for i, btags in enumerate(band_tags, start=1):
+                        dst.update_tags(i, **{k: str(v) for k, v in btags.items()})
+            if cog:
+                from rasterio.shutil import copy as rio_copy
+
+                rio_copy(plain, tmp, driver="COG", compress=compress.upper(), overview_resampling="average")
+        finally:
+            if cog:
+                plain.unlink(missing_ok=True)
+    return target
+
+
+def north_up_transform(left: float, top: float, res: float) -> Affine:
+    return Affine(res, 0.0, left, 0.0, -res, top)

@@ -1,0 +1,1 @@
+"""Reports people look at: the demo index, plots."""
