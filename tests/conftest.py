@@ -29,3 +29,12 @@ def sample_files(tmp_path_factory, sample_scene):
     from eotwin.sample.files import write_sample
 
     return write_sample(tmp_path_factory.mktemp("sample"), sample_scene)
+
+
+@pytest.fixture(scope="session")
+def ben_mock_dir() -> Path:
+    """The 24 real BigEarthNet v2 patches (LMDB + metadata.parquet) unpacked by ``make setup``."""
+    path = REPO / ".eotwin-data" / "BENv2"
+    if not (path / "metadata.parquet").exists():
+        pytest.fail(f"{path} is missing: run `make setup` (it fetches the configilm 0.7.1 wheel and unpacks its mock data)")
+    return path

@@ -8,6 +8,8 @@ import typer
 
 from eotwin import __version__
 from eotwin.cli import _common
+from eotwin.cli.atmocorr import app as atmocorr_app
+from eotwin.cli.ben import app as ben_app
 from eotwin.cli.demo import demo_command
 from eotwin.cli.sample import sample_command
 from eotwin.errors import EotwinError
@@ -42,6 +44,8 @@ def main(
 app.command("sample")(sample_command)
 app.command("demo")(demo_command)
 # capability apps (each module imports its heavy libraries inside its commands, so --help stays fast)
+app.add_typer(atmocorr_app, name="atmocorr")
+app.add_typer(ben_app, name="ben")
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -1,0 +1,13 @@
+"""``eotwin atmocorr``: AI atmospheric correction of Sentinel-2 L1C, grounded in 6S.
+
+Commands live in submodules (``products`` for run/evaluate, ``model`` for build-lut/train) that
+register themselves on ``app``; heavy imports stay inside the command functions.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Sentinel-2 L1C -> L2A-like surface reflectance: run, evaluate, build-lut, train.", no_args_is_help=True)
+
+# command modules (each adds its commands to ``app`` on import):
