@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e ".[all,dev]"
+	$(PY) -m pip install -q -e ".[all,mesh,dev]"
 	@touch $(STAMP)
 
 # 24 real BigEarthNet v2 patches shipped in the configilm wheel (CDLA-Permissive-1.0): fetched

@@ -1,0 +1,85 @@
+"""A coloured terrain mesh from a raster grid: the grid already is a mesh, two triangles per cell.
+
+Pure: arrays in, a :class:`TerrainMesh` out. Normals are computed here with numpy; Open3D (the
+optional ``mesh`` extra) is used only to simplify a mesh, in :func:`simplify`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eotwin.errors import EotwinError
+from eotwin.geo.grid import Grid
+
+
+@dataclass(frozen=True)
+class TerrainMesh:
+    vertices: np.ndarray  # (n, 3) float64, grid CRS units
+    faces: np.ndarray  # (m, 3) uint32, counter-clockwise seen from above
+    colours: np.ndarray  # (n, 3) uint8
+    normals: np.ndarray  # (n, 3) float32, unit length
+
+    @property
+    def origin(self) -> np.ndarray:
+        """A local origin (the vertices' minimum) so float32 coordinates keep centimetres."""
+        return self.vertices.min(axis=0) if len(self.vertices) else np.zeros(3)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (unit length; straight up for isolated vertices)."""
+    v = vertices - (vertices.min(axis=0) if len(vertices) else 0)
+    tri = v[faces]
+    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals = np.zeros_like(v)
+    for corner in range(3):
+        np.add.at(normals, faces[:, corner], face_n)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    up = np.array([0.0, 0.0, 1.0])
+    normals = np.where(length > 0, normals / np.where(length > 0, length, 1), up)
+    return normals.astype(np.float32)
+
+
+def grid_mesh(z: np.ndarray, valid: np.ndarray, rgb: np.ndarray, grid: Grid, z_scale: float = 1.0) -> TerrainMesh:
+    """Vertices at pixel centres; two triangles for every cell whose four corners are valid.
+
+    ``rgb`` is (3, H, W) uint8. Invalid pixels make no vertex, so holes stay holes.
+    """
+    if z.shape != grid.shape or valid.shape != grid.shape or rgb.shape[1:] != grid.shape:
+        raise EotwinError("mesh inputs must share the grid's shape")
+    index = np.full(grid.shape, -1, dtype=np.int64)
+    index[valid] = np.arange(int(valid.sum()))
+    x, y = grid.pixel_centres()
+    vertices = np.column_stack([x[valid], y[valid], z[valid].astype(np.float64) * z_scale])
+    colours = np.ascontiguousarray(rgb[:, valid].T, dtype=np.uint8)
+    a, b = index[:-1, :-1], index[:-1, 1:]  # top-left, top-right
+    c, d = index[1:, :-1], index[1:, 1:]  # bottom-left, bottom-right
+    cell_ok = (a >= 0) & (b >= 0) & (c >= 0) & (d >= 0)
+    a, b, c, d = a[cell_ok], b[cell_ok], c[cell_ok], d[cell_ok]
+    # rows grow southwards on a north-up grid: (a, c, b) and (b, c, d) are counter-clockwise from above
+    faces = np.concatenate([np.column_stack([a, c, b]), np.column_stack([b, c, d])]).astype(np.uint32)
+    if grid.transform.e > 0:  # south-up grid: flip winding
+        faces = faces[:, [0, 2, 1]]
+    return TerrainMesh(vertices, faces, colours, vertex_normals(vertices, faces))
+
+
+def simplify(mesh: TerrainMesh, target_triangles: int) -> TerrainMesh:
+    """Quadric-error simplification with Open3D (optional extra ``mesh``)."""
+    try:
+        import open3d as o3d
+    except ImportError:
+        raise EotwinError("mesh simplification needs Open3D: pip install 'eotwin[mesh]' (and Debian's libusb-1.0-0)") from None
+    if target_triangles <= 0:
+        raise EotwinError("target triangle count must be positive")
+    origin = mesh.origin
+    o3 = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices - origin),
+                                   o3d.utility.Vector3iVector(mesh.faces.astype(np.int32)))
+    o3.vertex_colors = o3d.utility.Vector3dVector(mesh.colours.astype(np.float64) / 255.0)
+    simplified = o3.simplify_quadric_decimation(int(target_triangles))
+    simplified.remove_unreferenced_vertices()
+    simplified.compute_vertex_normals()
+    vertices = np.asarray(simplified.vertices) + origin
+    faces = np.asarray(simplified.triangles).astype(np.uint32)
+    colours = np.clip(np.rint(np.asarray(simplified.vertex_colors) * 255), 0, 255).astype(np.uint8)
+    return TerrainMesh(vertices, faces, colours, np.asarray(simplified.vertex_normals, dtype=np.float32))
