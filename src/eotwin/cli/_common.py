@@ -27,6 +27,8 @@ def configure_logging(verbosity: int) -> None:
 
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)], force=True)
+    # rasterio reports every GDAL error at INFO; eotwin turns the ones that matter into one-line errors
+    logging.getLogger("rasterio").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
 
 
 def progress() -> RichProgress:

@@ -11,6 +11,7 @@ from eotwin.cli import _common
 from eotwin.cli.atmocorr import app as atmocorr_app
 from eotwin.cli.ben import app as ben_app
 from eotwin.cli.demo import demo_command
+from eotwin.cli.pointcloud import app as pointcloud_app
 from eotwin.cli.sample import sample_command
 from eotwin.errors import EotwinError
 
@@ -44,6 +45,7 @@ def main(
 app.command("sample")(sample_command)
 app.command("demo")(demo_command)
 # capability apps (each module imports its heavy libraries inside its commands, so --help stays fast)
+app.add_typer(pointcloud_app, name="pointcloud")
 app.add_typer(atmocorr_app, name="atmocorr")
 app.add_typer(ben_app, name="ben")
 
@@ -66,6 +68,12 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _common.err.print("interrupted")
         return 130
+    except OSError as exc:  # disk full, permission denied, vanished file: the user's environment, not a bug
+        if debug:
+            raise
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        _common.err.print(f"[bold red]error:[/]{where}: {exc.strerror or exc}", highlight=False, soft_wrap=True)
+        return 2
     except Exception as exc:  # the CLI is the one boundary: report, never a raw traceback
         if debug:
             raise

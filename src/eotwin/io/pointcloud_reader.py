@@ -150,7 +150,8 @@ def _read_ply(path: Path, max_points: int | None, seed: int, chunk_size: int) ->
     for candidate in (sidecar, path.with_suffix(".json")):
         if candidate.exists():
             meta = json.loads(candidate.read_text())
-            crs_wkt = meta.get("crs_wkt") or meta.get("crs") or meta.get("proj:wkt2")
+            crs_wkt = (meta.get("crs_wkt") or meta.get("crs") or meta.get("proj:wkt2")
+                       or meta.get("properties", {}).get("proj:wkt2"))
             if isinstance(crs_wkt, dict):
                 crs_wkt = json.dumps(crs_wkt)
             break

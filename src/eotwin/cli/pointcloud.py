@@ -1,0 +1,130 @@
+"""``eotwin pointcloud``: build, inspect and mesh coloured point clouds from a DEM and an image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from eotwin.cli import _common
+
+app = typer.Typer(help="Coloured point clouds (X, Y, Z, RGB) from a Sentinel-2 image and a DEM.", no_args_is_help=True)
+
+
+def _parse_classes(text: str) -> tuple[int, ...]:
+    from eotwin.errors import EotwinError
+
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise EotwinError(f"--mask-exclude must be comma-separated integers, got {text!r}") from None
+
+
+def _parse_range(text: str) -> tuple[float, float]:
+    from eotwin.errors import EotwinError
+
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise EotwinError(f"--stretch-range must be LOW,HIGH reflectance, got {text!r}") from None
+    if not high > low:
+        raise EotwinError(f"--stretch-range needs LOW < HIGH, got {text!r}")
+    return (low, high)
+
+
+@app.command("build")
+def build(
+    dem: str = typer.Option(..., "--dem", help="DEM raster (any GDAL-readable file; heights in metres)."),
+    image: list[str] = typer.Option(..., "--image", help="Colour raster: RGB/TCI or multi-band L2A (B04, B03, B02 found "
+                                    "by description); or give --image three times for single-band R, G, B files."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output file (.laz, .las or .ply)."),
+    sampled_fraction: float = typer.Option(1.0, "--sampled-fraction", "-f", help="Fraction of valid pixels kept, in (0, 1]: "
+                                           "exactly round(F x valid) points, uniform, no duplicates."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling (same seed, same points)."),
+    fmt: str | None = typer.Option(None, "--format", help="laz, las or ply (default: from the output suffix)."),
+    grid: str = typer.Option("image", "--grid", help="Output grid: 'image' (default) or 'dem'."),
+    z_scale: float = typer.Option(1.0, "--z-scale", help="Vertical exaggeration applied to heights."),
+    mask: str | None = typer.Option(None, "--mask", help="Class raster (e.g. Sentinel-2 SCL); excluded classes make no point."),
+    mask_exclude: str = typer.Option("0,1,3,8,9,10", "--mask-exclude", help="Classes of --mask to drop "
+                                     "(default: SCL no data, defective, cloud shadow, cloud medium/high, cirrus)."),
+    stretch: str = typer.Option("fixed", "--stretch", help="Reflectance to 8-bit: 'fixed' (linear over --stretch-range) "
+                                "or 'percentile' (2-98 % per band)."),
+    stretch_range: str = typer.Option("0,0.3", "--stretch-range", help="Reflectance mapped to 0..255 by the fixed stretch."),
+    scale: float | None = typer.Option(None, "--reflectance-scale", help="Override: reflectance = DN x scale + offset."),
+    offset: float | None = typer.Option(None, "--reflectance-offset", help="Override the reflectance offset (e.g. -0.1 "
+                                        "for L2A baseline 04.00+ bands without metadata)."),
+    viewer: bool = typer.Option(True, "--viewer/--no-viewer", help="Write the offline HTML viewer next to the output."),
+    preview: bool = typer.Option(True, "--preview/--no-preview", help="Write a PNG oblique preview next to the output."),
+    block_rows: int = typer.Option(256, "--block-rows", min=1, help="Rows per streamed block (memory vs. speed)."),
+) -> None:
+    """Build a georeferenced coloured point cloud: one point per valid pixel centre of the output grid."""
+    from eotwin.pointcloud.pipeline import build_point_cloud, make_options
+
+    options = make_options(
+        dem=dem, image=tuple(image), output=output, format=fmt, sampled_fraction=sampled_fraction, seed=seed, grid=grid,
+        z_scale=z_scale, mask=mask, mask_exclude=_parse_classes(mask_exclude), stretch=stretch,
+        stretch_range=_parse_range(stretch_range), reflectance_scale=scale, reflectance_offset=offset, viewer=viewer,
+        preview=preview, block_rows=block_rows,
+    )
+    result = build_point_cloud(options, progress=_common.progress())
+    rate = result.count / result.seconds if result.seconds else float("nan")
+    _common.out.print(f"{result.count:,} points -> {result.output} ({result.seconds:.1f} s, {rate:,.0f} points/s)")
+    for label, path in (("metadata", result.metadata), ("viewer", result.viewer), ("preview", result.preview)):
+        if path:
+            _common.out.print(f"{label:9s} {path}")
+
+
+@app.command("info")
+def info(
+    file: Path = typer.Argument(..., help="A .laz, .las or .ply point cloud."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Count, bounds, CRS, point format and colour range of a point cloud (like ``pdal info``)."""
+    from eotwin.pointcloud.info import cloud_info
+
+    summary = cloud_info(file)
+    if as_json:
+        _common.out.print_json(json.dumps(summary))
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    crs = summary["crs"]
+    bounds = summary["bounds"]
+    rows = [
+        ("file", summary["file"]),
+        ("format", f"{summary['format']} {summary['version']}, point format {summary['point_format']}"),
+        ("points", f"{summary['count']:,}"),
+        ("crs", f"{crs['name']} (EPSG:{crs['epsg']})" if crs["name"] else "none"),
+        ("min x y z", " ".join(f"{v:.3f}" for v in bounds["min"]) if bounds else "-"),
+        ("max x y z", " ".join(f"{v:.3f}" for v in bounds["max"]) if bounds else "-"),
+        ("colour", (f"R {summary['colour']['min'][0]}..{summary['colour']['max'][0]}  G {summary['colour']['min'][1]}.."
+                    f"{summary['colour']['max'][1]}  B {summary['colour']['min'][2]}..{summary['colour']['max'][2]}"
+                    f" ({summary['colour']['bits']}-bit)") if summary["colour"] else "none"),
+    ]
+    for key, value in rows:
+        table.add_row(f"[bold]{key}[/]", str(value))
+    _common.out.print(table)
+
+
+@app.command("mesh")
+def mesh(
+    dem: str = typer.Option(..., "--dem", help="DEM raster."),
+    image: list[str] = typer.Option(..., "--image", help="Colour raster (as for build)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output mesh (.ply; a .glb is written beside it)."),
+    resolution: float | None = typer.Option(None, "--resolution", help="Mesh spacing in output-CRS units (default: image grid)."),
+    triangles: int | None = typer.Option(None, "--triangles", help="Simplify to about this many triangles (Open3D)."),
+    z_scale: float = typer.Option(1.0, "--z-scale", help="Vertical exaggeration."),
+    mask: str | None = typer.Option(None, "--mask", help="Class raster; masked cells make no triangles."),
+    glb: bool = typer.Option(True, "--glb/--no-glb", help="Also write glTF binary (GLB)."),
+) -> None:
+    """A coloured terrain mesh (two triangles per grid cell), with normals; PLY and GLB with the CRS in a sidecar."""
+    from eotwin.pointcloud.mesh_pipeline import build_mesh
+
+    result = build_mesh(dem, tuple(image), output, resolution=resolution, target_triangles=triangles, z_scale=z_scale,
+                        mask=mask, glb=glb, progress=_common.progress())
+    _common.out.print(f"{result.vertices:,} vertices, {result.triangles:,} triangles")
+    for path in (result.ply, result.glb):
+        if path:
+            _common.out.print(f"mesh      {path}")

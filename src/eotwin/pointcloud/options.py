@@ -1,0 +1,55 @@
+"""Options of a point-cloud build: one validated model shared by the CLI, the demo and the DeltaTwin component."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from eotwin.pointcloud.sources import DEFAULT_EXCLUDED_SCL
+
+
+class BuildOptions(BaseModel):
+    """Everything that decides which points a build writes (recorded in the output metadata)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dem: str
+    image: tuple[str, ...] = Field(min_length=1, max_length=3)
+    output: Path
+    format: Literal["laz", "las", "ply"] | None = None  # default: from the output suffix
+    sampled_fraction: float = 1.0
+    seed: int | None = 0
+    grid: Literal["image", "dem"] = "image"
+    z_scale: float = 1.0
+    mask: str | None = None
+    mask_exclude: tuple[int, ...] = DEFAULT_EXCLUDED_SCL
+    stretch: Literal["fixed", "percentile"] = "fixed"
+    stretch_range: tuple[float, float] = (0.0, 0.3)
+    reflectance_scale: float | None = None
+    reflectance_offset: float | None = None
+    viewer: bool = True
+    preview: bool = True
+    block_rows: int = Field(256, ge=1)
+
+    @field_validator("sampled_fraction")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not (0.0 < value <= 1.0):
+            raise ValueError(f"sampled fraction must be in (0, 1], got {value}")
+        return value
+
+    @field_validator("z_scale")
+    @classmethod
+    def _z_scale(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(f"z scale must be positive, got {value}")
+        return value
+
+    @property
+    def resolved_format(self) -> str:
+        if self.format:
+            return self.format
+        suffix = self.output.suffix.lower().lstrip(".")
+        return suffix if suffix in ("laz", "las", "ply") else "laz"

@@ -1,0 +1,203 @@
+"""The point-cloud pipeline: sources -> overlap grid -> row blocks -> points -> streaming writer.
+
+Memory is bounded by one block of rows (plus GDAL's block cache, capped here), whatever the size
+of the inputs: nothing holds the whole raster or the whole cloud.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from pydantic import ValidationError
+
+from eotwin import __version__
+from eotwin.errors import EotwinError
+from eotwin.geo.grid import Grid, intersect_bounds, transform_bounds
+from eotwin.io.files import ensure_writable_dir, write_json_atomic
+from eotwin.io.pointcloud_writer import CloudStats, open_point_writer
+from eotwin.pointcloud.core import block_points, validity
+from eotwin.pointcloud.options import BuildOptions
+from eotwin.pointcloud.sampling import StreamingSampler, target_count
+from eotwin.pointcloud.sources import DemSource, ImageSource, MaskSource
+from eotwin.progress import ProgressReporter, ensure_progress
+
+GDAL_CACHE_MB = 128  # GDAL's default (5 % of RAM) would let the block cache grow past a container's limit
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    metadata: Path
+    viewer: Path | None
+    preview: Path | None
+    count: int
+    valid_pixels: int | None  # known when sampling (counting pass)
+    grid: Grid
+    stats: CloudStats
+    seconds: float
+
+
+def make_options(**kwargs) -> BuildOptions:
+    """Build options from plain values, with validation errors as one-line :class:`EotwinError`."""
+    try:
+        return BuildOptions(**kwargs)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "options"
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        raise EotwinError(f"{where}: {message}") from None
+
+
+def overlap_grid(base: Grid, others: list[Grid]) -> Grid:
+    """The part of ``base`` covered by the bounding boxes of all ``others`` (in ``base``'s CRS)."""
+    bounds = base.bounds
+    for other in others:
+        other_bounds = transform_bounds(other.bounds, other.crs, base.crs)
+        overlap = intersect_bounds(bounds, other_bounds)
+        if overlap is None:
+            raise EotwinError("the DEM and the image do not overlap")
+        bounds = overlap
+    window = base.window_for_bounds(bounds)
+    if window is None:
+        raise EotwinError("the DEM and the image do not overlap")
+    return base.window_grid(window)
+
+
+def build_point_cloud(options: BuildOptions, progress: ProgressReporter | None = None) -> BuildResult:
+    """Write the coloured point cloud described by ``options``; return what was written."""
+    progress = ensure_progress(progress)
+    started = time.perf_counter()
+    output = Path(options.output)
+    ensure_writable_dir(output.parent if str(output.parent) else Path("."))
+    fmt = options.resolved_format
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
+        dem = DemSource(options.dem, stack)
+        image = ImageSource(options.image, stack, scale=options.reflectance_scale, offset=options.reflectance_offset)
+        mask = MaskSource(options.mask, stack, options.mask_exclude) if options.mask else None
+        base = image.grid if options.grid == "image" else dem.grid
+        others = [dem.grid if options.grid == "image" else image.grid] + ([mask.grid] if mask else [])
+        grid = overlap_grid(base, others)
+        dem.attach(grid)
+        image.attach(grid, options.stretch, *options.stretch_range)
+        if mask:
+            mask.attach(grid)
+        for source in (dem, image, mask):
+            if source is not None:
+                stack.callback(source.close)
+        blocks = list(grid.row_blocks(options.block_rows))
+
+        def block_validity(window):
+            z = dem.read(window)
+            rgb, rgb_valid = image.read(window)
+            valid = validity(z, None, rgb_valid, mask.read(window) if mask else None)
+            return z, rgb, valid
+
+        sampler, counts, valid_total = None, None, None
+        if options.sampled_fraction < 1.0:
+            counts = []
+            with progress.task("counting valid pixels", total=len(blocks)) as task:
+                for window in blocks:
+                    counts.append(int(block_validity(window)[2].sum()))
+                    task.advance()
+            valid_total = sum(counts)
+            sampler = StreamingSampler(valid_total, target_count(options.sampled_fraction, valid_total), options.seed)
+
+        left, bottom, right, top = grid.bounds
+        with open_point_writer(output, fmt, grid.crs, (left, bottom, right, top)) as writer, \
+                progress.task(f"writing {fmt.upper()} points", total=len(blocks)) as task:
+            for i, window in enumerate(blocks):
+                z, rgb, valid = block_validity(window)
+                keep = None
+                if sampler is not None:
+                    n_valid = int(valid.sum())
+                    if n_valid != counts[i]:
+                        raise EotwinError("the inputs changed while the cloud was being built")
+                    keep = sampler.pick(n_valid)
+                writer.write(block_points(grid, window, z, rgb, valid, options.z_scale, keep))
+                task.advance()
+            if writer.stats.count == 0:
+                raise EotwinError("no valid pixels in the overlap of the DEM and the image (all nodata or masked)")
+        stats = writer.stats
+        radiometry = image.radiometry
+        stretch = image.stretch
+        warped = {"dem": dem.warped, "image": image.warped}
+
+    seconds = time.perf_counter() - started
+    metadata_path = Path(str(output) + ".json")
+    write_json_atomic(metadata_path, stac_item(options, fmt, grid, stats, radiometry, stretch, warped, valid_total, seconds))
+    viewer = preview = None
+    if options.viewer:
+        from eotwin.pointcloud.viewer import write_viewer
+
+        with progress.task("writing viewer", total=1) as task:
+            viewer = write_viewer(output, output.with_suffix(".html"))
+            task.advance()
+    if options.preview:
+        from eotwin.pointcloud.preview import render_preview
+
+        with progress.task("rendering preview", total=1) as task:
+            preview = render_preview(output, output.with_suffix(".png"))
+            task.advance()
+    return BuildResult(output, metadata_path, viewer, preview, stats.count, valid_total, grid, stats, seconds)
+
+
+def stac_item(options: BuildOptions, fmt: str, grid: Grid, stats: CloudStats, radiometry, stretch, warped: dict,
+              valid_total: int | None, seconds: float) -> dict:
+    """A STAC item (projection + point-cloud extensions) describing the written cloud."""
+    from pyproj import CRS
+
+    lon_lat = transform_bounds(tuple(stats.mins[:2]) + tuple(stats.maxs[:2]), grid.crs, CRS.from_epsg(4326))
+    west, south, east, north = lon_lat
+    output = Path(options.output)
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [
+            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+            "https://stac-extensions.github.io/pointcloud/v1.0.0/schema.json",
+        ],
+        "id": output.stem,
+        "bbox": [west, south, float(stats.mins[2]), east, north, float(stats.maxs[2])],
+        "geometry": {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]]},
+        "properties": {
+            "datetime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "proj:epsg": grid.crs.to_epsg(),
+            "proj:wkt2": grid.crs.to_wkt(),
+            "proj:bbox": [*map(float, stats.mins), *map(float, stats.maxs)],
+            "proj:shape": [grid.height, grid.width],
+            "proj:transform": list(grid.transform)[:6],
+            "pc:count": stats.count,
+            "pc:type": "eopc",  # electro-optical point cloud
+            "pc:encoding": {"laz": "LASzip", "las": "LAS", "ply": "binary_little_endian PLY"}[fmt],
+            "pc:schemas": [{"name": n, "size": s, "type": t} for n, s, t in (
+                ("X", 8, "floating"), ("Y", 8, "floating"), ("Z", 8, "floating"),
+                ("Red", 2 if fmt != "ply" else 1, "unsigned"), ("Green", 2 if fmt != "ply" else 1, "unsigned"),
+                ("Blue", 2 if fmt != "ply" else 1, "unsigned"))],
+            "eotwin:version": __version__,
+            "eotwin:sources": {"dem": options.dem, "image": list(options.image), "mask": options.mask},
+            "eotwin:parameters": {
+                "sampled_fraction": options.sampled_fraction, "seed": options.seed, "grid": options.grid,
+                "z_scale": options.z_scale, "mask_exclude": list(options.mask_exclude) if options.mask else None,
+                "stretch": options.stretch if stretch is not None else "none (8-bit input)",
+                "stretch_low": list(stretch.low) if stretch is not None else None,
+                "stretch_high": list(stretch.high) if stretch is not None else None,
+                "radiometry": {"kind": radiometry.kind, "scale": radiometry.scale, "offset": radiometry.offset,
+                               "from": radiometry.source},
+                "resampling": {"dem": "bilinear" if warped["dem"] else "none (same grid)",
+                               "image": "nearest" if warped["image"] else "none (same grid)"},
+            },
+            "eotwin:valid_pixels": valid_total,
+            "eotwin:origin": [0.0, 0.0, 0.0],
+            "eotwin:seconds": round(seconds, 3),
+            "eotwin:rgb_range": [int(v) for v in np.concatenate([stats.rgb_min, stats.rgb_max])] if stats.count else None,
+        },
+        "assets": {"data": {"href": output.name, "type": {"laz": "application/vnd.laszip", "las": "application/vnd.las",
+                                                           "ply": "application/x-ply"}[fmt], "roles": ["data"]}},
+        "links": [],
+    }
