@@ -11,3 +11,4 @@ import typer
 app = typer.Typer(help="BigEarthNet end to end: encode, info, analyze, train, evaluate, predict.", no_args_is_help=True)
 
 # command modules (each adds its commands to ``app`` on import):
+from eotwin.cli.ben import data  # noqa: E402, F401

@@ -1,0 +1,156 @@
+"""Sentinel-2 band sets, resampling to 120 x 120 and normalisation with the published statistics.
+
+BigEarthNet stores each band at its native resolution (10 m: 120 px, 20 m: 60 px, 60 m: 20 px).
+Models need one 120 x 120 stack, so the 20 m and 60 m bands are upsampled here, either by nearest
+neighbour (pixel replication) or bilinearly with ``align_corners=True`` (the convention ConfigILM used
+when the published band statistics were computed; corner pixels keep their values). The statistics
+used for normalisation must match the resampling, so both come from the same ``mode``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+
+from eotwin.errors import EotwinError
+
+Resampling = Literal["nearest", "bilinear"]
+PATCH_SIZE = 120
+
+#: ESA order of the 12 L2A bands in BigEarthNet (no B10).
+ALL_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+BANDS_10M = ("B02", "B03", "B04", "B08")
+BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
+BANDS_60M = ("B01", "B09")
+
+#: Named band sets; the lists keep ESA order except RGB (red, green, blue for display and RGB backbones).
+BAND_SETS: dict[str, tuple[str, ...]] = {
+    "all": ALL_BANDS,
+    "s2": ALL_BANDS,
+    # reBEN's "S2 only" input: 10 m and 20 m bands, 60 m atmospheric bands left out
+    "s2-10": ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
+    "rgb": ("B04", "B03", "B02"),
+    "10m": BANDS_10M,
+}
+
+NATIVE_SIZE: dict[str, int] = {**dict.fromkeys(BANDS_10M, 120), **dict.fromkeys(BANDS_20M, 60), **dict.fromkeys(BANDS_60M, 20)}
+
+# Per-band mean and standard deviation of the official v2 train split in DN, after resampling to
+# 120 px (ConfigILM 0.7.1 ``BENv2_utils.means/stds['120_nearest' | '120_bilinear']``).
+_MEAN = {
+    "nearest": {"B01": 361.0767822265625, "B02": 438.3720703125, "B03": 614.0556640625, "B04": 588.4096069335938,
+                "B05": 942.8433227539062, "B06": 1769.931640625, "B07": 2049.551513671875, "B08": 2193.2919921875,
+                "B8A": 2235.556640625, "B09": 2241.455322265625, "B11": 1568.226806640625, "B12": 997.7324829101562},
+    "bilinear": {"B01": 360.64678955078125, "B02": 438.3720703125, "B03": 614.0556640625, "B04": 588.4096069335938,
+                 "B05": 942.7476806640625, "B06": 1769.8486328125, "B07": 2049.475830078125, "B08": 2193.2919921875,
+                 "B8A": 2235.48681640625, "B09": 2241.10595703125, "B11": 1568.2115478515625, "B12": 997.715087890625},
+}
+_STD = {
+    "nearest": {"B01": 575.0687255859375, "B02": 607.02685546875, "B03": 603.2968139648438, "B04": 684.56884765625,
+                "B05": 738.4326782226562, "B06": 1100.4560546875, "B07": 1275.805419921875, "B08": 1369.3717041015625,
+                "B8A": 1356.5440673828125, "B09": 1316.393310546875, "B11": 1070.1612548828125, "B12": 813.5276489257812},
+    "bilinear": {"B01": 563.1734008789062, "B02": 607.02685546875, "B03": 603.2968139648438, "B04": 684.56884765625,
+                 "B05": 727.5784301757812, "B06": 1087.4288330078125, "B07": 1261.4302978515625, "B08": 1369.3717041015625,
+                 "B8A": 1342.490478515625, "B09": 1294.35546875, "B11": 1063.9197998046875, "B12": 806.8846435546875},
+}
+
+
+def resolve_bands(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """A band set name (``all``, ``s2-10``, ``rgb``, ``10m``) or a list / comma list of band names."""
+    if isinstance(spec, str):
+        key = spec.strip().lower()
+        if key in BAND_SETS:
+            return BAND_SETS[key]
+        names = [part.strip() for part in spec.split(",") if part.strip()]
+    else:
+        names = [str(part).strip() for part in spec]
+    out: list[str] = []
+    for name in names:
+        upper = name.upper()
+        if len(upper) == 2 and upper[0] == "B":  # B2 -> B02
+            upper = f"B0{upper[1]}"
+        if upper not in ALL_BANDS:
+            raise EotwinError(f"unknown band '{name}': use band sets {sorted(BAND_SETS)} or names from {', '.join(ALL_BANDS)}")
+        if upper in out:
+            raise EotwinError(f"band '{name}' is listed twice")
+        out.append(upper)
+    if not out:
+        raise EotwinError("no bands selected")
+    return tuple(out)
+
+
+def check_mode(mode: str) -> Resampling:
+    if mode not in ("nearest", "bilinear"):
+        raise EotwinError(f"unknown resampling '{mode}': use 'nearest' or 'bilinear'")
+    return mode  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=32)
+def _bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) weights of 1-D linear interpolation with aligned corner pixels."""
+    weights = np.zeros((size_out, size_in), dtype=np.float64)
+    if size_in == 1:
+        weights[:, 0] = 1.0
+        return weights
+    position = np.arange(size_out, dtype=np.float64) * (size_in - 1) / (size_out - 1)
+    low = np.minimum(np.floor(position).astype(int), size_in - 2)
+    frac = position - low
+    rows = np.arange(size_out)
+    weights[rows, low] = 1.0 - frac
+    weights[rows, low + 1] += frac
+    return weights
+
+
+def resample(array: np.ndarray, size: int = PATCH_SIZE, mode: Resampling = "nearest") -> np.ndarray:
+    """Upsample a square band to ``size`` x ``size`` float32; a band already that size is only cast."""
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise EotwinError(f"expected a 2-D band, got shape {array.shape}")
+    height, width = array.shape
+    if (height, width) == (size, size):
+        return array.astype(np.float32, copy=False)
+    if check_mode(mode) == "nearest":
+        if size % height or size % width:
+            # general nearest: source index floor(i * in / out), as torch's 'nearest'
+            rows = (np.arange(size) * height) // size
+            cols = (np.arange(size) * width) // size
+            return array[rows][:, cols].astype(np.float32)
+        return np.repeat(np.repeat(array, size // height, axis=0), size // width, axis=1).astype(np.float32)
+    rows_w = _bilinear_matrix(height, size)
+    cols_w = _bilinear_matrix(width, size)
+    return (rows_w @ array.astype(np.float64) @ cols_w.T).astype(np.float32)
+
+
+def stack_bands(arrays: Mapping[str, np.ndarray], bands: Sequence[str], size: int = PATCH_SIZE,
+                mode: Resampling = "nearest") -> np.ndarray:
+    """(C, size, size) float32 stack of ``bands`` in the given order, resampled with ``mode``."""
+    missing = [band for band in bands if band not in arrays]
+    if missing:
+        raise EotwinError(f"patch lacks band(s) {', '.join(missing)} (has {', '.join(sorted(arrays))})")
+    stack = np.empty((len(bands), size, size), dtype=np.float32)
+    for i, band in enumerate(bands):
+        stack[i] = resample(arrays[band], size, mode)
+    return stack
+
+
+def band_stats(bands: Sequence[str], mode: Resampling = "nearest") -> tuple[np.ndarray, np.ndarray]:
+    """Published train-split mean and std (DN) for ``bands`` after resampling with ``mode``."""
+    mode = check_mode(mode)
+    try:
+        mean = np.array([_MEAN[mode][band] for band in bands], dtype=np.float32)
+        std = np.array([_STD[mode][band] for band in bands], dtype=np.float32)
+    except KeyError as exc:
+        raise EotwinError(f"no published statistics for band {exc.args[0]}") from None
+    return mean, std
+
+
+def normalise(stack: np.ndarray, bands: Sequence[str], mode: Resampling = "nearest") -> np.ndarray:
+    """(x - mean) / std per band, with the statistics that match the resampling ``mode``."""
+    stack = np.asarray(stack, dtype=np.float32)
+    if stack.shape[-3] != len(bands):
+        raise EotwinError(f"stack has {stack.shape[-3]} bands, {len(bands)} band names given")
+    mean, std = band_stats(bands, mode)
+    return (stack - mean[:, None, None]) / std[:, None, None]

@@ -1,0 +1,70 @@
+"""Options of the BigEarthNet data commands (info, encode, analyze): one validated model per command,
+shared by the CLI, the demo and a DeltaTwin component so they never drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from eotwin.ben.bands import resolve_bands
+
+
+class InfoOptions(BaseModel):
+    """``eotwin ben info SOURCE --patch ID``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Path
+    patch: str = Field(min_length=1)
+    metadata: Path | None = None
+
+
+class EncodeOptions(BaseModel):
+    """``eotwin ben encode ROOT -o STORE``: which patches go into the store and how it is written."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Path
+    output: Path
+    metadata: Path | None = None
+    split: Literal["train", "validation", "test"] | None = None
+    include_snow: bool = True
+    include_cloud: bool = True
+    limit: int | None = Field(None, ge=1)
+    bands: tuple[str, ...] = ("all",)
+    workers: int | None = Field(None, ge=1, le=256)
+    batch_size: int = Field(256, ge=1)
+    overwrite: bool = False
+
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return resolve_bands(",".join(value)) if len(value) != 1 else resolve_bands(value[0])
+
+
+class AnalyzeOptions(BaseModel):
+    """``eotwin ben analyze METADATA -o REPORT``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metadata: Path
+    output: Path
+    snow_cloud: Path | None = None  # default: the snow/cloud parquet beside METADATA when present
+    title: str = "BigEarthNet v2 label analysis"
+
+
+def make_options(model: type[BaseModel], **kwargs: object) -> BaseModel:
+    """Build ``model`` from plain values, with validation errors as one-line :class:`EotwinError`."""
+    from pydantic import ValidationError
+
+    from eotwin.errors import EotwinError
+
+    try:
+        return model(**kwargs)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "options"
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        raise EotwinError(f"{where}: {message}") from None

@@ -1,0 +1,448 @@
+"""Readers for BigEarthNet as it is published, and for our store, behind one small interface.
+
+* ``geotiff``: reBEN's ``BigEarthNet-S2/<tile>/<patch>/<patch>_<band>.tif`` plus ``metadata.parquet``
+  (and ``metadata_for_patches_with_snow_cloud_or_shadow.parquet`` when present).
+* ``lmdb``: the rico-hdl encoder's LMDB (the format ConfigILM reads): key = patch id, value = a
+  safetensors dict ``{band: uint16 array at native resolution}``; S1 patches share the database.
+* ``v1``: BigEarthNet v1 patch folders ``<patch>/<patch>_<band>.tif`` with ``<patch>_labels_metadata.json``
+  (43 CORINE labels, mapped to the 19 classes); official split CSVs are used when found beside them.
+* ``store``: our training store (see :mod:`eotwin.ben.store`), an LMDB in the rico-hdl layout plus
+  ``metadata.parquet`` and a manifest.
+
+Every source returns native-resolution arrays with the dtype on disk, so the same patch reads
+identically from all of them; resampling and normalisation happen later (:mod:`eotwin.ben.bands`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from eotwin.ben.bands import ALL_BANDS
+from eotwin.ben.labels import CLASSES_ORIGINAL, v1_to_19
+from eotwin.errors import EotwinError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+METADATA_NAME = "metadata.parquet"
+SNOW_CLOUD_NAME = "metadata_for_patches_with_snow_cloud_or_shadow.parquet"
+MANIFEST_NAME = "eotwin_store.json"
+STORE_FORMAT = "eotwin-ben-store"
+_CLASS_INDEX = {name: i for i, name in enumerate(CLASSES_ORIGINAL)}
+METADATA_COLUMNS = ("patch_id", "labels", "split", "country", "contains_seasonal_snow", "contains_cloud_or_shadow")
+
+
+@dataclass(frozen=True)
+class PatchRecord:
+    """What the metadata says about one patch (labels in the original 19-class order)."""
+
+    patch_id: str
+    labels: tuple[str, ...]
+    split: str | None = None
+    country: str | None = None
+    snow: bool = False
+    cloud: bool = False
+
+
+class BenSource(ABC):
+    """A set of BigEarthNet S2 patches: ids, native band arrays and metadata."""
+
+    kind: str = "?"
+
+    def __init__(self, path: Path, metadata: pd.DataFrame) -> None:
+        self.path = Path(path)
+        self.metadata = normalise_metadata(metadata)
+        self._rows = {pid: i for i, pid in enumerate(self.metadata["patch_id"])}
+
+    @abstractmethod
+    def read(self, patch_id: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Native-resolution arrays of ``bands`` (all 12 when None), dtype as stored."""
+
+    @abstractmethod
+    def has_patch(self, patch_id: str) -> bool:
+        """Whether the image data of ``patch_id`` is present."""
+
+    def patch_ids(self, split: str | None = None, include_snow: bool = False, include_cloud: bool = False) -> list[str]:
+        """Patch ids in metadata order, filtered like the official splits (snow and cloud excluded)."""
+        frame = self.metadata
+        mask = np.ones(len(frame), dtype=bool)
+        if split is not None:
+            if split not in ("train", "validation", "test"):
+                raise EotwinError(f"unknown split '{split}': use train, validation or test")
+            mask &= (frame["split"] == split).to_numpy()
+        if not include_snow:
+            mask &= ~frame["contains_seasonal_snow"].to_numpy(dtype=bool)
+        if not include_cloud:
+            mask &= ~frame["contains_cloud_or_shadow"].to_numpy(dtype=bool)
+        return [pid for pid in frame["patch_id"][mask] if self.has_patch(pid)]
+
+    def record(self, patch_id: str) -> PatchRecord:
+        row = self._rows.get(patch_id)
+        if row is None:
+            raise EotwinError(f"patch '{patch_id}' is not in the metadata of {self.path}")
+        item = self.metadata.iloc[row]
+        return PatchRecord(
+            patch_id=patch_id,
+            labels=tuple(sorted((str(label) for label in item["labels"]), key=_CLASS_INDEX.__getitem__)),
+            split=_none_if_missing(item["split"]),
+            country=_none_if_missing(item["country"]),
+            snow=bool(item["contains_seasonal_snow"]),
+            cloud=bool(item["contains_cloud_or_shadow"]),
+        )
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> BenSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, {len(self.metadata)} patches in metadata)"
+
+
+def _none_if_missing(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value)
+
+
+# --------------------------------------------------------------------------- metadata
+
+def normalise_metadata(frame: pd.DataFrame) -> pd.DataFrame:
+    """Metadata with the columns every source provides; checks the labels are 19-class names."""
+    import pandas as pd
+
+    if "patch_id" not in frame.columns or "labels" not in frame.columns:
+        raise EotwinError("metadata needs the columns 'patch_id' and 'labels'")
+    frame = frame.reset_index(drop=True).copy()
+    for column, default in (("split", None), ("country", None),
+                            ("contains_seasonal_snow", False), ("contains_cloud_or_shadow", False)):
+        if column not in frame.columns:
+            frame[column] = default
+    frame["contains_seasonal_snow"] = frame["contains_seasonal_snow"].fillna(False).astype(bool)
+    frame["contains_cloud_or_shadow"] = frame["contains_cloud_or_shadow"].fillna(False).astype(bool)
+    frame["labels"] = [list(labels) if labels is not None else [] for labels in frame["labels"]]
+    known = set(CLASSES_ORIGINAL)
+    unknown = {label for labels in frame["labels"] for label in labels} - known
+    if unknown:
+        raise EotwinError(f"metadata has labels that are not BigEarthNet 19-class names: {sorted(unknown)[:3]}")
+    if frame["patch_id"].duplicated().any():
+        duplicate = frame["patch_id"][frame["patch_id"].duplicated()].iloc[0]
+        raise EotwinError(f"metadata lists patch '{duplicate}' twice")
+    return pd.DataFrame(frame)
+
+
+def read_metadata(path: Path, snow_cloud: Path | None = None) -> pd.DataFrame:
+    """``metadata.parquet`` (plus the snow/cloud parquet when given) as one frame."""
+    import pandas as pd
+
+    frames = []
+    for file in (path, snow_cloud):
+        if file is None:
+            continue
+        try:
+            frames.append(pd.read_parquet(file))
+        except FileNotFoundError:
+            raise EotwinError(f"metadata file {file} not found") from None
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            raise EotwinError(f"cannot read metadata {file}: {type(exc).__name__}: {exc}") from None
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return normalise_metadata(frame)
+
+
+def find_metadata(*directories: Path, explicit: Path | None = None) -> tuple[Path, Path | None]:
+    """The metadata parquet (explicit, or the first found in ``directories``) and its snow/cloud sibling."""
+    if explicit is not None:
+        explicit = Path(explicit)
+        if not explicit.is_file():
+            raise EotwinError(f"metadata file {explicit} not found")
+        sibling = explicit.parent / SNOW_CLOUD_NAME
+        return explicit, sibling if sibling.is_file() else None
+    for directory in directories:
+        candidate = Path(directory) / METADATA_NAME
+        if candidate.is_file():
+            sibling = Path(directory) / SNOW_CLOUD_NAME
+            return candidate, sibling if sibling.is_file() else None
+    names = ", ".join(str(d) for d in directories)
+    raise EotwinError(f"no {METADATA_NAME} found in {names}: pass --metadata")
+
+
+# --------------------------------------------------------------------------- GeoTIFF (v2)
+
+def _read_tif(path: Path) -> np.ndarray:
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path) as dataset:
+            return dataset.read(1)
+    except RasterioIOError as exc:
+        if not path.exists():
+            raise EotwinError(f"band file {path} not found") from None
+        raise EotwinError(f"cannot read {path}: {exc}") from None
+
+
+def tile_of(patch_id: str) -> str:
+    """reBEN tile folder of a patch: the id without its trailing ``_<row>_<col>``."""
+    parts = patch_id.rsplit("_", 2)
+    if len(parts) != 3:
+        raise EotwinError(f"'{patch_id}' is not a BigEarthNet v2 patch id (<tile product>_<row>_<col>)")
+    return parts[0]
+
+
+class GeoTiffSource(BenSource):
+    """reBEN ``BigEarthNet-S2/<tile>/<patch>/<patch>_<band>.tif`` folders."""
+
+    kind = "geotiff"
+
+    def __init__(self, root: Path, metadata: Path | None = None) -> None:
+        root = Path(root)
+        self.s2_root = root / "BigEarthNet-S2" if (root / "BigEarthNet-S2").is_dir() else root
+        meta, snow_cloud = find_metadata(root, root.parent, explicit=metadata)
+        super().__init__(root, read_metadata(meta, snow_cloud))
+
+    def patch_dir(self, patch_id: str) -> Path:
+        return self.s2_root / tile_of(patch_id) / patch_id
+
+    def has_patch(self, patch_id: str) -> bool:
+        return self.patch_dir(patch_id).is_dir()
+
+    def read(self, patch_id: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        folder = self.patch_dir(patch_id)
+        if not folder.is_dir():
+            raise EotwinError(f"patch '{patch_id}' not found: no folder {folder}")
+        return {band: _read_tif(folder / f"{patch_id}_{band}.tif") for band in (bands or ALL_BANDS)}
+
+
+# --------------------------------------------------------------------------- LMDB (rico-hdl / ConfigILM) and our store
+
+class LmdbSource(BenSource):
+    """rico-hdl LMDB: key = patch id (ASCII), value = safetensors ``{band: array}``."""
+
+    kind = "lmdb"
+
+    def __init__(self, env_dir: Path, metadata: Path | None = None, frame: pd.DataFrame | None = None) -> None:
+        self.env_dir = Path(env_dir)
+        if not (self.env_dir / "data.mdb").is_file():
+            raise EotwinError(f"{self.env_dir} is not an LMDB directory (no data.mdb)")
+        if frame is None:
+            meta, snow_cloud = find_metadata(self.env_dir, self.env_dir.parent, explicit=metadata)
+            frame = read_metadata(meta, snow_cloud)
+        super().__init__(self.env_dir, frame)
+        self._env = None
+        self._pid = -1
+        self._keys: set[str] | None = None
+
+    def _txn(self):
+        if self._env is None or self._pid != os.getpid():  # one environment per process (DataLoader workers fork)
+            self._env = _acquire_env(self.env_dir)
+            self._pid = os.getpid()
+        return self._env.begin(write=False, buffers=True)
+
+    def keys(self) -> set[str]:
+        if self._keys is None:
+            with self._txn() as txn:
+                self._keys = {bytes(key).decode() for key in txn.cursor().iternext(keys=True, values=False)}
+        return self._keys
+
+    def has_patch(self, patch_id: str) -> bool:
+        return patch_id in self.keys()
+
+    def raw(self, patch_id: str) -> bytes:
+        """The stored safetensors bytes of a patch (what the store copies without decoding)."""
+        with self._txn() as txn:
+            value = txn.get(patch_id.encode())
+            if value is None:
+                raise EotwinError(f"patch '{patch_id}' is not in {self.env_dir}")
+            return bytes(value)
+
+    def read(self, patch_id: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        from safetensors.numpy import load
+
+        try:
+            arrays = load(self.raw(patch_id))
+        except EotwinError:
+            raise
+        except Exception as exc:
+            raise EotwinError(f"patch '{patch_id}' in {self.env_dir} is not valid safetensors: {exc}") from None
+        wanted = bands or ALL_BANDS
+        missing = [band for band in wanted if band not in arrays]
+        if missing:
+            raise EotwinError(f"patch '{patch_id}' in {self.env_dir} lacks band(s) {', '.join(missing)}")
+        return {band: arrays[band] for band in wanted}
+
+    def close(self) -> None:
+        if self._env is not None and self._pid == os.getpid():
+            _release_env(self.env_dir)
+        self._env = None
+
+
+# LMDB allows one environment per path and process, so readers of the same database share it.
+_ENVS: dict[tuple[str, int], list] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _acquire_env(env_dir: Path):
+    import lmdb
+
+    key = (str(Path(env_dir).resolve()), os.getpid())
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is None:
+            try:
+                env = lmdb.open(key[0], readonly=True, lock=False, readahead=False, meminit=False,
+                                max_readers=256, subdir=True)
+            except lmdb.Error as exc:
+                raise EotwinError(f"cannot open LMDB {env_dir}: {exc}") from None
+            entry = _ENVS[key] = [env, 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release_env(env_dir: Path) -> None:
+    key = (str(Path(env_dir).resolve()), os.getpid())
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                entry[0].close()
+                del _ENVS[key]
+
+
+class StoreSource(LmdbSource):
+    """Our training store: an LMDB in the rico-hdl layout with its own metadata and manifest."""
+
+    kind = "store"
+
+    def __init__(self, store_dir: Path, allow_incomplete: bool = False) -> None:
+        store_dir = Path(store_dir)
+        self.manifest = read_manifest(store_dir)
+        if not self.manifest.get("complete") and not allow_incomplete:
+            raise EotwinError(f"store {store_dir} is incomplete ({self.manifest.get('written', 0)} of "
+                              f"{self.manifest.get('patches', '?')} patches): rerun `eotwin ben encode` to resume it")
+        super().__init__(store_dir, frame=read_metadata(store_dir / METADATA_NAME))
+
+
+def read_manifest(store_dir: Path) -> dict[str, Any]:
+    path = Path(store_dir) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EotwinError(f"{store_dir} is not an eotwin BigEarthNet store (no {MANIFEST_NAME})") from None
+    except json.JSONDecodeError as exc:
+        raise EotwinError(f"{path} is not valid JSON: {exc.msg}") from None
+    if manifest.get("format") != STORE_FORMAT:
+        raise EotwinError(f"{path} is not an eotwin BigEarthNet store manifest")
+    return manifest
+
+
+# --------------------------------------------------------------------------- BigEarthNet v1
+
+class V1Source(BenSource):
+    """BigEarthNet v1 patch folders; labels from ``<patch>_labels_metadata.json``, mapped 43 -> 19."""
+
+    kind = "v1"
+
+    def __init__(self, root: Path) -> None:
+        root = Path(root)
+        self.root = root
+        self._dirs = {p.name: p for p in sorted(root.iterdir()) if (p / f"{p.name}_labels_metadata.json").is_file()}
+        if not self._dirs:
+            raise EotwinError(f"{root} holds no BigEarthNet v1 patch folders (<patch>/<patch>_labels_metadata.json)")
+        super().__init__(root, self._build_metadata())
+
+    def _build_metadata(self) -> pd.DataFrame:
+        import pandas as pd
+
+        splits = _v1_lists(self.root, {"train": "train.csv", "validation": "val.csv", "test": "test.csv"})
+        flags = _v1_lists(self.root, {"snow": "patches_with_seasonal_snow.csv", "cloud": "patches_with_cloud_and_shadow.csv"})
+        rows = []
+        for patch_id, folder in self._dirs.items():
+            path = folder / f"{patch_id}_labels_metadata.json"
+            try:
+                meta = json.loads(path.read_text(encoding="utf-8"))
+                labels_43 = list(meta["labels"])
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise EotwinError(f"{path} is not a BigEarthNet v1 label file: {exc}") from None
+            rows.append({
+                "patch_id": patch_id,
+                "labels": v1_to_19(labels_43),
+                "labels_43": labels_43,
+                "split": splits.get(patch_id),
+                "country": None,
+                "contains_seasonal_snow": flags.get(patch_id) == "snow",
+                "contains_cloud_or_shadow": flags.get(patch_id) == "cloud",
+            })
+        return pd.DataFrame(rows)
+
+    def has_patch(self, patch_id: str) -> bool:
+        return patch_id in self._dirs
+
+    def read(self, patch_id: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        folder = self._dirs.get(patch_id)
+        if folder is None:
+            raise EotwinError(f"patch '{patch_id}' not found in {self.root}")
+        return {band: _read_tif(folder / f"{patch_id}_{band}.tif") for band in (bands or ALL_BANDS)}
+
+
+def _v1_lists(root: Path, names: dict[str, str]) -> dict[str, str]:
+    """patch id -> key for the v1 side lists (one patch name per line) found in or beside ``root``."""
+    found: dict[str, str] = {}
+    for key, name in names.items():
+        for directory in (root, root.parent):
+            path = directory / name
+            if path.is_file():
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    patch = line.split(",")[0].strip()
+                    if patch and patch != "patch_id":
+                        found[patch] = key
+                break
+    return found
+
+
+# --------------------------------------------------------------------------- detection
+
+def open_source(path: str | Path, metadata: str | Path | None = None, allow_incomplete: bool = False) -> BenSource:
+    """Open any BigEarthNet source by looking at what the folder holds."""
+    path = Path(path)
+    meta = Path(metadata) if metadata is not None else None
+    if not path.exists():
+        raise EotwinError(f"{path} not found")
+    if path.is_file():
+        raise EotwinError(f"{path} is a file: give the dataset folder, the LMDB folder or the store folder")
+    if (path / MANIFEST_NAME).is_file():
+        return StoreSource(path, allow_incomplete=allow_incomplete)
+    if (path / "data.mdb").is_file():
+        return LmdbSource(path, meta)
+    lmdb_dirs = sorted(p for p in path.iterdir() if p.is_dir() and (p / "data.mdb").is_file())
+    if (path / "BigEarthNet-S2").is_dir():
+        return GeoTiffSource(path, meta)
+    if len(lmdb_dirs) == 1:
+        return LmdbSource(lmdb_dirs[0], meta or _metadata_in(path))
+    for child in sorted(path.iterdir()):
+        if child.is_dir():
+            if (child / f"{child.name}_labels_metadata.json").is_file():
+                return V1Source(path)
+            grand = next((g for g in sorted(child.iterdir()) if g.is_dir()), None)
+            if grand is not None and any(grand.glob(f"{grand.name}_B*.tif")):
+                return GeoTiffSource(path, meta)
+            break
+    raise EotwinError(f"{path} is not a BigEarthNet source (GeoTIFF folders, LMDB, v1 folders or an eotwin store)")
+
+
+def _metadata_in(path: Path) -> Path | None:
+    candidate = path / METADATA_NAME
+    return candidate if candidate.is_file() else None

@@ -1,0 +1,62 @@
+"""``eotwin ben info | encode | analyze``: BigEarthNet data commands (parse, call a pipeline, print)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from eotwin.cli import _common
+from eotwin.cli.ben import app
+
+
+@app.command("info")
+def info(
+    source: Path = typer.Argument(..., help="GeoTIFF dataset folder, rico-hdl/ConfigILM LMDB folder, v1 folder or eotwin store."),
+    patch: str = typer.Option(..., "--patch", "-p", help="S2 patch id (v1: the patch folder name)."),
+    metadata: Path | None = typer.Option(None, "--metadata", help="metadata.parquet (default: found beside SOURCE)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Print a patch's labels and per-band shape, dtype, min, max and mean (same output for every source kind)."""
+    from eotwin.ben.data_options import InfoOptions, make_options
+    from eotwin.ben.info import format_info, patch_info
+    from eotwin.ben.sources import open_source
+
+    options = make_options(InfoOptions, source=source, patch=patch, metadata=metadata)
+    with open_source(options.source, options.metadata, allow_incomplete=True) as src:
+        result = patch_info(src, options.patch)
+        kind = src.kind
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        _common.say(f"source: {kind} {options.source}")
+        typer.echo(format_info(result))
+
+
+@app.command("encode")
+def encode(
+    source: Path = typer.Argument(..., help="GeoTIFF dataset folder (BigEarthNet-S2 + metadata.parquet), LMDB, v1 folder or store."),
+    output: Path = typer.Option(..., "--output", "-o", help="Store folder (created; rerun to resume an interrupted encode)."),
+    metadata: Path | None = typer.Option(None, "--metadata", help="metadata.parquet (default: found beside SOURCE)."),
+    split: str | None = typer.Option(None, "--split", help="Only this split: train, validation or test."),
+    snow: bool = typer.Option(True, "--snow/--no-snow", help="Include patches flagged with seasonal snow."),
+    cloud: bool = typer.Option(True, "--cloud/--no-cloud", help="Include patches flagged with cloud or shadow."),
+    limit: int | None = typer.Option(None, "--limit", help="Encode only the first N selected patches."),
+    bands: str = typer.Option("all", "--bands", help="Bands kept: all (12), s2-10, rgb, 10m, or a list like B02,B03,B04."),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="Reader threads (default: CPU count, at most 8)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Patches per LMDB transaction (the resume granularity)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store instead of resuming it."),
+) -> None:
+    """Convert a BigEarthNet source into the training store (LMDB of safetensors, rico-hdl layout)."""
+    from eotwin.ben.data_options import EncodeOptions, make_options
+    from eotwin.ben.store import run_encode
+
+    options = make_options(EncodeOptions, source=source, output=output, metadata=metadata, split=split,
+                           include_snow=snow, include_cloud=cloud, limit=limit, bands=tuple(bands.split(",")),
+                           workers=workers, batch_size=batch_size, overwrite=overwrite)
+    result = run_encode(options, progress=_common.progress())
+    _common.out.print(
+        f"{result.planned:,} patches in {result.store} ({result.written:,} written, {result.skipped:,} already there; "
+        f"{result.seconds:.1f} s, {result.patches_per_second:,.0f} patches/s, {result.store_bytes / 1e6:,.1f} MB)"
+    )
