@@ -260,6 +260,11 @@ class LmdbSource(BenSource):
     def has_patch(self, patch_id: str) -> bool:
         return patch_id in self.keys()
 
+    def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers: each process opens its own env
+        state = self.__dict__.copy()
+        state.update(_env=None, _pid=-1)
+        return state
+
     def raw(self, patch_id: str) -> bytes:
         """The stored safetensors bytes of a patch (what the store copies without decoding)."""
         with self._txn() as txn:
