@@ -25,27 +25,31 @@ FORMATS = ("laz", "las", "ply")
 
 @dataclass
 class CloudStats:
-    """Running count and bounds of what was written."""
+    """Count and bounds of what was written."""
 
     count: int = 0
     mins: np.ndarray = field(default_factory=lambda: np.full(3, np.inf))
     maxs: np.ndarray = field(default_factory=lambda: np.full(3, -np.inf))
-    rgb_min: np.ndarray = field(default_factory=lambda: np.full(3, 255, dtype=np.int64))
-    rgb_max: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.int64))
 
-    def update(self, block: PointBlock) -> None:
-        if len(block) == 0:
+    def grow(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
+        if x.size == 0:
             return
-        self.count += len(block)
-        for axis, values in enumerate((block.x, block.y, block.z)):
+        self.count += int(x.size)
+        for axis, values in enumerate((x, y, z)):
             self.mins[axis] = min(self.mins[axis], float(values.min()))
             self.maxs[axis] = max(self.maxs[axis], float(values.max()))
-        self.rgb_min = np.minimum(self.rgb_min, block.rgb.min(axis=0))
-        self.rgb_max = np.maximum(self.rgb_max, block.rgb.max(axis=0))
 
 
 class PointWriter(Protocol):
+    """Writers split work in two so a pipeline can prepare the next block while the current one is written."""
+
     stats: CloudStats
+
+    def prepare(self, block: PointBlock) -> object:
+        """Pure numpy, safe to run in another thread: the block in the file's own layout."""
+        ...
+
+    def write_prepared(self, prepared: object) -> None: ...
 
     def write(self, block: PointBlock) -> None: ...
 
@@ -61,37 +65,62 @@ def offsets_near(bounds_xy: tuple[float, float, float, float], scale: float) -> 
     return (float(np.floor(bounds_xy[0] / step) * step), float(np.floor(bounds_xy[1] / step) * step))
 
 
+def _to_int32(values: np.ndarray, name: str, scale: float) -> np.ndarray:
+    if values.size and (values.min() < -(2**31) or values.max() >= 2**31):
+        raise EotwinError(f"coordinate {name} out of the LAS int32 range for scale {scale}")
+    return values.astype(np.int32)
+
+
 class LasWriter:
     """LAS 1.4 point format 7 (XYZ, RGB, GPS time), CRS as an OGC WKT VLR; LAZ via lazrs."""
 
     def __init__(self, handle, header) -> None:
         self._writer = handle
-        self.header = header
         self.stats = CloudStats()
         self._point_format = header.point_format
-        self._scales = np.asarray(header.scales)
-        self._offsets = np.asarray(header.offsets)
+        self._scales = np.asarray(header.scales, dtype=np.float64)
+        self._offsets = np.asarray(header.offsets, dtype=np.float64)
 
-    def write(self, block: PointBlock) -> None:
+    def _scaled(self, table: np.ndarray, axis: int, name: str) -> np.ndarray:
+        return _to_int32(np.rint((table - self._offsets[axis]) / self._scales[axis]), name, self._scales[axis])
+
+    def prepare(self, block: PointBlock):
         import laspy
 
         n = len(block)
-        if n == 0:
-            return
         record = laspy.ScaleAwarePointRecord.zeros(n, point_format=self._point_format, scales=self._scales,
                                                    offsets=self._offsets)
+        if n == 0:
+            return record
         array = record.array
-        for name, values, axis in (("X", block.x, 0), ("Y", block.y, 1), ("Z", block.z, 2)):
-            scaled = np.rint((values - self._offsets[axis]) / self._scales[axis])
-            if scaled.size and (scaled.min() < -(2**31) or scaled.max() >= 2**31):
-                raise EotwinError(f"coordinate {name.lower()} out of the LAS int32 range for scale {self._scales[axis]}")
-            array[name] = scaled.astype(np.int32)
-        colours = block.rgb.astype(np.uint16) * np.uint16(257)
-        array["red"] = colours[:, 0]
-        array["green"] = colours[:, 1]
-        array["blue"] = colours[:, 2]
-        self._writer.write_points(record)
-        self.stats.update(block)
+        if block.is_rectilinear:  # integer tables per column and per row, gathered once through the mask
+            array["X"] = block.per_column(self._scaled(block.column_centres(), 0, "x"))
+            array["Y"] = block.per_row(self._scaled(block.row_centres(), 1, "y"))
+        else:
+            array["X"] = self._scaled(block.x, 0, "x")
+            array["Y"] = self._scaled(block.y, 1, "y")
+        z = block.heights[block.mask].astype(np.float64)
+        z *= block.z_scale / self._scales[2]
+        z -= self._offsets[2] / self._scales[2]
+        array["Z"] = _to_int32(np.rint(z, out=z), "z", self._scales[2])
+        for band, name in enumerate(("red", "green", "blue")):
+            channel = block.channel(band).astype(np.uint16)
+            channel *= np.uint16(257)  # 8-bit to 16-bit: 255 -> 65535 exactly
+            array[name] = channel
+        return record
+
+    def write_prepared(self, record) -> None:
+        if len(record):
+            self._writer.write_points(record)
+            self.stats.count += len(record)
+
+    def write(self, block: PointBlock) -> None:
+        self.write_prepared(self.prepare(block))
+
+    def finish(self) -> None:
+        header = self._writer.header
+        if self.stats.count:
+            self.stats.mins, self.stats.maxs = np.asarray(header.mins, float), np.asarray(header.maxs, float)
 
 
 class PlyWriter:
@@ -114,15 +143,21 @@ class PlyWriter:
         self._fh.write(header.encode("ascii"))
         self._dtype = np.dtype([("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
 
+    def prepare(self, block: PointBlock) -> np.ndarray:
+        out = np.empty(len(block), dtype=self._dtype)
+        if len(block):
+            out["x"], out["y"], out["z"] = block.x, block.y, block.z
+            for band, name in enumerate(("red", "green", "blue")):
+                out[name] = block.channel(band)
+        return out
+
+    def write_prepared(self, vertices: np.ndarray) -> None:
+        if len(vertices):
+            self._fh.write(vertices.tobytes())
+            self.stats.grow(vertices["x"], vertices["y"], vertices["z"])
+
     def write(self, block: PointBlock) -> None:
-        n = len(block)
-        if n == 0:
-            return
-        out = np.empty(n, dtype=self._dtype)
-        out["x"], out["y"], out["z"] = block.x, block.y, block.z
-        out["red"], out["green"], out["blue"] = block.rgb[:, 0], block.rgb[:, 1], block.rgb[:, 2]
-        self._fh.write(out.tobytes())
-        self.stats.update(block)
+        self.write_prepared(self.prepare(block))
 
     def finish(self) -> None:
         self._fh.seek(self._count_pos)
@@ -160,6 +195,7 @@ def open_point_writer(path: str | Path, fmt: str, crs: CRS, bounds_xy: tuple[flo
                             laz_backend=backend if fmt == "laz" else None) as handle:
                 writer = LasWriter(handle, header)
                 yield writer
+            writer.finish()  # after close: laspy has grown the header bounds
 
 
 def _rasterio_free_crs(crs: CRS) -> CRS:

@@ -7,6 +7,7 @@ Opening goes through :func:`open_raster`, which turns GDAL's errors into one-lin
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from pyproj import CRS
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid
@@ -55,7 +56,9 @@ def open_raster(path: str | Path, *, require_crs: bool = True) -> Iterator[raste
     if not is_remote and not Path(name).exists():
         raise EotwinError(f"{name}: no such file")
     try:
-        dataset = rasterio.open(name)
+        with warnings.catch_warnings():  # a missing georeference becomes our own one-line error below
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            dataset = rasterio.open(name)
     except RasterioIOError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "unreadable"
         raise EotwinError(f"{name}: not a readable raster ({first_line})") from None

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import rasterio
@@ -27,6 +31,7 @@ from eotwin.pointcloud.sampling import StreamingSampler, target_count
 from eotwin.pointcloud.sources import DemSource, ImageSource, MaskSource
 from eotwin.progress import ProgressReporter, ensure_progress
 
+T = TypeVar("T")
 GDAL_CACHE_MB = 128  # GDAL's default (5 % of RAM) would let the block cache grow past a container's limit
 
 
@@ -41,6 +46,49 @@ class BuildResult:
     grid: Grid
     stats: CloudStats
     seconds: float
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Yield ``items`` computed ahead in a background thread, at most ``depth`` waiting (bounded memory).
+
+    An exception in the producer is re-raised in the consumer; if the consumer stops early the
+    producer is told to stop and is joined.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((done, None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            slots.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="eotwin-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.1)
+        thread.join()
 
 
 def make_options(**kwargs) -> BuildOptions:
@@ -111,18 +159,26 @@ def build_point_cloud(options: BuildOptions, progress: ProgressReporter | None =
         left, bottom, right, top = grid.bounds
         with open_point_writer(output, fmt, grid.crs, (left, bottom, right, top)) as writer, \
                 progress.task(f"writing {fmt.upper()} points", total=len(blocks)) as task:
-            for i, window in enumerate(blocks):
-                z, rgb, valid = block_validity(window)
-                keep = None
-                if sampler is not None:
-                    n_valid = int(valid.sum())
-                    if n_valid != counts[i]:
-                        raise EotwinError("the inputs changed while the cloud was being built")
-                    keep = sampler.pick(n_valid)
-                writer.write(block_points(grid, window, z, rgb, valid, options.z_scale, keep))
+
+            def prepared_blocks():
+                for i, window in enumerate(blocks):
+                    z, rgb, valid = block_validity(window)
+                    keep = None
+                    if sampler is not None:
+                        n_valid = int(np.count_nonzero(valid))
+                        if n_valid != counts[i]:
+                            raise EotwinError("the inputs changed while the cloud was being built")
+                        keep = sampler.pick(n_valid)
+                    yield writer.prepare(block_points(grid, window, z, rgb, valid, options.z_scale, keep))
+
+            # reading, warping and packing the next blocks (GDAL and numpy release the GIL) overlaps
+            # with compressing and writing the current one
+            for prepared in prefetch(prepared_blocks(), depth=2):
+                writer.write_prepared(prepared)
                 task.advance()
-            if writer.stats.count == 0:
-                raise EotwinError("no valid pixels in the overlap of the DEM and the image (all nodata or masked)")
+        if writer.stats.count == 0:
+            output.unlink(missing_ok=True)
+            raise EotwinError("no valid pixels in the overlap of the DEM and the image (all nodata or masked)")
         stats = writer.stats
         radiometry = image.radiometry
         stretch = image.stretch
@@ -195,7 +251,6 @@ def stac_item(options: BuildOptions, fmt: str, grid: Grid, stats: CloudStats, ra
             "eotwin:valid_pixels": valid_total,
             "eotwin:origin": [0.0, 0.0, 0.0],
             "eotwin:seconds": round(seconds, 3),
-            "eotwin:rgb_range": [int(v) for v in np.concatenate([stats.rgb_min, stats.rgb_max])] if stats.count else None,
         },
         "assets": {"data": {"href": output.name, "type": {"laz": "application/vnd.laszip", "las": "application/vnd.las",
                                                            "ply": "application/x-ply"}[fmt], "roles": ["data"]}},

@@ -17,7 +17,7 @@ from eotwin.errors import EotwinError
 def target_count(fraction: float, total_valid: int) -> int:
     if not (0.0 < fraction <= 1.0):
         raise EotwinError(f"sampled fraction must be in (0, 1], got {fraction}")
-    return int(round(fraction * total_valid))
+    return round(fraction * total_valid)  # Python rounds half to even; documented in the CLI help
 
 
 class StreamingSampler:

@@ -60,3 +60,31 @@ def encode(
         f"{result.planned:,} patches in {result.store} ({result.written:,} written, {result.skipped:,} already there; "
         f"{result.seconds:.1f} s, {result.patches_per_second:,.0f} patches/s, {result.store_bytes / 1e6:,.1f} MB)"
     )
+
+
+@app.command("analyze")
+def analyze(
+    metadata: Path = typer.Argument(..., help="metadata.parquet (or the folder holding it)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Report folder: index.html, analysis.json and PNG plots."),
+    snow_cloud: Path | None = typer.Option(None, "--snow-cloud", help="metadata_for_patches_with_snow_cloud_or_shadow.parquet "
+                                           "(default: found beside METADATA)."),
+    title: str = typer.Option("BigEarthNet v2 label analysis", "--title", help="Title of the HTML page."),
+) -> None:
+    """Label frequency per split, imbalance ratios, labels per patch, co-occurrence, countries, snow/cloud exclusions."""
+    from eotwin.ben.analysis_report import run_analysis
+    from eotwin.ben.data_options import AnalyzeOptions, make_options
+
+    options = make_options(AnalyzeOptions, metadata=metadata, output=output, snow_cloud=snow_cloud, title=title)
+    result = run_analysis(options, progress=_common.progress())
+    stats = result.stats
+    train = "train" if "train" in stats["splits"] else "all"
+    imb = stats["imbalance"][train]
+    _common.out.print(f"{stats['patches']['total']:,} patches ({stats['patches']['in_splits']:,} in splits: "
+                      + ", ".join(f"{s} {n:,}" for s, n in stats["patches"]["by_split"].items())
+                      + f"; {stats['exclusions']['total']:,} excluded for snow/cloud)")
+    if imb["ratio"] is not None:
+        _common.out.print(f"{train}: max/min class ratio {imb['ratio']:.1f}, MeanIR {imb['mean_ir']:.2f}, "
+                          f"{stats['labels_per_patch'][train]['mean']:.2f} labels per patch")
+    _common.out.print(f"report   {result.html}")
+    _common.out.print(f"json     {result.json}")
+    _common.out.print(f"plots    {len(result.plots)} PNG in {result.output} ({result.seconds:.1f} s)")
