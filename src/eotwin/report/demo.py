@@ -41,7 +41,9 @@ class DemoContext:
 
 
 # (section title, "module:function") in run order; each capability registers its own step here.
-DEMO_STEPS: list[tuple[str, str]] = []
+DEMO_STEPS: list[tuple[str, str]] = [
+    ("Point cloud", "eotwin.pointcloud.demo:pointcloud_demo"),
+]
 
 
 def _resolve(dotted: str) -> Callable[[DemoContext], list[Artifact]]:
