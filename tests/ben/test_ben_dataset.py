@@ -61,6 +61,7 @@ def test_dataset_pickles_for_worker_processes(ben_store_dir):
     x0, _ = data[0]
     clone = pickle.loads(pickle.dumps(data))
     np.testing.assert_array_equal(clone[0][0], x0)
+    clone.source.close()
     data.source.close()
 
 

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -44,19 +46,24 @@ def test_geotiff_lmdb_and_store_give_identical_arrays(ben_lmdb, ben_geotiff_dir,
     store.close()
 
 
-def test_store_is_readable_the_configilm_way(ben_store_dir, ben_lmdb):
-    import lmdb
-    from safetensors.numpy import load
-
+def test_store_is_readable_the_configilm_way(ben_store_dir, ben_lmdb, tmp_path):
+    """Plain lmdb + safetensors in a fresh process (no eotwin), as ConfigILM's BENv2LDMBReader reads."""
     manifest = json.loads((ben_store_dir / "eotwin_store.json").read_text())
     assert manifest["complete"] and manifest["patches"] == 24 and manifest["bands"] == list(ALL_BANDS)
-    env = lmdb.open(str(ben_store_dir), readonly=True, lock=False)
     patch_id = ben_lmdb.patch_ids()[3]
-    with env.begin() as txn:
-        assert txn.stat()["entries"] == 24
-        arrays = load(bytes(txn.get(patch_id.encode())))
-    env.close()
-    np.testing.assert_array_equal(arrays["B09"], ben_lmdb.read(patch_id)["B09"])
+    code = (
+        "import sys, lmdb, numpy as np\n"
+        "from safetensors.numpy import load\n"
+        "env = lmdb.open(sys.argv[1], readonly=True, lock=False, meminit=False, readahead=True)\n"
+        "with env.begin(write=False, buffers=True) as txn:\n"
+        "    print(txn.stat()['entries'])\n"
+        "    arrays = load(bytes(txn.get(sys.argv[2].encode())))\n"
+        "np.save(sys.argv[3], arrays['B09'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(ben_store_dir), patch_id, str(tmp_path / "b09.npy")],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "24"
+    np.testing.assert_array_equal(np.load(tmp_path / "b09.npy"), ben_lmdb.read(patch_id)["B09"])
 
 
 class _Failing:
