@@ -17,10 +17,10 @@ LICENSE = {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE
 
 # A model that writes its arguments (one per line) and a copy of its Data input: proves what reached argv.
 ECHO_PY = textwrap.dedent('''
-    import pathlib, sys
+    import json, pathlib, sys
     args = sys.argv[1:]
-    pathlib.Path("result.txt").write_text("\\n".join(args) + "\\n")
-    print("echo got", len(args), "arguments")
+    pathlib.Path("result.txt").write_text(json.dumps(args))
+    print("echo got", len(args), "arguments:", args)
 ''')
 
 ECHO_MANIFEST: dict[str, Any] = {

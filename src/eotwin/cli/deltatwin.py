@@ -48,3 +48,49 @@ def _where(finding) -> str:
     from rich.markup import escape
 
     return escape(f"{finding.file}:{finding.key}" if finding.key else finding.file)
+
+
+@app.command("run")
+def run_command(
+    component: Path = typer.Argument(..., help="Component folder to run."),
+    inputs_file: Path | None = typer.Option(None, "--inputs", "-i", help="inputs_file.json: {name: {type, value}}."),
+    run_dir: Path | None = typer.Option(None, "--output", "-o",
+                                        help="New run folder (default deltatwin-runs/<name>-<time>)."),
+    components: list[Path] = typer.Option([], "--components", "-c",
+                                          help="Folder of local components for dependencies (repeatable)."),
+    no_limits: bool = typer.Option(False, "--no-limits", help="Do not enforce hardwareRequirements (memory, CPU)."),
+    timeout: float | None = typer.Option(None, "--node-timeout", min=1, help="Stop a model after this many seconds."),
+) -> None:
+    """Run a component offline (no Docker): each model in its own folder and Python environment, with limits.
+
+    Writes per-node logs and run.json (inputs with secrets masked, timings, peak memory, output checksums).
+    """
+    from eotwin.deltatwin.runner import RECORD_FILE, RunOptions, run_component
+    from eotwin.errors import EotwinError
+
+    options = RunOptions(component=component, inputs_file=inputs_file, run_dir=run_dir, components=components,
+                         enforce_limits=not no_limits, node_timeout_s=timeout)
+    result = run_component(options, progress=_common.progress())
+    _print_nodes(result.record["nodes"], "")
+    for name, out in result.outputs.items():
+        _common.out.print(f"output {name}: {out.get('path', out.get('value'))} ({out.get('size', '?')} bytes, "
+                          f"sha256 {str(out.get('sha256', ''))[:12]})", highlight=False, soft_wrap=True)
+    _common.out.print(f"record: {result.run_dir / RECORD_FILE}", highlight=False, soft_wrap=True)
+    if not result.ok:
+        raise EotwinError(f"run failed: {result.record.get('error')}", exit_code=1)
+
+
+def _print_nodes(nodes: list[dict], indent: str) -> None:
+    from rich.markup import escape
+
+    colours = {"succeeded": "green", "failed": "bold red", "skipped": "yellow"}
+    for node in nodes:
+        if not node["ref"].startswith(("models.", "dependencies.")):
+            continue
+        peak = node.get("peak_rss_bytes")
+        extra = f" {node['duration_s']:.2f} s" if node.get("duration_s") is not None else ""
+        extra += f", peak {peak / 2**20:.0f} MiB" if peak else ""
+        status = node["status"]
+        _common.out.print(f"{indent}[{colours.get(status, 'white')}]{status:9s}[/] {escape(node['id'])} "
+                          f"({escape(node['ref'])}){extra}", highlight=False, soft_wrap=True)
+        _print_nodes(node.get("nodes", []), indent + "  ")
