@@ -245,3 +245,51 @@ def test_bad_runs_are_refused_with_one_line(tmp_path, echo_component, shared_fix
         run_component(RunOptions(component=root, inputs_file=ok_inputs, run_dir=tmp_path / "busy"))
     assert not (tmp_path / "y").exists() and not (tmp_path / "x").exists()
     assert os.listdir(tmp_path / "busy") == ["f"]
+
+
+HOG_PY = textwrap.dedent('''
+    import subprocess, sys, time
+    mode = sys.argv[1]
+    print("hog", mode, flush=True)
+    if mode == "sleep":
+        time.sleep(60)
+    if mode == "tree":  # three processes, each under the address-space limit, together over the RAM limit
+        code = "import time; b = b'x' * (100 * 2**20); time.sleep(30)"
+        procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(3)]
+        for p in procs:
+            p.wait()
+    open("out.txt", "w").write("done")
+''')
+
+
+def _hog(tmp_path: Path) -> Path:
+    manifest = {"deltaVersion": "1.4", "name": "hog", "description": "d", "owner": "o", "license": LICENSE,
+                "inputs": {"mode": {"type": "string"}}, "outputs": {"out": {"type": "Data"}},
+                "models": {"hog": {"path": "models", "type": "python", "parameters": {
+                    "pythonVersion": "3.11", "command": "python hog.py $(inputs.mode)",
+                    "hardwareRequirements": {"cpu": "500m", "ram": "200Mi"}},
+                    "inputs": {"mode": {"type": "string"}}, "outputs": {"out": {"type": "Data", "glob": "out.txt"}}}}}
+    workflow = {"nodes": [{"id": "mode", "ref": "inputs.mode"}, {"id": "hog", "ref": "models.hog"},
+                          {"id": "out", "ref": "outputs.out"}],
+                "edges": [{"from": {"id": "mode"}, "to": {"id": "hog", "port": "mode"}},
+                          {"from": {"id": "hog", "port": "out"}, "to": {"id": "out"}}]}
+    return write_component(tmp_path / "hog", manifest, workflow, {"models/hog.py": HOG_PY})
+
+
+def test_resident_memory_of_the_process_tree_is_watched(tmp_path):
+    root = _hog(tmp_path)
+    inputs = _inputs(tmp_path, {"mode": {"type": "string", "value": "tree"}})
+    result = run_component(RunOptions(component=root, inputs_file=inputs, run_dir=tmp_path / "run"))
+    hog = result.record["nodes"][1]
+    assert hog["status"] == "failed" and hog["memory_limit_hit"] is True and hog["exit_code"] == -9
+    assert hog["error"].startswith("stopped: resident memory ") and "passed the limit of 209715200 bytes" in hog["error"]
+    assert hog["peak_rss_bytes"] > 200 * 2**20 and hog["wall_s"] < 25
+
+
+def test_node_timeout(tmp_path):
+    root = _hog(tmp_path)
+    inputs = _inputs(tmp_path, {"mode": {"type": "string", "value": "sleep"}})
+    result = run_component(RunOptions(component=root, inputs_file=inputs, run_dir=tmp_path / "run", node_timeout_s=1))
+    hog = result.record["nodes"][1]
+    assert hog["status"] == "failed" and hog["error"].startswith("stopped: ran past the 1 s timeout")
+    assert hog["memory_limit_hit"] is False and 1 <= hog["wall_s"] < 10
