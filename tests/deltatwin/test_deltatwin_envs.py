@@ -105,3 +105,12 @@ def test_missing_requirement_builds_a_cached_venv(tmp_path, monkeypatch):
     second = run_component(RunOptions(component=root, run_dir=tmp_path / "run2", env_cache=cache))
     assert second.ok and second.record["nodes"][0]["python"]["key"] == key
     assert not (tmp_path / "run2" / "nodes" / "probe" / "env.log").exists()  # reused, not rebuilt
+    monkeypatch.delenv("PIP_FIND_LINKS")  # now the package cannot be found: the node fails, clearly
+    manifest["models"]["probe"]["parameters"]["pipRequirements"][0]["version"] = "2.0"
+    root = write_component(tmp_path / "probe2", manifest, workflow, {"models/probe.py": PROBE_PY})
+    third = run_component(RunOptions(component=root, run_dir=tmp_path / "run3", env_cache=cache))
+    assert not third.ok
+    assert third.record["nodes"][0]["error"] == (
+        "building the Python environment failed at 'pip install eotwin-probe-pkg==2.0' "
+        f"(see {tmp_path / 'run3' / 'nodes' / 'probe' / 'env.log'})")
+    assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == [key]  # no half-built environment left

@@ -83,6 +83,9 @@ STEP_PY = textwrap.dedent('''
             print("input was writable")
         except PermissionError:
             print("input is read-only")
+    if mode == "cpus":
+        import os
+        mode = f"cpus={len(os.sched_getaffinity(0))} omp={os.environ['OMP_NUM_THREADS']}"
     if mode == "two":
         pathlib.Path("extra.txt").write_text("x")
         pathlib.Path("extra2.txt").write_text("y")
@@ -127,11 +130,11 @@ def _chain_inputs(tmp_path: Path) -> Path:
 
 
 def test_data_flows_through_files(tmp_path):
-    root = chain(tmp_path, {"a": "ok", "b": "ok", "c": "ok"})
+    root = chain(tmp_path, {"a": "ok", "b": "ok", "c": "cpus"})
     result = run_component(RunOptions(component=root, inputs_file=_chain_inputs(tmp_path), run_dir=tmp_path / "run"))
     assert result.ok, result.record.get("error")
     assert Path(result.outputs["final"]["path"]).read_text() == "start\nok\nok\n"
-    assert Path(result.outputs["side"]["path"]).read_text() == "start\nok\n"
+    assert Path(result.outputs["side"]["path"]).read_text() == "start\ncpus=1 omp=1\n"  # hardware cpu: "1"
     staged = Path(result.record["inputs"]["infile"]["path"])
     assert not stat.S_IMODE(staged.stat().st_mode) & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
     assert result.record["inputs"]["infile"]["url"] == str((tmp_path / "data.txt").resolve())

@@ -161,6 +161,7 @@ def _build_venv(env_dir: Path, base_python: Path, params: ModelParameters, model
                 if proc.returncode != 0:
                     shutil.rmtree(env_dir, ignore_errors=True)
                     where = f" (see {log_path})" if log_path else ""
-                    raise EotwinError(f"building the Python environment failed at '{' '.join(step[2:5])}'{where}")
+                    shown = " ".join(a for a in step[2:] if not a.startswith("--"))[:200]
+                    raise EotwinError(f"building the Python environment failed at '{shown}'{where}")
         (env_dir / _COMPLETE).write_text(json.dumps({"pip": [r.pin() for r in params.pipRequirements],
                                                      "files": params.pipRequirementFiles}) + "\n")

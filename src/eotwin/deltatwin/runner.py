@@ -571,14 +571,14 @@ def _spawn(command: str, work: Path, env: dict[str, str], log_path: Path, ram: i
                                 start_new_session=True)
         pump = threading.Thread(target=_pump, args=(proc.stdout, log, ctx.secrets), daemon=True)
         pump.start()
-        peak, watchdog = 0, None
+        peak, peak_vms, watchdog = 0, 0, None
         try:
             root = psutil.Process(proc.pid)
         except psutil.Error:
             root = None
         while proc.poll() is None:
-            rss = _tree_rss(root) if root is not None else 0
-            peak = max(peak, rss)
+            rss, vms = _tree_memory(root) if root is not None else (0, 0)
+            peak, peak_vms = max(peak, rss), max(peak_vms, vms)
             if ram is not None and rss > ram and watchdog is None:
                 watchdog = f"resident memory {rss} bytes passed the limit of {ram} bytes"
                 _kill_group(proc)
@@ -589,7 +589,10 @@ def _spawn(command: str, work: Path, env: dict[str, str], log_path: Path, ram: i
             time.sleep(0.05)
         pump.join(timeout=10)
     code = proc.returncode
-    detail = {"exit_code": code, "wall_s": round(time.monotonic() - started, 3), "peak_rss_bytes": peak}
+    # peak_rss_bytes: the whole tree's resident memory (what the service's container limit counts);
+    # peak_vms_bytes: the largest single process's address space (what RLIMIT_AS limits), for sizing `ram`
+    detail = {"exit_code": code, "wall_s": round(time.monotonic() - started, 3), "peak_rss_bytes": peak,
+              "peak_vms_bytes": peak_vms}
     if code == 0 and watchdog is None:
         return _Outcome(detail, None)
     tail = _tail(log_path)
@@ -617,18 +620,21 @@ def _pump(stream, log, secrets: _Secrets) -> None:
     stream.close()
 
 
-def _tree_rss(root) -> int:
+def _tree_memory(root) -> tuple[int, int]:
+    """(sum of resident memory over the process tree, largest single address space)."""
     import psutil
 
-    total = 0
+    total, largest = 0, 0
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return 0, 0
     for p in procs:
         with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
+            info = p.memory_info()
+            total += info.rss
+            largest = max(largest, info.vms)
+    return total, largest
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
