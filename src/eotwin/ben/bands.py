@@ -89,19 +89,14 @@ def check_mode(mode: str) -> Resampling:
 
 
 @lru_cache(maxsize=32)
-def _bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """(size_out, size_in) weights of 1-D linear interpolation with aligned corner pixels."""
-    weights = np.zeros((size_out, size_in), dtype=np.float64)
+def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower index, upper index and upper weight of 1-D linear interpolation with aligned corners."""
     if size_in == 1:
-        weights[:, 0] = 1.0
-        return weights
+        zeros = np.zeros(size_out, dtype=np.intp)
+        return zeros, zeros, np.zeros(size_out, dtype=np.float64)
     position = np.arange(size_out, dtype=np.float64) * (size_in - 1) / (size_out - 1)
-    low = np.minimum(np.floor(position).astype(int), size_in - 2)
-    frac = position - low
-    rows = np.arange(size_out)
-    weights[rows, low] = 1.0 - frac
-    weights[rows, low + 1] += frac
-    return weights
+    low = np.minimum(np.floor(position).astype(np.intp), size_in - 2)
+    return low, low + 1, position - low
 
 
 def resample(array: np.ndarray, size: int = PATCH_SIZE, mode: Resampling = "nearest") -> np.ndarray:
@@ -119,9 +114,12 @@ def resample(array: np.ndarray, size: int = PATCH_SIZE, mode: Resampling = "near
             cols = (np.arange(size) * width) // size
             return array[rows][:, cols].astype(np.float32)
         return np.repeat(np.repeat(array, size // height, axis=0), size // width, axis=1).astype(np.float32)
-    rows_w = _bilinear_matrix(height, size)
-    cols_w = _bilinear_matrix(width, size)
-    return (rows_w @ array.astype(np.float64) @ cols_w.T).astype(np.float32)
+    # separable gathers and lerps, no BLAS: tiny matrix products stall on a loaded multi-threaded BLAS
+    low, high, frac = _bilinear_taps(height, size)
+    data = array.astype(np.float64)
+    rows = data[low] * (1.0 - frac)[:, None] + data[high] * frac[:, None]
+    low, high, frac = _bilinear_taps(width, size)
+    return (rows[:, low] * (1.0 - frac) + rows[:, high] * frac).astype(np.float32)
 
 
 def stack_bands(arrays: Mapping[str, np.ndarray], bands: Sequence[str], size: int = PATCH_SIZE,
@@ -132,7 +130,13 @@ def stack_bands(arrays: Mapping[str, np.ndarray], bands: Sequence[str], size: in
         raise EotwinError(f"patch lacks band(s) {', '.join(missing)} (has {', '.join(sorted(arrays))})")
     stack = np.empty((len(bands), size, size), dtype=np.float32)
     for i, band in enumerate(bands):
-        stack[i] = resample(arrays[band], size, mode)
+        array = np.asarray(arrays[band])
+        height, width = array.shape[-2:]
+        if mode == "nearest" and array.ndim == 2 and size % height == 0 and size % width == 0:
+            # replicate straight into the output (no intermediate arrays): the hot path of training
+            stack[i].reshape(height, size // height, width, size // width)[...] = array[:, None, :, None]
+        else:
+            stack[i] = resample(array, size, mode)
     return stack
 
 

@@ -104,29 +104,32 @@ def encode(
     selection = {"source": str(Path(source.path).resolve()), "source_kind": source.kind, "split": split,
                  "include_snow": include_snow, "include_cloud": include_cloud, "limit": limit, "bands": list(bands)}
     _prepare_store_dir(store_dir, selection, overwrite)
+    fresh = not (store_dir / MANIFEST_NAME).is_file()
 
     frame = source.metadata.set_index("patch_id", drop=False).loc[patch_ids]
     columns = [c for c in METADATA_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in METADATA_COLUMNS]
     if not (store_dir / METADATA_NAME).is_file():
         with atomic_path(store_dir / METADATA_NAME) as tmp:
             frame[columns].reset_index(drop=True).to_parquet(tmp, index=False)
-    manifest: dict[str, Any] = {
-        "format": STORE_FORMAT, "version": STORE_VERSION, "eotwin": __version__,
-        "layout": "LMDB (rico-hdl): key = S2 patch id, value = safetensors {band: array}, native resolution",
-        "bands": list(bands), "patches": len(patch_ids), "written": 0, "complete": False, "selection": selection,
-    }
-    write_json_atomic(store_dir / MANIFEST_NAME, manifest)
-
-    try:
+    try:  # opened before the manifest is touched: a store that cannot be opened keeps its state
         env = lmdb.open(str(store_dir), map_size=max(1 << 30, len(patch_ids) * _BYTES_PER_PATCH), subdir=True,
                         readahead=False, meminit=False)
     except lmdb.Error as exc:
+        if fresh:  # leave nothing behind that would later look like a foreign folder
+            shutil.rmtree(store_dir, ignore_errors=True)
         raise EotwinError(f"cannot open {store_dir} for writing: {exc}") from None
     try:
         with env.begin() as txn:
             existing = {bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)}
         todo = [pid for pid in patch_ids if pid not in existing]
         skipped = len(patch_ids) - len(todo)
+        manifest: dict[str, Any] = {
+            "format": STORE_FORMAT, "version": STORE_VERSION, "eotwin": __version__,
+            "layout": "LMDB (rico-hdl): key = S2 patch id, value = safetensors {band: array}, native resolution",
+            "bands": list(bands), "patches": len(patch_ids), "written": skipped, "complete": not todo,
+            "selection": selection,
+        }
+        write_json_atomic(store_dir / MANIFEST_NAME, manifest)
 
         def work(patch_id: str) -> bytes:
             return encode_patch(source.read(patch_id, bands), patch_id)
