@@ -58,6 +58,8 @@ def test_secret_never_in_logs_record_or_other_files(tmp_path, echo_component, ca
     run_dir = tmp_path / "run"
     log = (run_dir / "nodes" / "echo" / "log.txt").read_text()
     assert "echo got 3 arguments" in log and "***" in log and SECRET not in log  # the model printed it: masked
+    page = (run_dir / "run.html").read_text()
+    assert "tiny-echo" in page and "succeeded" in page and SECRET not in page and "&lt;" not in page
     record = (run_dir / "run.json").read_text()
     assert SECRET not in record and json.loads(record)["inputs"]["token"] == {"type": "secret", "value": "***"}
     holders = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")

@@ -23,7 +23,8 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True)
+        """The document shape: keys as written in the files, only fields that were given."""
+        return self.model_dump(by_alias=True, exclude_unset=True, exclude_none=True)
 
 
 class Parameter(_Model):
@@ -97,6 +98,10 @@ class Manifest(_Model):
     resources: dict[str, Parameter] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     dependencies: dict[str, Dependency] = Field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the base, with ``deltaVersion`` always stated (its absence lets the schema version drift)."""
+        return {"deltaVersion": self.deltaVersion or "1.4", **super().to_dict()}
 
 
 class Node(_Model):
@@ -221,3 +226,15 @@ def _manifest_name(folder: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return data.get("name") if isinstance(data, dict) else None
+
+
+def save_component(root: str | Path, manifest: Manifest, workflow: Workflow) -> Path:
+    """Write ``manifest.json`` and ``workflow.yml`` atomically (a builder's last step; models/ is the caller's)."""
+    import yaml
+
+    from eotwin.io.files import write_json_atomic, write_text_atomic
+
+    root = Path(root)
+    write_json_atomic(root / MANIFEST_FILE, manifest.to_dict())
+    write_text_atomic(root / WORKFLOW_FILE, yaml.safe_dump(workflow.to_dict(), sort_keys=False))
+    return root

@@ -12,7 +12,7 @@ this runner does in its place:
 - ``hardwareRequirements`` become an address-space limit (``RLIMIT_AS``) plus a resident-memory watchdog,
   and a CPU affinity / thread count (defaults as the service: 2 GB, 500m);
 - every node has a log (secrets masked) and the run a record (``run.json``: inputs with secrets masked,
-  timings, peak memory, outputs with sizes and checksums).
+  timings, peak memory, outputs with sizes and checksums) with a page to read it (``run.html``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from eotwin.deltatwin.manifest import (
     find_component,
     load_component,
 )
+from eotwin.deltatwin.runreport import write_run_html
 from eotwin.deltatwin.schema import DEFAULT_CPU, DEFAULT_RAM, PRIMITIVE_TYPES, parse_cpu, parse_memory
 from eotwin.deltatwin.validate import validate_component
 from eotwin.errors import EotwinError
@@ -57,6 +58,7 @@ from eotwin.io.files import write_json_atomic
 from eotwin.progress import ProgressReporter, ensure_progress
 
 RECORD_FILE = "run.json"
+REPORT_FILE = "run.html"
 _MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory",
                  "failed to map segment", "mmap failed")
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -178,6 +180,7 @@ def run_component(options: RunOptions, progress: ProgressReporter | None = None)
         record["error"] = f"node {failed[0]['id']}: {failed[0].get('error', 'failed')}"
     record = json.loads(secrets.scrub(json.dumps(record)))
     write_json_atomic(run_dir / RECORD_FILE, record)
+    write_run_html(record, run_dir / REPORT_FILE)
     return RunResult(run_dir=run_dir, record=record)
 
 
