@@ -43,6 +43,7 @@ class DemoContext:
 # (section title, "module:function") in run order; each capability registers its own step here.
 DEMO_STEPS: list[tuple[str, str]] = [
     ("Point cloud", "eotwin.pointcloud.demo:pointcloud_demo"),
+    ("BigEarthNet label analysis", "eotwin.ben.demo:ben_analysis_demo"),
 ]
 
 
