@@ -298,3 +298,21 @@ def test_node_timeout(tmp_path):
     hog = result.record["nodes"][1]
     assert hog["status"] == "failed" and hog["error"].startswith("stopped: ran past the 1 s timeout")
     assert hog["memory_limit_hit"] is False and 1 <= hog["wall_s"] < 10
+
+
+def test_secret_with_json_special_characters_is_masked_in_the_record(tmp_path, echo_component):
+    secret = 'tok"en\\x-42'
+
+    def mutate(m, w):
+        m["models"]["echo"]["parameters"]["command"] = "python echo.py $(inputs.text) $(inputs.count) $(inputs.token)x"
+
+    inputs = _inputs(tmp_path, {"text": {"type": "string", "value": "a"}, "token": {"type": "secret", "value": secret}})
+    with pytest.raises(EotwinError, match="is not a valid component"):  # '$(inputs.token)x' is refused up front
+        run_component(RunOptions(component=echo_component(mutate), inputs_file=inputs, run_dir=tmp_path / "bad"))
+    root = echo_component(name="ok")
+    (root / "models" / "echo.py").write_text("import sys\nprint(sys.argv[3])\nraise SystemExit(sys.argv[3])\n")
+    result = run_component(RunOptions(component=root, inputs_file=inputs, run_dir=tmp_path / "run"))
+    text = (tmp_path / "run" / "run.json").read_text()
+    assert not result.ok and secret not in text and json.dumps(secret)[1:-1] not in text
+    assert "last log line: ***" in result.record["nodes"][3]["error"]
+    assert secret not in (tmp_path / "run" / "nodes" / "echo" / "log.txt").read_text()

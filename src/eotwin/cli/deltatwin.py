@@ -53,7 +53,7 @@ def _where(finding) -> str:
 @app.command("run")
 def run_command(
     component: Path = typer.Argument(..., help="Component folder to run."),
-    inputs_file: Path | None = typer.Option(None, "--inputs", "-i", help="inputs_file.json: {name: {type, value}}."),
+    inputs_file: Path | None = typer.Option(None, "--inputs", "--input-file", "-i", help="inputs_file.json: {name: {type, value}}."),
     run_dir: Path | None = typer.Option(None, "--output", "-o",
                                         help="New run folder (default deltatwin-runs/<name>-<time>)."),
     components: list[Path] = typer.Option([], "--components", "-c",

@@ -136,6 +136,16 @@ class _Secrets:
             text = text.replace(secret, cmd.REDACTED)
         return text
 
+    def scrub_all(self, value: Any) -> Any:
+        """Every string in a JSON-like structure, keys included, scrubbed."""
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {self.scrub_all(k): self.scrub_all(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.scrub_all(v) for v in value]
+        return value
+
 
 @dataclass
 class _Context:
@@ -178,7 +188,7 @@ def run_component(options: RunOptions, progress: ProgressReporter | None = None)
     })
     if failed:
         record["error"] = f"node {failed[0]['id']}: {failed[0].get('error', 'failed')}"
-    record = json.loads(secrets.scrub(json.dumps(record)))
+    record = secrets.scrub_all(record)
     write_json_atomic(run_dir / RECORD_FILE, record)
     write_run_html(record, run_dir / REPORT_FILE)
     return RunResult(run_dir=run_dir, record=record)
