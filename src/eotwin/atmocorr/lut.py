@@ -127,9 +127,8 @@ class SixSLut:
         payload.update({f"axis_{k}": v.astype(np.float32) for k, v in self.axes.items()})
         payload.update({f"term_{k}": np.asarray(v, dtype=np.float32) for k, v in self.terms.items()})
         path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **payload)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **payload)
         return path
 
     @classmethod
@@ -141,7 +140,9 @@ class SixSLut:
         try:
             with np.load(path, allow_pickle=False) as data:
                 if int(data["format_version"]) != FORMAT_VERSION:
-                    raise EotwinError(f"6S LUT {path} has format {int(data['format_version'])}, expected {FORMAT_VERSION}")
+                    raise EotwinError(
+                        f"6S LUT {path} has format {int(data['format_version'])}, expected {FORMAT_VERSION}"
+                    )
                 return cls(
                     sensors=tuple(str(s) for s in data["sensors"]),
                     bands=tuple(str(s) for s in data["bands"]),
@@ -163,7 +164,13 @@ class SixSLut:
         from eotwin.atmocorr.srf import normalise_band, normalise_sensor
 
         values = {"sensor": self.sensors, "band": self.bands, "aerosol": self.aerosols}[axis]
-        key = normalise_sensor(name) if axis == "sensor" else normalise_band(name) if axis == "band" else str(name).lower()
+        key = (
+            normalise_sensor(name)
+            if axis == "sensor"
+            else normalise_band(name)
+            if axis == "band"
+            else str(name).lower()
+        )
         if key not in values:
             raise EotwinError(f"{axis} {name!r} is not in the 6S LUT (has: {', '.join(values)})")
         return values.index(key)
@@ -191,7 +198,13 @@ class SixSLut:
         si = self.index_of("sensor", sensor)
         ai = self.index_of("aerosol", aerosol)
         bi = [self.index_of("band", b) for b in band_list]
-        query = dict(zip(("aot", "sza", "vza", "raa", "wv", "o3"), np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (aot, sza, vza, raa, wv, o3)))))
+        query = dict(
+            zip(
+                ("aot", "sza", "vza", "raa", "wv", "o3"),
+                np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (aot, sza, vza, raa, wv, o3))),
+                strict=False,
+            )
+        )
         shape = query["aot"].shape
         flat = {k: v.reshape(-1) for k, v in query.items()}
         flat["raa"] = _fold_azimuth(flat["raa"])
@@ -204,11 +217,12 @@ class SixSLut:
 
         out: dict[str, list[np.ndarray]] = {k: [] for k in ("path", "tg", "t_down", "t_up", "s_alb")}
         for b in bi:
+
             def interp(term: str, overrides: dict | None = None, fixed: tuple = (si, b)) -> np.ndarray:
                 table = self.terms[term]
                 dims = TERMS[term]
                 sub = table[fixed]
-                rest = dims[len(fixed):]
+                rest = dims[len(fixed) :]
                 if rest and rest[0] == "aerosol":
                     sub, rest = sub[ai], rest[1:]
                 loc = {**locs, **(overrides or {})}
@@ -225,7 +239,11 @@ class SixSLut:
             out["t_up"].append(interp("t_up"))
             out["s_alb"].append(interp("s_alb"))
         return AtmosphereTerms(
-            band_list, *(np.stack(out[k]).reshape((len(bi), *shape)).astype(np.float32) for k in ("path", "tg", "t_down", "t_up", "s_alb"))
+            band_list,
+            *(
+                np.stack(out[k]).reshape((len(bi), *shape)).astype(np.float32)
+                for k in ("path", "tg", "t_down", "t_up", "s_alb")
+            ),
         )
 
     def _locate(self, axis: str, values: np.ndarray, clamp: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -270,7 +288,7 @@ def _multilinear(table: np.ndarray, locs: list[tuple[np.ndarray, np.ndarray]]) -
     if not locs:
         return np.full(n, float(table), dtype=np.float64)
     flat = np.ascontiguousarray(table).reshape(-1)
-    strides = np.cumprod((1,) + table.shape[:0:-1])[::-1]
+    strides = np.cumprod((1, *table.shape[:0:-1]))[::-1]
     result = np.zeros(n, dtype=np.float64)
     k = len(locs)
     for corner in range(2**k):

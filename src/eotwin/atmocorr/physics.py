@@ -66,5 +66,7 @@ def relative_azimuth(sun_azimuth: np.ndarray, view_azimuth: np.ndarray) -> np.nd
     Sentinel-2 metadata give both azimuths as directions from the pixel towards the sun and
     towards the satellite, which is 6S's convention (its phi = sun azimuth - view azimuth).
     """
-    diff = np.abs(np.mod(np.asarray(sun_azimuth, dtype=np.float64) - np.asarray(view_azimuth, dtype=np.float64), 360.0))
+    diff = np.abs(
+        np.mod(np.asarray(sun_azimuth, dtype=np.float64) - np.asarray(view_azimuth, dtype=np.float64), 360.0)
+    )
     return np.where(diff > 180.0, 360.0 - diff, diff)

@@ -49,7 +49,7 @@ def simulate(
     o3: float,
     rho: float = 0.0,
 ) -> SixSResult:
-    """One 6S run: satellite-level sensor, sea-level target, US-62-like profile with user H2O (g/cm2) and O3 (cm-atm).
+    """One 6S run: satellite-level sensor, sea-level target, 6S US-62 profile scaled to the given H2O (g/cm2) and O3 (cm-atm).
 
     ``raa`` is the relative azimuth in degrees (0 = backscatter side, 6S's phi = sun - view azimuth).
     An ``aot`` of 0 runs without aerosol, whatever ``aerosol`` is.

@@ -17,10 +17,31 @@ import numpy as np
 from eotwin.errors import EotwinError
 
 SENSORS: tuple[str, ...] = ("S2A", "S2B", "S2C")
-S2_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+S2_BANDS: tuple[str, ...] = (
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+)
 # which Py6S table stands for each sensor (S2C: not in Py6S, approximated by S2B, see above)
 SRF_SOURCE: dict[str, str] = {"S2A": "S2A", "S2B": "S2B", "S2C": "S2B"}
-_SPACECRAFT = {"sentinel-2a": "S2A", "sentinel-2b": "S2B", "sentinel-2c": "S2C", "s2a": "S2A", "s2b": "S2B", "s2c": "S2C"}
+_SPACECRAFT = {
+    "sentinel-2a": "S2A",
+    "sentinel-2b": "S2B",
+    "sentinel-2c": "S2C",
+    "s2a": "S2A",
+    "s2b": "S2B",
+    "s2c": "S2C",
+}
 STEP_UM = 0.0025
 
 
@@ -28,7 +49,9 @@ def normalise_sensor(name: str) -> str:
     """Map ``Sentinel-2A``/``S2A``/``s2a`` (any case) to ``S2A``; anything else is a user error."""
     key = str(name).strip().lower()
     if key not in _SPACECRAFT:
-        raise EotwinError(f"unknown Sentinel-2 spacecraft {name!r}: expected Sentinel-2A, Sentinel-2B or Sentinel-2C")
+        raise EotwinError(
+            f"unknown Sentinel-2 spacecraft {name!r}: expected Sentinel-2A, Sentinel-2B or Sentinel-2C"
+        )
     return _SPACECRAFT[key]
 
 
