@@ -32,6 +32,7 @@ class BuildOptions(BaseModel):
     viewer: bool = True
     preview: bool = True
     block_rows: int = Field(256, ge=1)
+    provenance: dict | None = None  # where live inputs came from (STAC items, endpoints), recorded in the metadata
 
     @field_validator("sampled_fraction")
     @classmethod

@@ -236,7 +236,7 @@ def stac_item(options: BuildOptions, fmt: str, grid: Grid, stats: CloudStats, ra
                 ("Red", 2 if fmt != "ply" else 1, "unsigned"), ("Green", 2 if fmt != "ply" else 1, "unsigned"),
                 ("Blue", 2 if fmt != "ply" else 1, "unsigned"))],
             "eotwin:version": __version__,
-            "eotwin:sources": {"dem": options.dem, "image": list(options.image), "mask": options.mask},
+            "eotwin:sources": options.provenance or {"dem": options.dem, "image": list(options.image), "mask": options.mask},
             "eotwin:parameters": {
                 "sampled_fraction": options.sampled_fraction, "seed": options.seed, "grid": options.grid,
                 "z_scale": options.z_scale, "mask_exclude": list(options.mask_exclude) if options.mask else None,

@@ -1,0 +1,112 @@
+"""Credentials for CDSE S3 and Earth Data Hub, from options, the environment or ``~/.netrc``; never printed.
+
+A :class:`Secret` hides its value from ``str``/``repr``/f-strings, so a secret can travel through
+logs, error messages and metadata without leaking; :func:`redact` scrubs known secrets from any text
+that came from elsewhere (a GDAL or HTTP error message that echoes a URL with a token in it).
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CDSE_S3_HOST = "eodata.dataspace.copernicus.eu"
+EDH_HOST = "data.earthdatahub.destine.eu"
+
+
+class Secret:
+    """A string that never shows itself: ``str(secret)`` is ``'***'``; ``reveal()`` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return "***"
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("secret", self._value))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    s3_access_key: Secret | None = None
+    s3_secret_key: Secret | None = None
+    edh_token: Secret | None = None
+    source: str = "none"  # where they came from, safe to print
+
+    def secrets(self) -> list[str]:
+        return [s.reveal() for s in (self.s3_access_key, self.s3_secret_key, self.edh_token) if s]
+
+
+def _netrc_entry(host: str, path: Path | None) -> tuple[str, str] | None:
+    path = path or Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if not path.exists():
+        return None
+    try:
+        entry = netrc.netrc(str(path)).authenticators(host)
+    except (netrc.NetrcParseError, OSError):
+        return None
+    if entry is None:
+        return None
+    login, _, password = entry
+    return (login or "", password or "")
+
+
+def resolve_credentials(*, s3_access_key: str | None = None, s3_secret_key: str | None = None,
+                        edh_token: str | None = None, s3_host: str = CDSE_S3_HOST, edh_host: str = EDH_HOST,
+                        netrc_path: Path | None = None, environ: dict[str, str] | None = None) -> Credentials:
+    """Explicit values first, then environment variables, then ``~/.netrc`` (per host).
+
+    Environment: ``CDSE_S3_ACCESS_KEY`` / ``CDSE_S3_SECRET_KEY`` (or ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY``) and ``EDH_TOKEN`` (or ``DESTINE_EDH_TOKEN``). netrc: ``machine
+    eodata.dataspace.copernicus.eu login KEY password SECRET`` and ``machine data.earthdatahub.destine.eu
+    login edh password TOKEN``.
+    """
+    env = os.environ if environ is None else environ
+    sources = []
+    key = s3_access_key or env.get("CDSE_S3_ACCESS_KEY") or env.get("AWS_ACCESS_KEY_ID")
+    secret = s3_secret_key or env.get("CDSE_S3_SECRET_KEY") or env.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        sources.append("options" if s3_access_key else "environment")
+    else:
+        entry = _netrc_entry(s3_host, netrc_path)
+        if entry and entry[0] and entry[1]:
+            key, secret = entry
+            sources.append("netrc")
+    token = edh_token or env.get("EDH_TOKEN") or env.get("DESTINE_EDH_TOKEN")
+    if token:
+        sources.append("options" if edh_token else "environment")
+    else:
+        entry = _netrc_entry(edh_host, netrc_path)
+        if entry and entry[1]:
+            token = entry[1]
+            sources.append("netrc")
+    return Credentials(Secret(key) if key else None, Secret(secret) if secret else None, Secret(token) if token else None,
+                       "+".join(dict.fromkeys(sources)) or "none")
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with every known secret (and ``user:secret@`` URL credentials) replaced by ``***``."""
+    import re
+
+    for value in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(value, "***")
+    return re.sub(r"(https?://[^:/@\s]+):[^@/\s]+@", r"\1:***@", text)

@@ -1,0 +1,130 @@
+"""The Copernicus DEM from Earth Data Hub (Zarr over HTTPS), read lazily: only the chunks under the bbox.
+
+The store is opened with xarray's zarr engine and ``chunks={}`` (dask), the bbox slice is loaded,
+and written as a small EPSG:4326 GeoTIFF that the point-cloud pipeline warps like any local DEM.
+Dimension names differ between store versions (``lat``/``lon`` or ``latitude``/``longitude``;
+``y``/``x`` for the UTM stores) and are detected. Transient failures (timeouts, 429, 5xx, truncated
+bodies) are retried with exponential backoff; 401/403/404 are one-line errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from affine import Affine
+
+from eotwin.errors import EotwinError
+from eotwin.geo.grid import Grid
+from eotwin.io.raster import write_geotiff
+from eotwin.live.cache import Cache, request_key
+from eotwin.live.credentials import Credentials, redact
+from eotwin.live.endpoints import Endpoints
+
+_LAT_NAMES = ("lat", "latitude", "y")
+_LON_NAMES = ("lon", "longitude", "x")
+_VAR_NAMES = ("dsm", "dem", "elevation", "height")
+
+
+def _dims(data_array) -> tuple[str, str]:
+    lat = next((d for d in data_array.dims if d in _LAT_NAMES), None)
+    lon = next((d for d in data_array.dims if d in _LON_NAMES), None)
+    if lat is None or lon is None:
+        raise EotwinError(f"DEM store has dimensions {tuple(data_array.dims)}; expected lat/lon, latitude/longitude or y/x")
+    return lat, lon
+
+
+def _open(url: str, credentials: Credentials, timeout_s: float):
+    import aiohttp
+    import xarray as xr
+
+    client_kwargs: dict = {"timeout": aiohttp.ClientTimeout(total=timeout_s)}
+    if credentials.edh_token:
+        client_kwargs["auth"] = aiohttp.BasicAuth("edh", credentials.edh_token.reveal())
+    dataset = xr.open_dataset(url, engine="zarr", chunks={}, mask_and_scale=False,
+                              storage_options={"client_kwargs": client_kwargs})
+    name = next((v for v in _VAR_NAMES if v in dataset.data_vars), None)
+    if name is None:
+        raise EotwinError(f"DEM store {redact(url, credentials.secrets())} has no elevation variable (looked for {', '.join(_VAR_NAMES)})")
+    return dataset[name]
+
+
+def _classify(exc: BaseException) -> tuple[bool, str]:
+    """(retry?, message) for an error raised while reading the store."""
+    import aiohttp
+
+    status = getattr(exc, "status", None)
+    if isinstance(exc, aiohttp.ClientResponseError) and status is not None:
+        if status in (401, 403):
+            return False, f"Earth Data Hub refused access (HTTP {status}): check the EDH token"
+        if status == 404:
+            return False, "Earth Data Hub store not found (HTTP 404)"
+        if status == 429 or status >= 500:
+            return True, f"HTTP {status}"
+        return False, f"HTTP {status}"
+    if isinstance(exc, FileNotFoundError):
+        return False, "Earth Data Hub store not found (HTTP 404)"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError | aiohttp.ClientPayloadError | aiohttp.ClientConnectionError):
+        return True, type(exc).__name__
+    if isinstance(exc, ValueError | KeyError) and "decompress" in str(exc).lower():
+        return True, "corrupt chunk"
+    return False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+
+
+def dem_slice(bbox_lonlat: tuple[float, float, float, float], endpoints: Endpoints, credentials: Credentials,
+              cache: Cache, workdir: Path, margin_deg: float = 3 / 3600) -> Path:
+    """A GeoTIFF (EPSG:4326) of the DEM cells covering ``bbox_lonlat`` plus a margin, fetched or from the cache."""
+    west, south, east, north = bbox_lonlat
+    key = request_key(url=endpoints.dem_url, bbox=[round(v, 7) for v in bbox_lonlat], margin=margin_deg)
+    cached = cache.get("dem", key)
+    if cached is not None:
+        return cached
+    secrets = credentials.secrets()
+    delay, last = endpoints.backoff_s, ""
+    for attempt in range(endpoints.max_retries + 1):
+        try:
+            values, grid = _load(endpoints.dem_url, credentials, endpoints.timeout_s,
+                                 (west - margin_deg, south - margin_deg, east + margin_deg, north + margin_deg))
+            break
+        except EotwinError:
+            raise
+        except Exception as exc:
+            retry, last = _classify(exc)
+            if not retry:
+                raise EotwinError(redact(f"DEM read from {endpoints.dem_url} failed: {last}", secrets)) from None
+            if attempt == endpoints.max_retries:
+                raise EotwinError(redact(f"DEM read from {endpoints.dem_url} failed after {attempt + 1} attempts: {last}",
+                                         secrets)) from None
+            time.sleep(delay)
+            delay *= 2
+    local = Path(tempfile.mkstemp(dir=workdir, suffix="_dem.tif")[1])
+    write_geotiff(local, values.astype(np.float32), grid, nodata=float("nan"))
+    return cache.put("dem", key, local) if cache.enabled else local
+
+
+def _load(url: str, credentials: Credentials, timeout_s: float, bounds) -> tuple[np.ndarray, Grid]:
+    west, south, east, north = bounds
+    data = _open(url, credentials, timeout_s)
+    lat_name, lon_name = _dims(data)
+    lat = data[lat_name].values
+    lon = data[lon_name].values
+    lat_sel = slice(north, south) if lat[0] > lat[-1] else slice(south, north)
+    piece = data.sel({lat_name: lat_sel, lon_name: slice(west, east)})
+    if piece.sizes[lat_name] < 2 or piece.sizes[lon_name] < 2:
+        raise EotwinError(f"the DEM store does not cover the bbox {[round(v, 5) for v in bounds]}")
+    piece = piece.transpose(lat_name, lon_name)
+    values = np.asarray(piece.values, dtype=np.float64)  # fetches only the chunks under the slice
+    plat, plon = piece[lat_name].values, piece[lon_name].values
+    res_x = float(plon[1] - plon[0])
+    res_y = float(plat[1] - plat[0])
+    transform = Affine(res_x, 0, float(plon[0]) - res_x / 2, 0, res_y, float(plat[0]) - res_y / 2)
+    if res_y > 0:  # ascending latitude: flip to north-up
+        values = values[::-1]
+        transform = Affine(res_x, 0, float(plon[0]) - res_x / 2, 0, -res_y, float(plat[-1]) + res_y / 2)
+    crs = data.attrs.get("crs") or "EPSG:4326"
+    if lat_name == "y":
+        crs = data.attrs.get("crs", data.attrs.get("proj:code", "EPSG:4326"))
+    return values, Grid(transform, values.shape[1], values.shape[0], crs)

@@ -1,0 +1,118 @@
+"""Bounding box + date -> STAC search -> windowed reads -> mosaic on one UTM grid -> EDH DEM -> point cloud.
+
+The live sources are turned into small local rasters in a work directory (the mosaic of the bbox
+window, the DEM slice), and the local point-cloud pipeline runs on them unchanged: the same
+geometry, colours, masking and writers as for local files.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyproj import CRS
+from rasterio.enums import Resampling
+
+from eotwin.errors import EotwinError
+from eotwin.geo.grid import Grid, transform_bounds, utm_crs_for_lonlat
+from eotwin.io.raster import write_geotiff
+from eotwin.live.cache import Cache, default_cache_dir
+from eotwin.live.credentials import Credentials, redact
+from eotwin.live.dem import dem_slice
+from eotwin.live.endpoints import Endpoints
+from eotwin.live.s2 import COLOUR_BANDS, gdal_env, mosaic, read_asset_window
+from eotwin.live.stac import ChosenItem, choose_items, search
+from eotwin.progress import ProgressReporter, ensure_progress
+
+
+@dataclass(frozen=True)
+class LiveRequest:
+    bbox: tuple[float, float, float, float]
+    datetime: str
+    collection: str = "sentinel-2-l2a"
+    max_cloud: float | None = 20.0
+    crs: str | None = None
+    resolution: float = 10.0
+    use_scl: bool = True
+
+
+@dataclass
+class LiveScene:
+    """Local rasters standing for the live sources of one request."""
+
+    grid: Grid
+    red: Path
+    green: Path
+    blue: Path
+    scl: Path | None
+    dem: Path
+    chosen: list[ChosenItem] = field(default_factory=list)
+
+    def provenance(self) -> dict:
+        return {"items": [{"id": c.item["id"], "collection": c.item.get("collection"), "reason": c.reason,
+                           "datetime": c.item["properties"].get("datetime"),
+                           "eo:cloud_cover": c.item["properties"].get("eo:cloud_cover")} for c in self.chosen]}
+
+
+def target_grid(request: LiveRequest) -> Grid:
+    west, south, east, north = request.bbox
+    crs = CRS.from_user_input(request.crs) if request.crs else utm_crs_for_lonlat((west + east) / 2, (south + north) / 2)
+    return Grid.from_bounds(transform_bounds(request.bbox, CRS.from_epsg(4326), crs), request.resolution, crs)
+
+
+def fetch_scene(request: LiveRequest, endpoints: Endpoints, credentials: Credentials, cache: Cache, workdir: Path,
+                progress: ProgressReporter | None = None, log=None) -> LiveScene:
+    """Search, choose, read the bbox windows and the DEM; write the local rasters into ``workdir``."""
+    progress = ensure_progress(progress)
+    items = search(endpoints, request.collection, request.bbox, request.datetime, request.max_cloud)
+    chosen = choose_items(items, request.bbox)
+    if log:
+        log(f"{len(items)} item(s) found; using {len(chosen)}:")
+        for c in chosen:
+            log(f"  {c.item['id']}: {c.reason}")
+    grid = target_grid(request)
+    bands = list(COLOUR_BANDS) + (["SCL"] if request.use_scl and "l2a" in request.collection.lower() else [])
+    secrets = credentials.secrets()
+    paths: dict[str, Path] = {}
+    # the windows are read with a margin in the items' own grids, then warped onto the output grid
+    lonlat = transform_bounds(grid.bounds, grid.crs, CRS.from_epsg(4326))
+    with progress.task("reading Sentinel-2 windows", total=len(bands) * len(chosen)) as task:
+        try:
+            with gdal_env(endpoints, credentials):
+                for band in bands:
+                    windows = []
+                    for c in chosen:
+                        win = read_asset_window(c.item, band, lonlat, cache, workdir)
+                        if win is not None:
+                            windows.append(win)
+                        task.advance()
+                    is_scl = band == "SCL"
+                    data = mosaic(windows, grid, reflectance=not is_scl, resampling=Resampling.nearest)
+                    paths[band] = write_geotiff(workdir / f"{band}.tif", data, grid, nodata=0 if is_scl else float("nan"),
+                                                descriptions=[band])
+        except EotwinError as exc:
+            raise EotwinError(redact(str(exc), secrets)) from None
+    with progress.task("reading the DEM", total=1) as task:
+        dem = dem_slice(lonlat, endpoints, credentials, cache, workdir)
+        task.advance()
+    return LiveScene(grid, paths["B04"], paths["B03"], paths["B02"], paths.get("SCL"), dem, chosen)
+
+
+def build_from_bbox(request: LiveRequest, output: Path, *, endpoints: Endpoints | None = None,
+                    credentials: Credentials | None = None, cache: Cache | None = None, progress=None, log=None,
+                    **build_options):
+    """The live-mode build: fetch the scene for ``request`` and run the local point-cloud pipeline on it."""
+    from eotwin.pointcloud.pipeline import build_point_cloud, make_options
+
+    endpoints = endpoints or Endpoints.from_env()
+    credentials = credentials or Credentials()
+    cache = cache or Cache(default_cache_dir())
+    with tempfile.TemporaryDirectory(prefix="eotwin-live-") as tmp:
+        scene = fetch_scene(request, endpoints, credentials, cache, Path(tmp), progress, log)
+        options = make_options(dem=str(scene.dem), image=(str(scene.red), str(scene.green), str(scene.blue)),
+                               output=output, mask=str(scene.scl) if scene.scl else None,
+                               provenance=scene.provenance() | {"bbox": list(request.bbox), "datetime": request.datetime,
+                                                                "stac": endpoints.stac_url, "dem": endpoints.dem_url},
+                               **build_options)
+        return build_point_cloud(options, progress=progress)

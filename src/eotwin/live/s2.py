@@ -1,0 +1,182 @@
+"""Windowed reads of Sentinel-2 assets (S3 or HTTPS through GDAL) and their mosaic onto one grid.
+
+Only the window of each asset that covers the requested area is read (GDAL range requests on the
+JP2/COG), never whole tiles. Reflectance follows the item's ``raster:scale`` / ``raster:offset``
+(or, for items without them, the processing baseline: offset -0.1 from baseline 04.00).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+from rasterio.windows import Window as RioWindow
+
+from eotwin.errors import EotwinError
+from eotwin.geo.grid import Grid, transform_bounds
+from eotwin.io.raster import grid_of, open_raster, write_geotiff
+from eotwin.live.cache import Cache, request_key
+from eotwin.live.credentials import Credentials, redact
+from eotwin.live.endpoints import Endpoints
+
+
+def gdal_path(href: str) -> str:
+    """``s3://bucket/key`` -> ``/vsis3/bucket/key``; ``https://...`` -> ``/vsicurl/https://...``; files as they are."""
+    if href.startswith("s3://"):
+        return "/vsis3/" + href[len("s3://"):]
+    if href.startswith(("http://", "https://")):
+        return "/vsicurl/" + href
+    return href.removeprefix("file://")
+
+
+def gdal_options(endpoints: Endpoints) -> dict:
+    """GDAL configuration for CDSE's S3 (path-style) with retries on 429/5xx and a timeout (no credentials)."""
+    return {
+        "AWS_S3_ENDPOINT": endpoints.s3_endpoint,
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+        "AWS_HTTPS": "YES" if endpoints.s3_https else "NO",
+        "GDAL_HTTP_MAX_RETRY": str(endpoints.max_retries),
+        "GDAL_HTTP_RETRY_DELAY": str(endpoints.backoff_s),
+        "GDAL_HTTP_TIMEOUT": str(int(max(1, endpoints.timeout_s))),
+        "GDAL_HTTP_CONNECTTIMEOUT": str(int(max(1, endpoints.timeout_s))),
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+        "CPL_VSIL_CURL_USE_HEAD": "NO",
+        "VSI_CACHE": "TRUE",
+    }
+
+
+def s3_session(endpoints: Endpoints, credentials: Credentials):
+    """rasterio's AWS session: GDAL gets the keys from it (never from our logs or options)."""
+    from rasterio.session import AWSSession
+
+    if credentials.s3_access_key and credentials.s3_secret_key:
+        return AWSSession(aws_access_key_id=credentials.s3_access_key.reveal(),
+                          aws_secret_access_key=credentials.s3_secret_key.reveal(), region_name="us-east-1",
+                          endpoint_url=endpoints.s3_endpoint)
+    return AWSSession(aws_unsigned=True, endpoint_url=endpoints.s3_endpoint)
+
+
+@contextlib.contextmanager
+def gdal_env(endpoints: Endpoints, credentials: Credentials) -> Iterator[None]:
+    """A rasterio environment for remote reads; GDAL errors come out with secrets scrubbed."""
+    try:
+        with rasterio.Env(session=s3_session(endpoints, credentials), **gdal_options(endpoints)):
+            yield
+    except EotwinError as exc:
+        raise EotwinError(_explain(redact(str(exc), credentials.secrets()))) from None
+
+
+def _explain(message: str) -> str:
+    for code, meaning in (("401", "unauthorised: check the S3 keys"), ("403", "access denied: check the S3 keys"),
+                          ("404", "not found")):
+        if f"HTTP response code: {code}" in message or f" {code} " in message:
+            return f"{message.split(':')[0]}: {meaning} (HTTP {code})"
+    return message
+
+
+# --- assets of an item -----------------------------------------------------------------------------
+COLOUR_BANDS = ("B04", "B03", "B02")
+
+
+def _asset_band(asset: dict) -> str | None:
+    bands = asset.get("bands") or asset.get("eo:bands") or []
+    return bands[0].get("name") if len(bands) == 1 else None
+
+
+def find_asset(item: dict, band: str) -> tuple[str, dict]:
+    """The finest-resolution data asset of ``band`` (B04, SCL, ...) in an L1C or L2A item."""
+    candidates = []
+    for key, asset in item.get("assets", {}).items():
+        name = _asset_band(asset) or key.split("_")[0]
+        if name == band and "data" in asset.get("roles", ["data"]):
+            candidates.append((float(asset.get("gsd", 10**6)), key, asset))
+    if not candidates:
+        raise EotwinError(f"item {item.get('id')} has no {band} asset")
+    _, key, asset = min(candidates)
+    return key, asset
+
+
+def radiometry_of(item: dict, asset: dict) -> tuple[float, float]:
+    """(scale, offset) to reflectance: the asset's raster:scale/offset, else from the processing baseline."""
+    if "raster:scale" in asset or "raster:offset" in asset:
+        return float(asset.get("raster:scale", 1e-4)), float(asset.get("raster:offset", 0.0))
+    bands = asset.get("bands") or []
+    if bands and ("raster:scale" in bands[0] or "raster:offset" in bands[0]):
+        return float(bands[0].get("raster:scale", 1e-4)), float(bands[0].get("raster:offset", 0.0))
+    version = str(item["properties"].get("processing:version") or item["properties"].get("s2:processing_baseline") or "")
+    try:
+        major = float(version)
+    except ValueError:
+        raise EotwinError(f"item {item.get('id')}: no raster:scale/offset and no processing baseline; cannot "
+                          "convert digital numbers to reflectance") from None
+    return 1e-4, (-0.1 if major >= 4.0 else 0.0)
+
+
+@dataclass(frozen=True)
+class WindowFile:
+    path: Path
+    item_id: str
+    band: str
+    scale: float
+    offset: float
+
+
+def read_asset_window(item: dict, band: str, bounds_lonlat: tuple[float, float, float, float], cache: Cache,
+                      workdir: Path, margin_px: int = 2) -> WindowFile | None:
+    """The window of ``band`` covering ``bounds_lonlat`` as a local GeoTIFF (cached); None when disjoint."""
+    key_name, asset = find_asset(item, band)
+    scale, offset = radiometry_of(item, asset)
+    href = asset["href"]
+    key = request_key(href=href, bounds=[round(v, 7) for v in bounds_lonlat], margin=margin_px,
+                      checksum=asset.get("file:checksum"))
+    cached = cache.get("s2", key)
+    if cached is not None:
+        return WindowFile(cached, item["id"], band, scale, offset)
+    with open_raster(gdal_path(href)) as ds:
+        grid = grid_of(ds)
+        window = grid.window_for_bounds(transform_bounds(bounds_lonlat, "EPSG:4326", grid.crs))
+        if window is None:
+            return None
+        row0, col0 = max(0, window.row_off - margin_px), max(0, window.col_off - margin_px)
+        row1 = min(grid.height, window.row_off + window.height + margin_px)
+        col1 = min(grid.width, window.col_off + window.width + margin_px)
+        from eotwin.geo.grid import Window
+
+        padded = Window(row0, col0, row1 - row0, col1 - col0)
+        data = ds.read(1, window=RioWindow(col0, row0, padded.width, padded.height))
+        nodata = ds.nodata if ds.nodata is not None else asset.get("nodata")
+    local = Path(tempfile.mkstemp(dir=workdir, suffix=f"_{band}.tif")[1])
+    write_geotiff(local, data, grid.window_grid(padded), nodata=nodata)
+    stored = cache.put("s2", key, local) if cache.enabled else local
+    return WindowFile(stored, item["id"], band, scale, offset)
+
+
+def mosaic(windows: list[WindowFile], target: Grid, *, reflectance: bool, resampling: Resampling) -> np.ndarray:
+    """Windows (first = preferred) warped onto ``target``: float32 reflectance (NaN = none) or uint8 classes (0 = none)."""
+    dtype = np.float32 if reflectance else np.uint8
+    fill = np.nan if reflectance else 0
+    out = np.full(target.shape, fill, dtype=dtype)
+    dst_crs = rasterio.crs.CRS.from_wkt(target.crs.to_wkt())
+    for win in windows:
+        with open_raster(win.path) as ds:
+            src = ds.read(1)
+            nodata = ds.nodata
+            if reflectance:
+                valid = src != nodata if nodata is not None else np.ones(src.shape, bool)
+                src = np.where(valid, src.astype(np.float32) * np.float32(win.scale) + np.float32(win.offset), np.nan)
+                src_nodata = np.nan
+            else:
+                src_nodata = nodata if nodata is not None else 0
+            part = np.full(target.shape, fill, dtype=dtype)
+            reproject(src.astype(dtype, copy=False), part, src_transform=ds.transform, src_crs=ds.crs, src_nodata=src_nodata,
+                      dst_transform=target.transform, dst_crs=dst_crs, dst_nodata=fill, resampling=resampling)
+        empty = np.isnan(out) if reflectance else out == 0
+        out[empty] = part[empty]
+    return out
