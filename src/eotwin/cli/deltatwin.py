@@ -9,7 +9,7 @@ import typer
 
 from eotwin.cli import _common
 
-app = typer.Typer(help="DeltaTwin components: validate them, run them offline.", no_args_is_help=True)
+app = typer.Typer(help="DeltaTwin components: build, validate and run them offline.", no_args_is_help=True)
 
 
 @app.command("validate")
@@ -94,3 +94,42 @@ def _print_nodes(nodes: list[dict], indent: str) -> None:
         _common.out.print(f"{indent}[{colours.get(status, 'white')}]{status:9s}[/] {escape(node['id'])} "
                           f"({escape(node['ref'])}){extra}", highlight=False, soft_wrap=True)
         _print_nodes(node.get("nodes", []), indent + "  ")
+
+
+@app.command("build")
+def build_command(
+    names: list[str] = typer.Argument(None, help="Components to build (default: every one this eotwin can run); "
+                                                 "see --list."),
+    output: Path = typer.Option(Path("components"), "--output", "-o", help="Folder to write the components into."),
+    wheel: Path | None = typer.Option(None, "--wheel", help="Ship this eotwin wheel instead of building one."),
+    sizing: Path | None = typer.Option(None, "--sizing", help="Measured peaks to size ram from (JSON written by "
+                                                              "--measure; default: the figures shipped with eotwin)."),
+    measure: Path | None = typer.Option(None, "--measure", help="Run the components on the sample scene, write the "
+                                                                "measured peaks to this JSON and size ram from them."),
+    list_only: bool = typer.Option(False, "--list", help="List the known components and what each still needs."),
+) -> None:
+    """Write ready-to-publish DeltaTwin components (manifest.json, workflow.yml, models/ with eotwin's wheel and
+    pinned requirements, inputs_file.json, README) for the eotwin pipelines, and validate each.
+    """
+    from eotwin.deltatwin.build import BuildOptions, available, build_components, measure_components
+    from eotwin.io.files import write_json_atomic
+
+    if list_only:
+        for name, lacking in available().items():
+            state = "[green]buildable[/]" if not lacking else f"[yellow]needs {'; '.join(lacking)}[/]"
+            _common.out.print(f"{name}: {state}", highlight=False, soft_wrap=True)
+        return
+    options = BuildOptions(names=list(names or []), output=output, wheel=wheel, sizing=sizing)
+    built = build_components(options, progress=_common.progress())
+    if measure is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="eotwin-measure-") as tmp:
+            doc = measure_components(output, built, Path(tmp), progress=_common.progress())
+        write_json_atomic(measure, doc)
+        _common.err.print(f"measured peaks written to {measure}; sizing the components from them",
+                          highlight=False, soft_wrap=True)
+        built = build_components(BuildOptions(names=options.names, output=output, wheel=wheel, sizing=measure))
+    for b in built:
+        sized = "; ".join(f"{m}: {note}" for m, note in b.sizing.items()) or "no model (dependencies only)"
+        _common.out.print(f"{b.name}: {b.path} ({sized})", highlight=False, soft_wrap=True)
