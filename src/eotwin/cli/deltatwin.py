@@ -107,6 +107,8 @@ def build_command(
     measure: Path | None = typer.Option(None, "--measure", help="Run the components on the sample scene, write the "
                                                                 "measured peaks to this JSON and size ram from them."),
     list_only: bool = typer.Option(False, "--list", help="List the known components and what each still needs."),
+    deltatwin_cli: bool = typer.Option(False, "--deltatwin-cli", help="Also check each with deltatwin-cli's own "
+                                                                      "validation (needs .venv-deltatwin)."),
 ) -> None:
     """Write ready-to-publish DeltaTwin components (manifest.json, workflow.yml, models/ with eotwin's wheel and
     pinned requirements, inputs_file.json, README) for the eotwin pipelines, and validate each.
@@ -133,3 +135,16 @@ def build_command(
     for b in built:
         sized = "; ".join(f"{m}: {note}" for m, note in b.sizing.items()) or "no model (dependencies only)"
         _common.out.print(f"{b.name}: {b.path} ({sized})", highlight=False, soft_wrap=True)
+    if deltatwin_cli:
+        from eotwin.deltatwin.reference import deltatwin_cli_python, deltatwin_cli_verdicts
+        from eotwin.errors import EotwinError
+
+        python = deltatwin_cli_python()
+        if python is None:
+            raise EotwinError("no .venv-deltatwin: run scripts/setup_deltatwin_cli.sh first")
+        verdicts = deltatwin_cli_verdicts([b.path for b in built], python)
+        for v in verdicts:
+            state = "[green]ok[/]" if v["ok"] else f"[bold red]rejected[/] {'; '.join(v['messages'])[:300]}"
+            _common.out.print(f"deltatwin-cli: {Path(v['folder']).name}: {state}", highlight=False, soft_wrap=True)
+        if not all(v["ok"] for v in verdicts):
+            raise EotwinError("deltatwin-cli rejects a generated component", exit_code=1)

@@ -107,6 +107,7 @@ set -euo pipefail
 python -m pip install --quiet --no-deps --no-index --no-cache-dir --disable-pip-version-check \\
     --target .eotwin {wheel}
 export PYTHONPATH="$PWD/.eotwin${{PYTHONPATH:+:$PYTHONPATH}}"
+python -c 'import eotwin; print("eotwin", eotwin.__version__, "from", eotwin.__file__)'
 """
 
 
@@ -210,10 +211,11 @@ def _pointcloud_live() -> Blueprint:
                  "date": {"type": "string", "value": "2024-07-01/2024-08-31"},
                  "sampled_fraction": {"type": "number", "value": 0.2},
                  "format": {"type": "string", "value": "laz"},
+                 # left empty on purpose: the validator warns until they are filled in
                  "cdse_key": {"type": "secret", "secret_value": ""},
                  "cdse_secret": {"type": "secret", "secret_value": ""},
                  "edh_token": {"type": "secret", "secret_value": ""}},
-        usage="# fill the three secret_value fields of inputs_file.json first (never commit them)",
+        usage="# fill the three secret_value fields in a copy of inputs_file.json first (never commit it)",
     )
 
 
