@@ -113,7 +113,13 @@ def build_command(
     """Write ready-to-publish DeltaTwin components (manifest.json, workflow.yml, models/ with eotwin's wheel and
     pinned requirements, inputs_file.json, README) for the eotwin pipelines, and validate each.
     """
-    from eotwin.deltatwin.build import BuildOptions, available, build_components, measure_components
+    from eotwin.deltatwin.build import (
+        BuildOptions,
+        available,
+        build_components,
+        load_sizing,
+        measure_components,
+    )
     from eotwin.io.files import write_json_atomic
 
     if list_only:
@@ -128,7 +134,9 @@ def build_command(
 
         with tempfile.TemporaryDirectory(prefix="eotwin-measure-") as tmp:
             doc = measure_components(output, built, Path(tmp), progress=_common.progress())
-        write_json_atomic(measure, doc)
+        merged = load_sizing(sizing)  # keep figures measured elsewhere (the live component's, from its test)
+        merged.setdefault("components", {}).update(doc["components"])
+        write_json_atomic(measure, {**merged, "about": doc["about"], "eotwin": doc["eotwin"]})
         _common.err.print(f"measured peaks written to {measure}; sizing the components from them",
                           highlight=False, soft_wrap=True)
         built = build_components(BuildOptions(names=options.names, output=output, wheel=wheel, sizing=measure))

@@ -496,11 +496,6 @@ def _sizing_entry(sizing: dict[str, Any], component: str, model: str) -> dict[st
 def _model_ram(sizing: dict[str, Any], bp: Blueprint, model: ModelBlueprint) -> tuple[str, str]:
     """(ram quantity, where the figure comes from) for a model."""
     entry = _sizing_entry(sizing, bp.name, model.id)
-    if entry is None and bp.name == "eotwin-pointcloud":
-        # the live mode fetches small windows then runs the same streamed build as local files
-        entry = _sizing_entry(sizing, "eotwin-pointcloud-files", model.id)
-        if entry is not None:
-            entry = {**entry, "note": "measured on eotwin-pointcloud-files (the same streamed build)"}
     if entry is None:
         return "2Gi", "not measured yet: the service default (2Gi)"
     peak = max(int(entry.get("peak_rss_bytes", 0)), int(entry.get("peak_vms_bytes", 0)))
