@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from eotwin.atmocorr import baselines, physics
-from eotwin.atmocorr.lut import AtmosphereTerms, load_lut
+from eotwin.atmocorr.lut import load_lut
 from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.errors import EotwinError
 
@@ -53,12 +53,8 @@ def _ddv_scene(seed: int = 5, size: int = 80, vegetation: bool = True) -> np.nda
 
 
 def _toa(lut, surface: np.ndarray, **atm) -> np.ndarray:
-    terms = lut.terms_for("S2A", S2_BANDS, "continental", **atm)
-    shape = (slice(None),) + (None,) * (surface.ndim - 1)  # scalar atmosphere -> one value per band
-    per_band = AtmosphereTerms(
-        terms.bands, *(getattr(terms, k)[shape] for k in ("path", "tg", "t_down", "t_up", "s_alb"))
-    )
-    return physics.forward(surface, per_band).astype(np.float32)
+    terms = lut.terms_for("S2A", S2_BANDS, "continental", **atm)  # scene-wide atmosphere: (bands,) terms
+    return physics.forward(surface, terms).astype(np.float32)
 
 
 def test_dos_removes_a_known_additive_haze_exactly():

@@ -227,23 +227,29 @@ def ddv_correction(
     (scalars or per-pixel arrays).
     """
     toa = _check_stack(toa, bands)
-    mean = {k: float(np.nanmean(v)) for k, v in (("sza", sza), ("vza", vza), ("raa", raa))}
-    if wv is None:
-        if "B8A" not in bands or "B09" not in bands:
-            raise EotwinError("water vapour estimation needs bands B8A and B09 (or pass wv)")
-        wv = estimate_water_vapour(
-            toa[list(bands).index("B8A")],
-            toa[list(bands).index("B09")],
-            lut,
-            sensor=sensor,
-            aerosol=aerosol,
-            o3=o3,
-            valid=valid,
-            **mean,
+    folded_raa = physics.relative_azimuth(raa, 0.0)  # so 179 and -179 average to 179, not 0
+    mean = {k: float(np.nanmean(v)) for k, v in (("sza", sza), ("vza", vza), ("raa", folded_raa))}
+    estimate_wv = wv is None
+    if estimate_wv and ("B8A" not in bands or "B09" not in bands):
+        raise EotwinError("water vapour estimation needs bands B8A and B09 (or pass wv)")
+    aot = DEFAULT_AOT
+    # water vapour and AOT each depend a little on the other: two rounds settle them
+    for _ in range(2 if estimate_wv else 1):
+        if estimate_wv:
+            wv = estimate_water_vapour(
+                toa[list(bands).index("B8A")],
+                toa[list(bands).index("B09")],
+                lut,
+                sensor=sensor,
+                aerosol=aerosol,
+                aot=aot,
+                o3=o3,
+                valid=valid,
+                **mean,
+            )
+        aot, n_dark, swir_range = estimate_aot_ddv(
+            toa, bands, lut, sensor=sensor, aerosol=aerosol, wv=wv, o3=o3, valid=valid, **mean
         )
-    aot, n_dark, swir_range = estimate_aot_ddv(
-        toa, bands, lut, sensor=sensor, aerosol=aerosol, wv=wv, o3=o3, valid=valid, **mean
-    )
     boa = lut_correction(
         toa, bands, lut, sensor=sensor, aerosol=aerosol, aot=aot, sza=sza, vza=vza, raa=raa, wv=wv, o3=o3
     )

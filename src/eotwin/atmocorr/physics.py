@@ -50,14 +50,32 @@ def toa_to_boa(
     return y / (1.0 + s_alb * y)
 
 
+def _aligned(terms: AtmosphereTerms, ndim: int) -> list[np.ndarray]:
+    """Terms shaped to broadcast against a (bands, ...) stack of ``ndim`` dimensions.
+
+    A scene-wide atmosphere gives terms of shape (bands,); per-pixel ones (bands, H, W). Singleton
+    axes go after the band axis so the band axes line up.
+    """
+    out = []
+    for name in ("path", "tg", "t_down", "t_up", "s_alb"):
+        term = np.asarray(getattr(terms, name))
+        missing = ndim - term.ndim
+        if missing < 0:
+            raise ValueError(f"atmosphere terms have more dimensions ({term.ndim}) than the reflectance ({ndim})")
+        out.append(term.reshape(term.shape[:1] + (1,) * missing + term.shape[1:]))
+    return out
+
+
 def forward(rho_surface: np.ndarray, terms: AtmosphereTerms) -> np.ndarray:
     """:func:`boa_to_toa` with terms from the LUT; ``rho_surface`` has the bands first, like the terms."""
-    return boa_to_toa(rho_surface, terms.path, terms.tg, terms.t_down, terms.t_up, terms.s_alb)
+    rho_surface = np.asarray(rho_surface)
+    return boa_to_toa(rho_surface, *_aligned(terms, rho_surface.ndim))
 
 
 def invert(rho_toa: np.ndarray, terms: AtmosphereTerms) -> np.ndarray:
     """:func:`toa_to_boa` with terms from the LUT; ``rho_toa`` has the bands first, like the terms."""
-    return toa_to_boa(rho_toa, terms.path, terms.tg, terms.t_down, terms.t_up, terms.s_alb)
+    rho_toa = np.asarray(rho_toa)
+    return toa_to_boa(rho_toa, *_aligned(terms, rho_toa.ndim))
 
 
 def relative_azimuth(sun_azimuth: np.ndarray, view_azimuth: np.ndarray) -> np.ndarray:

@@ -1,0 +1,548 @@
+"""``eotwin atmocorr run``: L1C product in, L2A-like product out, in row blocks with bounded memory.
+
+read (SAFE / zip / stack) -> estimate the scene's atmosphere on a decimated overview -> correct each
+block of rows -> write the L2A-like COG, TCI (GeoTIFF + PNG), optional AOT map and STAC item, and
+with a reference L2A the metrics (RMSE, MAE, bias, R2 per band and the spectral angle), also for
+"TOA left unchanged" so the gain is visible.
+
+Correction methods are pluggable (:data:`METHODS`): ``6s-ddv`` (6S-table inversion, AOT from dark
+dense vegetation and water vapour from B09/B8A, as sen2cor; or a given ``aot``/``wv``), ``dos``
+(dark object subtraction) and ``ai`` once ``eotwin.atmocorr.ai:make_corrector`` exists. A corrector
+gets the 12 L2A bands' TOA of a block and returns their BOA (and optionally an AOT map); it may ask
+for ``overlap`` rows of context above and below.
+
+Everything is written into a staging folder beside the output and moved into place at the end:
+a failed run leaves no partial product.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from eotwin.atmocorr.products import (
+    BOA_ADD_OFFSET,
+    L2A_BANDS,
+    QUANTIFICATION,
+    SCL_CLEAR,
+    TCI_BANDS,
+    AngleGrid,
+    BandReader,
+    BlockWriter,
+    L1CProduct,
+    boa_to_dn,
+    interpolate_nodes,
+    open_l1c,
+    open_l2a_reference,
+    read_toa,
+    reflectance_to_tci,
+    stac_item,
+    write_png_preview,
+)
+from eotwin.errors import EotwinError
+from eotwin.geo.grid import Grid, Window
+from eotwin.io.files import ensure_writable_dir, write_json_atomic
+from eotwin.progress import ProgressReporter, ensure_progress
+
+SAMPLE_MAX_SIDE = 1500  # the scene's atmosphere is estimated on an overview at most this many pixels wide
+BLOCK_BUDGET_BYTES = 256 * 2**20  # working arrays of one block (about 40 float32 per pixel)
+AI_FACTORY = "eotwin.atmocorr.ai:make_corrector"
+FILES = {
+    "l2a": "l2a.tif",
+    "tci": "tci.tif",
+    "tci_png": "tci.png",
+    "aot": "aot.tif",
+    "item": "item.json",
+    "evaluation": "evaluation.json",
+    "evaluation_png": "evaluation.png",
+}
+
+
+class RunOptions(BaseModel):
+    """``eotwin atmocorr run INPUT -o OUTDIR``: shared by the CLI, the demo and a DeltaTwin component."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: Path
+    output: Path
+    resolution: Literal[10, 20] | None = None  # default: 10 m for SAFE, the stack's own grid for stacks
+    method: str | None = None  # default: "ai" when available, else "6s-ddv"
+    reference: Path | None = None
+    aerosol: Literal["continental", "maritime"] = "continental"
+    aot: float | None = Field(None, ge=0.0, le=5.0)  # 6s-ddv: given AOT at 550 nm instead of DDV
+    wv: float | None = Field(None, gt=0.0, le=10.0)  # 6s-ddv: given water vapour (g/cm2) instead of B09/B8A
+    ozone: float = Field(0.33, gt=0.0, le=1.0)  # cm-atm
+    lut: Path | None = None  # the 6S table (default: the committed one)
+    model: Path | None = None  # ai: model file (default: the committed one)
+    block_rows: int | None = Field(None, ge=1, le=10980)
+
+
+# ----------------------------------------------------------------------------- correctors
+@dataclass
+class SceneSample:
+    """A decimated view of the whole scene, for scene-level estimates (DDV aerosol, DOS haze)."""
+
+    toa: np.ndarray  # (12, h, w) float32 TOA of L2A_BANDS, NaN = no data
+    valid: np.ndarray  # (h, w) bool
+    angles: dict[str, float]  # scene means: sun_zenith, sun_azimuth, view_zenith, view_azimuth
+
+
+@dataclass
+class BlockResult:
+    boa: np.ndarray  # (12, h, w) float32 of L2A_BANDS, NaN = no data
+    aot: np.ndarray | None = None  # (h, w) float32 AOT at 550 nm, when the method maps it
+
+
+class Corrector(Protocol):
+    """One correction method. ``prepare`` sees the whole scene once; ``correct`` sees one block."""
+
+    name: str
+    overlap: int  # rows of context needed above and below a block
+    gives_aot_map: bool
+
+    def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]: ...
+
+    def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult: ...
+
+
+@dataclass
+class SixSCorrector:
+    """6S-table inversion per pixel, with the scene's AOT (DDV) and water vapour (B09/B8A) or given values.
+
+    The 6S terms are computed at the angle-grid nodes (per band, with that band's viewing angles) and
+    interpolated bilinearly to the pixels by two small matrix products per term, so a full tile costs
+    a few multiply-adds per pixel and band instead of a multilinear table lookup.
+    """
+
+    lut_path: Path | None = None
+    aerosol: str = "continental"
+    aot: float | None = None
+    wv: float | None = None
+    ozone: float = 0.33
+    name: str = "6s-ddv"
+    overlap: int = 0
+    gives_aot_map: bool = False
+    _nodes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _angles: AngleGrid | None = field(default=None, repr=False)
+
+    def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]:
+        from eotwin.atmocorr import baselines
+        from eotwin.atmocorr.lut import load_lut
+
+        lut = load_lut(self.lut_path)
+        means = sample.angles
+        geometry = {
+            "sza": means["sun_zenith"],
+            "vza": min(means["view_zenith"], float(lut.axes["vza"][-1])),
+            "raa": float(_raa(means["sun_azimuth"], means["view_azimuth"])),
+        }
+        info: dict[str, object] = {"aerosol": self.aerosol, "ozone": self.ozone}
+        aot, wv = self.aot, self.wv
+        if aot is None:
+            result = baselines.ddv_correction(
+                sample.toa, L2A_BANDS, lut, sensor=product.spacecraft, aerosol=self.aerosol, wv=wv,
+                o3=self.ozone, valid=sample.valid, **geometry,
+            )
+            aot, wv = result.aot, result.wv
+            info.update({"aot_source": "ddv" if not result.fallback else "default (no dark vegetation found)",
+                         "ddv_pixels": result.n_dark,
+                         "ddv_swir_range": list(result.swir_range) if result.swir_range else None})
+        else:
+            info["aot_source"] = "given"
+            if wv is None:
+                wv = baselines.estimate_water_vapour(
+                    sample.toa[L2A_BANDS.index("B8A")], sample.toa[L2A_BANDS.index("B09")], lut,
+                    sensor=product.spacecraft, aerosol=self.aerosol, aot=aot, o3=self.ozone, valid=sample.valid,
+                    **geometry,
+                )
+        info["wv_source"] = "given" if self.wv is not None else "B09/B8A"
+        info.update({"aot": round(float(aot), 5), "wv": round(float(wv), 5)})
+        # 6S terms at the angle nodes, per band
+        angles = product.angles
+        sza = angles.sun_zenith
+        vza_max = float(lut.axes["vza"][-1])
+        for band in L2A_BANDS:
+            vza = np.minimum(angles.view_zenith[band], vza_max)  # S2's widest view is at the table's edge
+            raa = _raa(angles.sun_azimuth, angles.view_azimuth[band])
+            terms = lut.terms_for(product.spacecraft, (band,), self.aerosol, aot, sza, vza, raa, wv, self.ozone)
+            gain = (terms.tg * terms.t_down * terms.t_up)[0].astype(np.float64)
+            self._nodes[band] = (terms.path[0].astype(np.float64), gain, terms.s_alb[0].astype(np.float64))
+        self._angles = angles
+        return info
+
+    def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
+        if self._angles is None:
+            raise EotwinError("the 6S corrector was not prepared")
+        wr, wc = self._angles.weights(grid, window)
+        boa = np.empty_like(toa, dtype=np.float32)
+        for k, band in enumerate(L2A_BANDS):
+            path, gain, s_alb = (interpolate_nodes(v, wr, wc).astype(np.float32) for v in self._nodes[band])
+            y = (toa[k] - path) / gain
+            boa[k] = y / (1.0 + s_alb * y)
+        boa[:, ~valid] = np.nan
+        return BlockResult(boa)
+
+
+@dataclass
+class DosCorrector:
+    """Dark object subtraction: a per-band haze from the scene's darkest pixels, subtracted everywhere."""
+
+    name: str = "dos"
+    overlap: int = 0
+    gives_aot_map: bool = False
+    haze: np.ndarray | None = None
+
+    def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]:
+        from eotwin.atmocorr import baselines
+
+        _, haze = baselines.dark_object_subtraction(sample.toa, sample.valid)
+        self.haze = haze.astype(np.float32)
+        return {"haze": {b: round(float(h), 5) for b, h in zip(L2A_BANDS, haze, strict=True)}}
+
+    def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
+        if self.haze is None:
+            raise EotwinError("the DOS corrector was not prepared")
+        boa = toa - self.haze[:, None, None]
+        boa[:, ~valid] = np.nan
+        return BlockResult(boa)
+
+
+def _raa(sun_azimuth: np.ndarray | float, view_azimuth: np.ndarray | float) -> np.ndarray:
+    from eotwin.atmocorr.physics import relative_azimuth
+
+    return relative_azimuth(sun_azimuth, view_azimuth)
+
+
+def _ai_factory(options: RunOptions) -> Corrector:
+    module_name, _, func = AI_FACTORY.partition(":")
+    if importlib.util.find_spec(module_name) is None:
+        raise EotwinError("method 'ai' is not available yet (no trained model in this version); use 6s-ddv or dos")
+    return getattr(importlib.import_module(module_name), func)(options)
+
+
+METHODS: dict[str, Callable[[RunOptions], Corrector]] = {
+    "6s-ddv": lambda o: SixSCorrector(lut_path=o.lut, aerosol=o.aerosol, aot=o.aot, wv=o.wv, ozone=o.ozone),
+    "dos": lambda o: DosCorrector(),
+    "ai": _ai_factory,
+}
+
+
+def default_method() -> str:
+    """``ai`` once its module exists, else the physical baseline."""
+    return "ai" if importlib.util.find_spec(AI_FACTORY.partition(":")[0]) is not None else "6s-ddv"
+
+
+def make_corrector(options: RunOptions) -> Corrector:
+    method = options.method or default_method()
+    if method not in METHODS:
+        raise EotwinError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
+    if method != "6s-ddv" and (options.aot is not None or options.wv is not None):
+        raise EotwinError("--aot and --wv only apply to --method 6s-ddv")
+    return METHODS[method](options)
+
+
+# ----------------------------------------------------------------------------- metrics against a reference
+@dataclass
+class MetricsAccumulator:
+    """Streaming per-band RMSE, MAE, bias and R2, and the mean spectral angle, over valid pixels."""
+
+    bands: tuple[str, ...]
+    n: int = 0
+    sums: dict[str, np.ndarray] = field(default_factory=dict)
+    sam_sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("d", "ad", "d2", "r", "r2"):
+            self.sums[key] = np.zeros(len(self.bands), dtype=np.float64)
+
+    def add(self, pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> None:
+        p = pred[:, mask].astype(np.float64)
+        r = ref[:, mask].astype(np.float64)
+        if p.shape[1] == 0:
+            return
+        d = p - r
+        self.n += p.shape[1]
+        self.sums["d"] += d.sum(axis=1)
+        self.sums["ad"] += np.abs(d).sum(axis=1)
+        self.sums["d2"] += (d * d).sum(axis=1)
+        self.sums["r"] += r.sum(axis=1)
+        self.sums["r2"] += (r * r).sum(axis=1)
+        cos = (p * r).sum(axis=0) / np.maximum(np.linalg.norm(p, axis=0) * np.linalg.norm(r, axis=0), 1e-12)
+        self.sam_sum += float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).sum())
+
+    def result(self) -> dict[str, object]:
+        if self.n == 0:
+            return {"pixels": 0, "bands": {}}
+        n = self.n
+        mean_r = self.sums["r"] / n
+        sst = self.sums["r2"] - n * mean_r**2
+        bands = {}
+        for i, b in enumerate(self.bands):
+            bands[b] = {
+                "rmse": float(math.sqrt(self.sums["d2"][i] / n)),
+                "mae": float(self.sums["ad"][i] / n),
+                "bias": float(self.sums["d"][i] / n),
+                "r2": float(1.0 - self.sums["d2"][i] / sst[i]) if sst[i] > 0 else None,
+            }
+        return {
+            "pixels": n,
+            "bands": bands,
+            "mean_rmse": float(np.mean([v["rmse"] for v in bands.values()])),
+            "sam_degrees": self.sam_sum / n,
+        }
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass(frozen=True)
+class RunResult:
+    output_dir: Path
+    files: dict[str, Path]
+    method: str
+    atmosphere: dict[str, object]
+    metrics: dict[str, object] | None
+    seconds: float
+    megapixels: float
+    product: L1CProduct
+
+
+def make_options(**kwargs: object) -> RunOptions:
+    """:class:`RunOptions` from plain values; a validation error is a one-line :class:`EotwinError`."""
+    from pydantic import ValidationError
+
+    try:
+        return RunOptions(**kwargs)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "options"
+        raise EotwinError(f"{where}: {str(first.get('msg', 'invalid value')).removeprefix('Value error, ')}") from None
+
+
+def auto_block_rows(width: int) -> int:
+    return int(np.clip(BLOCK_BUDGET_BYTES // (max(width, 1) * 4 * 40), 16, 1024))
+
+
+def read_scene_sample(reader: BandReader, product: L1CProduct, max_side: int = SAMPLE_MAX_SIDE) -> SceneSample:
+    """The 12 L2A bands' TOA on an overview (averaged) of at most ``max_side`` pixels per side."""
+    grid = product.grid
+    scale = max(1.0, max(grid.width, grid.height) / max_side)
+    shape = (max(1, round(grid.height / scale)), max(1, round(grid.width / scale)))
+    toa = read_toa(reader, product, L2A_BANDS, out_shape=None if scale == 1.0 else shape)
+    valid = np.isfinite(toa).all(axis=0)
+    if not valid.any():
+        raise EotwinError(f"{product.source}: no valid pixel (every band is no data)")
+    return SceneSample(toa, valid, product.angles.means())
+
+
+def _staging_dir(target: Path) -> Path:
+    if target.exists() and not target.is_dir():
+        raise EotwinError(f"{target}: exists and is not a directory")
+    parent = ensure_writable_dir(target.parent if str(target.parent) else Path("."))
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.part-", dir=parent))
+
+
+def _publish(staging: Path, target: Path) -> dict[str, Path]:
+    """Move the staged files into ``target`` (a rename of the whole folder when it is new)."""
+    names = [p.name for p in staging.iterdir()]
+    if not target.exists():
+        os.replace(staging, target)
+    else:
+        for name in names:
+            os.replace(staging / name, target / name)
+        shutil.rmtree(staging, ignore_errors=True)
+    return {n: target / n for n in names}
+
+
+def run_correction(options: RunOptions, progress: ProgressReporter | None = None) -> RunResult:
+    """Correct one L1C product; see the module docstring for what is written."""
+    progress = ensure_progress(progress)
+    started = time.perf_counter()
+    product = open_l1c(options.input, options.resolution)
+    corrector = make_corrector(options)
+    method = corrector.name
+    reference = open_l2a_reference(options.reference, round(product.resolution)) if options.reference else None
+    grid = product.grid
+    block_rows = options.block_rows or auto_block_rows(grid.width)
+    target = Path(options.output)
+    staging = _staging_dir(target)
+    writers: list[BlockWriter] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            reader = stack.enter_context(BandReader({b: product.bands[b] for b in L2A_BANDS}, grid))
+            ref_reader = (
+                stack.enter_context(BandReader(reference.bands, grid, categorical=("SCL",))) if reference else None
+            )
+            with progress.task("estimating the atmosphere", total=1) as task:
+                sample = read_scene_sample(reader, product)
+                atmosphere = corrector.prepare(product, sample)
+                task.advance()
+            tags = {
+                "BOA_ADD_OFFSET": BOA_ADD_OFFSET, "BOA_QUANTIFICATION_VALUE": int(QUANTIFICATION),
+                "PROCESSING_LEVEL": "L2A", "SPACECRAFT": {"S2A": "Sentinel-2A", "S2B": "Sentinel-2B",
+                                                          "S2C": "Sentinel-2C"}[product.spacecraft],
+                "SOURCE_PRODUCT": product.product_id, "ATMOCORR_METHOD": method,
+                **{f"ATMOCORR_{k.upper()}": v for k, v in atmosphere.items() if isinstance(v, int | float | str)},
+            }
+            l2a = BlockWriter(staging / FILES["l2a"], grid, len(L2A_BANDS), "uint16", nodata=0,
+                              descriptions=L2A_BANDS, tags=tags)
+            writers.append(l2a)
+            tci = BlockWriter(staging / FILES["tci"], grid, 3, "uint8", nodata=0, descriptions=("red", "green", "blue"),
+                              tags={"SOURCE_PRODUCT": product.product_id}, photometric="RGB")
+            writers.append(tci)
+            aot_writer = None
+            if corrector.gives_aot_map:
+                aot_writer = BlockWriter(staging / FILES["aot"], grid, 1, "uint16", nodata=0,
+                                         descriptions=("AOT",), tags={"AOT_QUANTIFICATION_VALUE": 1000})
+                writers.append(aot_writer)
+            acc = MetricsAccumulator(tuple(b for b in L2A_BANDS if reference and b in reference.bands))
+            acc_toa = MetricsAccumulator(acc.bands)
+            rgb_index = [L2A_BANDS.index(b) for b in TCI_BANDS]
+            windows = list(grid.row_blocks(block_rows))
+            with progress.task(f"correcting ({method})", total=len(windows)) as task:
+                for window in windows:
+                    read_win = _with_overlap(window, corrector.overlap, grid.height)
+                    toa = read_toa(reader, product, L2A_BANDS, read_win)
+                    valid = np.isfinite(toa).all(axis=0)
+                    result = corrector.correct(toa, grid, read_win, valid)
+                    inner = slice(window.row_off - read_win.row_off, window.row_off - read_win.row_off + window.height)
+                    boa, toa, valid = result.boa[:, inner], toa[:, inner], valid[inner]
+                    l2a.write(boa_to_dn(boa, valid), window)
+                    tci.write(reflectance_to_tci(boa[rgb_index]), window)
+                    if aot_writer is not None and result.aot is not None:
+                        aot = result.aot[inner]
+                        aot_dn = np.clip(np.rint(np.nan_to_num(aot) * 1000), 1, 65535).astype(np.uint16)
+                        aot_dn[~valid | ~np.isfinite(aot)] = 0
+                        aot_writer.write(aot_dn, window)
+                    if reference is not None and ref_reader is not None:
+                        _accumulate(acc, acc_toa, reference, ref_reader, window, boa, toa, valid)
+                    task.advance()
+            with progress.task("writing cloud-optimised GeoTIFFs", total=len(writers)) as task:
+                while writers:
+                    writers.pop(0).finish()
+                    task.advance()
+            files = {"l2a": staging / FILES["l2a"], "tci": staging / FILES["tci"]}
+            write_png_preview(files["tci"], staging / FILES["tci_png"])
+            files["tci_png"] = staging / FILES["tci_png"]
+            if aot_writer is not None:
+                files["aot"] = staging / FILES["aot"]
+            metrics = None
+            if reference is not None:
+                metrics = {
+                    "reference": str(reference.source),
+                    "method": method,
+                    "valid_pixels": "finite in both, SCL in " + ",".join(map(str, SCL_CLEAR))
+                    if "SCL" in reference.bands else "finite in both (no SCL)",
+                    "corrected": acc.result(),
+                    "toa_unchanged": acc_toa.result(),
+                }
+                if metrics["corrected"]["pixels"] == 0:
+                    raise EotwinError(f"{reference.source}: no valid pixel shared with the input (check its grid)")
+                write_json_atomic(staging / FILES["evaluation"], metrics)
+                files["evaluation"] = staging / FILES["evaluation"]
+                write_evaluation_png(staging / FILES["evaluation_png"], metrics, files["l2a"], ref_reader, reference)
+                files["evaluation_png"] = staging / FILES["evaluation_png"]
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        item = stac_item(product, {k: v for k, v in files.items()}, method=method, atmosphere=atmosphere,
+                         item_dir=staging, created=created)
+        write_json_atomic(staging / FILES["item"], item)
+        published = _publish(staging, target)
+    except BaseException:
+        for w in writers:
+            w.abort()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    names = {v: k for k, v in FILES.items()}
+    out_files = {names[n]: p for n, p in published.items() if n in names}
+    return RunResult(target, out_files, method, atmosphere, metrics, time.perf_counter() - started,
+                     grid.width * grid.height / 1e6, product)
+
+
+def _with_overlap(window: Window, overlap: int, height: int) -> Window:
+    if overlap <= 0:
+        return window
+    top = max(0, window.row_off - overlap)
+    bottom = min(height, window.row_off + window.height + overlap)
+    return Window(top, window.col_off, bottom - top, window.width)
+
+
+def _accumulate(acc: MetricsAccumulator, acc_toa: MetricsAccumulator, reference, ref_reader: BandReader,
+                window: Window, boa: np.ndarray, toa: np.ndarray, valid: np.ndarray) -> None:
+    bands = acc.bands
+    dn = ref_reader.read(bands, window)
+    offsets = np.array([reference.offsets.get(b, 0.0) for b in bands], dtype=np.float32)[:, None, None]
+    ref = (dn + offsets) / np.float32(reference.quantification)
+    mask = valid & np.isfinite(ref).all(axis=0)
+    if "SCL" in reference.bands:
+        scl = ref_reader.read(("SCL",), window)[0]
+        mask &= np.isin(np.nan_to_num(scl, nan=0).astype(np.int64), SCL_CLEAR)
+    idx = [L2A_BANDS.index(b) for b in bands]
+    acc.add(boa[idx], ref, mask)
+    acc_toa.add(toa[idx], ref, mask)
+
+
+def write_evaluation_png(path: Path, metrics: Mapping[str, object], l2a_path: Path, ref_reader: BandReader | None,
+                         reference) -> Path:
+    """Per-band RMSE and bias (corrected vs TOA unchanged) and the two products side by side in true colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eotwin.io.files import atomic_path
+    from eotwin.io.raster import open_raster
+
+    corrected = metrics["corrected"]["bands"]  # type: ignore[index]
+    toa = metrics["toa_unchanged"]["bands"]  # type: ignore[index]
+    bands = list(corrected)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    x = np.arange(len(bands))
+    for ax, key, label in ((axes[1, 0], "rmse", "RMSE"), (axes[1, 1], "bias", "bias (product - reference)")):
+        ax.bar(x - 0.2, [toa[b][key] for b in bands], 0.4, label="TOA unchanged", color="#bbbbbb")
+        ax.bar(x + 0.2, [corrected[b][key] for b in bands], 0.4, label=str(metrics["method"]), color="#1f77b4")
+        ax.set_xticks(x, bands, rotation=45)
+        ax.set_ylabel(f"{label} (reflectance)")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.legend()
+    with open_raster(l2a_path) as ds:
+        scale = max(1.0, max(ds.width, ds.height) / 600)
+        shape = (max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
+        idx = [L2A_BANDS.index(b) + 1 for b in TCI_BANDS]
+        dn = ds.read(idx, out_shape=(3, *shape)).astype(np.float32)
+    pred = np.where(dn > 0, (dn + BOA_ADD_OFFSET) / QUANTIFICATION, np.nan)
+    axes[0, 0].imshow(_rgb_for_plot(pred))
+    axes[0, 0].set_title(f"corrected ({metrics['method']})")
+    if ref_reader is not None and all(b in reference.bands for b in TCI_BANDS):
+        rdn = ref_reader.read(TCI_BANDS, out_shape=shape)
+        offs = np.array([reference.offsets.get(b, 0.0) for b in TCI_BANDS], dtype=np.float32)[:, None, None]
+        axes[0, 1].imshow(_rgb_for_plot((rdn + offs) / np.float32(reference.quantification)))
+    axes[0, 1].set_title("reference L2A")
+    for ax in axes[0]:
+        ax.set_axis_off()
+    c, t = metrics["corrected"], metrics["toa_unchanged"]  # type: ignore[index]
+    fig.suptitle(f"mean RMSE {c['mean_rmse']:.4f} (TOA unchanged {t['mean_rmse']:.4f}), "  # type: ignore[index]
+                 f"SAM {c['sam_degrees']:.2f} deg, {c['pixels']} pixels")  # type: ignore[index]
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return path
+
+
+def _rgb_for_plot(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(np.nan_to_num(np.moveaxis(rgb, 0, -1), nan=0.0) / TCI_SATURATION_PLOT, 0.0, 1.0)
+
+
+TCI_SATURATION_PLOT = 0.25
