@@ -31,7 +31,8 @@ def endpoints(servers):
     for server in servers.values():
         server.faults.pending.clear()
     return Endpoints(stac_url=servers["stac"].url, s3_endpoint=servers["s3"].endpoint, s3_https=False,
-                     dem_url=servers["edh"].url + "/GLO-30-v0.zarr", timeout_s=5, max_retries=4, backoff_s=0.05)
+                     dem_url=servers["edh"].url + "/GLO-30-v0.zarr", timeout_s=5, max_retries=4, backoff_s=0.05,
+                     gdal_block_cache=False)
 
 
 @pytest.fixture()

@@ -10,6 +10,7 @@ from eotwin import __version__
 from eotwin.cli import _common
 from eotwin.cli.atmocorr import app as atmocorr_app
 from eotwin.cli.ben import app as ben_app
+from eotwin.cli.cache import app as cache_app
 from eotwin.cli.deltatwin import app as deltatwin_app
 from eotwin.cli.demo import demo_command
 from eotwin.cli.pointcloud import app as pointcloud_app
@@ -47,6 +48,7 @@ app.command("sample")(sample_command)
 app.command("demo")(demo_command)
 # capability apps (each module imports its heavy libraries inside its commands, so --help stays fast)
 app.add_typer(pointcloud_app, name="pointcloud")
+app.add_typer(cache_app, name="cache")
 app.add_typer(atmocorr_app, name="atmocorr")
 app.add_typer(ben_app, name="ben")
 app.add_typer(deltatwin_app, name="deltatwin")

@@ -35,9 +35,26 @@ def _parse_range(text: str) -> tuple[float, float]:
 
 @app.command("build")
 def build(
-    dem: str = typer.Option(..., "--dem", help="DEM raster (any GDAL-readable file; heights in metres)."),
-    image: list[str] = typer.Option(..., "--image", help="Colour raster: RGB/TCI or multi-band L2A (B04, B03, B02 found "
-                                    "by description); or give --image three times for single-band R, G, B files."),
+    dem: str | None = typer.Option(None, "--dem", help="DEM raster (any GDAL-readable file; heights in metres)."),
+    image: list[str] | None = typer.Option(None, "--image", help="Colour raster: RGB/TCI or multi-band L2A (B04, B03, B02 "
+                                           "found by description); or give --image three times for single-band R, G, B files."),
+    bbox: str | None = typer.Option(None, "--bbox", help="Live mode: MINLON,MINLAT,MAXLON,MAXLAT; Sentinel-2 from CDSE "
+                                    "and the DEM from Earth Data Hub instead of --dem/--image."),
+    date: str | None = typer.Option(None, "--date", help="Live mode: START or START/END (ISO dates)."),
+    max_cloud: float = typer.Option(20.0, "--max-cloud", help="Live mode: maximum eo:cloud_cover of the items (%)."),
+    collection: str = typer.Option("sentinel-2-l2a", "--collection", help="Live mode: STAC collection."),
+    crs: str | None = typer.Option(None, "--crs", help="Live mode: output CRS (default: the UTM zone of the bbox centre)."),
+    tile_size: float | None = typer.Option(None, "--tile-size", help="Live mode: split the bbox into tiles of this many "
+                                           "metres, built as Dask tasks, one LAZ each plus a .vpc index."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address (default: a local cluster)."),
+    workers: int = typer.Option(2, "--workers", help="Workers of the local Dask cluster."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Live mode: do not read or write the local cache."),
+    stac_url: str | None = typer.Option(None, "--stac-url", help="STAC API (default CDSE, or $EOTWIN_STAC_URL)."),
+    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3 endpoint host[:port] (default CDSE eodata)."),
+    dem_url: str | None = typer.Option(None, "--dem-url", help="DEM Zarr store (default EDH GLO-30)."),
+    s3_access_key: str | None = typer.Option(None, "--s3-access-key", help="CDSE S3 key (else $CDSE_S3_ACCESS_KEY or ~/.netrc)."),
+    s3_secret_key: str | None = typer.Option(None, "--s3-secret-key", help="CDSE S3 secret (else $CDSE_S3_SECRET_KEY or ~/.netrc)."),
+    edh_token: str | None = typer.Option(None, "--edh-token", help="Earth Data Hub token (else $EDH_TOKEN or ~/.netrc)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output file (.laz, .las or .ply)."),
     sampled_fraction: float = typer.Option(1.0, "--sampled-fraction", "-f", help="Fraction of valid pixels kept, in (0, 1]: "
                                            "exactly round(F x valid) points, uniform, no duplicates."),
@@ -59,20 +76,63 @@ def build(
     block_rows: int = typer.Option(256, "--block-rows", min=1, help="Rows per streamed block (memory vs. speed)."),
 ) -> None:
     """Build a georeferenced coloured point cloud: one point per valid pixel centre of the output grid."""
+    from eotwin.errors import EotwinError
     from eotwin.pointcloud.pipeline import build_point_cloud, make_options
 
+    common = dict(format=fmt, sampled_fraction=sampled_fraction, seed=seed, z_scale=z_scale,
+                  stretch=stretch, stretch_range=_parse_range(stretch_range), viewer=viewer, preview=preview,
+                  block_rows=block_rows)
+    if bbox is not None:
+        if dem or image:
+            raise EotwinError("give either --bbox/--date (live mode) or --dem/--image (local files), not both")
+        _build_live(bbox, date, output, max_cloud, collection, crs, tile_size, scheduler, workers, no_cache, stac_url,
+                    s3_endpoint, dem_url, s3_access_key, s3_secret_key, edh_token, common)
+        return
+    if not dem or not image:
+        raise EotwinError("--dem and --image are required (or use --bbox and --date for live data)")
     options = make_options(
-        dem=dem, image=tuple(image), output=output, format=fmt, sampled_fraction=sampled_fraction, seed=seed, grid=grid,
-        z_scale=z_scale, mask=mask, mask_exclude=_parse_classes(mask_exclude), stretch=stretch,
-        stretch_range=_parse_range(stretch_range), reflectance_scale=scale, reflectance_offset=offset, viewer=viewer,
-        preview=preview, block_rows=block_rows,
+        dem=dem, image=tuple(image), output=output, grid=grid, mask=mask, mask_exclude=_parse_classes(mask_exclude),
+        reflectance_scale=scale, reflectance_offset=offset, **common,
     )
     result = build_point_cloud(options, progress=_common.progress())
+    _report(result)
+
+
+def _report(result) -> None:
     rate = result.count / result.seconds if result.seconds else float("nan")
     _common.out.print(f"{result.count:,} points -> {result.output} ({result.seconds:.1f} s, {rate:,.0f} points/s)")
     for label, path in (("metadata", result.metadata), ("viewer", result.viewer), ("preview", result.preview)):
         if path:
             _common.out.print(f"{label:9s} {path}")
+
+
+def _build_live(bbox, date, output, max_cloud, collection, crs, tile_size, scheduler, workers, no_cache, stac_url,
+                s3_endpoint, dem_url, s3_access_key, s3_secret_key, edh_token, common) -> None:
+    from eotwin.errors import EotwinError
+    from eotwin.live.cache import Cache, default_cache_dir
+    from eotwin.live.credentials import resolve_credentials
+    from eotwin.live.endpoints import Endpoints
+    from eotwin.live.pipeline import LiveRequest, build_from_bbox
+    from eotwin.live.stac import parse_bbox, parse_date
+
+    if not date:
+        raise EotwinError("--date is required with --bbox")
+    request = LiveRequest(parse_bbox(bbox), parse_date(date), collection, max_cloud, crs)
+    endpoints = Endpoints.from_env(stac_url=stac_url, s3_endpoint=s3_endpoint, dem_url=dem_url)
+    credentials = resolve_credentials(s3_access_key=s3_access_key, s3_secret_key=s3_secret_key, edh_token=edh_token)
+    _common.say(f"credentials: {credentials.source}")
+    cache = Cache(default_cache_dir(), enabled=not no_cache)
+    if tile_size:
+        from eotwin.live.tiling import build_tiled
+
+        result = build_tiled(request, output, tile_size, endpoints=endpoints, credentials=credentials, cache=cache,
+                             scheduler=scheduler, workers=workers, progress=_common.progress(), log=_common.say, **common)
+        _common.out.print(f"{result.count:,} points in {len(result.tiles)} tiles -> {result.vpc} "
+                          f"({result.skipped} already done)")
+        return
+    result = build_from_bbox(request, output, endpoints=endpoints, credentials=credentials, cache=cache,
+                             progress=_common.progress(), log=_common.say, **common)
+    _report(result)
 
 
 @app.command("info")

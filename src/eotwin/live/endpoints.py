@@ -22,6 +22,7 @@ class Endpoints:
     timeout_s: float = 30.0
     max_retries: int = 5
     backoff_s: float = 0.5
+    gdal_block_cache: bool = True  # GDAL keeps fetched byte ranges for the process; off to observe every request
 
     @classmethod
     def from_env(cls, **overrides) -> Endpoints:

@@ -17,7 +17,7 @@ from rasterio.enums import Resampling
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds, utm_crs_for_lonlat
 from eotwin.io.raster import write_geotiff
-from eotwin.live.cache import Cache, default_cache_dir
+from eotwin.live.cache import Cache, default_cache_dir, request_key
 from eotwin.live.credentials import Credentials, redact
 from eotwin.live.dem import dem_slice
 from eotwin.live.endpoints import Endpoints
@@ -61,17 +61,34 @@ def target_grid(request: LiveRequest) -> Grid:
     return Grid.from_bounds(transform_bounds(request.bbox, CRS.from_epsg(4326), crs), request.resolution, crs)
 
 
+def cached_search(endpoints: Endpoints, request: LiveRequest, cache: Cache, workdir: Path) -> list[dict]:
+    """STAC search, remembered per request so that a re-run of the same request works offline."""
+    import json
+
+    key = request_key(stac=endpoints.stac_url, collection=request.collection, bbox=list(request.bbox),
+                      datetime=request.datetime, max_cloud=request.max_cloud)
+    hit = cache.get("stac", key, ".json")
+    if hit is not None:
+        return json.loads(hit.read_text())
+    items = search(endpoints, request.collection, request.bbox, request.datetime, request.max_cloud)
+    if cache.enabled:
+        local = workdir / f"search-{key}.json"
+        local.write_text(json.dumps(items))
+        cache.put("stac", key, local, ".json")
+    return items
+
+
 def fetch_scene(request: LiveRequest, endpoints: Endpoints, credentials: Credentials, cache: Cache, workdir: Path,
-                progress: ProgressReporter | None = None, log=None) -> LiveScene:
+                progress: ProgressReporter | None = None, log=None, grid: Grid | None = None) -> LiveScene:
     """Search, choose, read the bbox windows and the DEM; write the local rasters into ``workdir``."""
     progress = ensure_progress(progress)
-    items = search(endpoints, request.collection, request.bbox, request.datetime, request.max_cloud)
+    items = cached_search(endpoints, request, cache, workdir)
     chosen = choose_items(items, request.bbox)
     if log:
         log(f"{len(items)} item(s) found; using {len(chosen)}:")
         for c in chosen:
             log(f"  {c.item['id']}: {c.reason}")
-    grid = target_grid(request)
+    grid = grid or target_grid(request)
     bands = list(COLOUR_BANDS) + (["SCL"] if request.use_scl and "l2a" in request.collection.lower() else [])
     secrets = credentials.secrets()
     paths: dict[str, Path] = {}
@@ -101,7 +118,7 @@ def fetch_scene(request: LiveRequest, endpoints: Endpoints, credentials: Credent
 
 def build_from_bbox(request: LiveRequest, output: Path, *, endpoints: Endpoints | None = None,
                     credentials: Credentials | None = None, cache: Cache | None = None, progress=None, log=None,
-                    **build_options):
+                    grid: Grid | None = None, **build_options):
     """The live-mode build: fetch the scene for ``request`` and run the local point-cloud pipeline on it."""
     from eotwin.pointcloud.pipeline import build_point_cloud, make_options
 
@@ -109,7 +126,7 @@ def build_from_bbox(request: LiveRequest, output: Path, *, endpoints: Endpoints 
     credentials = credentials or Credentials()
     cache = cache or Cache(default_cache_dir())
     with tempfile.TemporaryDirectory(prefix="eotwin-live-") as tmp:
-        scene = fetch_scene(request, endpoints, credentials, cache, Path(tmp), progress, log)
+        scene = fetch_scene(request, endpoints, credentials, cache, Path(tmp), progress, log, grid)
         options = make_options(dem=str(scene.dem), image=(str(scene.red), str(scene.green), str(scene.blue)),
                                output=output, mask=str(scene.scl) if scene.scl else None,
                                provenance=scene.provenance() | {"bbox": list(request.bbox), "datetime": request.datetime,

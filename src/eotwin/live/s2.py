@@ -38,7 +38,7 @@ def gdal_path(href: str) -> str:
 
 def gdal_options(endpoints: Endpoints) -> dict:
     """GDAL configuration for CDSE's S3 (path-style) with retries on 429/5xx and a timeout (no credentials)."""
-    return {
+    options = {
         "AWS_S3_ENDPOINT": endpoints.s3_endpoint,
         "AWS_VIRTUAL_HOSTING": "FALSE",
         "AWS_HTTPS": "YES" if endpoints.s3_https else "NO",
@@ -50,6 +50,10 @@ def gdal_options(endpoints: Endpoints) -> dict:
         "CPL_VSIL_CURL_USE_HEAD": "NO",
         "VSI_CACHE": "TRUE",
     }
+    if not endpoints.gdal_block_cache:
+        options["CPL_VSIL_CURL_NON_CACHED"] = "/vsis3/:/vsicurl/"
+        options["VSI_CACHE"] = "FALSE"
+    return options
 
 
 def s3_session(endpoints: Endpoints, credentials: Credentials):

@@ -28,6 +28,7 @@ class Stretch:
         low = np.asarray(self.low, dtype=np.float32).reshape((3,) + (1,) * (reflectance.ndim - 1))
         high = np.asarray(self.high, dtype=np.float32).reshape(low.shape)
         scaled = (reflectance.astype(np.float32) - low) * (255.0 / np.maximum(high - low, 1e-12))
+        scaled = np.nan_to_num(scaled, nan=0.0)  # NaN reflectance is no data: masked by the caller, any colour will do
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 

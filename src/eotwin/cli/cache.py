@@ -1,0 +1,35 @@
+"""``eotwin cache``: what the live-data cache holds, and clearing it."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from eotwin.cli import _common
+
+app = typer.Typer(help="The local cache of downloaded windows, DEM slices and searches.", no_args_is_help=True)
+
+
+@app.command("info")
+def info(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Location, number of entries and size of the cache."""
+    from eotwin.live.cache import Cache, default_cache_dir
+
+    summary = Cache(default_cache_dir()).info()
+    if as_json:
+        _common.out.print_json(json.dumps(summary))
+        return
+    _common.out.print(f"cache    {summary['root']}")
+    _common.out.print(f"entries  {summary['entries']} ({summary['bytes'] / 2**20:.1f} MiB)")
+    for kind, count in sorted(summary["by_kind"].items()):
+        _common.out.print(f"  {kind:6s} {count}")
+
+
+@app.command("clear")
+def clear() -> None:
+    """Delete every cached entry."""
+    from eotwin.live.cache import Cache, default_cache_dir
+
+    removed = Cache(default_cache_dir()).clear()
+    _common.out.print(f"removed {removed} entries")

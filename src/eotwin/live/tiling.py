@@ -1,0 +1,142 @@
+"""Large areas: the output grid cut into tiles, each built as a Dask task into its own LAZ, indexed by a VPC.
+
+Tiles partition the output grid exactly (no pixel in two tiles, none left out), so the tiles
+together hold the same points as one big run. A tile is done when its LAZ and its STAC item exist
+(both written atomically, the item last); a re-run skips finished tiles, so an interrupted run
+resumes. The index is a QGIS Virtual Point Cloud (``.vpc``): a STAC ItemCollection of the tiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyproj import CRS
+
+from eotwin.errors import EotwinError
+from eotwin.geo.grid import Grid, transform_bounds
+from eotwin.io.files import write_json_atomic
+from eotwin.live.cache import Cache
+from eotwin.live.credentials import Credentials, redact
+from eotwin.live.endpoints import Endpoints
+from eotwin.live.pipeline import LiveRequest, build_from_bbox, target_grid
+
+
+@dataclass(frozen=True)
+class Tile:
+    name: str
+    grid: Grid
+    bbox_lonlat: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class TiledResult:
+    vpc: Path
+    tiles: list[Path]
+    count: int
+    skipped: int
+    planned: int
+
+
+def plan_tiles(grid: Grid, tile_size_m: float) -> list[Tile]:
+    """Square tiles of ``tile_size_m`` (rounded to whole pixels) covering ``grid``, row-major."""
+    if tile_size_m <= 0:
+        raise EotwinError(f"--tile-size must be positive, got {tile_size_m}")
+    side = max(1, round(tile_size_m / grid.res[0]))
+    tiles = []
+    for window in grid.tiles(side, side):
+        sub = grid.window_grid(window)
+        name = f"r{window.row_off // side:03d}_c{window.col_off // side:03d}"
+        tiles.append(Tile(name, sub, transform_bounds(sub.bounds, sub.crs, CRS.from_epsg(4326))))
+    return tiles
+
+
+def tile_is_done(path: Path) -> bool:
+    """Built (cloud and item present) or known to be empty (all clouds or outside the swath)."""
+    return (path.exists() and Path(str(path) + ".json").exists()) or Path(str(path) + ".empty").exists()
+
+
+def build_tile(tile: Tile, request: LiveRequest, output: Path, endpoints: Endpoints, credentials: Credentials,
+               cache_root: str, cache_enabled: bool, options: dict) -> tuple[str, int]:
+    """One tile (runs on a Dask worker): the live build restricted to the tile's grid."""
+    tile_request = LiveRequest(tile.bbox_lonlat, request.datetime, request.collection, request.max_cloud,
+                               request.crs, request.resolution, request.use_scl)
+    try:
+        result = build_from_bbox(tile_request, output, endpoints=endpoints, credentials=credentials,
+                                 cache=Cache(Path(cache_root), enabled=cache_enabled), grid=tile.grid, **options)
+    except EotwinError as exc:
+        if "no valid pixels" in str(exc):  # a tile entirely under clouds or outside the swath: an empty tile
+            from eotwin.io.files import write_text_atomic
+
+            write_text_atomic(Path(str(output) + ".empty"), "no valid pixels\n")
+            return tile.name, 0
+        raise EotwinError(redact(f"tile {tile.name}: {exc}", credentials.secrets())) from None
+    return tile.name, result.count
+
+
+def build_tiled(request: LiveRequest, output: Path, tile_size_m: float, *, endpoints: Endpoints, credentials: Credentials,
+                cache: Cache, scheduler: str | None = None, workers: int = 2, progress=None, log=None,
+                **options) -> TiledResult:
+    """Build every unfinished tile as a Dask task, then write the ``.vpc`` index next to ``output``."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    from eotwin.progress import ensure_progress
+
+    progress = ensure_progress(progress)
+    output = Path(output)
+    tiles_dir = output.parent / f"{output.stem}_tiles"
+    tiles_dir.mkdir(parents=True, exist_ok=True)
+    fmt = output.suffix.lstrip(".").lower() or "laz"
+    tiles = plan_tiles(target_grid(request), tile_size_m)
+    paths = {t.name: tiles_dir / f"{output.stem}_{t.name}.{fmt}" for t in tiles}
+    todo = [t for t in tiles if not tile_is_done(paths[t.name])]
+    skipped = len(tiles) - len(todo)
+    if log:
+        log(f"{len(tiles)} tiles of {tile_size_m:g} m; {skipped} already built, {len(todo)} to build")
+    options = dict(options) | {"viewer": False, "preview": False}
+    failures: list[str] = []
+    if todo:
+        cluster = None
+        if scheduler:
+            client = Client(scheduler)
+        else:
+            # one thread per worker process: GDAL and the writer are not shared between tiles; memory per worker is
+            # bounded like a local build (a few row blocks), so the limit follows the DeltaTwin container size
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit="2GiB",
+                                   dashboard_address=None, silence_logs=40)
+            client = Client(cluster)
+        try:
+            futures = [client.submit(build_tile, t, request, paths[t.name], endpoints, credentials, str(cache.root),
+                                     cache.enabled, options, key=f"eotwin-tile-{output.stem}-{t.name}", pure=False)
+                       for t in todo]
+            with progress.task("building tiles", total=len(futures)) as task:
+                for future in as_completed(futures):
+                    try:
+                        future.result()
+                    except Exception as exc:  # reported together below: the other tiles still finish
+                        failures.append(redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                                               credentials.secrets()))
+                    task.advance()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    if failures:
+        raise EotwinError(f"{len(failures)} of {len(todo)} tiles failed (finished tiles are kept; re-run to resume): "
+                          f"{failures[0]}")
+    built = [paths[t.name] for t in tiles if paths[t.name].exists()]
+    vpc = write_vpc(output.with_suffix(".vpc"), built)
+    count = sum(json.loads(Path(str(p) + ".json").read_text())["properties"]["pc:count"] for p in built)
+    return TiledResult(vpc, built, count, skipped, len(tiles))
+
+
+def write_vpc(path: Path, clouds: list[Path]) -> Path:
+    """A QGIS Virtual Point Cloud: a STAC ItemCollection of the tiles' items, hrefs relative to the .vpc."""
+    features = []
+    for cloud in clouds:
+        item = json.loads(Path(str(cloud) + ".json").read_text())
+        item["assets"]["data"]["href"] = "./" + os.path.relpath(cloud, path.parent)
+        features.append(item)
+    return write_json_atomic(path, {"type": "FeatureCollection", "features": features})

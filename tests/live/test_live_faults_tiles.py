@@ -1,0 +1,183 @@
+"""Faults, secrets, two UTM zones, the cache and the tiled (Dask) mode against the loopback servers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import laspy
+import numpy as np
+import pytest
+
+from eotwin.cli.main import run
+from eotwin.errors import EotwinError
+from eotwin.live.cache import Cache
+from eotwin.live.credentials import resolve_credentials
+from eotwin.live.pipeline import LiveRequest, build_from_bbox
+from tests.live.conftest import ACCESS_KEY, EDH_TOKEN, SECRET_KEY
+from tests.live.test_live_build import scene_bbox
+
+DATES = "2024-07-01T00:00:00Z/2024-07-31T23:59:59Z"
+
+
+def points(path: Path) -> np.ndarray:
+    """x, y, z in centimetres (integers, whatever the file's offsets) and the colours."""
+    las = laspy.read(path)
+    return np.column_stack([np.rint(np.asarray(las.x) * 100), np.rint(np.asarray(las.y) * 100),
+                            np.rint(np.asarray(las.z) * 100), las.red, las.green, las.blue]).astype(np.int64)
+
+
+def build(world, endpoints, credentials, out, cache=None, **kw):
+    request = LiveRequest(bbox=scene_bbox(world), datetime=DATES, max_cloud=50)
+    return build_from_bbox(request, out, endpoints=endpoints, credentials=credentials,
+                           cache=cache or Cache(out.parent / "cache", enabled=False), viewer=False, preview=False, **kw)
+
+
+def test_transient_faults_are_retried_and_change_nothing(world, servers, endpoints, credentials, tmp_path):
+    clean = points(build(world, endpoints, credentials, tmp_path / "clean.laz").output)
+    servers["stac"].faults.add("status", 503, times=2)
+    servers["stac"].faults.add("status", 429, times=1)
+    servers["s3"].faults.add("status", 503, times=3)
+    servers["s3"].faults.add("status", 500, times=1)
+    servers["edh"].faults.add("status", 502, times=2)
+    servers["edh"].faults.add("delay", 6.0, times=1, path_contains="dsm/")  # past the 5 s client timeout
+    servers["edh"].faults.add("truncate", times=1, path_contains="dsm/")
+    faulty = points(build(world, endpoints, credentials, tmp_path / "faulty.laz").output)
+    assert servers["stac"].faults.injected == 3 and servers["s3"].faults.injected == 4
+    assert servers["edh"].faults.injected == 4
+    assert not any(f.kind != "delay" for s in servers.values() for f in s.faults.pending)
+    np.testing.assert_array_equal(faulty, clean)
+
+
+@pytest.mark.parametrize("server,expected", [("stac", "HTTP 401"), ("s3", "401"), ("edh", "check the EDH token")])
+def test_unauthorised_is_a_clear_error(world, servers, endpoints, credentials, tmp_path, server, expected):
+    servers[server].faults.add("status", 401, times=50)
+    with pytest.raises(EotwinError, match=expected) as info:
+        build(world, endpoints, credentials, tmp_path / "x.laz")
+    servers[server].faults.pending.clear()
+    message = str(info.value)
+    assert "\n" not in message
+    for secret in (ACCESS_KEY, SECRET_KEY, EDH_TOKEN):
+        assert secret not in message
+    assert not (tmp_path / "x.laz").exists()
+
+
+def test_empty_search_is_a_clear_error(world, servers, endpoints, credentials, tmp_path):
+    request = LiveRequest(bbox=scene_bbox(world), datetime="2019-01-01T00:00:00Z/2019-01-31T23:59:59Z")
+    with pytest.raises(EotwinError, match="no sentinel-2-l2a items"):
+        build_from_bbox(request, tmp_path / "x.laz", endpoints=endpoints, credentials=credentials,
+                        cache=Cache(tmp_path / "c", enabled=False))
+
+
+def test_cache_makes_a_rerun_work_offline(world, servers, endpoints, credentials, tmp_path):
+    cache = Cache(tmp_path / "cache")
+    first = points(build(world, endpoints, credentials, tmp_path / "a.laz", cache=cache).output)
+    assert cache.hits == 0
+    for server in servers.values():  # every server now fails: only the cache can answer
+        server.faults.add("status", 500, times=1000)
+    try:
+        cache2 = Cache(tmp_path / "cache")
+        second = points(build(world, endpoints, credentials, tmp_path / "b.laz", cache=cache2).output)
+    finally:
+        for server in servers.values():
+            server.faults.pending.clear()
+    np.testing.assert_array_equal(first, second)
+    assert cache2.misses == 0 and cache2.hits >= 9  # search + 2 items x (3 bands + SCL) + DEM
+    # a corrupted entry is detected by its hash and fetched again
+    entry = next(p for p in (tmp_path / "cache" / "s2").rglob("*.tif"))
+    entry.write_bytes(entry.read_bytes()[:100])
+    cache3 = Cache(tmp_path / "cache")
+    third = points(build(world, endpoints, credentials, tmp_path / "c.laz", cache=cache3).output)
+    np.testing.assert_array_equal(first, third)
+    assert cache3.misses == 1
+
+
+def test_secrets_never_reach_logs_or_outputs(world, servers, endpoints, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CDSE_S3_ACCESS_KEY", ACCESS_KEY)
+    monkeypatch.setenv("CDSE_S3_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("EOTWIN_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out" / "cli.laz"
+    argv = ["-vv", "pointcloud", "build", "--bbox", ",".join(map(str, scene_bbox(world))), "--date", "2024-07-01/2024-07-31",
+            "--max-cloud", "50", "--stac-url", endpoints.stac_url, "--s3-endpoint", endpoints.s3_endpoint,
+            "--dem-url", endpoints.dem_url, "--edh-token", EDH_TOKEN, "-o", str(out)]
+    monkeypatch.setenv("EOTWIN_S3_HTTPS", "NO")
+    assert run(argv) == 0
+    servers["edh"].faults.add("status", 401, times=50)
+    assert run([*argv[:-1], str(tmp_path / "out" / "fail.laz"), "--no-cache"]) != 0
+    servers["edh"].faults.pending.clear()
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) > 5 and any(p.suffix == ".html" for p in files)
+    for secret in (ACCESS_KEY, SECRET_KEY, EDH_TOKEN):
+        assert secret not in text
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), path
+    assert "credentials: options+environment" in text or "credentials: environment+options" in text
+
+
+def test_two_utm_zones_make_one_seamless_cloud(tmp_path_factory, shared_fixtures, credentials):
+    from eotwin.live.endpoints import Endpoints
+    from eotwin.testing.live_fixture import build_world, real_l2a_template
+    from eotwin.testing.loopback import S3Server, StacApiServer, StaticHttpServer
+
+    world = build_world(tmp_path_factory.mktemp("zones"), real_l2a_template(shared_fixtures), size=200, second_zone=True,
+                        dim_names=("latitude", "longitude"))
+    assert {g.crs.to_epsg() for g in world.tiles.values()} == {32631, 32632}
+    with StacApiServer(world.items) as stac, S3Server() as s3, StaticHttpServer(world.zarr_root, "edh", EDH_TOKEN) as edh:
+        world.upload(s3.client(ACCESS_KEY, SECRET_KEY))
+        endpoints = Endpoints(stac_url=stac.url, s3_endpoint=s3.endpoint, s3_https=False,
+                              dem_url=edh.url + "/GLO-30-v0.zarr", timeout_s=5, max_retries=2, backoff_s=0.05)
+        out = tmp_path_factory.mktemp("zones_out") / "zones.laz"
+        request = LiveRequest(bbox=scene_bbox(world, 0.05), datetime=DATES, max_cloud=50, use_scl=False, crs="EPSG:32632")
+        result = build_from_bbox(request, out, endpoints=endpoints, credentials=credentials,
+                                 cache=Cache(out.parent / "c", enabled=False), viewer=False, preview=False)
+    las = laspy.read(result.output)
+    xy = np.column_stack([las.X, las.Y])
+    assert len(np.unique(xy, axis=0)) == len(xy)  # no duplicate in the overlap
+    from eotwin.live.pipeline import target_grid
+
+    grid = target_grid(request)
+    scene = world.scene
+    sg = scene.image_grid
+    rows = np.rint((sg.transform.f - np.asarray(las.y)) / 10 - 0.5).astype(int)
+    cols = np.rint((np.asarray(las.x) - sg.transform.c) / 10 - 0.5).astype(int)
+    inside = (rows >= 0) & (cols >= 0) & (rows < sg.height) & (cols < sg.width)
+    expected = grid.width * grid.height - int(scene.nodata.sum() * 0)  # every pixel of the bbox grid...
+    missing = expected - len(las)
+    swath_gap = int(np.count_nonzero(scene.nodata))
+    assert 0 <= missing <= swath_gap + 2 * (grid.width + grid.height)  # ...except the swath no-data corner and the rim
+    assert inside.all()
+
+
+def test_tiled_dask_build_equals_one_run_and_resumes(world, servers, endpoints, credentials, tmp_path):
+    from eotwin.live.tiling import build_tiled
+
+    request = LiveRequest(bbox=scene_bbox(world), datetime=DATES, max_cloud=50)
+    single = points(build(world, endpoints, credentials, tmp_path / "single.laz").output)
+    cache = Cache(tmp_path / "cache")
+    out = tmp_path / "tiled" / "area.laz"
+    out.parent.mkdir()
+    first = build_tiled(request, out, 1000.0, endpoints=endpoints, credentials=credentials, cache=cache, workers=2,
+                        format="laz")
+    n_tiles = len(first.tiles)
+    assert first.skipped == 0 and n_tiles >= 4 and first.planned >= n_tiles
+    # a killed task leaves no output (writes are atomic: at most a temporary file); re-running builds only that tile
+    killed = first.tiles[1]
+    killed.unlink()
+    Path(str(killed) + ".json").unlink()
+    (killed.parent / f".{killed.stem}.abc123.part.laz").write_bytes(b"partial")
+    result = build_tiled(request, out, 1000.0, endpoints=endpoints, credentials=credentials, cache=cache, workers=2,
+                         format="laz")
+    assert result.skipped == first.planned - 1 and len(result.tiles) == n_tiles and killed.exists()
+    merged = np.concatenate([points(p) for p in result.tiles])
+    order = lambda a: a[np.lexsort((a[:, 0], a[:, 1]))]  # noqa: E731
+    merged, single = order(merged), order(single)
+    assert merged.shape == single.shape
+    np.testing.assert_array_equal(merged[:, [0, 1, 3, 4, 5]], single[:, [0, 1, 3, 4, 5]])  # X, Y and colours exact
+    assert np.abs(merged[:, 2] - single[:, 2]).max() <= 2  # Z within 2 cm: GDAL's approximate transform per window
+    vpc = json.loads(result.vpc.read_text())
+    assert vpc["type"] == "FeatureCollection" and len(vpc["features"]) == n_tiles
+    assert sum(f["properties"]["pc:count"] for f in vpc["features"]) == len(single)
+    assert all((result.vpc.parent / f["assets"]["data"]["href"]).exists() for f in vpc["features"])
