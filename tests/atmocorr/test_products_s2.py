@@ -32,6 +32,7 @@ L1C_0509 = "S2A_MSIL1C_20230216T044851_N0509_R076_T46UEU_20230216T00000.SAFE"
 L1C_0510 = "S2A_MSIL1C_20240101T102431_N0510_R065_T30NWM_20240101T122107.SAFE"
 L2A_0400 = "S2B_MSIL2A_20220413T150759_N0400_R025_T33XWJ_20220414T082126.SAFE"
 TL_0509 = "GRANULE/L1C_T46UEU_A039970_20230216T045412/MTD_TL.xml"
+TL_0301 = "GRANULE/L1C_T46RER_A032448_20210908T043714/MTD_TL.xml"
 
 
 def _safe(shared_fixtures: Path, name: str) -> Path:
@@ -62,7 +63,11 @@ def test_l2a_metadata_gives_boa_offsets_and_files_per_resolution(shared_fixtures
     assert (meta.level, meta.spacecraft, meta.processing_baseline) == ("L2A", "S2B", "04.00")
     assert meta.quantification == 10000.0
     assert set(meta.offsets.values()) == {-1000.0}
-    assert ("SCL", 20) in meta.image_files and ("B02", 10) in meta.image_files and ("B02", 60) in meta.image_files
+    assert (
+        ("SCL", 20) in meta.image_files
+        and ("B02", 10) in meta.image_files
+        and ("B02", 60) in meta.image_files
+    )
     assert ("B10", 60) not in meta.image_files
 
 
@@ -88,7 +93,7 @@ def test_angle_grids_parsed_from_real_tile_metadata(shared_fixtures):
 
 
 def test_older_tile_metadata_has_two_detectors(shared_fixtures):
-    path = _safe(shared_fixtures, L1C_0301) / "GRANULE/L1C_T46RER_A032448_20210908T043714/MTD_TL.xml"
+    path = _safe(shared_fixtures, L1C_0301) / TL_0301
     tile = parse_tile_metadata(path.read_bytes(), str(path))
     assert tile.detectors["B04"] == 2
     assert tile.angles.means()["sun_zenith"] == pytest.approx(tile.mean_sun[0], abs=1e-3)
@@ -98,8 +103,11 @@ def test_bad_metadata_is_a_one_line_error(shared_fixtures, tmp_path):
     with pytest.raises(EotwinError, match="not valid XML"):
         parse_product_metadata(b"<broken", "x.xml")
     with pytest.raises(EotwinError, match="no sun or viewing angle grids"):
-        parse_tile_metadata(b"<Tile><HORIZONTAL_CS_CODE>EPSG:32632</HORIZONTAL_CS_CODE><Geoposition resolution='10'>"
-                            b"<ULX>0</ULX><ULY>0</ULY></Geoposition></Tile>", "MTD_TL.xml")
+        parse_tile_metadata(
+            b"<Tile><HORIZONTAL_CS_CODE>EPSG:32632</HORIZONTAL_CS_CODE><Geoposition resolution='10'>"
+            b"<ULX>0</ULX><ULY>0</ULY></Geoposition></Tile>",
+            "MTD_TL.xml",
+        )
 
 
 # ----------------------------------------------------------------------------- angle interpolation
@@ -125,9 +133,19 @@ def test_angle_grid_interpolation_is_bilinear_and_wraps_azimuth():
 # ----------------------------------------------------------------------------- a SAFE with real metadata
 def _write_band(path: Path, data: np.ndarray, res: float, origin=(499980.0, 5400000.0), epsg=32646) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="JP2OpenJPEG", width=data.shape[1], height=data.shape[0], count=1,
-                       dtype="uint16", crs=f"EPSG:{epsg}", transform=Affine(res, 0, origin[0], 0, -res, origin[1]),
-                       QUALITY=100, REVERSIBLE="YES") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="JP2OpenJPEG",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype="uint16",
+        crs=f"EPSG:{epsg}",
+        transform=Affine(res, 0, origin[0], 0, -res, origin[1]),
+        QUALITY=100,
+        REVERSIBLE="YES",
+    ) as dst:
         dst.write(data[None])
 
 
@@ -141,19 +159,33 @@ def band_dn(band: str, size10: int = 60) -> np.ndarray:
     return np.full((n, n), 2000 + 50 * S2_BANDS.index(band), dtype=np.uint16)
 
 
-def build_safe(shared_fixtures: Path, root: Path, size10: int = 60, skip: tuple[str, ...] = ()) -> Path:
-    """A SAFE folder: the real N05.09 MTD_MSIL1C.xml and MTD_TL.xml, small JP2 bands at the tile's corner."""
-    src = _safe(shared_fixtures, L1C_0509)
-    safe = root / L1C_0509
-    (safe / TL_0509).parent.mkdir(parents=True)
+def build_safe(
+    shared_fixtures: Path,
+    root: Path,
+    size10: int = 60,
+    skip: tuple[str, ...] = (),
+    name: str = L1C_0509,
+    tl: str = TL_0509,
+    shift_m: float = 0.0,
+) -> Path:
+    """A SAFE folder: real MTD_MSIL1C.xml and MTD_TL.xml, small JP2 bands ``shift_m`` inside the tile's corner."""
+    src = _safe(shared_fixtures, name)
+    safe = root / name
+    (safe / tl).parent.mkdir(parents=True)
     shutil.copyfile(src / "MTD_MSIL1C.xml", safe / "MTD_MSIL1C.xml")
-    shutil.copyfile(src / TL_0509, safe / TL_0509)
+    shutil.copyfile(src / tl, safe / tl)
     meta = parse_product_metadata((src / "MTD_MSIL1C.xml").read_bytes())
+    ulx, uly = parse_tile_metadata((src / tl).read_bytes()).origins[10]
     for band in S2_BANDS:
         if band in skip:
             continue
         res = products.NATIVE_RESOLUTION[band]
-        _write_band(safe / (meta.image_files[(band, res)] + ".jp2"), band_dn(band, size10), res)
+        _write_band(
+            safe / (meta.image_files[(band, res)] + ".jp2"),
+            band_dn(band, size10),
+            res,
+            origin=(ulx + shift_m, uly - shift_m),
+        )
     return safe
 
 
@@ -239,11 +271,30 @@ def test_l2a_safe_is_rejected_as_input_and_accepted_as_reference(shared_fixtures
 
 # ----------------------------------------------------------------------------- stacks
 def _stack(path: Path, bands=S2_BANDS, dtype="uint16", tags=None, size=16) -> Path:
-    tags = {"RADIO_ADD_OFFSET": -1000, "SUN_ZENITH": 40, "SUN_AZIMUTH": 150, "VIEW_ZENITH": 5,
-            "VIEW_AZIMUTH": 100, "SPACECRAFT": "Sentinel-2B"} if tags is None else tags
+    tags = (
+        {
+            "RADIO_ADD_OFFSET": -1000,
+            "SUN_ZENITH": 40,
+            "SUN_AZIMUTH": 150,
+            "VIEW_ZENITH": 5,
+            "VIEW_AZIMUTH": 100,
+            "SPACECRAFT": "Sentinel-2B",
+        }
+        if tags is None
+        else tags
+    )
     data = (np.arange(len(bands))[:, None, None] * 100 + 1500 + np.zeros((1, size, size))).astype(dtype)
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=len(bands), dtype=dtype,
-                       crs="EPSG:32632", transform=Affine(10, 0, 300000, 0, -10, 5000000)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=len(bands),
+        dtype=dtype,
+        crs="EPSG:32632",
+        transform=Affine(10, 0, 300000, 0, -10, 5000000),
+    ) as dst:
         dst.write(data)
         for i, b in enumerate(bands, start=1):
             dst.set_band_description(i, b)
@@ -257,7 +308,8 @@ def test_stack_convention_is_read(tmp_path):
     assert product.kind == "stack" and product.spacecraft == "S2B"
     assert product.bands["B8A"].index == 1 and product.bands["B01"].index == 2
     assert product.angles.means() == pytest.approx(
-        {"sun_zenith": 40, "sun_azimuth": 150, "view_zenith": 5, "view_azimuth": 100})
+        {"sun_zenith": 40, "sun_azimuth": 150, "view_zenith": 5, "view_azimuth": 100}
+    )
     with BandReader(product.bands, product.grid) as reader:
         toa = read_toa(reader, product, ("B8A", "B01"))
     np.testing.assert_allclose(toa[:, 0, 0], [(1500 - 1000) / 1e4, (1600 - 1000) / 1e4], atol=1e-7)
@@ -276,10 +328,23 @@ def test_stack_without_offset_tag_means_offset_zero(tmp_path):
     [
         ({"bands": tuple(b for b in S2_BANDS if b not in ("B05", "B12"))}, "lacks bands B05, B12"),
         ({"tags": {"SPACECRAFT": "Sentinel-2A"}}, "no angles"),
-        ({"tags": {"SUN_ZENITH": 40, "SUN_AZIMUTH": 150, "VIEW_ZENITH": 5, "VIEW_AZIMUTH": 100}}, "SPACECRAFT"),
+        (
+            {"tags": {"SUN_ZENITH": 40, "SUN_AZIMUTH": 150, "VIEW_ZENITH": 5, "VIEW_AZIMUTH": 100}},
+            "SPACECRAFT",
+        ),
         ({"dtype": "float32"}, "integer DN"),
-        ({"tags": {"SUN_ZENITH": "high", "SUN_AZIMUTH": 150, "VIEW_ZENITH": 5, "VIEW_AZIMUTH": 100,
-                   "SPACECRAFT": "S2A"}}, "not a number"),
+        (
+            {
+                "tags": {
+                    "SUN_ZENITH": "high",
+                    "SUN_AZIMUTH": 150,
+                    "VIEW_ZENITH": 5,
+                    "VIEW_AZIMUTH": 100,
+                    "SPACECRAFT": "S2A",
+                }
+            },
+            "not a number",
+        ),
     ],
 )
 def test_bad_stacks_are_one_line_errors(tmp_path, kwargs, message):
@@ -311,3 +376,69 @@ def test_l2a_dn_convention_round_trips():
     tci = products.reflectance_to_tci(np.array([[[0.0, 0.1, 0.3, np.nan]]] * 3))
     np.testing.assert_array_equal(tci[0, 0], [1, 128, 255, 0])
     assert tuple(b for b in S2_BANDS if b != "B10") == L2A_BANDS
+
+
+# ----------------------------------------------------------------------------- a SAFE through the whole run
+def test_safe_run_uses_per_pixel_angles_and_the_products_offset(shared_fixtures, tmp_path):
+    """Baseline 03.01 (no offset), 1.2 km inside tile T46RER: every pixel is inverted with its own sun and
+    per-band viewing angles, interpolated from the 5 km grids; checked against a per-pixel 6S-table lookup."""
+    import os
+
+    from eotwin.atmocorr import physics
+    from eotwin.atmocorr.lut import DEFAULT_LUT_PATH, load_lut
+    from eotwin.atmocorr.pipeline import make_options, run_correction
+
+    lut_path = Path(os.environ.get("EOTWIN_ATMOCORR_LUT", DEFAULT_LUT_PATH))
+    safe = build_safe(shared_fixtures, tmp_path, size10=120, name=L1C_0301, tl=TL_0301, shift_m=7000.0)
+    product = open_l1c(safe)
+    assert set(product.offsets.values()) == {0.0}
+    result = run_correction(
+        make_options(
+            input=zip_safe(safe, tmp_path / "p.zip"),
+            output=tmp_path / "out",
+            method="6s-ddv",
+            aot=0.15,
+            wv=1.5,
+            ozone=0.33,
+            lut=lut_path,
+        )
+    )
+    assert result.product.kind == "SAFE zip"
+    with rasterio.open(result.files["l2a"]) as ds:
+        boa = products.dn_to_boa(ds.read())
+        assert ds.transform.c == 499980.0 + 7000.0
+    tile = parse_tile_metadata((safe / TL_0301).read_bytes())
+    angles = tile.angles
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 120, 40), rng.integers(0, 120, 40)
+    x = product.grid.transform.c + (cols + 0.5) * 10.0
+    y = product.grid.transform.f - (rows + 0.5) * 10.0
+    u, v = (x - angles.x0) / angles.step, (angles.y0 - y) / angles.step
+
+    def at(grid_values: np.ndarray, azimuth: bool = False) -> np.ndarray:
+        i, j = np.floor(v).astype(int), np.floor(u).astype(int)
+        fv, fu = v - i, u - j
+        vals = np.radians(grid_values) if azimuth else grid_values
+        parts = [np.sin(vals), np.cos(vals)] if azimuth else [vals]
+        out = [
+            (1 - fv) * (1 - fu) * p[i, j]
+            + (1 - fv) * fu * p[i, j + 1]
+            + fv * (1 - fu) * p[i + 1, j]
+            + fv * fu * p[i + 1, j + 1]
+            for p in parts
+        ]
+        return np.degrees(np.arctan2(out[0], out[1])) if azimuth else out[0]
+
+    lut = load_lut(lut_path)
+    sza, saa = at(angles.sun_zenith), at(angles.sun_azimuth, True)
+    assert angles.sun_zenith.min() < sza.min() < sza.max() < angles.sun_zenith.max()
+    for band in ("B02", "B05", "B8A", "B12"):
+        vza, vaa = at(angles.view_zenith[band]), at(angles.view_azimuth[band], True)
+        terms = lut.terms_for(
+            "S2A", (band,), "continental", 0.15, sza, vza, physics.relative_azimuth(saa, vaa), 1.5, 0.33
+        )
+        toa = band_dn(band, 120)
+        res = products.NATIVE_RESOLUTION[band]
+        toa_px = toa[rows * 10 // res, cols * 10 // res] / 10000.0
+        expected = physics.invert(toa_px[None], terms)[0]
+        np.testing.assert_allclose(boa[L2A_BANDS.index(band), rows, cols], expected, atol=2e-4)

@@ -154,19 +154,36 @@ class SixSCorrector:
         aot, wv = self.aot, self.wv
         if aot is None:
             result = baselines.ddv_correction(
-                sample.toa, L2A_BANDS, lut, sensor=product.spacecraft, aerosol=self.aerosol, wv=wv,
-                o3=self.ozone, valid=sample.valid, **geometry,
+                sample.toa,
+                L2A_BANDS,
+                lut,
+                sensor=product.spacecraft,
+                aerosol=self.aerosol,
+                wv=wv,
+                o3=self.ozone,
+                valid=sample.valid,
+                **geometry,
             )
             aot, wv = result.aot, result.wv
-            info.update({"aot_source": "ddv" if not result.fallback else "default (no dark vegetation found)",
-                         "ddv_pixels": result.n_dark,
-                         "ddv_swir_range": list(result.swir_range) if result.swir_range else None})
+            info.update(
+                {
+                    "aot_source": "ddv" if not result.fallback else "default (no dark vegetation found)",
+                    "ddv_pixels": result.n_dark,
+                    "ddv_swir_range": list(result.swir_range) if result.swir_range else None,
+                }
+            )
         else:
             info["aot_source"] = "given"
             if wv is None:
                 wv = baselines.estimate_water_vapour(
-                    sample.toa[L2A_BANDS.index("B8A")], sample.toa[L2A_BANDS.index("B09")], lut,
-                    sensor=product.spacecraft, aerosol=self.aerosol, aot=aot, o3=self.ozone, valid=sample.valid,
+                    sample.toa[L2A_BANDS.index("B8A")],
+                    sample.toa[L2A_BANDS.index("B09")],
+                    lut,
+                    sensor=product.spacecraft,
+                    aerosol=self.aerosol,
+                    aot=aot,
+                    o3=self.ozone,
+                    valid=sample.valid,
                     **geometry,
                 )
         info["wv_source"] = "given" if self.wv is not None else "B09/B8A"
@@ -178,7 +195,9 @@ class SixSCorrector:
         for band in L2A_BANDS:
             vza = np.minimum(angles.view_zenith[band], vza_max)  # S2's widest view is at the table's edge
             raa = _raa(angles.sun_azimuth, angles.view_azimuth[band])
-            terms = lut.terms_for(product.spacecraft, (band,), self.aerosol, aot, sza, vza, raa, wv, self.ozone)
+            terms = lut.terms_for(
+                product.spacecraft, (band,), self.aerosol, aot, sza, vza, raa, wv, self.ozone
+            )
             gain = (terms.tg * terms.t_down * terms.t_up)[0].astype(np.float64)
             self._nodes[band] = (terms.path[0].astype(np.float64), gain, terms.s_alb[0].astype(np.float64))
         self._angles = angles
@@ -230,7 +249,9 @@ def _raa(sun_azimuth: np.ndarray | float, view_azimuth: np.ndarray | float) -> n
 def _ai_factory(options: RunOptions) -> Corrector:
     module_name, _, func = AI_FACTORY.partition(":")
     if importlib.util.find_spec(module_name) is None:
-        raise EotwinError("method 'ai' is not available yet (no trained model in this version); use 6s-ddv or dos")
+        raise EotwinError(
+            "method 'ai' is not available yet (no trained model in this version); use 6s-ddv or dos"
+        )
     return getattr(importlib.import_module(module_name), func)(options)
 
 
@@ -328,14 +349,18 @@ def make_options(**kwargs: object) -> RunOptions:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "options"
-        raise EotwinError(f"{where}: {str(first.get('msg', 'invalid value')).removeprefix('Value error, ')}") from None
+        raise EotwinError(
+            f"{where}: {str(first.get('msg', 'invalid value')).removeprefix('Value error, ')}"
+        ) from None
 
 
 def auto_block_rows(width: int) -> int:
     return int(np.clip(BLOCK_BUDGET_BYTES // (max(width, 1) * 4 * 40), 16, 1024))
 
 
-def read_scene_sample(reader: BandReader, product: L1CProduct, max_side: int = SAMPLE_MAX_SIDE) -> SceneSample:
+def read_scene_sample(
+    reader: BandReader, product: L1CProduct, max_side: int = SAMPLE_MAX_SIDE
+) -> SceneSample:
     """The 12 L2A bands' TOA on an overview (averaged) of at most ``max_side`` pixels per side."""
     grid = product.grid
     scale = max(1.0, max(grid.width, grid.height) / max_side)
@@ -373,7 +398,9 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
     product = open_l1c(options.input, options.resolution)
     corrector = make_corrector(options)
     method = corrector.name
-    reference = open_l2a_reference(options.reference, round(product.resolution)) if options.reference else None
+    reference = (
+        open_l2a_reference(options.reference, round(product.resolution)) if options.reference else None
+    )
     grid = product.grid
     block_rows = options.block_rows or auto_block_rows(grid.width)
     target = Path(options.output)
@@ -383,29 +410,61 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
         with contextlib.ExitStack() as stack:
             reader = stack.enter_context(BandReader({b: product.bands[b] for b in L2A_BANDS}, grid))
             ref_reader = (
-                stack.enter_context(BandReader(reference.bands, grid, categorical=("SCL",))) if reference else None
+                stack.enter_context(BandReader(reference.bands, grid, categorical=("SCL",)))
+                if reference
+                else None
             )
             with progress.task("estimating the atmosphere", total=1) as task:
                 sample = read_scene_sample(reader, product)
                 atmosphere = corrector.prepare(product, sample)
                 task.advance()
             tags = {
-                "BOA_ADD_OFFSET": BOA_ADD_OFFSET, "BOA_QUANTIFICATION_VALUE": int(QUANTIFICATION),
-                "PROCESSING_LEVEL": "L2A", "SPACECRAFT": {"S2A": "Sentinel-2A", "S2B": "Sentinel-2B",
-                                                          "S2C": "Sentinel-2C"}[product.spacecraft],
-                "SOURCE_PRODUCT": product.product_id, "ATMOCORR_METHOD": method,
-                **{f"ATMOCORR_{k.upper()}": v for k, v in atmosphere.items() if isinstance(v, int | float | str)},
+                "BOA_ADD_OFFSET": BOA_ADD_OFFSET,
+                "BOA_QUANTIFICATION_VALUE": int(QUANTIFICATION),
+                "PROCESSING_LEVEL": "L2A",
+                "SPACECRAFT": {"S2A": "Sentinel-2A", "S2B": "Sentinel-2B", "S2C": "Sentinel-2C"}[
+                    product.spacecraft
+                ],
+                "SOURCE_PRODUCT": product.product_id,
+                "ATMOCORR_METHOD": method,
+                **{
+                    f"ATMOCORR_{k.upper()}": v
+                    for k, v in atmosphere.items()
+                    if isinstance(v, int | float | str)
+                },
             }
-            l2a = BlockWriter(staging / FILES["l2a"], grid, len(L2A_BANDS), "uint16", nodata=0,
-                              descriptions=L2A_BANDS, tags=tags)
+            l2a = BlockWriter(
+                staging / FILES["l2a"],
+                grid,
+                len(L2A_BANDS),
+                "uint16",
+                nodata=0,
+                descriptions=L2A_BANDS,
+                tags=tags,
+            )
             writers.append(l2a)
-            tci = BlockWriter(staging / FILES["tci"], grid, 3, "uint8", nodata=0, descriptions=("red", "green", "blue"),
-                              tags={"SOURCE_PRODUCT": product.product_id}, photometric="RGB")
+            tci = BlockWriter(
+                staging / FILES["tci"],
+                grid,
+                3,
+                "uint8",
+                nodata=0,
+                descriptions=("red", "green", "blue"),
+                tags={"SOURCE_PRODUCT": product.product_id},
+                photometric="RGB",
+            )
             writers.append(tci)
             aot_writer = None
             if corrector.gives_aot_map:
-                aot_writer = BlockWriter(staging / FILES["aot"], grid, 1, "uint16", nodata=0,
-                                         descriptions=("AOT",), tags={"AOT_QUANTIFICATION_VALUE": 1000})
+                aot_writer = BlockWriter(
+                    staging / FILES["aot"],
+                    grid,
+                    1,
+                    "uint16",
+                    nodata=0,
+                    descriptions=("AOT",),
+                    tags={"AOT_QUANTIFICATION_VALUE": 1000},
+                )
                 writers.append(aot_writer)
             acc = MetricsAccumulator(tuple(b for b in L2A_BANDS if reference and b in reference.bands))
             acc_toa = MetricsAccumulator(acc.bands)
@@ -417,7 +476,9 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                     toa = read_toa(reader, product, L2A_BANDS, read_win)
                     valid = np.isfinite(toa).all(axis=0)
                     result = corrector.correct(toa, grid, read_win, valid)
-                    inner = slice(window.row_off - read_win.row_off, window.row_off - read_win.row_off + window.height)
+                    inner = slice(
+                        window.row_off - read_win.row_off, window.row_off - read_win.row_off + window.height
+                    )
                     boa, toa, valid = result.boa[:, inner], toa[:, inner], valid[inner]
                     l2a.write(boa_to_dn(boa, valid), window)
                     tci.write(reflectance_to_tci(boa[rgb_index]), window)
@@ -444,19 +505,30 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                     "reference": str(reference.source),
                     "method": method,
                     "valid_pixels": "finite in both, SCL in " + ",".join(map(str, SCL_CLEAR))
-                    if "SCL" in reference.bands else "finite in both (no SCL)",
+                    if "SCL" in reference.bands
+                    else "finite in both (no SCL)",
                     "corrected": acc.result(),
                     "toa_unchanged": acc_toa.result(),
                 }
                 if metrics["corrected"]["pixels"] == 0:
-                    raise EotwinError(f"{reference.source}: no valid pixel shared with the input (check its grid)")
+                    raise EotwinError(
+                        f"{reference.source}: no valid pixel shared with the input (check its grid)"
+                    )
                 write_json_atomic(staging / FILES["evaluation"], metrics)
                 files["evaluation"] = staging / FILES["evaluation"]
-                write_evaluation_png(staging / FILES["evaluation_png"], metrics, files["l2a"], ref_reader, reference)
+                write_evaluation_png(
+                    staging / FILES["evaluation_png"], metrics, files["l2a"], ref_reader, reference
+                )
                 files["evaluation_png"] = staging / FILES["evaluation_png"]
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        item = stac_item(product, {k: v for k, v in files.items()}, method=method, atmosphere=atmosphere,
-                         item_dir=staging, created=created)
+        item = stac_item(
+            product,
+            {k: v for k, v in files.items()},
+            method=method,
+            atmosphere=atmosphere,
+            item_dir=staging,
+            created=created,
+        )
         write_json_atomic(staging / FILES["item"], item)
         published = _publish(staging, target)
     except BaseException:
@@ -466,8 +538,16 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
         raise
     names = {v: k for k, v in FILES.items()}
     out_files = {names[n]: p for n, p in published.items() if n in names}
-    return RunResult(target, out_files, method, atmosphere, metrics, time.perf_counter() - started,
-                     grid.width * grid.height / 1e6, product)
+    return RunResult(
+        target,
+        out_files,
+        method,
+        atmosphere,
+        metrics,
+        time.perf_counter() - started,
+        grid.width * grid.height / 1e6,
+        product,
+    )
 
 
 def _with_overlap(window: Window, overlap: int, height: int) -> Window:
@@ -478,8 +558,16 @@ def _with_overlap(window: Window, overlap: int, height: int) -> Window:
     return Window(top, window.col_off, bottom - top, window.width)
 
 
-def _accumulate(acc: MetricsAccumulator, acc_toa: MetricsAccumulator, reference, ref_reader: BandReader,
-                window: Window, boa: np.ndarray, toa: np.ndarray, valid: np.ndarray) -> None:
+def _accumulate(
+    acc: MetricsAccumulator,
+    acc_toa: MetricsAccumulator,
+    reference,
+    ref_reader: BandReader,
+    window: Window,
+    boa: np.ndarray,
+    toa: np.ndarray,
+    valid: np.ndarray,
+) -> None:
     bands = acc.bands
     dn = ref_reader.read(bands, window)
     offsets = np.array([reference.offsets.get(b, 0.0) for b in bands], dtype=np.float32)[:, None, None]
@@ -493,8 +581,9 @@ def _accumulate(acc: MetricsAccumulator, acc_toa: MetricsAccumulator, reference,
     acc_toa.add(toa[idx], ref, mask)
 
 
-def write_evaluation_png(path: Path, metrics: Mapping[str, object], l2a_path: Path, ref_reader: BandReader | None,
-                         reference) -> Path:
+def write_evaluation_png(
+    path: Path, metrics: Mapping[str, object], l2a_path: Path, ref_reader: BandReader | None, reference
+) -> Path:
     """Per-band RMSE and bias (corrected vs TOA unchanged) and the two products side by side in true colour."""
     import matplotlib
 
@@ -511,7 +600,9 @@ def write_evaluation_png(path: Path, metrics: Mapping[str, object], l2a_path: Pa
     x = np.arange(len(bands))
     for ax, key, label in ((axes[1, 0], "rmse", "RMSE"), (axes[1, 1], "bias", "bias (product - reference)")):
         ax.bar(x - 0.2, [toa[b][key] for b in bands], 0.4, label="TOA unchanged", color="#bbbbbb")
-        ax.bar(x + 0.2, [corrected[b][key] for b in bands], 0.4, label=str(metrics["method"]), color="#1f77b4")
+        ax.bar(
+            x + 0.2, [corrected[b][key] for b in bands], 0.4, label=str(metrics["method"]), color="#1f77b4"
+        )
         ax.set_xticks(x, bands, rotation=45)
         ax.set_ylabel(f"{label} (reflectance)")
         ax.axhline(0, color="k", lw=0.5)
@@ -532,8 +623,10 @@ def write_evaluation_png(path: Path, metrics: Mapping[str, object], l2a_path: Pa
     for ax in axes[0]:
         ax.set_axis_off()
     c, t = metrics["corrected"], metrics["toa_unchanged"]  # type: ignore[index]
-    fig.suptitle(f"mean RMSE {c['mean_rmse']:.4f} (TOA unchanged {t['mean_rmse']:.4f}), "  # type: ignore[index]
-                 f"SAM {c['sam_degrees']:.2f} deg, {c['pixels']} pixels")  # type: ignore[index]
+    fig.suptitle(
+        f"mean RMSE {c['mean_rmse']:.4f} (TOA unchanged {t['mean_rmse']:.4f}), "  # type: ignore[index]
+        f"SAM {c['sam_degrees']:.2f} deg, {c['pixels']} pixels"
+    )  # type: ignore[index]
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")

@@ -1,0 +1,243 @@
+"""``eotwin atmocorr run`` end to end: known atmospheres recovered, product conventions, bad input, CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from eotwin.atmocorr import pipeline
+from eotwin.atmocorr.lut import DEFAULT_LUT_PATH, load_lut
+from eotwin.atmocorr.products import L2A_BANDS, dn_to_boa
+from eotwin.atmocorr.sample_l1c import make_sample_l1c
+from eotwin.atmocorr.srf import S2_BANDS
+from eotwin.errors import EotwinError
+
+# the committed table; EOTWIN_ATMOCORR_LUT points the tests at a regenerated one
+LUT = Path(os.environ.get("EOTWIN_ATMOCORR_LUT", DEFAULT_LUT_PATH))
+ATMOSPHERE = {"aot": 0.2, "wv": 1.5, "o3": 0.33, "aerosol": "continental"}
+GEOMETRY = {"sun_zenith": 35.0, "sun_azimuth": 150.0, "view_zenith": 5.0, "view_azimuth": 105.0}
+
+
+@pytest.fixture(scope="module")
+def sample(sample_scene, tmp_path_factory):
+    return make_sample_l1c(
+        tmp_path_factory.mktemp("l1c"), sample_scene, atmosphere=ATMOSPHERE, geometry=GEOMETRY, lut_path=LUT
+    )
+
+
+def _run(input_path: Path, output: Path, **kwargs) -> pipeline.RunResult:
+    return pipeline.run_correction(pipeline.make_options(input=input_path, output=output, lut=LUT, **kwargs))
+
+
+def _boa(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return dn_to_boa(ds.read())
+
+
+def test_known_atmosphere_is_recovered_and_the_product_follows_the_l2a_convention(sample, tmp_path):
+    result = _run(sample.l1c, tmp_path / "out", method="6s-ddv", aot=0.2, wv=1.5, ozone=0.33)
+    assert set(result.files) == {"l2a", "tci", "tci_png", "item"}
+    truth = sample.surface[[S2_BANDS.index(b) for b in L2A_BANDS]]
+    boa = _boa(result.files["l2a"])
+    valid = sample.valid
+    err = np.abs(boa[:, valid] - truth[:, valid])
+    assert (
+        err.max() < 0.001
+    )  # the 6S-table inversion is the exact inverse of the forward model (+ DN rounding)
+    assert np.isnan(boa[:, ~valid]).all()  # no data stays no data (DN 0)
+    with rasterio.open(result.files["l2a"]) as ds:
+        assert ds.descriptions == L2A_BANDS and ds.dtypes[0] == "uint16" and ds.nodata == 0
+        assert ds.tags()["BOA_ADD_OFFSET"] == "-1000" and ds.tags()["BOA_QUANTIFICATION_VALUE"] == "10000"
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ds.crs.to_epsg() == 32632 and ds.transform == sample_grid_transform(sample)
+        dn = ds.read(3)
+    np.testing.assert_array_equal(dn[valid], np.clip(np.rint(boa[2][valid] * 10000 + 1000), 1, 65535))
+    with rasterio.open(result.files["tci"]) as ds:
+        assert ds.count == 3 and ds.dtypes[0] == "uint8"
+        assert (ds.read(1)[~valid] == 0).all() and (ds.read(1)[valid] > 0).all()
+    assert result.files["tci_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    item = json.loads(result.files["item"].read_text())
+    assert item["type"] == "Feature" and item["properties"]["proj:epsg"] == 32632
+    assert item["properties"]["eotwin:atmosphere"]["aot"] == 0.2
+    assert item["properties"]["platform"] == "sentinel-2a"
+    assert [b["name"] for b in item["assets"]["l2a"]["eo:bands"]] == list(L2A_BANDS)
+    assert item["assets"]["l2a"]["raster:bands"][0]["offset"] == pytest.approx(-0.1)
+    assert item["assets"]["l2a"]["href"] == "l2a.tif"
+    lon0, lat0, lon1, lat1 = item["bbox"]
+    assert 7.2 < lon0 < lon1 < 7.4 and 45.6 < lat0 < lat1 < 45.8  # the sample valley near Aosta
+
+
+def sample_grid_transform(sample) -> rasterio.Affine:
+    with rasterio.open(sample.l1c) as ds:
+        return ds.transform
+
+
+def test_block_size_does_not_change_the_result(sample, tmp_path):
+    a = _run(sample.l1c, tmp_path / "a", method="6s-ddv", aot=0.3, wv=1.2, block_rows=7)
+    b = _run(sample.l1c, tmp_path / "b", method="6s-ddv", aot=0.3, wv=1.2)
+    with rasterio.open(a.files["l2a"]) as da, rasterio.open(b.files["l2a"]) as db:
+        np.testing.assert_array_equal(da.read(), db.read())
+
+
+def test_ddv_estimates_the_atmosphere_and_beats_toa_against_the_reference(sample, tmp_path):
+    result = _run(sample.l1c, tmp_path / "ddv", method="6s-ddv", reference=sample.truth)
+    atm = result.atmosphere
+    assert atm["aot_source"] == "ddv" and atm["ddv_pixels"] > 0
+    assert abs(atm["aot"] - 0.2) < 0.05 and abs(atm["wv"] - 1.5) < 0.3
+    metrics = json.loads(result.files["evaluation"].read_text())
+    assert metrics == result.metrics
+    corrected, toa = metrics["corrected"], metrics["toa_unchanged"]
+    assert corrected["pixels"] == int(sample.valid.sum())
+    for band in L2A_BANDS:
+        assert corrected["bands"][band]["rmse"] < toa["bands"][band]["rmse"], band
+    assert corrected["mean_rmse"] < 0.01 < toa["mean_rmse"]
+    assert result.files["evaluation_png"].stat().st_size > 10_000
+
+
+def test_metrics_are_exact_on_a_known_difference(sample, tmp_path):
+    """Reference = the output itself, B05 shifted by +0.01: RMSE = 0.01 and bias = -0.01 there."""
+    out = _run(sample.l1c, tmp_path / "o", method="6s-ddv", aot=0.2, wv=1.5)
+    ref = tmp_path / "ref.tif"
+    with rasterio.open(out.files["l2a"]) as ds:
+        data, profile, tags = ds.read(), ds.profile, ds.tags()
+        descriptions = ds.descriptions
+    valid = data[0] > 0
+    data[4][valid] += 100  # B05 + 0.01 reflectance
+    profile.update(driver="GTiff")
+    with rasterio.open(ref, "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(**tags)
+        for i, d in enumerate(descriptions, start=1):
+            dst.set_band_description(i, d)
+    again = _run(sample.l1c, tmp_path / "again", method="6s-ddv", aot=0.2, wv=1.5, reference=ref)
+    bands = again.metrics["corrected"]["bands"]
+    assert bands["B05"]["rmse"] == pytest.approx(0.01, abs=1e-6)
+    assert bands["B05"]["bias"] == pytest.approx(-0.01, abs=1e-6)
+    # elsewhere only the output's DN rounding (uniform, +-0.5e-4: RMSE 0.5e-4 / sqrt(3))
+    assert bands["B02"]["rmse"] == pytest.approx(0.5e-4 / np.sqrt(3), rel=0.05)
+    assert bands["B02"]["r2"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_dos_runs_and_reports_its_haze(sample, tmp_path):
+    result = _run(sample.l1c, tmp_path / "dos", method="dos")
+    haze = result.atmosphere["haze"]
+    assert set(haze) == set(L2A_BANDS) and all(v >= 0 for v in haze.values())
+    assert haze["B01"] > haze["B12"]  # path radiance falls with wavelength
+
+
+@pytest.mark.skipif(importlib.util.find_spec("eotwin.atmocorr.ai") is not None, reason="the AI method exists")
+def test_ai_method_is_reported_unavailable_until_it_exists(sample, tmp_path):
+    with pytest.raises(EotwinError, match="not available"):
+        _run(sample.l1c, tmp_path / "ai", method="ai")
+    assert pipeline.default_method() == "6s-ddv"
+
+
+def test_bad_input_leaves_no_output(sample, tmp_path):
+    bad = tmp_path / "bad.tif"
+    with rasterio.open(sample.l1c) as ds:
+        profile, data = ds.profile, ds.read(list(range(1, 12)))  # drop B11 and B12
+        descriptions, tags = ds.descriptions[:11], ds.tags()
+    profile.update(count=11)
+    with rasterio.open(bad, "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(**tags)
+        for i, d in enumerate(descriptions, start=1):
+            dst.set_band_description(i, d)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(EotwinError, match="lacks bands B11, B12"):
+        _run(bad, work / "out", method="6s-ddv")
+    # a failure after the staging folder exists (the reference shares no pixel) leaves nothing either
+    elsewhere = tmp_path / "elsewhere.tif"
+    with rasterio.open(sample.truth) as ds:
+        profile, data, tags = ds.profile, ds.read(), ds.tags()
+        descriptions = ds.descriptions
+    profile.update(transform=rasterio.Affine(10, 0, 100000, 0, -10, 1000000))
+    with rasterio.open(elsewhere, "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(**tags)
+        for i, d in enumerate(descriptions, start=1):
+            dst.set_band_description(i, d)
+    with pytest.raises(EotwinError, match="no valid pixel shared"):
+        _run(sample.l1c, work / "out", method="6s-ddv", aot=0.2, wv=1.5, reference=elsewhere)
+    assert list(work.iterdir()) == []
+    with pytest.raises(EotwinError, match="unknown method"):
+        _run(sample.l1c, work / "out", method="magic")
+    with pytest.raises(EotwinError, match="resolution"):
+        pipeline.make_options(input=sample.l1c, output=work / "out", resolution=60)
+    with pytest.raises(EotwinError, match="only apply to --method 6s-ddv"):
+        _run(sample.l1c, work / "out", method="dos", aot=0.1)
+    assert list(work.iterdir()) == []
+
+
+def test_rerun_into_an_existing_folder_replaces_the_files(sample, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    _run(sample.l1c, out, method="6s-ddv", aot=0.2, wv=1.5)
+    _run(sample.l1c, out, method="6s-ddv", aot=0.25, wv=1.5)
+    assert (out / "keep.txt").read_text() == "mine"
+    assert json.loads((out / "item.json").read_text())["properties"]["eotwin:atmosphere"]["aot"] == 0.25
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.part-")]
+
+
+def test_cli_run_and_sample_l1c(tmp_path, capsys):
+    from eotwin.cli.main import run
+
+    made = tmp_path / "s"
+    assert run(["-q", "atmocorr", "sample-l1c", "-o", str(made), "--size", "48", "--lut", str(LUT)]) == 0
+    code = run(
+        [
+            "-q",
+            "atmocorr",
+            "run",
+            str(made / "l1c_stack.tif"),
+            "-o",
+            str(tmp_path / "o"),
+            "--method",
+            "6s-ddv",
+            "--aot",
+            "0.2",
+            "--wv",
+            "1.5",
+            "--reference",
+            str(made / "l2a_truth.tif"),
+            "--lut",
+            str(LUT),
+        ]
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "B8A" in printed.out and (tmp_path / "o" / "evaluation.json").is_file()
+    mean_rmse = json.loads((tmp_path / "o" / "evaluation.json").read_text())["corrected"]["mean_rmse"]
+    assert mean_rmse < 0.001
+    code = run(["atmocorr", "run", str(tmp_path / "nothing.tif"), "-o", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code != 0 and "no such file" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_sample_l1c_is_the_6s_forward_model(sample):
+    """The simulated DN decode to the 6S forward model of the surface (DN rounding only)."""
+    from eotwin.atmocorr.sample_l1c import simulate_toa
+
+    with rasterio.open(sample.l1c) as ds:
+        assert ds.descriptions == S2_BANDS and ds.tags()["RADIO_ADD_OFFSET"] == "-1000"
+        dn = ds.read(window=((0, 20), (100, 140))).astype(np.float64)
+    toa = simulate_toa(
+        sample.surface[:, 0:20, 100:140],
+        load_lut(LUT),
+        sensor="S2A",
+        aerosol="continental",
+        aot=0.2,
+        wv=1.5,
+        o3=0.33,
+        **GEOMETRY,
+    )
+    np.testing.assert_allclose((dn - 1000) / 10000, toa, atol=0.5e-4 + 1e-7)
