@@ -4,7 +4,6 @@ reproducibly, run offline with the runner to the same points as the CLI, and com
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -114,8 +113,18 @@ def test_pins_follow_the_extras():
     assert cloud - base >= {"laspy", "lazrs"} and "eotwin" not in cloud
 
 
-def test_wheel_is_reproducible(wheel, tmp_path):
-    assert sha256_of(build_wheel(tmp_path)) == sha256_of(wheel)
+def test_wheel_is_reproducible(tmp_path):
+    import shutil
+
+    from eotwin.deltatwin.build import source_root
+
+    frozen = tmp_path / "tree"  # a frozen copy: the working tree may change between two builds
+    shutil.copytree(source_root() / "src", frozen / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(source_root() / "pyproject.toml", frozen / "pyproject.toml")
+    shutil.copy2(source_root() / "README.md", frozen / "README.md")
+    first = build_wheel(tmp_path / "a", source=frozen)
+    (frozen / "src" / "eotwin" / "__init__.py").touch()  # a newer mtime must not change the bytes
+    assert sha256_of(build_wheel(tmp_path / "b", source=frozen)) == sha256_of(first)
 
 
 def test_secrets_are_typed_secret_in_the_live_component(components):
@@ -192,7 +201,7 @@ def test_composite_runs_end_to_end(components, tmp_path):
 def test_registry_offers_only_what_exists():
     full = {("pointcloud", "build"): {"--dem", "--image", "--sampled-fraction", "--seed", "--format", "--no-viewer",
                                       "--bbox", "--date"},
-            ("sample",): {"--output", "--size", "--seed"}, ("atmocorr", "run"): {"--output"}}
+            ("sample",): {"--output", "--size", "--seed"}, ("atmocorr", "run"): {"--output", "--method"}}
     assert missing_commands(blueprint("atmocorr"), full) == []
     assert missing_commands(blueprint("atmocorr"), {}) == ["eotwin atmocorr run"]
     lacking = missing_commands(blueprint("sample-pointcloud"), {("sample",): {"--output", "--size", "--seed"}})
@@ -224,13 +233,20 @@ def test_cli_build_names_and_errors(tmp_path, wheel):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-def test_no_secret_in_generated_files(components):
-    secret_words = ("secret_value\": \"", "AKIA", "password")
-    for path in components.rglob("*"):
-        if path.is_file() and path.suffix in (".json", ".yml", ".md", ".sh", ".txt"):
-            text = path.read_text()
-            for word in secret_words:
-                if word in text:
-                    assert word == "secret_value\": \"" and '"secret_value": ""' in text, (path, word)
-    assert os.environ.get("EDH_TOKEN", "") == "" or os.environ["EDH_TOKEN"] not in "".join(
-        p.read_text() for p in components.rglob("*.json"))
+def test_l1c_composite_runs_when_atmocorr_works(components, sample_files, tmp_path):
+    """L1C -> atmocorr (dos) -> point cloud, offline; skipped while `eotwin atmocorr sample-l1c` cannot run here."""
+    if not (components / "eotwin-l1c-pointcloud").is_dir():
+        pytest.skip("this eotwin has no `eotwin atmocorr run`")
+    made = subprocess.run([sys.executable, "-m", "eotwin", "-q", "atmocorr", "sample-l1c", "-o", str(tmp_path / "l1c"),
+                           "--size", "200", "--seed", "7"], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"atmocorr sample-l1c not usable yet: {made.stderr.strip()[-160:]}")
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({"l1c": {"type": "Data", "url": str(tmp_path / "l1c" / "l1c_stack.tif")},
+                                  "dem": {"type": "Data", "url": str(sample_files.dem)},
+                                  "method": {"type": "string", "value": "dos"}}))
+    result = run_component(RunOptions(component=components / "eotwin-l1c-pointcloud", inputs_file=inputs,
+                                      run_dir=tmp_path / "run", components=[components]))
+    assert result.ok, result.record.get("error")
+    assert set(result.outputs) == {"point_cloud", "metadata", "l2a"}
+    assert len(laspy.read(result.outputs["point_cloud"]["path"]).points) > 0

