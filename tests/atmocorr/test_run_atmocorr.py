@@ -241,3 +241,21 @@ def test_sample_l1c_is_the_6s_forward_model(sample):
         **GEOMETRY,
     )
     np.testing.assert_allclose((dn - 1000) / 10000, toa, atol=0.5e-4 + 1e-7)
+
+
+def test_demo_step_writes_its_figures_and_evaluation(tmp_path, monkeypatch):
+    from eotwin.atmocorr import lut as lut_module
+    from eotwin.atmocorr.demo import atmocorr_demo
+    from eotwin.progress import NullProgress
+    from eotwin.report.demo import DemoContext
+
+    monkeypatch.setattr(lut_module, "DEFAULT_LUT_PATH", LUT)
+    context = DemoContext(tmp_path, sample=None, progress=NullProgress())  # the step makes its own L1C
+    artifacts = atmocorr_demo(context)
+    images = [a for a in artifacts if a.kind == "image"]
+    assert len(images) >= 3
+    for art in artifacts:
+        assert (tmp_path / art.path).is_file(), art.path
+    evaluation = json.loads((tmp_path / "atmocorr" / "6s-ddv" / "evaluation.json").read_text())
+    assert evaluation["corrected"]["mean_rmse"] < evaluation["toa_unchanged"]["mean_rmse"]
+    assert "6s-ddv estimated AOT" in context.notes[0]
