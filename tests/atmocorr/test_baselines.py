@@ -67,6 +67,22 @@ def test_dos_removes_a_known_additive_haze_exactly():
     np.testing.assert_allclose(boa, surface, atol=1e-6)
 
 
+def test_dos_scattering_model_extrapolates_visible_haze_to_bands_without_dark_objects():
+    bands = ("B02", "B03", "B04", "B08")
+    wavelengths = np.array([492.0, 560.0, 665.0, 833.0])
+    haze = 0.06 * (wavelengths / 492.0) ** -2.0  # a clear-ish atmosphere: haze ~ wavelength^-2
+    rng = np.random.default_rng(2)
+    surface = rng.uniform(0.2, 0.5, (4, 60, 60)).astype(np.float32)
+    surface[:3, :6, :] = 0.01  # water: dark in the visible ...
+    surface[3, :6, :] = 0.15  # ... but not in the NIR (turbid water / no dark object there)
+    toa = surface + haze[:, None, None].astype(np.float32)
+    _, dos1 = baselines.dark_object_subtraction(toa)
+    assert dos1[3] == pytest.approx(haze[3] + 0.14, abs=1e-5)  # DOS1 takes the NIR dark value for haze
+    boa, modelled = baselines.dark_object_subtraction(toa, bands=bands)
+    np.testing.assert_allclose(modelled, haze, rtol=1e-4)
+    np.testing.assert_allclose(boa, surface, atol=1e-5)
+
+
 def test_dos_respects_the_valid_mask_and_rejects_empty_scenes():
     toa = np.full((2, 10, 10), 0.2, dtype=np.float32)
     toa[:, 0, 0] = 0.0  # a no-data pixel would pull the dark value down

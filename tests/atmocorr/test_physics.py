@@ -43,14 +43,11 @@ def test_forward_then_inverse_recovers_the_surface_through_the_committed_lut():
     rng = np.random.default_rng(11)
     n = 5000
     surface = rng.uniform(0.0, 0.9, (len(lut.bands), n))
-    atmosphere = dict(
-        aot=rng.uniform(0, 0.8, n),
-        sza=rng.uniform(0, 75, n),
-        vza=rng.uniform(0, 12, n),
-        raa=rng.uniform(0, 360, n),
-        wv=rng.uniform(0.2, 5, n),
-        o3=rng.uniform(0.25, 0.45, n),
-    )
+    atmosphere = {
+        axis: rng.uniform(lut.axes[axis][0], lut.axes[axis][-1], n)
+        for axis in ("aot", "sza", "vza", "wv", "o3")
+    }
+    atmosphere["raa"] = rng.uniform(0, 360, n)
     for sensor in ("S2A", "S2C"):
         for aerosol in lut.aerosols:
             terms = lut.terms_for(sensor, lut.bands, aerosol, **atmosphere)

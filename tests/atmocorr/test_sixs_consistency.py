@@ -17,8 +17,7 @@ from eotwin.atmocorr import physics
 from eotwin.atmocorr.lut import load_lut
 from eotwin.atmocorr.sixs import simulate
 
-TOA_TOLERANCE_AT_NODES = 2e-4
-NODE = dict(aerosol="continental", aot=0.2, sza=50.0, vza=12.0, raa=90.0, wv=2.0, o3=0.35)
+TOA_TOLERANCE_AT_nodeS = 2e-4
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +25,28 @@ def lut():
     return load_lut()
 
 
+@pytest.fixture(scope="module")
+def node(lut) -> dict:
+    """An inner table node at the reference gas amounts: aot 0.2, sza 50, vza 12, raa 90 on the full table."""
+    ax = lut.axes
+    return dict(
+        aerosol="continental",
+        aot=float(ax["aot"][ax["aot"].size // 2]),
+        sza=float(ax["sza"][ax["sza"].size // 2]),
+        vza=float(ax["vza"][-1]),
+        raa=float(ax["raa"][ax["raa"].size // 2]),
+        wv=lut.wv_ref,
+        o3=lut.o3_ref,
+    )
+
+
 @pytest.mark.parametrize("band", ["B02", "B04", "B8A", "B11"])
-def test_lut_reproduces_6s_and_inversion_recovers_the_surface_at_a_node(lut, band):
+def test_lut_reproduces_6s_and_inversion_recovers_the_surface_at_a_node(lut, node, band):
     rho = 0.25
-    truth = simulate("S2A", band, rho=rho, **NODE)
-    terms = lut.terms_for("S2A", band, **NODE)
+    truth = simulate("S2A", band, rho=rho, **node)
+    terms = lut.terms_for("S2A", band, **node)
     toa = float(physics.forward(np.array([rho]), terms)[0])
-    assert toa == pytest.approx(truth.toa, abs=TOA_TOLERANCE_AT_NODES)
+    assert toa == pytest.approx(truth.toa, abs=TOA_TOLERANCE_AT_nodeS)
     recovered = float(physics.invert(np.array([truth.toa]), terms)[0])
     assert recovered == pytest.approx(rho, abs=0.001)
     # the terms themselves are 6S's printed values (5 decimals, stored as float32)
@@ -42,7 +56,11 @@ def test_lut_reproduces_6s_and_inversion_recovers_the_surface_at_a_node(lut, ban
 
 def test_maritime_node_other_gas_amounts_and_s2c(lut):
     """Off the reference water vapour and ozone (gas factors in play), maritime aerosol, S2C (= S2B SRFs)."""
-    atm = dict(aerosol="maritime", aot=0.5, sza=30.0, vza=0.0, raa=0.0, wv=3.5, o3=0.45)
+    ax = lut.axes
+    # the last AOT below the top, the first non-zero sun zenith, nadir view, the largest gas amounts
+    atm = dict(aerosol="maritime", aot=float(ax["aot"][-2]), sza=float(ax["sza"][1]), vza=0.0, raa=0.0)
+    atm.update(wv=float(ax["wv"][-1]), o3=float(ax["o3"][-1]))
+    assert (atm["wv"], atm["o3"]) != (lut.wv_ref, lut.o3_ref)
     for band in ("B03", "B8A"):
         truth = simulate("S2C", band, rho=0.1, **atm)
         terms = lut.terms_for("S2C", band, **atm)

@@ -1,7 +1,10 @@
 """Baseline atmospheric corrections the AI model must beat (pure: arrays and a loaded LUT in, arrays out).
 
-- :func:`dark_object_subtraction`: Chavez's DOS1. The darkest pixels of each band are assumed to
-  have 1 % reflectance; everything above is haze, subtracted everywhere. No transmittance, no gas.
+- :func:`dark_object_subtraction`: Chavez's DOS. The darkest pixels are assumed to have 1 %
+  reflectance; everything above is haze, subtracted everywhere. No transmittance, no gas. Per band
+  (DOS1), or (default when band names are given) with Chavez's relative scattering model: the haze
+  measured in the visible bands, where dark objects exist, is fitted as ``a * wavelength^-k`` and
+  extrapolated to the red-edge, NIR and SWIR bands, where a scene rarely holds a 1 % dark object.
 - :func:`ddv_correction`: the sen2cor approach. Water vapour from the B09/B8A band ratio, aerosol
   optical thickness from dark dense vegetation (DDV: SWIR B12 surface reflectance 0.01-0.05 and
   NDVI > 0.4, widened like sen2cor when too few pixels are found) assuming Kaufman's ratios
@@ -16,10 +19,12 @@ import numpy as np
 
 from eotwin.atmocorr import physics
 from eotwin.atmocorr.lut import SixSLut
+from eotwin.atmocorr.srf import CENTRE_NM, normalise_band
 from eotwin.errors import EotwinError
 
 DOS_DARK_REFLECTANCE = 0.01
 DOS_PERCENTILE = 0.1  # percent of valid pixels taken as "dark": robust against a few dead pixels
+DOS_REFERENCE_BANDS = ("B01", "B02", "B03", "B04")  # visible: dark objects (water, shadow, forest) exist
 DDV_SWIR_RANGES = ((0.01, 0.05), (0.01, 0.10), (0.01, 0.15))  # widened in turn, as sen2cor does
 DDV_MIN_NDVI = 0.4
 DDV_MIN_PIXELS = 50
@@ -43,14 +48,19 @@ def dark_object_subtraction(
     toa: np.ndarray,
     valid: np.ndarray | None = None,
     *,
+    bands: tuple[str, ...] | list[str] | None = None,
     percentile: float = DOS_PERCENTILE,
     dark_reflectance: float = DOS_DARK_REFLECTANCE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """DOS1: per band, ``haze = max(dark - 0.01, 0)`` with ``dark`` a low percentile; returns (boa, haze).
+    """DOS: returns (boa, haze per band) with ``haze = max(dark - 0.01, 0)``, ``dark`` a low percentile.
 
-    ``toa`` is (bands, ...) reflectance, ``valid`` an optional boolean mask over the pixels.
+    ``toa`` is (bands, ...) reflectance, ``valid`` an optional boolean mask over the pixels. With
+    ``bands`` (names), the haze of bands beyond the visible comes from the scattering model fitted
+    to the visible bands' haze (see the module docstring); without, each band stands alone (DOS1).
     """
     toa = np.asarray(toa, dtype=np.float32)
+    if bands is not None:
+        _check_stack(toa, bands)
     flat = toa.reshape(toa.shape[0], -1)
     mask = np.isfinite(flat).all(axis=0)
     if valid is not None:
@@ -58,8 +68,30 @@ def dark_object_subtraction(
     if not mask.any():
         raise EotwinError("dark object subtraction needs at least one valid pixel")
     dark = np.percentile(flat[:, mask], percentile, axis=1)
-    haze = np.maximum(dark - dark_reflectance, 0.0).astype(np.float32)
+    haze = np.maximum(dark - dark_reflectance, 0.0)
+    if bands is not None:
+        haze = _scattering_model_haze(haze, [normalise_band(b) for b in bands])
+    haze = haze.astype(np.float32)
     return toa - haze.reshape((-1,) + (1,) * (toa.ndim - 1)), haze
+
+
+def _scattering_model_haze(haze: np.ndarray, bands: list[str]) -> np.ndarray:
+    """Haze of every band from a power law ``a * wavelength^-k`` fitted to the visible bands' haze."""
+    visible = [i for i, b in enumerate(bands) if b in DOS_REFERENCE_BANDS and haze[i] > 0]
+    if len(visible) < 2:
+        return haze
+    log_wl = np.log([CENTRE_NM[bands[i]] for i in visible])
+    slope, intercept = np.polyfit(log_wl, np.log(haze[visible]), 1)
+    k = float(np.clip(-slope, 0.5, 4.0))  # Chavez's range: very hazy (0.5) to very clear (Rayleigh, 4)
+    anchor = int(np.argmax(haze[visible]))  # the haziest visible band fixes the scale
+    wl_anchor = CENTRE_NM[bands[visible[anchor]]]
+    model = np.array([haze[visible[anchor]] * (CENTRE_NM[b] / wl_anchor) ** (-k) for b in bands])
+    out = haze.copy()
+    beyond = [i for i, b in enumerate(bands) if b not in DOS_REFERENCE_BANDS]
+    out[beyond] = np.minimum(
+        model[beyond], haze[beyond]
+    )  # never more haze than the band's own dark pixels allow
+    return out
 
 
 def lut_correction(

@@ -61,7 +61,9 @@ def _aligned(terms: AtmosphereTerms, ndim: int) -> list[np.ndarray]:
         term = np.asarray(getattr(terms, name))
         missing = ndim - term.ndim
         if missing < 0:
-            raise ValueError(f"atmosphere terms have more dimensions ({term.ndim}) than the reflectance ({ndim})")
+            raise ValueError(
+                f"atmosphere terms have more dimensions ({term.ndim}) than the reflectance ({ndim})"
+            )
         out.append(term.reshape(term.shape[:1] + (1,) * missing + term.shape[1:]))
     return out
 

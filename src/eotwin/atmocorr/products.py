@@ -98,7 +98,9 @@ class ProductMetadata:
     start_time: str | None
     quantification: float
     offsets: dict[str, float]  # per band: reflectance = (DN + offset) / quantification
-    image_files: dict[tuple[str, int], str]  # (band or "SCL"/"AOT"/..., resolution m) -> path in the SAFE, no suffix
+    image_files: dict[
+        tuple[str, int], str
+    ]  # (band or "SCL"/"AOT"/..., resolution m) -> path in the SAFE, no suffix
 
 
 def parse_product_metadata(data: bytes, name: str = "MTD_MSIL1C.xml") -> ProductMetadata:
@@ -171,14 +173,22 @@ class AngleGrid:
         return self.sun_zenith.shape
 
     @classmethod
-    def constant(cls, grid: Grid, sza: float, saa: float, vza: float, vaa: float,
-                 bands: Sequence[str] = S2_BANDS) -> AngleGrid:
+    def constant(
+        cls, grid: Grid, sza: float, saa: float, vza: float, vaa: float, bands: Sequence[str] = S2_BANDS
+    ) -> AngleGrid:
         """The same angles everywhere (an L1C stack with mean angles in its tags)."""
         left, bottom, right, top = grid.bounds
         step = max(right - left, top - bottom, 1.0)
         full = lambda v: np.full((2, 2), float(v))  # noqa: E731
-        return cls(left, top, step, full(sza), full(saa), {b: full(vza) for b in bands},
-                   {b: full(vaa) for b in bands})
+        return cls(
+            left,
+            top,
+            step,
+            full(sza),
+            full(saa),
+            {b: full(vza) for b in bands},
+            {b: full(vaa) for b in bands},
+        )
 
     def weights(self, grid: Grid, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Bilinear weights (rows x ny, cols x nx) so that ``values_at = Wr @ node_values @ Wc.T``."""
@@ -201,9 +211,13 @@ class AngleGrid:
         r1 = int(np.clip(math.ceil((self.y0 - bottom) / self.step), r0 + 1, ny - 1))
         sl = (slice(r0, r1 + 1), slice(c0, c1 + 1))
         return AngleGrid(
-            self.x0 + c0 * self.step, self.y0 - r0 * self.step, self.step,
-            self.sun_zenith[sl], self.sun_azimuth[sl],
-            {b: v[sl] for b, v in self.view_zenith.items()}, {b: v[sl] for b, v in self.view_azimuth.items()},
+            self.x0 + c0 * self.step,
+            self.y0 - r0 * self.step,
+            self.step,
+            self.sun_zenith[sl],
+            self.sun_azimuth[sl],
+            {b: v[sl] for b, v in self.view_zenith.items()},
+            {b: v[sl] for b, v in self.view_azimuth.items()},
         )
 
     def means(self) -> dict[str, float]:
@@ -260,7 +274,11 @@ def _values_grid(el: ElementTree.Element, name: str) -> np.ndarray:
 
 
 def _grid_step(el: ElementTree.Element, name: str) -> float:
-    steps = {_local(c.tag): float((c.text or "nan").strip()) for c in el if _local(c.tag) in ("COL_STEP", "ROW_STEP")}
+    steps = {
+        _local(c.tag): float((c.text or "nan").strip())
+        for c in el
+        if _local(c.tag) in ("COL_STEP", "ROW_STEP")
+    }
     if steps.get("COL_STEP") != steps.get("ROW_STEP") or not steps:
         raise EotwinError(f"{name}: angle grids with different or missing row/column steps are not supported")
     return steps["COL_STEP"]
@@ -302,17 +320,24 @@ def parse_tile_metadata(data: bytes, name: str = "MTD_TL.xml") -> TileMetadata:
         raise EotwinError(f"{name}: no HORIZONTAL_CS_CODE (not a Sentinel-2 tile metadata file?)")
     sizes: dict[int, tuple[int, int]] = {}
     for el in _find_all(root, "Size"):
-        sizes[int(el.get("resolution", "0"))] = (int(_find_text(el, "NROWS") or 0), int(_find_text(el, "NCOLS") or 0))
+        sizes[int(el.get("resolution", "0"))] = (
+            int(_find_text(el, "NROWS") or 0),
+            int(_find_text(el, "NCOLS") or 0),
+        )
     origins: dict[int, tuple[float, float]] = {}
     for el in _find_all(root, "Geoposition"):
-        origins[int(el.get("resolution", "0"))] = (float(_find_text(el, "ULX") or "nan"),
-                                                   float(_find_text(el, "ULY") or "nan"))
+        origins[int(el.get("resolution", "0"))] = (
+            float(_find_text(el, "ULX") or "nan"),
+            float(_find_text(el, "ULY") or "nan"),
+        )
     if 10 not in origins:
         raise EotwinError(f"{name}: no 10 m Geoposition (ULX/ULY)")
     sun = _find_all(root, "Sun_Angles_Grid")
     view = _find_all(root, "Viewing_Incidence_Angles_Grids")
     if not sun or not view:
-        raise EotwinError(f"{name}: no sun or viewing angle grids (Sun_Angles_Grid, Viewing_Incidence_Angles_Grids)")
+        raise EotwinError(
+            f"{name}: no sun or viewing angle grids (Sun_Angles_Grid, Viewing_Incidence_Angles_Grids)"
+        )
     zen_el, az_el = _child(sun[0], "Zenith"), _child(sun[0], "Azimuth")
     if zen_el is None or az_el is None:
         raise EotwinError(f"{name}: Sun_Angles_Grid lacks Zenith or Azimuth")
@@ -328,7 +353,9 @@ def parse_tile_metadata(data: bytes, name: str = "MTD_TL.xml") -> TileMetadata:
             continue
         zg, ag = _values_grid(z, name), _values_grid(a, name)
         if zg.shape != sun_zenith.shape or ag.shape != sun_zenith.shape:
-            raise EotwinError(f"{name}: viewing grid of {band} has shape {zg.shape}, sun grid {sun_zenith.shape}")
+            raise EotwinError(
+                f"{name}: viewing grid of {band} has shape {zg.shape}, sun grid {sun_zenith.shape}"
+            )
         per_band.setdefault(band, []).append((zg, ag))
     view_zenith: dict[str, np.ndarray] = {}
     view_azimuth: dict[str, np.ndarray] = {}
@@ -353,17 +380,25 @@ def parse_tile_metadata(data: bytes, name: str = "MTD_TL.xml") -> TileMetadata:
         view_azimuth.setdefault(band, mean_a)
     mean_sun_el = _find_all(root, "Mean_Sun_Angle")
     mean_sun = (
-        (float(_find_text(mean_sun_el[0], "ZENITH_ANGLE") or "nan"), float(_find_text(mean_sun_el[0], "AZIMUTH_ANGLE") or "nan"))
-        if mean_sun_el else (float(sun_zenith.mean()), _circular_mean(sun_azimuth))
+        (
+            float(_find_text(mean_sun_el[0], "ZENITH_ANGLE") or "nan"),
+            float(_find_text(mean_sun_el[0], "AZIMUTH_ANGLE") or "nan"),
+        )
+        if mean_sun_el
+        else (float(sun_zenith.mean()), _circular_mean(sun_azimuth))
     )
     mean_view = {
-        _band_from_id(el.get("bandId"), name): (float(_find_text(el, "ZENITH_ANGLE") or "nan"),
-                                                float(_find_text(el, "AZIMUTH_ANGLE") or "nan"))
+        _band_from_id(el.get("bandId"), name): (
+            float(_find_text(el, "ZENITH_ANGLE") or "nan"),
+            float(_find_text(el, "AZIMUTH_ANGLE") or "nan"),
+        )
         for el in _find_all(root, "Mean_Viewing_Incidence_Angle")
     }
     ulx, uly = origins[10]
     angles = AngleGrid(ulx, uly, step, sun_zenith, np.mod(sun_azimuth, 360.0), view_zenith, view_azimuth)
-    return TileMetadata(crs_code, sizes, origins, angles, mean_sun, mean_view, {b: len(g) for b, g in per_band.items()})
+    return TileMetadata(
+        crs_code, sizes, origins, angles, mean_sun, mean_view, {b: len(g) for b, g in per_band.items()}
+    )
 
 
 @contextlib.contextmanager
@@ -395,7 +430,9 @@ class SafeArchive:
         # the SAFE root inside: the folder holding MTD_MSIL1C.xml / MTD_MSIL2A.xml
         mtd = sorted((n for n in self._names if re.search(r"(^|/)MTD_MSIL(1C|2A)\.xml$", n)), key=len)
         if not mtd:
-            raise EotwinError(f"{self.path}: no MTD_MSIL1C.xml or MTD_MSIL2A.xml (not a Sentinel-2 SAFE product)")
+            raise EotwinError(
+                f"{self.path}: no MTD_MSIL1C.xml or MTD_MSIL2A.xml (not a Sentinel-2 SAFE product)"
+            )
         self.metadata_name = mtd[0]
         self.root = mtd[0].rpartition("/")[0]
 
@@ -428,7 +465,9 @@ class SafeArchive:
     def tile_metadata_name(self) -> str:
         tl = sorted(n for n in self._names if re.search(r"GRANULE/[^/]+/MTD_TL\.xml$", n))
         if not tl:
-            raise EotwinError(f"{self.path}: no GRANULE/*/MTD_TL.xml (the tile metadata with the angle grids)")
+            raise EotwinError(
+                f"{self.path}: no GRANULE/*/MTD_TL.xml (the tile metadata with the angle grids)"
+            )
         if len(tl) > 1:
             raise EotwinError(f"{self.path}: {len(tl)} granules; only single-tile products are supported")
         return tl[0]
@@ -577,7 +616,9 @@ def _open_stack(path: Path, resolution: int | None) -> L1CProduct:
         )
     dtypes = {info.dtypes[i - 1] for b, i in bands_idx.items() if b in S2_BANDS}
     if any(not np.issubdtype(np.dtype(d), np.integer) for d in dtypes):
-        raise EotwinError(f"{name}: L1C stack must hold integer DN (uint16), found {', '.join(sorted(dtypes))}")
+        raise EotwinError(
+            f"{name}: L1C stack must hold integer DN (uint16), found {', '.join(sorted(dtypes))}"
+        )
     absent = [t for t in ANGLE_TAGS if t not in info.tags]
     if absent:
         raise EotwinError(f"{name}: no angles: tags {', '.join(absent)} missing (degrees)")
@@ -604,8 +645,14 @@ def _open_stack(path: Path, resolution: int | None) -> L1CProduct:
         quantification=quantification,
         offsets=dict.fromkeys(S2_BANDS, offset),
         bands={b: BandSource(name, bands_idx[b]) for b in present},
-        angles=AngleGrid.constant(grid, angles["SUN_ZENITH"], angles["SUN_AZIMUTH"], angles["VIEW_ZENITH"],
-                                  angles["VIEW_AZIMUTH"], present),
+        angles=AngleGrid.constant(
+            grid,
+            angles["SUN_ZENITH"],
+            angles["SUN_AZIMUTH"],
+            angles["VIEW_ZENITH"],
+            angles["VIEW_AZIMUTH"],
+            present,
+        ),
         datetime=info.tags.get("DATETIME") or info.tags.get("TIFFTAG_DATETIME"),
         processing_baseline=info.tags.get("PROCESSING_BASELINE"),
     )
@@ -620,7 +667,9 @@ class BandReader:
     not smeared. Returns raw DN as float32 with no data as NaN.
     """
 
-    def __init__(self, sources: Mapping[str, BandSource], grid: Grid, *, categorical: Sequence[str] = ()) -> None:
+    def __init__(
+        self, sources: Mapping[str, BandSource], grid: Grid, *, categorical: Sequence[str] = ()
+    ) -> None:
         self.sources = dict(sources)
         self.grid = grid
         self.categorical = set(categorical)
@@ -643,8 +692,10 @@ class BandReader:
                     opened[src.path] = self._stack.enter_context(open_raster(src.path))
                 ds = opened[src.path]
                 same = (
-                    ds.width == self.grid.width and ds.height == self.grid.height
-                    and ds.transform.almost_equals(self.grid.transform) and ds.crs == target_crs
+                    ds.width == self.grid.width
+                    and ds.height == self.grid.height
+                    and ds.transform.almost_equals(self.grid.transform)
+                    and ds.crs == target_crs
                 )
                 if src.index > ds.count:
                     raise EotwinError(f"{src.path}: has {ds.count} bands, band {src.index} requested")
@@ -653,14 +704,25 @@ class BandReader:
                     continue
                 coarser = abs(ds.transform.a) > abs(self.grid.transform.a) + 1e-9
                 resampling = (
-                    Resampling.nearest if band in self.categorical
-                    else Resampling.bilinear if coarser else Resampling.average
+                    Resampling.nearest
+                    if band in self.categorical
+                    else Resampling.bilinear
+                    if coarser
+                    else Resampling.average
                 )
-                vrt = self._stack.enter_context(WarpedVRT(
-                    ds, crs=target_crs, transform=self.grid.transform, width=self.grid.width,
-                    height=self.grid.height, resampling=resampling, src_nodata=0, nodata=0,
-                    dtype="float32",
-                ))
+                vrt = self._stack.enter_context(
+                    WarpedVRT(
+                        ds,
+                        crs=target_crs,
+                        transform=self.grid.transform,
+                        width=self.grid.width,
+                        height=self.grid.height,
+                        resampling=resampling,
+                        src_nodata=0,
+                        nodata=0,
+                        dtype="float32",
+                    )
+                )
                 self._views[band] = (vrt, src.index)
         except rasterio.errors.RasterioError as exc:
             self._stack.close()
@@ -673,8 +735,9 @@ class BandReader:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def read(self, bands: Sequence[str], window: Window | None = None, out_shape: tuple[int, int] | None = None
-             ) -> np.ndarray:
+    def read(
+        self, bands: Sequence[str], window: Window | None = None, out_shape: tuple[int, int] | None = None
+    ) -> np.ndarray:
         """DN of ``bands`` (float32, NaN where DN is 0) in ``window`` of the target grid."""
         import rasterio
         from rasterio.enums import Resampling
@@ -689,9 +752,14 @@ class BandReader:
                 raise EotwinError(f"band {band} is not available")
             ds, index = self._views[band]
             try:
-                dn = ds.read(index, window=rw, out_shape=shape,
-                             resampling=Resampling.nearest if out_shape is None or band in self.categorical
-                             else Resampling.average)
+                dn = ds.read(
+                    index,
+                    window=rw,
+                    out_shape=shape,
+                    resampling=Resampling.nearest
+                    if out_shape is None or band in self.categorical
+                    else Resampling.average,
+                )
             except rasterio.errors.RasterioError as exc:
                 raise EotwinError(f"cannot read band {band}: {str(exc).splitlines()[0]}") from None
             out[k] = dn
@@ -699,8 +767,13 @@ class BandReader:
         return out
 
 
-def read_toa(reader: BandReader, product: L1CProduct, bands: Sequence[str], window: Window | None = None,
-             out_shape: tuple[int, int] | None = None) -> np.ndarray:
+def read_toa(
+    reader: BandReader,
+    product: L1CProduct,
+    bands: Sequence[str],
+    window: Window | None = None,
+    out_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
     """TOA reflectance (float32, NaN for no data): (DN + RADIO_ADD_OFFSET) / QUANTIFICATION_VALUE."""
     dn = reader.read(bands, window, out_shape)
     offsets = np.array([product.offsets.get(b, 0.0) for b in bands], dtype=np.float32)[:, None, None]
@@ -731,7 +804,9 @@ def open_l2a_reference(path: str | Path, resolution: int = 10) -> L2AReference:
             raise EotwinError(f"{path}: the reference must be a Level-2A product")
         bands: dict[str, BandSource] = {}
         for band in (*L2A_BANDS, "SCL"):
-            options = sorted((r for (b, r) in meta.image_files if b == band), key=lambda r: (r < resolution, r))
+            options = sorted(
+                (r for (b, r) in meta.image_files if b == band), key=lambda r: (r < resolution, r)
+            )
             for res in options:  # the finest resolution not finer than the output grid, else the finest one
                 found = safe.find_image(meta.image_files[(band, res)])
                 if found:
@@ -756,7 +831,9 @@ def open_l2a_reference(path: str | Path, resolution: int = 10) -> L2AReference:
 # ----------------------------------------------------------------------------- writers
 def boa_to_dn(boa: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """BOA reflectance -> L2A DN: round(BOA x 10000 + 1000), clipped to 1..65535; 0 for no data."""
-    dn = np.clip(np.rint(np.nan_to_num(boa, nan=0.0) * QUANTIFICATION - BOA_ADD_OFFSET), 1, 65535).astype(np.uint16)
+    dn = np.clip(np.rint(np.nan_to_num(boa, nan=0.0) * QUANTIFICATION - BOA_ADD_OFFSET), 1, 65535).astype(
+        np.uint16
+    )
     bad = ~np.isfinite(boa)
     if valid is not None:
         bad |= ~np.asarray(valid, dtype=bool)
@@ -764,7 +841,9 @@ def boa_to_dn(boa: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     return dn
 
 
-def dn_to_boa(dn: np.ndarray, offset: float = BOA_ADD_OFFSET, quantification: float = QUANTIFICATION) -> np.ndarray:
+def dn_to_boa(
+    dn: np.ndarray, offset: float = BOA_ADD_OFFSET, quantification: float = QUANTIFICATION
+) -> np.ndarray:
     """L2A DN -> BOA reflectance (float32, NaN for DN 0)."""
     out = (np.asarray(dn, dtype=np.float32) + np.float32(offset)) / np.float32(quantification)
     out[np.asarray(dn) == 0] = np.nan
@@ -784,19 +863,36 @@ class BlockWriter:
     Meant to live in a staging directory: a run that fails leaves nothing at the final place.
     """
 
-    def __init__(self, path: Path, grid: Grid, count: int, dtype: str, *, nodata: float | None = 0,
-                 descriptions: Sequence[str] | None = None, tags: Mapping[str, object] | None = None,
-                 band_tags: Sequence[Mapping[str, object]] | None = None, cog: bool = True,
-                 photometric: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        grid: Grid,
+        count: int,
+        dtype: str,
+        *,
+        nodata: float | None = 0,
+        descriptions: Sequence[str] | None = None,
+        tags: Mapping[str, object] | None = None,
+        band_tags: Sequence[Mapping[str, object]] | None = None,
+        cog: bool = True,
+        photometric: str | None = None,
+    ) -> None:
         import rasterio
 
         self.path = Path(path)
         self.cog = cog
         self.plain = self.path.with_name(self.path.stem + ".blocks.tif") if cog else self.path
         profile = {
-            "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count, "dtype": dtype,
-            "crs": rasterio.crs.CRS.from_wkt(grid.crs.to_wkt()), "transform": grid.transform, "nodata": nodata,
-            "compress": "deflate", "predictor": 2 if np.issubdtype(np.dtype(dtype), np.integer) else 1,
+            "driver": "GTiff",
+            "width": grid.width,
+            "height": grid.height,
+            "count": count,
+            "dtype": dtype,
+            "crs": rasterio.crs.CRS.from_wkt(grid.crs.to_wkt()),
+            "transform": grid.transform,
+            "nodata": nodata,
+            "compress": "deflate",
+            "predictor": 2 if np.issubdtype(np.dtype(dtype), np.integer) else 1,
             "BIGTIFF": "IF_SAFER",
         }
         if grid.width >= 256 and grid.height >= 256:
@@ -827,8 +923,15 @@ class BlockWriter:
             from rasterio.shutil import copy as rio_copy
 
             try:
-                rio_copy(self.plain, self.path, driver="COG", compress="DEFLATE", predictor="YES",
-                         overview_resampling="average", BIGTIFF="IF_SAFER")
+                rio_copy(
+                    self.plain,
+                    self.path,
+                    driver="COG",
+                    compress="DEFLATE",
+                    predictor="YES",
+                    overview_resampling="average",
+                    BIGTIFF="IF_SAFER",
+                )
             finally:
                 self.plain.unlink(missing_ok=True)
         return self.path
@@ -860,8 +963,12 @@ def footprint_lonlat(grid: Grid) -> tuple[list[float], dict]:
     from pyproj import Transformer
 
     left, bottom, right, top = grid.bounds
-    xs = np.concatenate([np.linspace(left, right, 11), np.full(11, right), np.linspace(right, left, 11), np.full(11, left)])
-    ys = np.concatenate([np.full(11, top), np.linspace(top, bottom, 11), np.full(11, bottom), np.linspace(bottom, top, 11)])
+    xs = np.concatenate(
+        [np.linspace(left, right, 11), np.full(11, right), np.linspace(right, left, 11), np.full(11, left)]
+    )
+    ys = np.concatenate(
+        [np.full(11, top), np.linspace(top, bottom, 11), np.full(11, bottom), np.linspace(bottom, top, 11)]
+    )
     lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(xs, ys)
     ring = [[round(float(a), 7), round(float(b), 7)] for a, b in zip(lon, lat, strict=True)]
     ring.append(ring[0])
@@ -893,26 +1000,52 @@ def stac_item(
             entry["center_wavelength"] = round(srf.centre_wavelength(sensor, b), 4)
         eo_bands.append(entry)
     raster_bands = [
-        {"data_type": "uint16", "nodata": 0, "scale": 1.0 / QUANTIFICATION, "offset": BOA_ADD_OFFSET / QUANTIFICATION,
-         "spatial_resolution": product.resolution}
+        {
+            "data_type": "uint16",
+            "nodata": 0,
+            "scale": 1.0 / QUANTIFICATION,
+            "offset": BOA_ADD_OFFSET / QUANTIFICATION,
+            "spatial_resolution": product.resolution,
+        }
         for _ in L2A_BANDS
     ]
-    roles = {"l2a": ["data", "reflectance"], "tci": ["visual"], "tci_png": ["thumbnail", "overview"],
-             "aot": ["data"], "evaluation": ["metadata"], "evaluation_png": ["overview"]}
-    media = {".tif": "image/tiff; application=geotiff; profile=cloud-optimized", ".png": "image/png",
-             ".json": "application/json"}
+    roles = {
+        "l2a": ["data", "reflectance"],
+        "tci": ["visual"],
+        "tci_png": ["thumbnail", "overview"],
+        "aot": ["data"],
+        "evaluation": ["metadata"],
+        "evaluation_png": ["overview"],
+    }
+    media = {
+        ".tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+        ".png": "image/png",
+        ".json": "application/json",
+    }
     asset_entries: dict[str, dict] = {}
     for key, path in assets.items():
-        entry = {"href": Path(path).relative_to(item_dir).as_posix(), "type": media.get(Path(path).suffix, ""),
-                 "roles": roles.get(key, ["data"])}
+        entry = {
+            "href": Path(path).relative_to(item_dir).as_posix(),
+            "type": media.get(Path(path).suffix, ""),
+            "roles": roles.get(key, ["data"]),
+        }
         if key == "l2a":
-            entry.update({"title": "Surface reflectance, 12 bands (L2A convention)", "eo:bands": eo_bands,
-                          "raster:bands": raster_bands})
+            entry.update(
+                {
+                    "title": "Surface reflectance, 12 bands (L2A convention)",
+                    "eo:bands": eo_bands,
+                    "raster:bands": raster_bands,
+                }
+            )
         elif key == "tci":
             entry["title"] = "True colour (B04, B03, B02), 8 bit"
         elif key == "aot":
-            entry.update({"title": "Aerosol optical thickness at 550 nm",
-                          "raster:bands": [{"data_type": "uint16", "nodata": 0, "scale": 0.001}]})
+            entry.update(
+                {
+                    "title": "Aerosol optical thickness at 550 nm",
+                    "raster:bands": [{"data_type": "uint16", "nodata": 0, "scale": 0.001}],
+                }
+            )
         asset_entries[key] = entry
     properties = {
         "datetime": product.datetime or created,
@@ -956,7 +1089,9 @@ def stac_item(
         "geometry": geometry,
         "bbox": bbox,
         "properties": properties,
-        "links": [{"rel": "derived_from", "href": Path(product.source).resolve().as_uri(), "title": "L1C input"}],
+        "links": [
+            {"rel": "derived_from", "href": Path(product.source).resolve().as_uri(), "title": "L1C input"}
+        ],
         "assets": asset_entries,
     }
 

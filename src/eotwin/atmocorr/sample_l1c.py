@@ -92,8 +92,14 @@ def make_sample_l1c(
     lut = load_lut(lut_path)
     surface = scene.surface_reflectance.astype(np.float32)
     toa = simulate_toa(
-        surface, lut, sensor=sensor, aerosol=str(atm["aerosol"]), aot=float(atm["aot"]), wv=float(atm["wv"]),
-        o3=float(atm["o3"]), **geo,
+        surface,
+        lut,
+        sensor=sensor,
+        aerosol=str(atm["aerosol"]),
+        aot=float(atm["aot"]),
+        wv=float(atm["wv"]),
+        o3=float(atm["o3"]),
+        **geo,
     )
     valid = ~scene.nodata
     dn = np.clip(np.rint(toa * QUANTIFICATION - RADIO_ADD_OFFSET), 1, 65535).astype(np.uint16)
@@ -111,12 +117,22 @@ def make_sample_l1c(
         **{f"SIMULATED_{k.upper()}": v for k, v in atm.items()},
         "SIMULATION": "sample-scene surface through the 6S LUT forward model (eotwin.atmocorr.sample_l1c)",
     }
-    l1c = write_geotiff(directory / "l1c_stack.tif", dn, scene.image_grid, nodata=0, descriptions=list(S2_BANDS),
-                        tags=tags)
+    l1c = write_geotiff(
+        directory / "l1c_stack.tif", dn, scene.image_grid, nodata=0, descriptions=list(S2_BANDS), tags=tags
+    )
     truth_bands = [S2_BANDS.index(b) for b in L2A_BANDS]
     truth_dn = boa_to_dn(surface[truth_bands], valid)
-    truth = write_geotiff(directory / "l2a_truth.tif", truth_dn, scene.image_grid, nodata=0,
-                          descriptions=list(L2A_BANDS),
-                          tags={"BOA_ADD_OFFSET": BOA_ADD_OFFSET, "BOA_QUANTIFICATION_VALUE": int(QUANTIFICATION),
-                                "PROCESSING_LEVEL": "L2A", "PRODUCT_ID": "EOTWIN_SAMPLE_SURFACE"})
+    truth = write_geotiff(
+        directory / "l2a_truth.tif",
+        truth_dn,
+        scene.image_grid,
+        nodata=0,
+        descriptions=list(L2A_BANDS),
+        tags={
+            "BOA_ADD_OFFSET": BOA_ADD_OFFSET,
+            "BOA_QUANTIFICATION_VALUE": int(QUANTIFICATION),
+            "PROCESSING_LEVEL": "L2A",
+            "PRODUCT_ID": "EOTWIN_SAMPLE_SURFACE",
+        },
+    )
     return SampleL1C(l1c, truth, surface, valid, atm, geo, spacecraft)

@@ -43,6 +43,22 @@ _SPACECRAFT = {
     "s2c": "S2C",
 }
 STEP_UM = 0.0025
+# S2A centre wavelengths in nm (ESA), for methods that need only a nominal wavelength (e.g. DOS)
+CENTRE_NM: dict[str, float] = {
+    "B01": 443.0,
+    "B02": 492.0,
+    "B03": 560.0,
+    "B04": 665.0,
+    "B05": 704.0,
+    "B06": 740.0,
+    "B07": 783.0,
+    "B08": 833.0,
+    "B8A": 865.0,
+    "B09": 945.0,
+    "B10": 1374.0,
+    "B11": 1614.0,
+    "B12": 2202.0,
+}
 
 
 def normalise_sensor(name: str) -> str:
