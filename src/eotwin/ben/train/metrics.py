@@ -78,5 +78,5 @@ def _scores(probs: Any, targets: Any, thresholds: Any, classes: Sequence[str] | 
 
 def headline(scores: dict[str, Any]) -> str:
     """One line of the four published figures, in percent."""
-    return (f"micro F1 {100 * scores['f1_micro']:.1f}  macro F1 {100 * scores['f1_macro']:.1f}  "
-            f"micro mAP {100 * scores['map_micro']:.1f}  macro mAP {100 * scores['map_macro']:.1f}")
+    return (f"F1 micro {100 * scores['f1_micro']:.1f} macro {100 * scores['f1_macro']:.1f} | "
+            f"mAP micro {100 * scores['map_micro']:.1f} macro {100 * scores['map_macro']:.1f}")

@@ -138,8 +138,12 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: Progres
 
     tc = config.trainer
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=tc.monitor, mode=tc.monitor_mode,
-                                 save_top_k=1, save_last=True, enable_version_counter=False, auto_insert_metric_name=False)
-    callbacks: list[Any] = [checkpoint, LearningRateMonitor(logging_interval="step"), _progress_callback(progress)]
+                                 save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False)
+    # every epoch, whatever the score (Lightning's save_last only copies when the best one changes)
+    latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                             enable_version_counter=False, auto_insert_metric_name=False)
+    timing = _progress_callback(progress)
+    callbacks: list[Any] = [checkpoint, latest, LearningRateMonitor(logging_interval="step"), timing]
     if tc.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor=tc.monitor, mode=tc.monitor_mode, patience=tc.early_stopping_patience))
     loggers = [CSVLogger(save_dir=output, name="logs"), TensorBoardLogger(save_dir=output, name="tensorboard", version="")]
@@ -157,7 +161,6 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: Progres
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
     seconds = time.perf_counter() - started
-    timing = callbacks[2]
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     results_json = output / "results.json"
     curves = None

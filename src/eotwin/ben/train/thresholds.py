@@ -16,7 +16,7 @@ DEFAULT_GRID = np.round(np.arange(0.02, 0.99, 0.01), 2)
 
 def f1_per_class(probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray | float) -> np.ndarray:
     """Per-class F1 of ``probs >= thresholds`` (0 where a class has no positive and no prediction)."""
-    pred = np.asarray(probs) >= np.asarray(thresholds)
+    pred = np.asarray(probs, dtype=np.float32) >= np.asarray(thresholds, dtype=np.float32)
     truth = np.asarray(targets) > 0.5
     tp = (pred & truth).sum(axis=0)
     fp = (pred & ~truth).sum(axis=0)
@@ -28,13 +28,13 @@ def f1_per_class(probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray 
 def tune_thresholds(probs: np.ndarray, targets: np.ndarray, grid: np.ndarray | None = None,
                     default: float = 0.5) -> np.ndarray:
     """(K,) thresholds maximising each class's F1 over ``grid`` on (N, K) probabilities and targets."""
-    probs = np.asarray(probs, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float32)  # compared in float32, as the stored thresholds are used
     targets = np.asarray(targets)
     if probs.shape != targets.shape or probs.ndim != 2:
         raise EotwinError(f"probabilities {probs.shape} and targets {targets.shape} must both be (N, classes)")
     if probs.shape[0] == 0:
         raise EotwinError("no validation predictions to tune thresholds on")
-    grid = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64)
+    grid = (DEFAULT_GRID if grid is None else np.asarray(grid)).astype(np.float32)
     truth = targets > 0.5
     pred = probs[None, :, :] >= grid[:, None, None]  # (T, N, K)
     tp = (pred & truth[None]).sum(axis=1)
@@ -43,7 +43,7 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, grid: np.ndarray | N
     denom = 2 * tp + fp + fn
     f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)  # (T, K)
     best = f1.max(axis=0)
-    closeness = -np.abs(grid - default)[:, None]
+    closeness = -np.abs(grid.astype(np.float64) - default)[:, None]
     candidates = np.where(np.isclose(f1, best[None]), closeness, -np.inf)
     chosen = grid[np.argmax(candidates, axis=0)]
     has_positive = truth.any(axis=0)

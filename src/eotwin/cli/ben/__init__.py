@@ -12,3 +12,4 @@ app = typer.Typer(help="BigEarthNet end to end: encode, info, analyze, train, ev
 
 # command modules (each adds its commands to ``app`` on import):
 from eotwin.cli.ben import data  # noqa: E402, F401
+from eotwin.cli.ben import train as _train  # noqa: E402, F401
