@@ -35,6 +35,7 @@ $(BEN_MOCK):
 	[(out/n[len(pre):]).parent.mkdir(parents=True,exist_ok=True) or (out/n[len(pre):]).write_bytes(z.read(n)) for n in z.namelist() if n.startswith(pre) and not n.endswith('/')]"
 
 setup: $(STAMP) $(BEN_MOCK)
+	bash scripts/setup_deltatwin_cli.sh
 
 demo: setup
 	$(VENV)/bin/eotwin demo -o $(DEMO_DIR)

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import laspy
 import numpy as np
 import pytest
+from tests.live.conftest import ACCESS_KEY, EDH_TOKEN, SECRET_KEY
+from tests.live.test_live_build import scene_bbox
 
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
 from eotwin.live.cache import Cache
-from eotwin.live.credentials import resolve_credentials
 from eotwin.live.pipeline import LiveRequest, build_from_bbox
-from tests.live.conftest import ACCESS_KEY, EDH_TOKEN, SECRET_KEY
-from tests.live.test_live_build import scene_bbox
 
 DATES = "2024-07-01T00:00:00Z/2024-07-31T23:59:59Z"
 
@@ -176,7 +174,8 @@ def test_tiled_dask_build_equals_one_run_and_resumes(world, servers, endpoints, 
     merged, single = order(merged), order(single)
     assert merged.shape == single.shape
     np.testing.assert_array_equal(merged[:, [0, 1, 3, 4, 5]], single[:, [0, 1, 3, 4, 5]])  # X, Y and colours exact
-    assert np.abs(merged[:, 2] - single[:, 2]).max() <= 2  # Z within 2 cm: GDAL's approximate transform per window
+    # Z within 5 cm: GDAL approximates the pixel transform per warped window (0.01 px) and LAS rounds to 1 cm
+    assert np.abs(merged[:, 2] - single[:, 2]).max() <= 5
     vpc = json.loads(result.vpc.read_text())
     assert vpc["type"] == "FeatureCollection" and len(vpc["features"]) == n_tiles
     assert sum(f["properties"]["pc:count"] for f in vpc["features"]) == len(single)

@@ -43,6 +43,18 @@ def _same_grid(a: Grid, b: Grid, tol: float = 1e-6) -> tuple[int, int] | None:
     return (round(row), round(col))
 
 
+def resampling_scale(source: Grid, target: Grid) -> tuple[float, float]:
+    """Destination pixels per source pixel along x and y near the target's centre, capped at 1 (upsampling)."""
+    from pyproj import Transformer
+
+    to_source = Transformer.from_crs(target.crs, source.crs, always_xy=True)
+    cx, cy = target.transform @ (target.width / 2, target.height / 2)
+    (x0, x1, x2), (y0, y1, y2) = to_source.transform([cx, cx + target.res[0], cx], [cy, cy, cy + target.res[1]])
+    sx = float(np.hypot(x1 - x0, y1 - y0) / source.res[0])  # source pixels per target pixel along x
+    sy = float(np.hypot(x2 - x0, y2 - y0) / source.res[1])
+    return (min(1.0, 1.0 / sx) if sx > 0 else 1.0, min(1.0, 1.0 / sy) if sy > 0 else 1.0)
+
+
 @dataclass
 class _GridReader:
     """Reads bands of one dataset onto windows of a target grid, directly or through a warped VRT."""
@@ -57,6 +69,12 @@ class _GridReader:
     def __post_init__(self) -> None:
         self._offset = _same_grid(grid_of(self.dataset), self.target)
         if self._offset is None:
+            extras = {}
+            if self.resampling != Resampling.nearest:
+                # GDAL estimates the resampling ratio per processing chunk, so a kernel can widen or not depending on
+                # the window asked for: fix it once for the whole grid to make every window give the same values
+                xscale, yscale = resampling_scale(grid_of(self.dataset), self.target)
+                extras = {"XSCALE": xscale, "YSCALE": yscale}
             self._vrt = WarpedVRT(
                 self.dataset,
                 crs=rasterio.crs.CRS.from_wkt(self.target.crs.to_wkt()),
@@ -69,6 +87,7 @@ class _GridReader:
                 # GDAL approximates the pixel transform to 0.125 px by default: a few metres on a 30 m DEM,
                 # i.e. decimetres of height on slopes. 0.01 px keeps that below the LAS 1 cm scale.
                 tolerance=0.01,
+                **extras,
             )
 
     @property

@@ -90,7 +90,9 @@ def build_world(root: Path, template: dict, size: int = 240, seed: int = 5, seco
             tile_grid = new_grid
         tile_grids[tile] = tile_grid
         item_id = f"S2A_MSIL2A_20240701T103031_N0510_R108_{tile}_20240701T1{n}0000"
-        prefix = f"Sentinel-2/MSI/L2A/2024/07/01/{item_id}.SAFE/GRANULE/L2A_{tile}/IMG_DATA"
+        # one key space per world: GDAL remembers object sizes per /vsis3/ path for the life of the process, so two
+        # worlds must not reuse paths for different bytes
+        prefix = f"Sentinel-2/MSI/L2A/2024/07/{root.name}/{item_id}.SAFE/GRANULE/L2A_{tile}/IMG_DATA"
         item = copy.deepcopy(template)
         item["id"] = item_id
         item["bbox"], item["geometry"] = _footprint(tile_grid)

@@ -298,9 +298,6 @@ class S3Server:
         self.moto_port = free_port()
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
         upstream = f"http://127.0.0.1:{self.moto_port}"
-        # moto keeps each object in one shared file buffer: concurrent range reads of the same key race on its
-        # position and return wrong bytes. Real S3 has no such problem; the proxy serialises calls to moto.
-        moto_lock = threading.Lock()
 
         class Handler(_Handler):
             def _forward(self, method: str) -> None:
@@ -312,9 +309,8 @@ class S3Server:
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 headers["Host"] = self.headers.get("Host", "")
-                with moto_lock:
-                    response = requests.request(method, upstream + self.path, data=body, headers=headers, timeout=30,
-                                                allow_redirects=False)
+                response = requests.request(method, upstream + self.path, data=body, headers=headers, timeout=30,
+                                            allow_redirects=False)
                 passthrough = {k: v for k, v in response.headers.items()
                                if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-type",
                                                     "content-encoding")}
