@@ -19,7 +19,6 @@ from eotwin.ben.bands import band_stats
 from eotwin.ben.dataset import BenDataset
 from eotwin.ben.train.augment import Augment
 from eotwin.ben.train.config import AugmentConfig, DataConfig
-from eotwin.errors import EotwinError
 
 
 class TorchBenDataset(Dataset):
@@ -117,10 +116,3 @@ class BenDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(TorchBenDataset(self.dataset("test")), train=False)
-
-    def check_compatible(self, data: dict[str, Any]) -> None:
-        """Refuse a checkpoint whose bands or classes differ from this data (resume / evaluate safety)."""
-        own = self.describe()
-        for key in ("bands", "classes", "resampling"):
-            if list(own[key]) != list(data[key]) if isinstance(own[key], list | tuple) else own[key] != data[key]:
-                raise EotwinError(f"checkpoint was trained with {key} {data[key]}, the data gives {own[key]}")

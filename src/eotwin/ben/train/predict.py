@@ -100,7 +100,7 @@ def run_predict(options: PredictOptions, progress: ProgressReporter | None = Non
             log.warning("the model was trained on 10 m pixels; %s has %.1f m pixels", options.image, res)
         stride = options.stride
         rows, cols = window_starts(grid.height, stride), window_starts(grid.width, stride)
-        out_grid = Grid(grid.transform * Affine.scale(stride), len(cols), len(rows), grid.crs)
+        out_grid = Grid(grid.transform @ Affine.scale(stride), len(cols), len(rows), grid.crs)
         probs = np.full((len(classes), len(rows), len(cols)), np.nan, dtype=np.float32)
         col0 = int(cols[0])
         strip_width = int(cols[-1]) + WINDOW - col0
@@ -160,15 +160,13 @@ def write_preview(probs: np.ndarray, thresholds: np.ndarray, classes: tuple[str,
     colours = plt.get_cmap("tab20")(np.arange(len(classes)) % 20)
     cmap = ListedColormap(colours)
     shown = np.ma.masked_where(top < 0, top)
-    height, width = top.shape
-    fig, ax = plt.subplots(figsize=(min(12, 4 + width / 10), min(10, 3 + height / 10)))
+    fig, ax = plt.subplots(figsize=(9, 6))
     ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=len(classes) - 0.5, interpolation="nearest")
     present = sorted(set(top[valid].tolist()))
     ax.legend(handles=[Patch(color=colours[i], label=SHORT_NAMES.get(classes[i], classes[i])) for i in present],
               loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="most probable class")
     ax.set(title="BigEarthNet prediction (most probable class per cell)", xticks=[], yticks=[])
-    fig.tight_layout()
     with atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
     plt.close(fig)
     return target

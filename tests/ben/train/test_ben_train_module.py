@@ -1,0 +1,52 @@
+"""Fine-tuning through the Lightning module on real patches, and the rebalancing sampler's weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eotwin.ben.train.config import load_config
+from eotwin.ben.train.datamodule import rebalance_weights
+from eotwin.ben.train.models import build_model
+from eotwin.ben.train.pipeline import load_classifier, run_training
+
+REPO = Path(__file__).resolve().parents[3]
+BANDS = ("B02", "B03", "B04", "B08")
+
+
+def test_linear_probe_only_changes_the_head(tmp_path, ben_mock_dir):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    pretrained = build_model("test_resnet", in_chans=4, num_classes=19)
+    with torch.no_grad():  # non-trivial batch-norm statistics, which a linear probe must not update
+        for module in pretrained.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+    weights = tmp_path / "pretrained.safetensors"
+    save_file({k: v.contiguous() for k, v in pretrained.state_dict().items()}, str(weights))
+    config = load_config(REPO / "configs" / "ben" / "smoke.yaml", [
+        f"output={tmp_path / 'probe'}", f"data.source={ben_mock_dir}", "model.name=test_resnet",
+        f"pretrained.path={weights}", f"pretrained.bands=[{','.join(BANDS)}]", "finetune.mode=linear",
+        "trainer.max_epochs=2", "evaluate_splits=[]", "optim.lr=0.05",
+    ])
+    result = run_training(config)
+    trained = load_classifier(result.last_checkpoint).model.state_dict()
+    before = pretrained.state_dict()
+    for key, value in before.items():
+        if key.startswith("fc."):
+            assert not torch.allclose(trained[key], value), key
+        elif value.is_floating_point():
+            torch.testing.assert_close(trained[key], value, msg=key)
+
+
+def test_rebalance_weights_favour_rare_classes():
+    targets = np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 0]], dtype=np.float32)
+    w = rebalance_weights(targets)
+    # class frequencies 4/5, 1/5, 0: inverse 1.25, 5; a patch weighs its rarest class; no label -> smallest weight
+    np.testing.assert_allclose(w, [1.25, 1.25, 1.25, 5.0, 1.25])
+    assert w[3] == pytest.approx(4 * w[0])
