@@ -253,3 +253,38 @@ def test_z_scale_multiplies_heights(bilinear_scene, full_cloud):
                         mask=str(s["root"] / "scl.tif"), z_scale=2.5, viewer=False, preview=False, block_rows=17)
     _, xyz, _ = read_las(build_point_cloud(opts).output)
     np.testing.assert_allclose(xyz[:, 2], 2.5 * full_cloud[2][:, 2], atol=0.03)
+
+
+def test_heights_do_not_depend_on_the_window(sample_files, sample_scene, tmp_path):
+    """Bug found: GDAL chose the bilinear kernel width per warped chunk, so a thin tile (2 pixels wide) warped
+    from a small DEM crop got other heights than the same pixels in a large run (0.55 m off in the live tiling
+    test). The resampling ratio is now fixed per grid."""
+    import contextlib
+
+    import rasterio
+    from rasterio.windows import Window as RioWindow
+
+    from eotwin.geo.grid import Window
+    from eotwin.pointcloud.sources import DemSource
+
+    grid = sample_scene.image_grid  # a curved alpine surface: a wider kernel smooths it
+    thin = grid.window_grid(Window(20, 150, 60, 2))
+    with rasterio.open(sample_files.dem) as ds:  # the DEM cells under the thin tile plus 3 cells, as the live mode fetches
+        inv = ~ds.transform
+        from pyproj import Transformer
+
+        west, south, east, north = Transformer.from_crs(grid.crs, ds.crs.to_wkt(), always_xy=True).transform_bounds(*thin.bounds)
+        c0, r0 = (int(v) - 3 for v in inv @ (west, north))
+        c1, r1 = (int(v) + 4 for v in inv @ (east, south))
+        crop = ds.read(1, window=RioWindow(c0, r0, c1 - c0, r1 - r0))
+        profile = ds.profile | {"width": c1 - c0, "height": r1 - r0, "transform": ds.window_transform(RioWindow(c0, r0, c1 - c0, r1 - r0))}
+        profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.update(tiled=False)
+    with rasterio.open(tmp_path / "crop.tif", "w", **profile) as dst:
+        dst.write(crop, 1)
+    with contextlib.ExitStack() as stack:
+        big = DemSource(str(sample_files.dem), stack)
+        big.attach(grid)
+        small = DemSource(str(tmp_path / "crop.tif"), stack)
+        small.attach(thin)
+        expected = big.read(Window(0, 0, grid.height, grid.width))[20:80, 150:152]
+        np.testing.assert_allclose(small.read(Window(0, 0, 60, 2)), expected, atol=0.01)
