@@ -44,8 +44,9 @@ def _open(url: str, credentials: Credentials, timeout_s: float):
     client_kwargs: dict = {"timeout": aiohttp.ClientTimeout(total=timeout_s)}
     if credentials.edh_token:
         client_kwargs["auth"] = aiohttp.BasicAuth("edh", credentials.edh_token.reveal())
+    remote = url.startswith(("http://", "https://"))
     dataset = xr.open_dataset(url, engine="zarr", chunks={}, mask_and_scale=False,
-                              storage_options={"client_kwargs": client_kwargs})
+                              storage_options={"client_kwargs": client_kwargs} if remote else None)
     name = next((v for v in _VAR_NAMES if v in dataset.data_vars), None)
     if name is None:
         raise EotwinError(f"DEM store {redact(url, credentials.secrets())} has no elevation variable (looked for {', '.join(_VAR_NAMES)})")
@@ -110,7 +111,6 @@ def _load(url: str, credentials: Credentials, timeout_s: float, bounds) -> tuple
     data = _open(url, credentials, timeout_s)
     lat_name, lon_name = _dims(data)
     lat = data[lat_name].values
-    lon = data[lon_name].values
     lat_sel = slice(north, south) if lat[0] > lat[-1] else slice(south, north)
     piece = data.sel({lat_name: lat_sel, lon_name: slice(west, east)})
     if piece.sizes[lat_name] < 2 or piece.sizes[lon_name] < 2:
