@@ -38,11 +38,13 @@ def test_transient_faults_are_retried_and_change_nothing(world, servers, endpoin
     servers["stac"].faults.add("status", 429, times=1)
     servers["s3"].faults.add("status", 503, times=3)
     servers["s3"].faults.add("status", 500, times=1)
+    servers["s3"].faults.add("truncate", times=1, path_contains="B03")
+    servers["stac"].faults.add("delay", 6.0, times=1)  # past the 5 s client timeout
     servers["edh"].faults.add("status", 502, times=2)
     servers["edh"].faults.add("delay", 6.0, times=1, path_contains="dsm/")  # past the 5 s client timeout
     servers["edh"].faults.add("truncate", times=1, path_contains="dsm/")
     faulty = points(build(world, endpoints, credentials, tmp_path / "faulty.laz").output)
-    assert servers["stac"].faults.injected == 3 and servers["s3"].faults.injected == 4
+    assert servers["stac"].faults.injected == 4 and servers["s3"].faults.injected == 5
     assert servers["edh"].faults.injected == 4
     assert not any(f.kind != "delay" for s in servers.values() for f in s.faults.pending)
     np.testing.assert_array_equal(faulty, clean)

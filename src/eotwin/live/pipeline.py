@@ -100,7 +100,8 @@ def fetch_scene(request: LiveRequest, endpoints: Endpoints, credentials: Credent
                 for band in bands:
                     windows = []
                     for c in chosen:
-                        win = read_asset_window(c.item, band, lonlat, cache, workdir)
+                        win = read_asset_window(c.item, band, lonlat, cache, workdir, retries=endpoints.max_retries,
+                                                backoff_s=endpoints.backoff_s)
                         if win is not None:
                             windows.append(win)
                         task.advance()

@@ -132,8 +132,45 @@ class WindowFile:
     offset: float
 
 
+def _read_window(href: str, bounds_lonlat, margin_px: int, asset: dict):
+    """(data, grid of the data, nodata) of the window of ``href`` covering ``bounds_lonlat``; None when disjoint."""
+    from eotwin.geo.grid import Window
+
+    with open_raster(gdal_path(href)) as ds:
+        grid = grid_of(ds)
+        window = grid.window_for_bounds(transform_bounds(bounds_lonlat, "EPSG:4326", grid.crs))
+        if window is None:
+            return None
+        row0, col0 = max(0, window.row_off - margin_px), max(0, window.col_off - margin_px)
+        row1 = min(grid.height, window.row_off + window.height + margin_px)
+        col1 = min(grid.width, window.col_off + window.width + margin_px)
+        padded = Window(row0, col0, row1 - row0, col1 - col0)
+        data = ds.read(1, window=RioWindow(col0, row0, padded.width, padded.height))
+        nodata = ds.nodata if ds.nodata is not None else asset.get("nodata")
+    return data, grid.window_grid(padded), nodata
+
+
+def _with_retries(fetch, retries: int, backoff_s: float, what: str):
+    """GDAL retries HTTP statuses itself; a body cut short surfaces as a read error: retry the whole window."""
+    import time
+
+    from rasterio.errors import RasterioIOError
+
+    delay = backoff_s
+    for attempt in range(retries + 1):
+        try:
+            return fetch()
+        except RasterioIOError as exc:
+            if attempt == retries:
+                first = str(exc).splitlines()[0] if str(exc) else "read failed"
+                raise EotwinError(f"reading {what} failed after {attempt + 1} attempts: {first}") from None
+            time.sleep(delay)
+            delay *= 2
+    return None
+
+
 def read_asset_window(item: dict, band: str, bounds_lonlat: tuple[float, float, float, float], cache: Cache,
-                      workdir: Path, margin_px: int = 2) -> WindowFile | None:
+                      workdir: Path, margin_px: int = 2, retries: int = 3, backoff_s: float = 0.5) -> WindowFile | None:
     """The window of ``band`` covering ``bounds_lonlat`` as a local GeoTIFF (cached); None when disjoint."""
     key_name, asset = find_asset(item, band)
     scale, offset = radiometry_of(item, asset)
@@ -143,21 +180,12 @@ def read_asset_window(item: dict, band: str, bounds_lonlat: tuple[float, float, 
     cached = cache.get("s2", key)
     if cached is not None:
         return WindowFile(cached, item["id"], band, scale, offset)
-    with open_raster(gdal_path(href)) as ds:
-        grid = grid_of(ds)
-        window = grid.window_for_bounds(transform_bounds(bounds_lonlat, "EPSG:4326", grid.crs))
-        if window is None:
-            return None
-        row0, col0 = max(0, window.row_off - margin_px), max(0, window.col_off - margin_px)
-        row1 = min(grid.height, window.row_off + window.height + margin_px)
-        col1 = min(grid.width, window.col_off + window.width + margin_px)
-        from eotwin.geo.grid import Window
-
-        padded = Window(row0, col0, row1 - row0, col1 - col0)
-        data = ds.read(1, window=RioWindow(col0, row0, padded.width, padded.height))
-        nodata = ds.nodata if ds.nodata is not None else asset.get("nodata")
+    read = _with_retries(lambda: _read_window(href, bounds_lonlat, margin_px, asset), retries, backoff_s, band)
+    if read is None:
+        return None
+    data, window_grid, nodata = read
     local = Path(tempfile.mkstemp(dir=workdir, suffix=f"_{band}.tif")[1])
-    write_geotiff(local, data, grid.window_grid(padded), nodata=nodata)
+    write_geotiff(local, data, window_grid, nodata=nodata)
     stored = cache.put("s2", key, local) if cache.enabled else local
     return WindowFile(stored, item["id"], band, scale, offset)
 

@@ -295,6 +295,9 @@ class S3Server:
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
         self.moto_port = free_port()
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
         upstream = f"http://127.0.0.1:{self.moto_port}"
