@@ -10,15 +10,17 @@ bodies) are retried with exponential backoff; 401/403/404 are one-line errors.
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from affine import Affine
+from pyproj import CRS
 
 from eotwin.errors import EotwinError
-from eotwin.geo.grid import Grid
+from eotwin.geo.grid import Grid, transform_bounds
 from eotwin.io.raster import write_geotiff
 from eotwin.live.cache import Cache, request_key
 from eotwin.live.credentials import Credentials, redact
@@ -45,7 +47,7 @@ def _open(url: str, credentials: Credentials, timeout_s: float):
     if credentials.edh_token:
         client_kwargs["auth"] = aiohttp.BasicAuth("edh", credentials.edh_token.reveal())
     remote = url.startswith(("http://", "https://"))
-    dataset = xr.open_dataset(url, engine="zarr", chunks={}, mask_and_scale=False,
+    dataset = xr.open_dataset(url, engine="zarr", chunks={}, mask_and_scale=False, decode_coords="all",
                               storage_options={"client_kwargs": client_kwargs} if remote else None)
     name = next((v for v in _VAR_NAMES if v in dataset.data_vars), None)
     if name is None:
@@ -76,10 +78,9 @@ def _classify(exc: BaseException) -> tuple[bool, str]:
 
 
 def dem_slice(bbox_lonlat: tuple[float, float, float, float], endpoints: Endpoints, credentials: Credentials,
-              cache: Cache, workdir: Path, margin_deg: float = 3 / 3600) -> Path:
-    """A GeoTIFF (EPSG:4326) of the DEM cells covering ``bbox_lonlat`` plus a margin, fetched or from the cache."""
-    west, south, east, north = bbox_lonlat
-    key = request_key(url=endpoints.dem_url, bbox=[round(v, 7) for v in bbox_lonlat], margin=margin_deg)
+              cache: Cache, workdir: Path, margin_cells: int = 3) -> Path:
+    """A GeoTIFF (in the store's CRS) of the DEM cells covering ``bbox_lonlat`` plus a margin, fetched or cached."""
+    key = request_key(url=endpoints.dem_url, bbox=[round(v, 7) for v in bbox_lonlat], margin=margin_cells)
     cached = cache.get("dem", key)
     if cached is not None:
         return cached
@@ -87,8 +88,7 @@ def dem_slice(bbox_lonlat: tuple[float, float, float, float], endpoints: Endpoin
     delay, last = endpoints.backoff_s, ""
     for attempt in range(endpoints.max_retries + 1):
         try:
-            values, grid = _load(endpoints.dem_url, credentials, endpoints.timeout_s,
-                                 (west - margin_deg, south - margin_deg, east + margin_deg, north + margin_deg))
+            values, grid = _load(endpoints.dem_url, credentials, endpoints.timeout_s, bbox_lonlat, margin_cells)
             break
         except EotwinError:
             raise
@@ -106,15 +106,37 @@ def dem_slice(bbox_lonlat: tuple[float, float, float, float], endpoints: Endpoin
     return cache.put("dem", key, local) if cache.enabled else local
 
 
-def _load(url: str, credentials: Credentials, timeout_s: float, bounds) -> tuple[np.ndarray, Grid]:
-    west, south, east, north = bounds
+def store_crs(url: str, data_array) -> CRS:
+    """EPSG:4326 for lat/lon stores; for x/y (UTM) stores the grid-mapping WKT, else the zone in the URL (``.../32N``)."""
+    lat_name, _ = _dims(data_array)
+    if lat_name != "y":
+        return CRS.from_epsg(4326)
+    for coord in data_array.coords.values():
+        for attr in ("crs_wkt", "spatial_ref"):
+            if attr in coord.attrs:
+                return CRS.from_wkt(coord.attrs[attr])
+    for attr in ("crs", "proj:code", "crs_wkt"):
+        if attr in data_array.attrs:
+            return CRS.from_user_input(data_array.attrs[attr])
+    zone = re.search(r"/(\d{1,2})([NS])/?$", url)
+    if zone:
+        return CRS.from_epsg((32600 if zone.group(2) == "N" else 32700) + int(zone.group(1)))
+    raise EotwinError("the DEM store has x/y dimensions but no CRS (no grid mapping, no zone in the URL)")
+
+
+def _load(url: str, credentials: Credentials, timeout_s: float, bbox_lonlat, margin_cells: int) -> tuple[np.ndarray, Grid]:
     data = _open(url, credentials, timeout_s)
     lat_name, lon_name = _dims(data)
-    lat = data[lat_name].values
-    lat_sel = slice(north, south) if lat[0] > lat[-1] else slice(south, north)
+    crs = store_crs(url, data)
+    west, south, east, north = transform_bounds(bbox_lonlat, CRS.from_epsg(4326), crs)
+    ys, xs = data[lat_name].values, data[lon_name].values
+    cell_x, cell_y = abs(float(xs[1] - xs[0])), abs(float(ys[1] - ys[0]))
+    west, east = west - margin_cells * cell_x, east + margin_cells * cell_x
+    south, north = south - margin_cells * cell_y, north + margin_cells * cell_y
+    lat_sel = slice(north, south) if ys[0] > ys[-1] else slice(south, north)
     piece = data.sel({lat_name: lat_sel, lon_name: slice(west, east)})
     if piece.sizes[lat_name] < 2 or piece.sizes[lon_name] < 2:
-        raise EotwinError(f"the DEM store does not cover the bbox {[round(v, 5) for v in bounds]}")
+        raise EotwinError(f"the DEM store does not cover the bbox {[round(v, 5) for v in bbox_lonlat]}")
     piece = piece.transpose(lat_name, lon_name)
     values = np.asarray(piece.values, dtype=np.float64)  # fetches only the chunks under the slice
     plat, plon = piece[lat_name].values, piece[lon_name].values
@@ -124,7 +146,4 @@ def _load(url: str, credentials: Credentials, timeout_s: float, bounds) -> tuple
     if res_y > 0:  # ascending latitude: flip to north-up
         values = values[::-1]
         transform = Affine(res_x, 0, float(plon[0]) - res_x / 2, 0, -res_y, float(plat[-1]) + res_y / 2)
-    crs = data.attrs.get("crs") or "EPSG:4326"
-    if lat_name == "y":
-        crs = data.attrs.get("crs", data.attrs.get("proj:code", "EPSG:4326"))
     return values, Grid(transform, values.shape[1], values.shape[0], crs)
