@@ -40,8 +40,10 @@ class BenClassifier(L.LightningModule):
         self.bands = tuple(data["bands"])
         self.classes = tuple(data["classes"])
         cfg = self.cfg
-        self.model = build_model(cfg.model.name, len(self.bands), len(self.classes), img_size=int(data["size"]),
-                                 drop_rate=cfg.model.drop_rate, drop_path_rate=cfg.model.drop_path_rate, **cfg.model.kwargs)
+        extra = dict(cfg.model.kwargs)
+        img_size = int(extra.pop("img_size", data["size"]))
+        self.model = build_model(cfg.model.name, len(self.bands), len(self.classes), img_size=img_size,
+                                 drop_rate=cfg.model.drop_rate, drop_path_rate=cfg.model.drop_path_rate, **extra)
         self.load_report: dict[str, Any] | None = None
         if load_weights and cfg.pretrained.path is not None:
             from eotwin.ben.labels import class_names
@@ -103,7 +105,7 @@ class BenClassifier(L.LightningModule):
     def _log_scores(self, stage: str, scores: dict[str, Any], suffix: str = "") -> None:
         for key in ("f1_micro", "f1_macro", "map_micro", "map_macro"):
             if not math.isnan(scores[key]):
-                self.log(f"{stage}/{key}{suffix}", scores[key], sync_dist=False, rank_zero_only=False)
+                self.log(f"{stage}/{key}{suffix}", scores[key], sync_dist=True)  # equal on every rank: a no-op mean
 
     def on_validation_epoch_end(self) -> None:
         probs, targets = self._gathered("val")

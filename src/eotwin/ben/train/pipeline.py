@@ -43,6 +43,7 @@ class TrainResult:
     curves_png: Path | None
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     resumed_from_epoch: int | None = None
+    global_zero: bool = True  # False in the other processes of a DDP run (they write and print nothing)
 
 
 def _progress_callback(progress: ProgressReporter):
@@ -61,7 +62,8 @@ def _progress_callback(progress: ProgressReporter):
         def on_train_start(self, trainer, pl_module) -> None:
             per_epoch = trainer.num_training_batches if np.isfinite(trainer.num_training_batches) else 0
             remaining = max(0, (trainer.max_epochs or 1) - trainer.current_epoch)
-            self._task = self._stack.enter_context(progress.task("training", total=remaining * per_epoch or None))
+            if trainer.is_global_zero:  # one bar per run, not per DDP process
+                self._task = self._stack.enter_context(progress.task("training", total=remaining * per_epoch or None))
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             self._t0 = time.perf_counter()
@@ -87,7 +89,8 @@ def _quiet_lightning() -> None:
     import warnings
 
     for pattern in (".*does not have many workers.*", ".*Experiment logs directory.*", ".*LeafSpec.*",
-                    ".*number of training batches.*", ".*Checkpoint directory.*exists and is not empty.*"):
+                    ".*number of training batches.*", ".*Checkpoint directory.*exists and is not empty.*",
+                    ".*all_gather is deprecated.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -183,7 +186,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: Progres
     return TrainResult(output=output, best_checkpoint=best, last_checkpoint=last, epochs=trainer.current_epoch,
                        global_step=trainer.global_step, seconds=seconds,
                        images_per_second=timing.images / timing.seconds if timing.seconds else 0.0,
-                       results_json=results_json, curves_png=curves, scores=scores, resumed_from_epoch=resumed_from)
+                       results_json=results_json, curves_png=curves, scores=scores, resumed_from_epoch=resumed_from,
+                       global_zero=trainer.is_global_zero)
 
 
 def _float(value: Any) -> float | None:

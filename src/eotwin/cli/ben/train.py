@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -28,9 +29,12 @@ def train(
     from eotwin.ben.train.pipeline import run_training
 
     cfg = load_config(config, overrides or [])
-    _common.say(f"training {cfg.model.name} on {cfg.data.source} ({len(cfg.data.bands)} bands: {','.join(cfg.data.bands)}), "
-                f"{cfg.trainer.max_epochs} epochs -> {cfg.output}")
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":  # DDP: rank 0 speaks
+        _common.say(f"training {cfg.model.name} on {cfg.data.source} ({len(cfg.data.bands)} bands: "
+                    f"{','.join(cfg.data.bands)}), {cfg.trainer.max_epochs} epochs -> {cfg.output}")
     result = run_training(cfg, resume=resume, progress=_common.progress())
+    if not result.global_zero:  # other DDP processes: rank 0 reports
+        return
     start = f" (resumed at epoch {result.resumed_from_epoch + 1})" if result.resumed_from_epoch is not None else ""
     _common.out.print(f"{result.epochs} epochs, {result.global_step} steps{start} in {result.seconds:.1f} s, "
                       f"{result.images_per_second:,.1f} training images/s")
