@@ -118,6 +118,34 @@ def test_predict_writes_a_georeferenced_geotiff(runs, capsys, tmp_path, sample_f
     assert (tmp_path / "probs.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_predict_matches_bands_by_name(runs, tmp_path, sample_files):
+    import rasterio
+
+    _, resumed = runs
+    ckpt = str(resumed / "checkpoints" / "best.ckpt")
+    shuffled = tmp_path / "shuffled.tif"
+    with rasterio.open(sample_files.l2a) as src:
+        data, profile, names, tags = src.read(), src.profile, src.descriptions, src.tags()
+    order = [3, 1, 0, 2]  # B08, B03, B02, B04
+    with rasterio.open(shuffled, "w", **profile) as dst:
+        dst.write(data[order])
+        dst.update_tags(**tags)
+        for i, k in enumerate(order, start=1):
+            dst.set_band_description(i, names[k])
+    assert run(["-q", "ben", "predict", ckpt, str(sample_files.l2a), "-o", str(tmp_path / "a.tif")]) == 0
+    assert run(["-q", "ben", "predict", ckpt, str(shuffled), "-o", str(tmp_path / "b.tif")]) == 0
+    # unnamed bands, named on the command line
+    with rasterio.open(shuffled, "r+") as dst:
+        for i in range(1, 5):
+            dst.set_band_description(i, "")
+    assert run(["-q", "ben", "predict", ckpt, str(shuffled), "-o", str(tmp_path / "d.tif")]) == 2  # names needed
+    assert not (tmp_path / "d.tif").exists()
+    assert run(["-q", "ben", "predict", ckpt, str(shuffled), "-o", str(tmp_path / "c.tif"), "--bands", "B08,B03,B02,B04"]) == 0
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b, rasterio.open(tmp_path / "c.tif") as c:
+        np.testing.assert_array_equal(a.read(), b.read())
+        np.testing.assert_array_equal(a.read(), c.read())
+
+
 def test_cli_errors_are_one_line(runs, capsys, tmp_path, ben_mock_dir, sample_files):
     _, resumed = runs
     capsys.readouterr()

@@ -50,3 +50,28 @@ def test_rebalance_weights_favour_rare_classes():
     # class frequencies 4/5, 1/5, 0: inverse 1.25, 5; a patch weighs its rarest class; no label -> smallest weight
     np.testing.assert_allclose(w, [1.25, 1.25, 1.25, 5.0, 1.25])
     assert w[3] == pytest.approx(4 * w[0])
+
+
+def test_freeze_then_unfreeze_with_layer_decay_and_plateau(tmp_path, ben_mock_dir):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    pretrained = build_model("test_resnet", in_chans=3, num_classes=1000)  # an "ImageNet" RGB model
+    weights = tmp_path / "rgb.safetensors"
+    save_file({k: v.contiguous() for k, v in pretrained.state_dict().items()}, str(weights))
+    common = [f"output={tmp_path / 'ft'}", f"data.source={ben_mock_dir}", "model.name=test_resnet",
+              f"pretrained.path={weights}", "pretrained.bands=rgb", "finetune.mode=freeze_unfreeze",
+              "finetune.unfreeze_epoch=1", "finetune.layer_decay=0.5", "optim.schedule=plateau", "evaluate_splits=[]"]
+    first = run_training(load_config(REPO / "configs" / "ben" / "smoke.yaml", [*common, "trainer.max_epochs=1"]))
+    frozen = load_classifier(first.last_checkpoint).model.state_dict()
+    conv = frozen["conv1.0.weight"]
+    # epoch 0 is a linear probe: RGB filters exactly as loaded (B04, B03, B02 <- R, G, B), B08 the mean filter
+    src = pretrained.state_dict()["conv1.0.weight"]
+    torch.testing.assert_close(conv[:, BANDS.index("B04")], src[:, 0])
+    torch.testing.assert_close(conv[:, BANDS.index("B02")], src[:, 2])
+    torch.testing.assert_close(conv[:, BANDS.index("B08")], src.mean(dim=1))
+    second = run_training(load_config(REPO / "configs" / "ben" / "smoke.yaml", [*common, "trainer.max_epochs=2"]),
+                          resume=True)
+    assert second.epochs == 2 and second.resumed_from_epoch == 1
+    unfrozen = load_classifier(second.last_checkpoint).model.state_dict()
+    assert not torch.allclose(unfrozen["conv1.0.weight"], conv)  # epoch 1 trains the backbone too
