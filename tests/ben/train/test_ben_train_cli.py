@@ -154,6 +154,11 @@ def test_cli_errors_are_one_line(runs, capsys, tmp_path, ben_mock_dir, sample_fi
     assert "--resume" in capsys.readouterr().err
     assert run(_args(tmp_path / "x", ben_mock_dir, "model.nmae=resnet26")) == 2
     assert "model.nmae" in capsys.readouterr().err
+    assert run(_args(tmp_path / "x", ben_mock_dir, "model.name=no_such_model")) == 2
+    assert "unknown timm model" in capsys.readouterr().err
+    assert run(_args(tmp_path / "x", ben_mock_dir, f"pretrained.path={tmp_path / 'none.safetensors'}")) == 2
+    assert "no such weight file" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # nothing written for a run that could not start
     assert run(["ben", "evaluate", str(tmp_path / "missing.ckpt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
     out = tmp_path / "p.tif"

@@ -130,9 +130,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except EotwinError:
         raise
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EotwinError(f"{path}: not a readable weight file ({first[:200]})") from None
+    except Exception as exc:  # any unreadable file is a user error, said in one line
+        raise EotwinError(f"{path}: not a readable weight file ({error_detail(exc)}; expected .safetensors or a "
+                          "torch state dict / checkpoint)") from None
     if isinstance(payload, Mapping):
         if isinstance(payload.get("hyper_parameters"), Mapping):
             meta = dict(payload["hyper_parameters"])
@@ -147,6 +147,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not tensors:
         raise EotwinError(f"{path}: holds no tensors")
     return tensors, meta
+
+
+def error_detail(exc: BaseException) -> str:
+    """A short, readable reason from an exception (its type when the message is only a code)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text[:160] if any(c.isalpha() for c in text) else type(exc).__name__
 
 
 def strip_prefix(state: Mapping[str, torch.Tensor], model_keys: set[str]) -> tuple[dict[str, torch.Tensor], str]:

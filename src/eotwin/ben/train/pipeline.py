@@ -117,7 +117,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: Progres
 
     progress = ensure_progress(progress)
     _quiet_lightning()
-    output = ensure_writable_dir(Path(config.output))
+    output = Path(config.output)
     ckpt_dir = output / CHECKPOINTS
     last = ckpt_dir / "last.ckpt"
     if resume and not last.is_file():
@@ -129,7 +129,6 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: Progres
         resumed_from = int(_checkpoint_meta(last)["epoch"]) + 1
         if resumed_from >= config.trainer.max_epochs:
             raise EotwinError(f"the run already finished {resumed_from} epochs: raise trainer.max_epochs to continue")
-    write_text_atomic(output / "config.yaml", config_yaml(config))
 
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     datamodule = BenDataModule(config.data, config.augment, seed=config.trainer.seed)
@@ -138,6 +137,9 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: Progres
     pos_weight = pos_weight_from_targets(train_targets, config.loss.max_pos_weight)
     datamodule.dataset("val")  # open early: a missing split is an error before any training
     module = BenClassifier(config.model_dump(mode="json"), data, pos_weight.tolist(), load_weights=not resume)
+    # data and model are valid: only now does the run folder appear
+    ensure_writable_dir(output)
+    write_text_atomic(output / "config.yaml", config_yaml(config))
 
     tc = config.trainer
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=tc.monitor, mode=tc.monitor_mode,
@@ -197,14 +199,14 @@ def _float(value: Any) -> float | None:
 def _checkpoint_meta(path: Path) -> dict[str, Any]:
     import torch
 
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
     return {"epoch": payload.get("epoch", -1), "global_step": payload.get("global_step", 0)}
 
 
 def _checkpoint_thresholds(path: Path) -> list[float] | None:
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict", {})
+    state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
     value = state.get("thresholds")
     return None if value is None else [round(float(v), 4) for v in value]
 
@@ -221,16 +223,18 @@ def resolve_device(device: str) -> str:
 
 def load_classifier(checkpoint: str | Path, device: str = "cpu"):
     """A trained :class:`BenClassifier` in eval mode (pretrained files are not needed any more)."""
+    import pickle
+
+    from eotwin.ben.train.models import error_detail
     from eotwin.ben.train.module import BenClassifier
 
     path = Path(checkpoint)
     if not path.is_file():
         raise EotwinError(f"{path}: no such checkpoint")
     try:
-        module = BenClassifier.load_from_checkpoint(str(path), map_location="cpu", load_weights=False, weights_only=False)
-    except (KeyError, RuntimeError, TypeError, EOFError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EotwinError(f"{path}: not an eotwin BigEarthNet checkpoint ({first[:160]})") from None
+        module = BenClassifier.load_from_checkpoint(str(path), map_location="cpu", load_weights=False, weights_only=True)
+    except (KeyError, RuntimeError, TypeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise EotwinError(f"{path}: not an eotwin BigEarthNet checkpoint ({error_detail(exc)})") from None
     return module.to(resolve_device(device)).eval()
 
 
