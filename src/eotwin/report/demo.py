@@ -44,6 +44,7 @@ class DemoContext:
 DEMO_STEPS: list[tuple[str, str]] = [
     ("Point cloud", "eotwin.pointcloud.demo:pointcloud_demo"),
     ("BigEarthNet label analysis", "eotwin.ben.demo:ben_analysis_demo"),
+    ("BigEarthNet training", "eotwin.ben.train.demo:ben_training_demo"),
 ]
 
 
