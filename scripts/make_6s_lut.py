@@ -13,19 +13,21 @@ Which runs (see ``eotwin.atmocorr.lut`` for the table layout):
   and AOT at one reference geometry (the SRFs differ by a few nm: a second-order effect, which
   saves half the run time). S2C = S2B (no S2C SRF in Py6S, see ``eotwin.atmocorr.srf``).
 
-Usage: ``python scripts/make_6s_lut.py [--small] [--workers 2] [-o PATH]``; ``--small`` makes a
-coarse table in a few minutes for development.
+Usage: ``python scripts/make_6s_lut.py [--small] [--workers 2] [--cache runs.jsonl] [-o PATH]``;
+``--small`` makes a coarse table in minutes for development, ``--cache`` lets an interrupted run
+resume, ``--validate N`` compares a table with N random 6S runs per band, ``--plot PNG`` draws it.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import multiprocessing
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -238,16 +240,32 @@ def assemble(axes: dict, bands: tuple[str, ...], results: dict[Job, SixSResult])
 
 
 def build(
-    axes: dict, bands: tuple[str, ...], workers: int, progress: RichProgress
+    axes: dict, bands: tuple[str, ...], workers: int, progress: RichProgress, cache: Path | None = None
 ) -> tuple[dict[str, np.ndarray], int]:
+    """Run every job (skipping those already in ``cache``, a JSON-lines file appended as runs finish)."""
     jobs = make_jobs(axes, bands)
     results: dict[Job, SixSResult] = {}
+    if cache is not None and cache.exists():
+        wanted = set(jobs)
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                job, res = Job(**record["job"]), SixSResult(**record["result"])
+            except (ValueError, TypeError, KeyError):
+                continue  # a line cut short by an interrupted run
+            if job in wanted:
+                results[job] = res
+    todo = [j for j in jobs if j not in results]
     started = time.perf_counter()
     log_lines = not sys.stderr.isatty()  # under nohup the bar is not redrawn: log a line every 5 %
+    cache_file = open(cache, "a", encoding="utf-8") if cache is not None else None  # noqa: SIM115
 
     def done(j: Job, res: SixSResult, task) -> None:
         results[j] = res
         task.advance()
+        if cache_file is not None:
+            cache_file.write(json.dumps({"job": asdict(j), "result": asdict(res)}) + "\n")
+            cache_file.flush()
         if log_lines and len(results) % max(1, len(jobs) // 20) == 0:
             print(
                 f"{len(results)}/{len(jobs)} runs, {time.perf_counter() - started:.0f} s",
@@ -255,14 +273,18 @@ def build(
                 flush=True,
             )
 
-    with progress.task(f"6S runs ({workers} workers)", total=len(jobs)) as task:
-        if workers <= 1:
-            for job in jobs:
-                done(*_run(job), task)
-        else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                for j, res in pool.imap_unordered(_run, jobs, chunksize=4):
-                    done(j, res, task)
+    try:
+        with progress.task(f"6S runs ({workers} workers)", total=len(todo)) as task:
+            if workers <= 1:
+                for job in todo:
+                    done(*_run(job), task)
+            else:
+                with multiprocessing.get_context("fork").Pool(workers) as pool:
+                    for j, res in pool.imap_unordered(_run, todo, chunksize=4):
+                        done(j, res, task)
+    finally:
+        if cache_file is not None:
+            cache_file.close()
     return assemble(axes, bands, results), len(jobs)
 
 
@@ -381,6 +403,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="only compare the table at -o with N random 6S runs per band",
     )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="JSON-lines file of finished runs: an interrupted generation resumes from it",
+    )
     parser.add_argument("--plot", type=Path, metavar="PNG", help="only draw the table at -o to a PNG")
     args = parser.parse_args(argv)
     if args.plot:
@@ -394,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     axes = SMALL_AXES if args.small else FULL_AXES
     started = time.perf_counter()
     bands = tuple(b.strip().upper() for b in args.bands.split(","))
-    terms, n_runs = build(axes, bands, args.workers, RichProgress(enabled=not args.quiet))
+    terms, n_runs = build(axes, bands, args.workers, RichProgress(enabled=not args.quiet), args.cache)
     elapsed = time.perf_counter() - started
     import importlib.metadata as md
 

@@ -181,7 +181,7 @@ def test_committed_table_is_compact_complete_and_physical():
         assert np.all(np.isfinite(arr)), name
     assert np.all((lut.terms["tg"] > 0) & (lut.terms["tg"] <= 1.0))
     for name in ("t_down", "t_up"):
-        assert np.all((lut.terms[name] > 0.3) & (lut.terms[name] <= 1.0)), name
+        assert np.all((lut.terms[name] > 0.05) & (lut.terms[name] <= 1.0)), name
     assert np.all((lut.terms["s_alb"] >= 0) & (lut.terms["s_alb"] < 0.5))
     assert np.all(lut.terms["path_ref"] >= 0)
     # more aerosol, brighter path (blue band, continental, any geometry)
