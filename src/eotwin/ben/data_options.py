@@ -57,14 +57,6 @@ class AnalyzeOptions(BaseModel):
 
 def make_options(model: type[BaseModel], **kwargs: object) -> BaseModel:
     """Build ``model`` from plain values, with validation errors as one-line :class:`EotwinError`."""
-    from pydantic import ValidationError
+    from eotwin.options import validated
 
-    from eotwin.errors import EotwinError
-
-    try:
-        return model(**kwargs)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "options"
-        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        raise EotwinError(f"{where}: {message}") from None
+    return validated(model, **kwargs)

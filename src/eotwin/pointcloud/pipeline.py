@@ -18,13 +18,13 @@ from typing import TypeVar
 
 import numpy as np
 import rasterio
-from pydantic import ValidationError
 
 from eotwin import __version__
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, intersect_bounds, transform_bounds
 from eotwin.io.files import ensure_writable_dir, write_json_atomic
 from eotwin.io.pointcloud_writer import CloudStats, open_point_writer
+from eotwin.options import validated
 from eotwin.pointcloud.core import block_points, validity
 from eotwin.pointcloud.options import BuildOptions
 from eotwin.pointcloud.sampling import StreamingSampler, target_count
@@ -93,13 +93,7 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
 
 def make_options(**kwargs) -> BuildOptions:
     """Build options from plain values, with validation errors as one-line :class:`EotwinError`."""
-    try:
-        return BuildOptions(**kwargs)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "options"
-        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        raise EotwinError(f"{where}: {message}") from None
+    return validated(BuildOptions, **kwargs)
 
 
 def overlap_grid(base: Grid, others: list[Grid]) -> Grid:
