@@ -263,8 +263,12 @@ METHODS: dict[str, Callable[[RunOptions], Corrector]] = {
 
 
 def default_method() -> str:
-    """``ai`` once its module exists, else the physical baseline."""
-    return "ai" if importlib.util.find_spec(AI_FACTORY.partition(":")[0]) is not None else "6s-ddv"
+    """``ai`` once its module and its trained model exist, else the physical baseline."""
+    module = AI_FACTORY.partition(":")[0]
+    if importlib.util.find_spec(module) is None:
+        return "6s-ddv"
+    available = getattr(importlib.import_module(module), "model_available", None)
+    return "ai" if available is not None and available() else "6s-ddv"
 
 
 def make_corrector(options: RunOptions) -> Corrector:

@@ -1,0 +1,36 @@
+"""AI atmospheric correction: a small network trained on 6S-simulated scenes, run through onnxruntime.
+
+- :mod:`.synth`: training/test scenes (real BigEarthNet surfaces + 6S built-in spectra through the 6S
+  table with sampled atmospheres, smooth AOT fields and sensor noise);
+- :mod:`.model`: the torch network (training only);
+- :mod:`.train`: CPU training, export of the weights and the ONNX file;
+- :mod:`.onnx_infer`: tiled inference with onnxruntime (no torch) and the pipeline's ``ai`` corrector;
+- :mod:`.evaluate`: held-out evaluation against the 6S oracle, DDV+6S, DOS and "no correction".
+
+Importing this package is cheap (no torch, no onnxruntime): the pipeline asks :func:`model_available`
+to choose its default method.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eotwin.atmocorr.pipeline import Corrector, RunOptions
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_MODEL_PATH = DATA_DIR / "ai_atmocorr.onnx"
+DEFAULT_WEIGHTS_PATH = DATA_DIR / "ai_atmocorr.pt"
+
+
+def model_available(path: Path | None = None) -> bool:
+    """Whether the (committed) ONNX model exists, so ``ai`` can be the default method."""
+    return (path or DEFAULT_MODEL_PATH).is_file()
+
+
+def make_corrector(options: RunOptions) -> Corrector:
+    """The pipeline's ``ai`` corrector (see :class:`eotwin.atmocorr.ai.onnx_infer.AiCorrector`)."""
+    from eotwin.atmocorr.ai.onnx_infer import AiCorrector
+
+    return AiCorrector(model_path=options.model)

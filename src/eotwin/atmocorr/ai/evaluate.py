@@ -1,0 +1,282 @@
+"""Honest evaluation of the AI correction on held-out surfaces and held-out atmospheres.
+
+Test scenes: the BigEarthNet ``test``-split patches (never seen in training), six of them mosaicked
+into one 240 x 360 px scene with random flips and turns, under atmospheres and geometries drawn with a
+seed of their own (the same ranges as training, :data:`eotwin.atmocorr.ai.synth.SAMPLING`). Two kinds:
+
+- ``table``: TOA from the 6S table's forward model with a smooth per-pixel AOT field and sensor noise;
+- ``6s``: TOA from terms computed by the real 6S code for that atmosphere (uniform AOT, one 6S run per
+  band), so the table's own interpolation error is part of every method's error.
+
+Methods, each on the same TOA:
+
+- ``ai``: the ONNX model through onnxruntime (what ``eotwin atmocorr run`` uses);
+- ``6s-oracle``: the 6S-table inversion given the true AOT (per pixel), water vapour, ozone and
+  aerosol model (the best a table inversion can do: the floor for any method using this table);
+- ``6s-ddv``: the sen2cor-like baseline: water vapour from B09/B8A and a scene AOT from dark dense
+  vegetation, with the true aerosol model and ozone given (an advantage the AI does not get);
+- ``dos``: dark object subtraction with Chavez's scattering model;
+- ``none``: TOA reflectance as the answer.
+
+Metrics per band over all valid pixels: RMSE, MAE, bias (method - truth); speed: pixels per second of
+each method over the whole set (one process, its threads as configured). Written as JSON and PNG.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from eotwin.atmocorr.ai import synth
+from eotwin.atmocorr.products import L2A_BANDS
+from eotwin.errors import EotwinError
+from eotwin.progress import ProgressReporter, ensure_progress
+
+METHODS = ("ai", "6s-oracle", "6s-ddv", "dos", "none")
+# acceptance targets of issue 6 (RMSE, reflectance)
+TARGET_RMSE = {**dict.fromkeys(("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A"), 0.005),
+               "B11": 0.01, "B12": 0.01}
+MOSAIC = (2, 3)
+
+
+class EvaluateOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output: Path
+    scenes: int = Field(16, ge=1, le=1000)  # table-made scenes
+    sixs_scenes: int = Field(0, ge=0, le=100)  # scenes made with the real 6S code
+    seed: int = 1000  # training uses seeds near 0
+    model: Path | None = None
+    lut: Path | None = None
+    ben_dir: Path | None = None
+
+
+@dataclass
+class TestScene:
+    toa: np.ndarray  # (12, h, w)
+    boa: np.ndarray  # (12, h, w) truth
+    aot: np.ndarray  # (h, w) truth
+    atmosphere: synth.Atmosphere
+    source: str  # "table" or "6s"
+
+
+def mosaic(surfaces: list[np.ndarray], rng: np.random.Generator, layout: tuple[int, int] = MOSAIC) -> np.ndarray:
+    """The surfaces in random order, flips and turns, tiled into one (12, rows*120, cols*120) scene."""
+    rows, cols = layout
+    order = rng.permutation(len(surfaces))
+    tiles = [synth.augment(surfaces[order[i % len(surfaces)]], surfaces[0].shape[1], rng) for i in range(rows * cols)]
+    return np.concatenate([np.concatenate(tiles[r * cols : (r + 1) * cols], axis=2) for r in range(rows)], axis=1)
+
+
+def sixs_terms(atm: synth.Atmosphere) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(path, gain, s_alb) per L2A band from real 6S runs (one per band) for a uniform atmosphere."""
+    from eotwin.atmocorr.sixs import simulate
+
+    path, gain, s_alb = [], [], []
+    for band in L2A_BANDS:
+        r = simulate(atm.sensor, band, aerosol=atm.aerosol, aot=atm.aot, sza=atm.sza, vza=atm.vza, raa=atm.raa,
+                     wv=atm.wv, o3=atm.o3, rho=0.0)
+        path.append(r.toa)
+        gain.append(r.tg * r.t_down * r.t_up)
+        s_alb.append(r.s_alb)
+    return tuple(np.array(v, dtype=np.float64)[:, None, None] for v in (path, gain, s_alb))  # type: ignore[return-value]
+
+
+def make_test_scenes(
+    lut,
+    n: int,
+    seed: int,
+    *,
+    sixs_scenes: int = 0,
+    ben_dir: Path | None = None,
+    progress: ProgressReporter | None = None,
+) -> list[TestScene]:
+    """Held-out scenes (see the module docstring)."""
+    surfaces = list(synth.ben_surfaces(ben_dir, synth.TEST_SPLITS).values())
+    rng = np.random.default_rng(seed)
+    scenes: list[TestScene] = []
+    with ensure_progress(progress).task("simulating held-out scenes", total=n + sixs_scenes) as task:
+        for _ in range(n):
+            surface = mosaic(surfaces, rng)
+            atm = synth.sample_atmosphere(rng, lut)
+            toa, aot, _ = synth.simulate(surface, atm, lut, rng)
+            scenes.append(TestScene(toa, surface, aot, atm, "table"))
+            task.advance()
+        for _ in range(sixs_scenes):
+            surface = mosaic(surfaces, rng)
+            atm = synth.sample_atmosphere(rng, lut)
+            path, gain, s_alb = sixs_terms(atm)
+            rho = surface.astype(np.float64)
+            toa = synth.add_noise((path + gain * rho / (1 - s_alb * rho)).astype(np.float32), rng)
+            scenes.append(TestScene(toa, surface, np.full(surface.shape[1:], atm.aot, np.float32), atm, "6s"))
+            task.advance()
+    return scenes
+
+
+def correct_scene(method: str, scene: TestScene, lut, model) -> np.ndarray:
+    """BOA (12, h, w) of one test scene by one method."""
+    from eotwin.atmocorr import baselines
+
+    atm = scene.atmosphere
+    if method == "none":
+        return scene.toa
+    if method == "dos":
+        return baselines.dark_object_subtraction(scene.toa, bands=L2A_BANDS)[0]
+    if method == "6s-oracle":
+        return baselines.lut_correction(scene.toa, L2A_BANDS, lut, sensor=atm.sensor, aerosol=atm.aerosol,
+                                        aot=scene.aot, sza=atm.sza, vza=atm.vza, raa=atm.raa, wv=atm.wv, o3=atm.o3)
+    if method == "6s-ddv":
+        return baselines.ddv_correction(scene.toa, L2A_BANDS, lut, sensor=atm.sensor, sza=atm.sza, vza=atm.vza,
+                                        raa=atm.raa, aerosol=atm.aerosol, o3=atm.o3).boa
+    if method == "ai":
+        angles = np.array([atm.sza, atm.vza, atm.raa], np.float32)[:, None, None]
+        return model.predict(scene.toa, np.broadcast_to(angles, (3, *scene.toa.shape[1:])))[0]
+    raise EotwinError(f"unknown method {method!r}")
+
+
+def band_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """RMSE, MAE and bias per band over pixels finite in both (bands first)."""
+    ok = np.isfinite(pred).all(axis=0) & np.isfinite(truth).all(axis=0)
+    d = pred[:, ok].astype(np.float64) - truth[:, ok]
+    return {b: {"rmse": float(np.sqrt(np.mean(d[i] ** 2))), "mae": float(np.mean(np.abs(d[i]))),
+                "bias": float(np.mean(d[i]))} for i, b in enumerate(L2A_BANDS)}
+
+
+def evaluate(options: EvaluateOptions, progress: ProgressReporter | None = None) -> dict:
+    """Run every method on the held-out scenes; write ``evaluation_ai.json`` and ``evaluation_ai.png``."""
+    from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+    from eotwin.atmocorr.lut import load_lut
+    from eotwin.io.files import ensure_writable_dir, write_json_atomic
+
+    progress = ensure_progress(progress)
+    out_dir = ensure_writable_dir(Path(options.output))
+    lut = load_lut(options.lut)
+    model = OnnxModel(options.model)
+    scenes = make_test_scenes(lut, options.scenes, options.seed, sixs_scenes=options.sixs_scenes,
+                              ben_dir=options.ben_dir, progress=progress)
+    report: dict = {"scenes": {"table": options.scenes, "6s": options.sixs_scenes,
+                               "size": list(scenes[0].toa.shape[1:]), "seed": options.seed,
+                               "surfaces": "BigEarthNet v2 test split (held out)"},
+                    "model": str(model.path), "model_metadata": model.metadata,
+                    "targets_rmse": TARGET_RMSE, "methods": {}}
+    examples: dict[str, np.ndarray] = {}
+    with progress.task("evaluating methods", total=len(METHODS) * len(scenes)) as task:
+        for method in METHODS:
+            per_source: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"table": [], "6s": []}
+            seconds = 0.0
+            for i, scene in enumerate(scenes):
+                t0 = time.perf_counter()
+                boa = correct_scene(method, scene, lut, model)
+                seconds += time.perf_counter() - t0
+                per_source[scene.source].append((boa, scene.boa))
+                if i == 0:
+                    examples[method] = boa
+                task.advance()
+            pixels = sum(s.toa.shape[1] * s.toa.shape[2] for s in scenes)
+            entry = {"pixels_per_second": pixels / max(seconds, 1e-9), "seconds": seconds}
+            for source, pairs in per_source.items():
+                if pairs:
+                    pred = np.concatenate([p.reshape(12, -1) for p, _ in pairs], axis=1)
+                    truth = np.concatenate([t.reshape(12, -1) for _, t in pairs], axis=1)
+                    m = band_metrics(pred, truth)
+                    entry[source] = {"bands": m, "mean_rmse": float(np.mean([v["rmse"] for v in m.values()]))}
+            report["methods"][method] = entry
+    # AI AOT map vs truth
+    aot_err = []
+    for scene in scenes[: min(len(scenes), 8)]:
+        angles = np.broadcast_to(np.array([scene.atmosphere.sza, scene.atmosphere.vza, scene.atmosphere.raa],
+                                          np.float32)[:, None, None], (3, *scene.toa.shape[1:]))
+        aot_err.append((model.predict(scene.toa, angles)[1] - scene.aot).ravel())
+    err = np.concatenate(aot_err)
+    report["ai_aot"] = {"rmse": float(np.sqrt(np.nanmean(err**2))), "bias": float(np.nanmean(err))}
+    report["acceptance"] = acceptance(report)
+    write_json_atomic(out_dir / "evaluation_ai.json", report)
+    write_report_png(out_dir / "evaluation_ai.png", report, scenes[0], examples)
+    return report
+
+
+def acceptance(report: dict) -> dict:
+    """Per band: does the AI meet the issue's RMSE target and beat DOS and DDV (table-made scenes)?"""
+    m = report["methods"]
+    out = {}
+    for b in L2A_BANDS:
+        ai = m["ai"]["table"]["bands"][b]["rmse"]
+        out[b] = {
+            "ai_rmse": ai,
+            "target": TARGET_RMSE.get(b),
+            "meets_target": None if b not in TARGET_RMSE else ai <= TARGET_RMSE[b],
+            "beats_dos": ai < m["dos"]["table"]["bands"][b]["rmse"],
+            "beats_ddv": ai < m["6s-ddv"]["table"]["bands"][b]["rmse"],
+        }
+    return out
+
+
+def format_table(report: dict, source: str = "table") -> str:
+    """The RMSE table (bands x methods) as text."""
+    methods = [k for k in METHODS if source in report["methods"][k]]
+    lines = [f"RMSE per band, {source}-made held-out scenes ({report['scenes'][source]})",
+             f"{'band':5s}" + "".join(f"{k:>11s}" for k in methods) + f"{'target':>9s}"]
+    for b in L2A_BANDS:
+        row = "".join(f"{report['methods'][k][source]['bands'][b]['rmse']:11.4f}" for k in methods)
+        target = TARGET_RMSE.get(b)
+        lines.append(f"{b:5s}{row}{target if target else '-':>9}")
+    lines.append(f"{'mean':5s}" + "".join(f"{report['methods'][k][source]['mean_rmse']:11.4f}" for k in methods))
+    lines.append(f"{'Mpx/s':5s}" + "".join(f"{report['methods'][k]['pixels_per_second'] / 1e6:11.3f}"
+                                           for k in methods))
+    return "\n".join(lines)
+
+
+def write_report_png(path: Path, report: dict, scene: TestScene, examples: dict[str, np.ndarray]) -> Path:
+    """RMSE and bias per band for every method, and one scene in true colour with the AI error map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eotwin.io.files import atomic_path
+
+    fig = plt.figure(figsize=(15, 9))
+    grid = fig.add_gridspec(2, 4)
+    x = np.arange(len(L2A_BANDS))
+    colours = {"ai": "#1f77b4", "6s-oracle": "#2ca02c", "6s-ddv": "#ff7f0e", "dos": "#9467bd", "none": "#999999"}
+    for col, key in ((slice(0, 2), "rmse"), (slice(2, 4), "bias")):
+        ax = fig.add_subplot(grid[0, col])
+        width = 0.8 / len(METHODS)
+        for k, method in enumerate(METHODS):
+            vals = [report["methods"][method]["table"]["bands"][b][key] for b in L2A_BANDS]
+            ax.bar(x + (k - len(METHODS) / 2 + 0.5) * width, vals, width, label=method, color=colours[method])
+        if key == "rmse":
+            ax.set_yscale("log")
+            ax.plot(x, [TARGET_RMSE.get(b, np.nan) for b in L2A_BANDS], "k_", ms=14, mew=2, label="target")
+        ax.set_xticks(x, L2A_BANDS, rotation=45)
+        ax.set_ylabel(f"{key.upper() if key == 'rmse' else key} (reflectance)")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.legend(fontsize=8)
+    rgb = [L2A_BANDS.index(b) for b in ("B04", "B03", "B02")]
+
+    def show(ax, arr, title):
+        ax.imshow(np.clip(np.nan_to_num(np.moveaxis(arr[rgb], 0, -1)) / 0.2, 0, 1))
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+
+    atm = scene.atmosphere
+    show(fig.add_subplot(grid[1, 0]), scene.toa, f"TOA (AOT {atm.aot:.2f}, WV {atm.wv:.1f}, {atm.aerosol})")
+    show(fig.add_subplot(grid[1, 1]), scene.boa, "truth (held-out BigEarthNet patches)")
+    show(fig.add_subplot(grid[1, 2]), examples["ai"], "AI (onnxruntime)")
+    ax = fig.add_subplot(grid[1, 3])
+    err = np.sqrt(np.nanmean((examples["ai"] - scene.boa) ** 2, axis=0))
+    im = ax.imshow(err, cmap="magma", vmin=0, vmax=max(float(np.nanpercentile(err, 99)), 1e-4))
+    ax.set_title("AI RMSE over bands per pixel", fontsize=9)
+    ax.set_axis_off()
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    means = {k: report["methods"][k]["table"]["mean_rmse"] for k in METHODS}
+    fig.suptitle("held-out evaluation, mean RMSE: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,47 @@
+"""``eotwin atmocorr train``: train the AI correction on 6S-simulated scenes (CPU) and export it to ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from eotwin.cli import _common
+from eotwin.cli.atmocorr import app
+
+
+@app.command("train")
+def train_command(
+    output: Path = typer.Option(None, "--output", "-o", help="ONNX file to write (default: the committed model "
+                                "src/eotwin/atmocorr/data/ai_atmocorr.onnx); the weights go beside it as .pt."),
+    steps: int = typer.Option(1500, "--steps", help="Optimiser steps (fresh simulated scenes every step)."),
+    batch: int = typer.Option(12, "--batch", help="Scenes per step."),
+    crop: int = typer.Option(96, "--crop", help="Scene size in pixels (crops of the 120 px patches)."),
+    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (cosine decay)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (scenes, atmospheres, initial weights)."),
+    max_minutes: float = typer.Option(18.0, "--max-minutes", help="Stop after this many minutes even if steps remain."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice)."),
+    lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
+    ben_dir: Path | None = typer.Option(None, "--ben-dir", help="BigEarthNet v2 source (default: .eotwin-data/BENv2)."),
+) -> None:
+    """Train the AI atmospheric correction on simulated scenes: real surfaces + sampled 6S atmospheres."""
+    from pydantic import ValidationError
+
+    from eotwin.atmocorr.ai.train import TrainOptions, train
+    from eotwin.errors import EotwinError
+
+    values = dict(steps=steps, batch=batch, crop=crop, lr=lr, seed=seed, max_minutes=max_minutes, threads=threads,
+                  lut=lut, ben_dir=ben_dir)
+    if output is not None:
+        values["output"] = output
+    try:
+        options = TrainOptions(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise EotwinError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    result = train(options, progress=_common.progress())
+    _common.say(f"{result.steps} steps in {result.seconds:.0f} s, final loss {result.final_loss:.4f}")
+    _common.out.print(f"validation BOA RMSE {result.validation['boa_rmse']:.4f}, "
+                      f"AOT log RMSE {result.validation['aot_log_rmse']:.3f}")
+    _common.out.print(f"onnx      {result.onnx_path}")
+    _common.out.print(f"weights   {result.weights_path}")

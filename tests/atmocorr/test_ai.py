@@ -1,0 +1,203 @@
+"""AI atmospheric correction: simulated data physics, network/ONNX equality, tiling, training, pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eotwin.atmocorr.ai import synth
+from eotwin.atmocorr.lut import DEFAULT_LUT_PATH, load_lut
+from eotwin.atmocorr.products import L2A_BANDS
+from eotwin.errors import EotwinError
+
+LUT = Path(os.environ.get("EOTWIN_ATMOCORR_LUT", DEFAULT_LUT_PATH))
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def lut():
+    return load_lut(LUT)
+
+
+@pytest.fixture(scope="module")
+def surfaces(ben_mock_dir):
+    return synth.ben_surfaces(ben_mock_dir, synth.TRAIN_SPLITS)
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    """A network with non-trivial weights (the trained head starts at zero, which hides errors)."""
+    from eotwin.atmocorr.ai.model import AtmoNet, ModelConfig
+
+    torch.manual_seed(3)
+    model = AtmoNet(ModelConfig(features=6, feature_hidden=8, hidden=12, windows=(7, 21)))
+    with torch.no_grad():
+        for p in model.head[-1].parameters():
+            p.normal_(std=0.2)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def random_onnx(random_model, tmp_path_factory):
+    from eotwin.atmocorr.ai.onnx_infer import OnnxModel, export_onnx
+
+    path = export_onnx(random_model, tmp_path_factory.mktemp("onnx") / "m.onnx", {"version": "test"})
+    return OnnxModel(path, threads=1)
+
+
+def _inputs(h=70, w=53, seed=0):
+    rng = np.random.default_rng(seed)
+    toa = (0.03 + 0.3 * rng.random((12, h, w))).astype(np.float32)
+    angles = np.stack([np.full((h, w), 42.0), np.linspace(2, 10, w)[None].repeat(h, 0), np.full((h, w), 120.0)])
+    valid = np.ones((h, w), bool)
+    valid[5:15, 3:9] = False
+    return toa, angles.astype(np.float32), valid
+
+
+# ----------------------------------------------------------------------------- simulated data
+def test_ben_surfaces_are_the_real_train_patches(surfaces, ben_mock_dir):
+    test = synth.ben_surfaces(ben_mock_dir, synth.TEST_SPLITS)
+    assert len(surfaces) == 12 and len(test) == 6 and not set(surfaces) & set(test)
+    s = next(iter(surfaces.values()))
+    assert s.shape == (12, 120, 120) and s.dtype == np.float32
+    # L2A reflectance of vegetated Austria in June: NIR far above red
+    assert 0.0 < np.median(s[L2A_BANDS.index("B04")]) < 0.1 < np.median(s[L2A_BANDS.index("B08")]) < 0.6
+
+
+def test_builtin_spectra_are_physical():
+    spectra = dict(zip(synth.BUILTIN_SPECTRA, synth.builtin_spectra(), strict=True))
+    assert spectra["ClearWater"][L2A_BANDS.index("B11")] < 0.001  # water absorbs the SWIR
+    veg = spectra["GreenVegetation"]
+    assert veg[L2A_BANDS.index("B08")] > 3 * veg[L2A_BANDS.index("B04")]  # red edge
+    assert np.all((synth.builtin_spectra() >= 0) & (synth.builtin_spectra() < 0.7))
+
+
+def test_terms_per_pixel_equal_a_lookup_pixel_by_pixel(lut):
+    rng = np.random.default_rng(1)
+    atm = synth.sample_atmosphere(rng, lut)
+    aot = rng.uniform(lut.axes["aot"][0], lut.axes["aot"][-1], size=(4, 5))
+    path, gain, s_alb = synth.terms_per_pixel(atm, aot, lut)
+    ref = lut.terms_for(atm.sensor, L2A_BANDS, atm.aerosol, aot, atm.sza, atm.vza, atm.raa, atm.wv, atm.o3)
+    np.testing.assert_allclose(path, ref.path, atol=2e-6)
+    np.testing.assert_allclose(gain, ref.tg * ref.t_down * ref.t_up, atol=2e-6)
+    np.testing.assert_allclose(s_alb, ref.s_alb, atol=2e-6)
+
+
+def test_simulated_toa_round_trips_through_the_oracle(lut, surfaces):
+    """Without noise, inverting with the true per-pixel atmosphere gives back the surface (< 0.001)."""
+    from eotwin.atmocorr import baselines
+
+    rng = np.random.default_rng(2)
+    surface = synth.augment(next(iter(surfaces.values())), 64, rng)
+    atm = synth.sample_atmosphere(rng, lut)
+    toa, aot, _ = synth.simulate(surface, atm, lut, rng, noise=False)
+    assert aot.std() > 0 or atm.aot_log_std == 0  # a field, not a constant
+    assert np.abs(toa - surface).mean() > 0.005  # the atmosphere changes the signal
+    boa = baselines.lut_correction(toa, L2A_BANDS, lut, sensor=atm.sensor, aerosol=atm.aerosol, aot=aot,
+                                   sza=atm.sza, vza=atm.vza, raa=atm.raa, wv=atm.wv, o3=atm.o3)
+    assert np.abs(boa - surface).max() < 1e-3
+    noisy = synth.add_noise(toa, rng)
+    assert 0.0002 < np.std(noisy - toa) < 0.003 and np.allclose(noisy * 1e4, np.round(noisy * 1e4), atol=1e-2)
+
+
+def test_sampled_atmospheres_stay_in_the_documented_ranges(lut):
+    rng = np.random.default_rng(3)
+    atms = [synth.sample_atmosphere(rng, lut) for _ in range(300)]
+    for key in ("wv", "o3", "sza", "vza", "raa"):
+        lo, hi = synth.SAMPLING[key]
+        vals = np.array([getattr(a, key) for a in atms])
+        assert vals.min() >= max(lo, lut.axes[key][0]) - 1e-6 and vals.max() <= min(hi, lut.axes[key][-1]) + 1e-6
+    assert {a.aerosol for a in atms} == set(lut.aerosols) & {"continental", "maritime"}
+    fields = np.stack([synth.smooth_field((64, 64), 20.0, rng) for _ in range(60)])
+    assert 0.7 < np.sqrt(np.mean(fields**2)) < 1.3  # unit variance over realisations
+    assert np.abs(np.diff(fields, axis=1)).mean() < 0.1  # smooth: neighbours nearly equal
+
+
+# ----------------------------------------------------------------------------- network and ONNX
+def test_box_sum_matches_a_direct_window_sum():
+    from eotwin.atmocorr.ai.model import box_sum
+
+    x = torch.arange(5 * 7, dtype=torch.float64).reshape(1, 1, 5, 7)
+    got = box_sum(x, 1)[0, 0].numpy()
+    padded = np.pad(x[0, 0].numpy(), 1)
+    expected = sum(padded[i : i + 5, j : j + 7] for i in range(3) for j in range(3))
+    np.testing.assert_allclose(got, expected)
+
+
+def test_onnx_equals_torch(random_model, random_onnx):
+    toa, angles, valid = _inputs()
+    with torch.no_grad():
+        boa, aot, _ = random_model(torch.from_numpy(toa)[None], torch.from_numpy(angles)[None],
+                                   torch.from_numpy(valid.astype(np.float32))[None, None])
+    got_boa, got_aot = random_onnx.run(toa, angles, valid)
+    np.testing.assert_allclose(got_boa[:, valid], boa[0].numpy()[:, valid], atol=1e-5)
+    np.testing.assert_allclose(got_aot[valid], aot[0, 0].numpy()[valid], rtol=1e-5)
+    assert np.ptp(got_boa[:, valid]) > 0.1  # not a constant
+
+
+def test_tiles_with_overlap_equal_one_pass(random_onnx):
+    toa, angles, valid = _inputs(90, 77, seed=5)
+    whole_boa, whole_aot = random_onnx.predict(toa, angles, valid, tile=10_000)
+    assert whole_boa.shape == (12, 90, 77) and whole_aot.shape == (90, 77)
+    assert np.isnan(whole_boa[:, 6, 4]).all() and np.isfinite(whole_boa[:, valid]).all()
+    for tile in (16, 33):
+        boa, aot = random_onnx.predict(toa, angles, valid, tile=tile)
+        np.testing.assert_allclose(boa, whole_boa, atol=2e-6)
+        np.testing.assert_allclose(aot, whole_aot, rtol=2e-6)
+    # no data in the input (NaN) is no data out, and does not leak beyond its own pixels' context
+    toa[:, 40, 40] = np.nan
+    boa, _ = random_onnx.predict(toa, angles, valid, tile=32)
+    assert np.isnan(boa[:, 40, 40]).all() and np.isfinite(boa[:, 41, 41]).all()
+
+
+def test_prediction_needs_the_twelve_bands(random_onnx):
+    toa, angles, valid = _inputs()
+    with pytest.raises(EotwinError, match="12"):
+        random_onnx.predict(toa[:11], angles, valid)
+
+
+def test_a_missing_or_foreign_model_is_a_one_line_error(tmp_path):
+    from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+
+    with pytest.raises(EotwinError, match="not found"):
+        OnnxModel(tmp_path / "none.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(EotwinError, match="cannot load") as info:
+        OnnxModel(bad)
+    assert "\n" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- training
+def test_a_short_training_lowers_the_error_and_exports(tmp_path, ben_mock_dir):
+    from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+    from eotwin.atmocorr.ai.train import TrainOptions, load_torch_model, train
+
+    options = TrainOptions(output=tmp_path / "m.onnx", steps=25, batch=2, crop=32, windows=(7, 15), features=4,
+                           hidden=8, lr=1e-2, lut=LUT, ben_dir=ben_mock_dir, threads=1)
+    result = train(options)
+    assert result.onnx_path.is_file() and result.weights_path.is_file() and result.steps == 25
+    model, record = load_torch_model(result.weights_path)
+    hist = record["history"]
+    assert record["train_patches"] and not any("_26_57" in p for p in record["train_patches"])  # test split out
+    assert np.isfinite(result.final_loss) and hist[-1]["step"] == 25
+    onnx_model = OnnxModel(result.onnx_path, threads=1)
+    assert record["validation"]["boa_rmse"] < record["validation_initial"]["boa_rmse"]
+    assert onnx_model.overlap == 12 and onnx_model.metadata["steps"] == 25
+    toa, angles, valid = _inputs(40, 40)
+    with torch.no_grad():
+        boa = model(torch.from_numpy(toa)[None], torch.from_numpy(angles)[None], torch.ones(1, 1, 40, 40))[0]
+    np.testing.assert_allclose(onnx_model.run(toa, angles, np.ones((40, 40), bool))[0], boa[0].numpy(), atol=1e-5)
+
+
+def test_training_options_are_checked(tmp_path):
+    from eotwin.atmocorr.ai.train import TrainOptions, train
+
+    with pytest.raises(EotwinError, match="odd"):
+        train(TrainOptions(output=tmp_path / "m.onnx", steps=1, windows=(8,), lut=LUT))
+    assert not (tmp_path / "m.onnx").exists()
