@@ -75,3 +75,20 @@ def test_freeze_then_unfreeze_with_layer_decay_and_plateau(tmp_path, ben_mock_di
     assert second.epochs == 2 and second.resumed_from_epoch == 1
     unfrozen = load_classifier(second.last_checkpoint).model.state_dict()
     assert not torch.allclose(unfrozen["conv1.0.weight"], conv)  # epoch 1 trains the backbone too
+
+
+def test_loader_workers_read_the_lmdb_like_the_main_process(ben_mock_dir):
+    from eotwin.ben.train.config import DataConfig
+    from eotwin.ben.train.datamodule import open_split
+    from eotwin.ben.train.module import BenClassifier
+    from eotwin.ben.train.pipeline import predict_dataset
+
+    data = DataConfig(source=ben_mock_dir, bands=("10m",), num_workers=1)
+    dataset = open_split(data, "validation")
+    dataset.source.keys()  # the parent process has the LMDB open, as during training
+    config = load_config(None, ["model.name=test_resnet"]).model_dump(mode="json")
+    module = BenClassifier(config, dataset.describe()).eval()
+    probs0, targets0 = predict_dataset(module, dataset, batch_size=4, num_workers=0)
+    probs1, targets1 = predict_dataset(module, dataset, batch_size=4, num_workers=1)
+    np.testing.assert_array_equal(targets0, targets1)
+    np.testing.assert_allclose(probs0, probs1, rtol=1e-6, atol=1e-7)

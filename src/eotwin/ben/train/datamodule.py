@@ -62,6 +62,12 @@ def open_split(config: DataConfig, split: str, *, source: Any = None, limit: int
     return dataset
 
 
+def worker_context(workers: int) -> str | None:
+    """Start DataLoader workers with ``spawn``: a forked worker inherits the parent's open LMDB environment,
+    which LMDB forbids re-opening in the same process image, so fresh interpreters are the safe choice."""
+    return "spawn" if workers > 0 else None
+
+
 def rebalance_weights(targets: np.ndarray) -> np.ndarray:
     """Sampling weight per patch: the inverse frequency of its rarest class (patches with rare classes come more often)."""
     targets = np.asarray(targets) > 0.5
@@ -104,7 +110,7 @@ class BenDataModule(L.LightningDataModule):
                                             replacement=True, generator=generator)
         return DataLoader(dataset, batch_size=batch, shuffle=train and sampler is None, sampler=sampler,
                           num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-                          drop_last=train and len(dataset) > batch)
+                          drop_last=train and len(dataset) > batch, multiprocessing_context=worker_context(workers))
 
     def train_dataloader(self) -> DataLoader:
         core = self.dataset("train")

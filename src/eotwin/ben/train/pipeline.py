@@ -244,10 +244,11 @@ def predict_dataset(module, dataset, *, batch_size: int = 64, num_workers: int =
     import torch
     from torch.utils.data import DataLoader
 
-    from eotwin.ben.train.datamodule import TorchBenDataset
+    from eotwin.ben.train.datamodule import TorchBenDataset, worker_context
 
     progress = ensure_progress(progress)
-    loader = DataLoader(TorchBenDataset(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(TorchBenDataset(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        multiprocessing_context=worker_context(num_workers))
     probs, targets = [], []
     device = module.device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
