@@ -3,7 +3,8 @@
 Run layout under ``config.output``::
 
     config.yaml              the resolved configuration
-    checkpoints/last.ckpt    every epoch (``--resume`` continues from it: weights, optimiser, schedule, epoch)
+    checkpoints/last.ckpt    every epoch (``--resume`` continues from it: weights, optimiser, schedule, epoch;
+                             raising ``trainer.max_epochs`` on resume stretches the cosine over the new total)
     checkpoints/best.ckpt    best epoch by ``trainer.monitor`` (with its tuned thresholds)
     logs/version_N/          CSV metrics, one folder per run segment (a resume adds one)
     tensorboard/             TensorBoard events

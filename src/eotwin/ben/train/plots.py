@@ -54,9 +54,11 @@ def plot_curves(log_root: Path, target: Path, title: str = "BigEarthNet training
             axes[1].plot(x, y, marker="o", label=label)
     axes[1].set(title="Validation scores", xlabel="epoch", ylim=(0, 1.02))
     lr_keys = sorted({k for row in rows for k in row if k.startswith("lr-")})
-    for key in lr_keys[:4]:
+    shown: list[list[tuple[float, float]]] = []
+    for key in lr_keys:
         points = [(row["step"], row[key]) for row in rows if key in row and "step" in row]
-        if points:
+        if points and points not in shown and len(shown) < 4:  # parameter groups sharing a schedule: one line
+            shown.append(points)
             axes[2].plot([p[0] for p in points], [p[1] for p in points], label=key.removeprefix("lr-"))
     axes[2].set(title="Learning rate", xlabel="step")
     for ax in axes:
