@@ -52,6 +52,24 @@ def test_live_build_matches_the_served_files(world, servers, endpoints, credenti
     srow = np.rint((sg.transform.f - y) / 10 - 0.5).astype(int)
     scol = np.rint((x - sg.transform.c) / 10 - 0.5).astype(int)
     assert np.abs(np.asarray(las.z) - scene.elevation[srow, scol]).mean() < 1.0
+    # exact Z against the DEM the server serves: bilinear interpolation of its cells at each point, within the LAS
+    # centimetre and GDAL's 0.01 px transform approximation times the local slope
+    lon, lat = Transformer.from_crs(grid.crs, 4326, always_xy=True).transform(x, y)
+    dem = scene.dem.astype(np.float64)
+
+    def bilinear(lo, la):
+        c, r = ~scene.dem_grid.transform @ (lo, la)
+        c, r = c - 0.5, r - 0.5
+        c0, r0 = np.floor(c).astype(int), np.floor(r).astype(int)
+        fc, fr = c - c0, r - r0
+        return (dem[r0, c0] * (1 - fc) * (1 - fr) + dem[r0, c0 + 1] * fc * (1 - fr)
+                + dem[r0 + 1, c0] * (1 - fc) * fr + dem[r0 + 1, c0 + 1] * fc * fr)
+
+    expected = bilinear(lon, lat)
+    step = 0.01 / 3600
+    slope = sum(np.maximum(np.abs(bilinear(lon + dx, lat + dy) - expected), np.abs(bilinear(lon - dx, lat - dy) - expected))
+                for dx, dy in ((step, 0), (0, step)))
+    assert (np.abs(np.asarray(las.z) - expected) <= slope + 0.0051).all()
     from eotwin.sample.scene import observed_reflectance
 
     refl = observed_reflectance(scene)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import laspy
 import numpy as np
 import pytest
-from tests.live.conftest import ACCESS_KEY, EDH_TOKEN, SECRET_KEY
-from tests.live.test_live_build import scene_bbox
 
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
 from eotwin.live.cache import Cache
 from eotwin.live.pipeline import LiveRequest, build_from_bbox
+from tests.live.conftest import ACCESS_KEY, EDH_TOKEN, SECRET_KEY
+from tests.live.test_live_build import scene_bbox
 
 DATES = "2024-07-01T00:00:00Z/2024-07-31T23:59:59Z"
 
@@ -182,3 +183,46 @@ def test_tiled_dask_build_equals_one_run_and_resumes(world, servers, endpoints, 
     assert vpc["type"] == "FeatureCollection" and len(vpc["features"]) == n_tiles
     assert sum(f["properties"]["pc:count"] for f in vpc["features"]) == len(single)
     assert all((result.vpc.parent / f["assets"]["data"]["href"]).exists() for f in vpc["features"])
+
+
+def test_a_killed_tiled_run_resumes(world, servers, endpoints, credentials, tmp_path):
+    """SIGKILL the whole CLI run (cluster included) after its first tiles land; the re-run builds only the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed" / "area.laz"
+    out.parent.mkdir()
+    servers["edh"].faults.add("delay", 0.8, times=10**6)  # slow DEM reads so that the kill lands mid-run
+    env = dict(os.environ, CDSE_S3_ACCESS_KEY=ACCESS_KEY, CDSE_S3_SECRET_KEY=SECRET_KEY, EDH_TOKEN=EDH_TOKEN,
+               EOTWIN_S3_HTTPS="NO", EOTWIN_CACHE_DIR=str(tmp_path / "cache"))
+    argv = [sys.executable, "-m", "eotwin", "-q", "pointcloud", "build", "--bbox", ",".join(map(str, scene_bbox(world))),
+            "--date", "2024-07-01/2024-07-31", "--max-cloud", "50", "--stac-url", endpoints.stac_url,
+            "--s3-endpoint", endpoints.s3_endpoint, "--dem-url", endpoints.dem_url, "--tile-size", "1000",
+            "--workers", "2", "-o", str(out)]
+    proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tiles = out.parent / "area_tiles"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tiles.glob("*.json"))) < 1:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    servers["edh"].faults.pending.clear()
+    done_before = {p.name for p in tiles.glob("*.laz") if Path(str(p) + ".json").exists()}
+    assert len(done_before) >= 1 and not out.with_suffix(".vpc").exists()
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    skipped = int(result.stdout.split("(")[-1].split(" already done")[0])
+    assert skipped >= len(done_before)  # the tiles finished before the kill were not built again
+    from eotwin.live.pipeline import target_grid
+    from eotwin.live.tiling import plan_tiles
+
+    planned = len(plan_tiles(target_grid(LiveRequest(bbox=scene_bbox(world), datetime=DATES)), 1000.0))
+    marked = {p.name for p in tiles.iterdir() if p.suffix in (".laz", ".empty")}
+    assert len({n.split(".")[0] for n in marked}) == planned
+    single = points(build(world, endpoints, credentials, tmp_path / "single.laz").output)
+    merged = np.concatenate([points(p) for p in sorted(tiles.glob("*.laz"))])
+    assert len(merged) == len(single)
+    for secret in (ACCESS_KEY, SECRET_KEY, EDH_TOKEN):
+        assert secret not in result.stdout + result.stderr
