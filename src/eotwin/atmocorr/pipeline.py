@@ -59,6 +59,9 @@ from eotwin.io.files import ensure_writable_dir, write_json_atomic
 from eotwin.progress import ProgressReporter, ensure_progress
 
 SAMPLE_MAX_SIDE = 1500  # the scene's atmosphere is estimated on an overview at most this many pixels wide
+GDAL_CACHE_MB = 128
+COG_CACHE_MB = 512
+SAMPLE_MAX_PIXELS = 200_000  # ... from at most this many of its valid pixels
 BLOCK_BUDGET_BYTES = 256 * 2**20  # working arrays of one block (about 40 float32 per pixel)
 AI_FACTORY = "eotwin.atmocorr.ai:make_corrector"
 FILES = {
@@ -96,8 +99,8 @@ class RunOptions(BaseModel):
 class SceneSample:
     """A decimated view of the whole scene, for scene-level estimates (DDV aerosol, DOS haze)."""
 
-    toa: np.ndarray  # (12, h, w) float32 TOA of L2A_BANDS, NaN = no data
-    valid: np.ndarray  # (h, w) bool
+    toa: np.ndarray  # (12, 1, n) float32 TOA of L2A_BANDS at n valid pixels spread over the scene
+    valid: np.ndarray  # (1, n) bool
     angles: dict[str, float]  # scene means: sun_zenith, sun_azimuth, view_zenith, view_azimuth
 
 
@@ -209,7 +212,7 @@ class SixSCorrector:
         wr, wc = self._angles.weights(grid, window)
         boa = np.empty_like(toa, dtype=np.float32)
         for k, band in enumerate(L2A_BANDS):
-            path, gain, s_alb = (interpolate_nodes(v, wr, wc).astype(np.float32) for v in self._nodes[band])
+            path, gain, s_alb = (interpolate_nodes(v, wr, wc) for v in self._nodes[band])
             y = (toa[k] - path) / gain
             boa[k] = y / (1.0 + s_alb * y)
         boa[:, ~valid] = np.nan
@@ -363,17 +366,38 @@ def auto_block_rows(width: int) -> int:
 
 
 def read_scene_sample(
-    reader: BandReader, product: L1CProduct, max_side: int = SAMPLE_MAX_SIDE
+    reader: BandReader, product: L1CProduct, max_side: int = SAMPLE_MAX_SIDE, block_rows: int = 256
 ) -> SceneSample:
-    """The 12 L2A bands' TOA on an overview (averaged) of at most ``max_side`` pixels per side."""
+    """The 12 L2A bands' TOA on a decimated view of at most ``max_side`` pixels per side.
+
+    SAFE bands (JPEG 2000, one file each) are read decimated, from their resolution levels; a stack
+    (one pixel-interleaved file, usually without overviews, where GDAL's decimated reads are very slow)
+    is read in row blocks, keeping every k-th row and column.
+    """
     grid = product.grid
-    scale = max(1.0, max(grid.width, grid.height) / max_side)
-    shape = (max(1, round(grid.height / scale)), max(1, round(grid.width / scale)))
-    toa = read_toa(reader, product, L2A_BANDS, out_shape=None if scale == 1.0 else shape)
+    step = max(1, math.ceil(max(grid.width, grid.height) / max_side))
+    if step == 1:
+        toa = read_toa(reader, product, L2A_BANDS)
+    elif product.kind == "stack":
+        rows = max(step, block_rows - block_rows % step)
+        parts = [
+            read_toa(reader, product, L2A_BANDS, window)[:, ::step, ::step]
+            for window in grid.row_blocks(rows)
+        ]
+        toa = np.concatenate(parts, axis=1)
+    else:
+        shape = (max(1, grid.height // step), max(1, grid.width // step))
+        toa = read_toa(reader, product, L2A_BANDS, out_shape=shape, resampling="nearest")
     valid = np.isfinite(toa).all(axis=0)
     if not valid.any():
         raise EotwinError(f"{product.source}: no valid pixel (every band is no data)")
-    return SceneSample(toa, valid, product.angles.means())
+    # the estimators work on pixel statistics (percentiles, medians) and hold arrays of
+    # candidates x pixels: an evenly spread subset keeps their memory bounded
+    flat = np.flatnonzero(valid)
+    if flat.size > SAMPLE_MAX_PIXELS:
+        flat = flat[np.linspace(0, flat.size - 1, SAMPLE_MAX_PIXELS).astype(np.int64)]
+    pixels = toa.reshape(toa.shape[0], -1)[:, flat]
+    return SceneSample(pixels[:, None, :], np.ones((1, flat.size), dtype=bool), product.angles.means())
 
 
 def _staging_dir(target: Path) -> Path:
@@ -412,6 +436,10 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
     writers: list[BlockWriter] = []
     try:
         with contextlib.ExitStack() as stack:
+            import rasterio
+
+            # GDAL's default block cache (5 % of RAM) would grow past the memory goal on a full tile
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
             reader = stack.enter_context(BandReader({b: product.bands[b] for b in L2A_BANDS}, grid))
             ref_reader = (
                 stack.enter_context(BandReader(reference.bands, grid, categorical=("SCL",)))
@@ -419,7 +447,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                 else None
             )
             with progress.task("estimating the atmosphere", total=1) as task:
-                sample = read_scene_sample(reader, product)
+                sample = read_scene_sample(reader, product, block_rows=block_rows)
                 atmosphere = corrector.prepare(product, sample)
                 task.advance()
             tags = {
@@ -494,7 +522,10 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                     if reference is not None and ref_reader is not None:
                         _accumulate(acc, acc_toa, reference, ref_reader, window, boa, toa, valid)
                     task.advance()
-            with progress.task("writing cloud-optimised GeoTIFFs", total=len(writers)) as task:
+            with (
+                rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB),  # overview building rereads the image
+                progress.task("writing cloud-optimised GeoTIFFs", total=len(writers)) as task,
+            ):
                 while writers:
                     writers.pop(0).finish()
                     task.advance()
