@@ -44,6 +44,9 @@ def _boa(path: Path) -> np.ndarray:
 def test_known_atmosphere_is_recovered_and_the_product_follows_the_l2a_convention(sample, tmp_path):
     result = _run(sample.l1c, tmp_path / "out", method="6s-ddv", aot=0.2, wv=1.5, ozone=0.33)
     assert set(result.files) == {"l2a", "tci", "tci_png", "item"}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
     truth = sample.surface[[S2_BANDS.index(b) for b in L2A_BANDS]]
     boa = _boa(result.files["l2a"])
     valid = sample.valid

@@ -404,7 +404,11 @@ def _staging_dir(target: Path) -> Path:
     if target.exists() and not target.is_dir():
         raise EotwinError(f"{target}: exists and is not a directory")
     parent = ensure_writable_dir(target.parent if str(target.parent) else Path("."))
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.part-", dir=parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.part-", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the published folder gets the usual mode
+    return staging
 
 
 def _publish(staging: Path, target: Path) -> dict[str, Path]:
