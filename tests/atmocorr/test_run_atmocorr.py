@@ -279,3 +279,42 @@ def test_scene_sample_of_a_stack_is_an_even_decimation_read_in_blocks(sample):
     valid = np.isfinite(full).all(axis=0)
     np.testing.assert_array_equal(got.toa[:, 0, :], full[:, valid])
     assert got.angles["sun_zenith"] == pytest.approx(35.0)
+
+
+def test_reference_l2a_safe_with_scl_masks_cloudy_pixels(sample, shared_fixtures, tmp_path):
+    """A reference L2A SAFE (real N04.00 MTD_MSIL2A.xml; bands JP2 at 10 and 20 m; SCL flags clouds)."""
+    import shutil
+
+    from eotwin.atmocorr.products import parse_product_metadata
+
+    name = "S2B_MSIL2A_20220413T150759_N0400_R025_T33XWJ_20220414T082126.SAFE"
+    safe = tmp_path / name
+    safe.mkdir()
+    shutil.copyfile(shared_fixtures / "safe" / name / "MTD_MSIL2A.xml", safe / "MTD_MSIL2A.xml")
+    meta = parse_product_metadata((safe / "MTD_MSIL2A.xml").read_bytes())
+    with rasterio.open(sample.truth) as ds:
+        truth_dn, transform, crs = ds.read(), ds.transform, ds.crs
+    n = truth_dn.shape[1]
+    scl20 = np.full((n // 2, n // 2), 4, dtype=np.uint8)
+    scl20[:20] = 9  # cloud, high probability: the first 40 rows at 10 m leave the evaluation
+    for (band, res), rel in meta.image_files.items():
+        if res == 60 or (res == 20 and (band, 10) in meta.image_files) or band in ("TCI", "AOT", "WVP"):
+            continue
+        if band == "SCL":
+            data = scl20
+        else:
+            dn = truth_dn[L2A_BANDS.index(band)].astype(np.float64)
+            data = dn if res == 10 else dn.reshape(n // 2, 2, n // 2, 2).mean(axis=(1, 3))
+            data = np.rint(data).astype(np.uint16)
+        path = safe / (rel + ".jp2")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(path, "w", driver="JP2OpenJPEG", width=data.shape[1], height=data.shape[0], count=1,
+                           dtype=data.dtype.name, crs=crs, QUALITY=100, REVERSIBLE="YES",
+                           transform=rasterio.Affine(res, 0, transform.c, 0, -res, transform.f)) as dst:
+            dst.write(data[None])
+    result = _run(sample.l1c, tmp_path / "out", method="6s-ddv", aot=0.2, wv=1.5, reference=safe)
+    metrics = result.metrics
+    assert metrics["valid_pixels"].startswith("finite in both, SCL in 4,5,6,7")
+    assert metrics["corrected"]["pixels"] == int(sample.valid[40:].sum())
+    for band in ("B02", "B03", "B04", "B08"):  # 10 m reference bands: the exact surface
+        assert metrics["corrected"]["bands"][band]["rmse"] < 0.001
