@@ -99,8 +99,8 @@ class LasWriter:
         else:
             array["X"] = self._scaled(block.x, 0, "x")
             array["Y"] = self._scaled(block.y, 1, "y")
-        z = block.heights[block.mask].astype(np.float64)
-        z *= block.z_scale / self._scales[2]
+        z = block.z  # float64 metres x z scale, a fresh array
+        z *= 1.0 / self._scales[2]
         z -= self._offsets[2] / self._scales[2]
         array["Z"] = _to_int32(np.rint(z, out=z), "z", self._scales[2])
         for band, name in enumerate(("red", "green", "blue")):

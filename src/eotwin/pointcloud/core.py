@@ -52,12 +52,24 @@ class PointBlock:
         rows = np.arange(self.window.height, dtype=np.float64) + (self.window.row_off + 0.5)
         return self.transform.f + self.transform.e * rows
 
+    @property
+    def full(self) -> bool:
+        """Every pixel of the window is a point (the common case inside a scene): no gather needed."""
+        return self.count == self.mask.size
+
     def per_column(self, table: np.ndarray) -> np.ndarray:
         """``table[col]`` for every point (a value per window column, gathered through the mask)."""
+        if self.full:
+            return np.tile(table, self.window.height)
         return np.broadcast_to(table, self.mask.shape)[self.mask]
 
     def per_row(self, table: np.ndarray) -> np.ndarray:
+        if self.full:
+            return np.repeat(table, self.window.width)
         return np.broadcast_to(table[:, None], self.mask.shape)[self.mask]
+
+    def _masked(self, raster: np.ndarray) -> np.ndarray:
+        return raster.reshape(-1) if self.full else raster[self.mask]
 
     # --- point arrays -----------------------------------------------------------------------
     @property
@@ -79,7 +91,7 @@ class PointBlock:
     @property
     def z(self) -> np.ndarray:
         """Heights of the points, float64 metres times the z scale."""
-        return self.heights[self.mask].astype(np.float64) * self.z_scale
+        return self._masked(self.heights).astype(np.float64) * self.z_scale
 
     @property
     def rgb(self) -> np.ndarray:
@@ -88,7 +100,7 @@ class PointBlock:
 
     def channel(self, band: int) -> np.ndarray:
         """One colour channel (n,) uint8, without building the (n, 3) array."""
-        return self.colours[band][self.mask]
+        return self._masked(self.colours[band])
 
     def _rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
         rows, cols = np.nonzero(self.mask)

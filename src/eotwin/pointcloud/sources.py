@@ -112,6 +112,14 @@ class _GridReader:
         bad = np.isnan(data) if np.isnan(self.nodata) else data == np.asarray(self.nodata).astype(data.dtype)
         return ~np.any(bad, axis=0) if data.shape[0] > 1 else ~bad[0]
 
+    def values_carry_validity(self, indexes: Sequence[int]) -> bool:
+        """True when nodata values alone mark invalid pixels and every read stays inside the source (warped)."""
+        return self._vrt is not None and self._value_masks(list(indexes))
+
+    def read_values(self, indexes: Sequence[int], window: Window) -> np.ndarray:
+        rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
+        return self._vrt.read(list(indexes), window=rio_window)
+
     def read(self, indexes: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Values (bands, h, w) and validity (h, w): inside the source and not nodata in any band."""
         indexes = list(indexes)
@@ -161,6 +169,11 @@ class DemSource:
         return bool(self._reader and self._reader.warped)
 
     def read(self, window: Window) -> np.ndarray:
+        nan_nodata = self.nodata is not None and np.isnan(self.nodata)
+        if nan_nodata and self._reader.values_carry_validity([1]):
+            # NaN already marks every invalid cell (outside the source too): no mask pass needed
+            data = self._reader.read_values([1], window)
+            return data[0].astype(np.float32, copy=False)
         data, valid = self._reader.read([1], window)
         z = data[0].astype(np.float32, copy=False)
         return np.where(valid, z, np.float32(np.nan))
