@@ -35,7 +35,7 @@ def random_model():
     from eotwin.atmocorr.ai.model import AtmoNet, ModelConfig
 
     torch.manual_seed(3)
-    model = AtmoNet(ModelConfig(features=6, feature_hidden=8, hidden=12, windows=(7, 21)))
+    model = AtmoNet(ModelConfig(features=6, feature_hidden=8, hidden=12, windows=(3, 7)))
     with torch.no_grad():
         for p in model.head[-1].parameters():
             p.normal_(std=0.2)
@@ -178,7 +178,7 @@ def test_a_short_training_lowers_the_error_and_exports(tmp_path, ben_mock_dir):
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel
     from eotwin.atmocorr.ai.train import TrainOptions, load_torch_model, train
 
-    options = TrainOptions(output=tmp_path / "m.onnx", steps=25, batch=2, crop=32, windows=(7, 15), features=4,
+    options = TrainOptions(output=tmp_path / "m.onnx", steps=25, batch=2, crop=32, windows=(3, 5), features=4,
                            hidden=8, lr=1e-2, lut=LUT, ben_dir=ben_mock_dir, threads=1)
     result = train(options)
     assert result.onnx_path.is_file() and result.weights_path.is_file() and result.steps == 25
@@ -188,7 +188,7 @@ def test_a_short_training_lowers_the_error_and_exports(tmp_path, ben_mock_dir):
     assert np.isfinite(result.final_loss) and hist[-1]["step"] == 25
     onnx_model = OnnxModel(result.onnx_path, threads=1)
     assert record["validation"]["boa_rmse"] < record["validation_initial"]["boa_rmse"]
-    assert onnx_model.overlap == 12 and onnx_model.metadata["steps"] == 25
+    assert onnx_model.overlap == 16 and onnx_model.metadata["steps"] == 25
     toa, angles, valid = _inputs(40, 40)
     with torch.no_grad():
         boa = model(torch.from_numpy(toa)[None], torch.from_numpy(angles)[None], torch.ones(1, 1, 40, 40))[0]
@@ -201,3 +201,36 @@ def test_training_options_are_checked(tmp_path):
     with pytest.raises(EotwinError, match="odd"):
         train(TrainOptions(output=tmp_path / "m.onnx", steps=1, windows=(8,), lut=LUT))
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ----------------------------------------------------------------------------- pipeline
+def test_pipeline_ai_blocks_equal_one_pass_and_write_an_aot_map(random_onnx, sample_scene, tmp_path):
+    """Row blocks that do not start on whole cells still give exactly the one-block result."""
+    import rasterio
+
+    from eotwin.atmocorr import pipeline
+    from eotwin.atmocorr.sample_l1c import make_sample_l1c
+
+    made = make_sample_l1c(tmp_path / "in", sample_scene, lut_path=LUT)
+    runs = {}
+    for rows in (13, 10_000):
+        options = pipeline.make_options(input=made.l1c, output=tmp_path / f"out{rows}", method="ai",
+                                        model=random_onnx.path, block_rows=rows, lut=LUT)
+        result = pipeline.run_correction(options)
+        assert result.method == "ai" and "aot" in result.files
+        with rasterio.open(result.files["l2a"]) as ds, rasterio.open(result.files["aot"]) as aot:
+            runs[rows] = (ds.read(), aot.read(1))
+    for k in (0, 1):  # equal up to float32 rounding (summation order), which flips a DN in ~1e-5 of values
+        diff = np.abs(runs[13][k].astype(np.int64) - runs[10_000][k])
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-4
+    assert (runs[13][1][made.valid] > 0).all()
+
+
+def test_default_method_follows_the_model_file(monkeypatch, tmp_path):
+    import eotwin.atmocorr.ai as ai
+    from eotwin.atmocorr import pipeline
+
+    monkeypatch.setattr(ai, "DEFAULT_MODEL_PATH", tmp_path / "absent.onnx")
+    assert pipeline.default_method() == "6s-ddv"
+    (tmp_path / "absent.onnx").write_bytes(b"x")
+    assert pipeline.default_method() == "ai"

@@ -9,13 +9,20 @@ exact Lambertian inversion of :mod:`eotwin.atmocorr.physics`::
 so a wrong atmosphere gives a physically plausible error and a right one gives the exact surface.
 The terms describe the atmosphere, not the pixel, so they are computed from the context only:
 
-1. a per-pixel feature net (1x1 convolutions) turns the 12 TOA bands into ``features`` numbers;
-2. the context: means of those features over square windows (``windows`` pixels wide, by cumulative
-   sums: exact, cheap for any window, and translation-equivariant, so tiles with an overlap of half
-   the widest window give the same result as one pass) over valid pixels only;
-3. a head (1x1 convolutions) maps the context and the angle features (cos sun zenith, cos view
-   zenith, cos relative azimuth, air mass) to the 36 terms, as log-factors of reference terms (an
-   average atmosphere), and to the AOT at 550 nm (a map the product writes).
+1. a per-pixel feature net (1x1 convolutions) turns the 12 TOA bands (and their logarithms, whose
+   differences are the band ratios that carry water vapour and aerosol colour) into ``features`` numbers,
+   averaged over cells of ``stride`` x ``stride`` pixels (valid pixels only);
+2. the context: means of the cell features over square windows (``windows`` cells wide, by
+   cumulative sums: exact, cheap for any window, and translation-equivariant, so tiles that start on
+   whole cells with an overlap of :func:`overlap_for` pixels give the same result as one pass), and
+   the window minima of a few learned darkness indices (max pooling: the statistic dark-object and
+   dark-vegetation methods rest on);
+3. a head (1x1 convolutions on cells) maps the context and the angle features (cos sun zenith, cos
+   view zenith, cos relative azimuth, air mass) to the 36 terms, as log-factors of reference terms
+   (an average atmosphere), and to the AOT at 550 nm (a map the product writes); the terms are
+   upsampled bilinearly to the pixels (they vary over many cells, never within one).
+
+Only step 1 and the inversion run per pixel, which keeps a full tile within minutes on two cores.
 
 Inputs: ``toa`` (n, 12, h, w) TOA reflectance of the L2A bands (no B10: the simulated scenes hold
 no cirrus, which is B10's only signal), ``angles`` (n, 3, h, w) degrees, ``valid`` (n, 1, h, w) 0/1.
@@ -38,10 +45,11 @@ class ModelConfig:
     """Architecture and normalisation, stored with the weights and in the ONNX metadata."""
 
     features: int = 16
+    dark: int = 8  # learned darkness indices whose window minima are taken (dark-object statistics)
     feature_hidden: int = 32
     hidden: int = 64
-    windows: tuple[int, ...] = (31, 95)
-    stride: int = 4  # the head runs on every stride-th pixel; its terms are upsampled bilinearly
+    windows: tuple[int, ...] = (9, 25)  # context windows in cells of stride x stride pixels
+    stride: int = 4  # cell size: the context and the head work on cells, the terms are upsampled bilinearly
     toa_mean: list[float] = field(default_factory=lambda: [0.1] * N_BANDS)
     toa_std: list[float] = field(default_factory=lambda: [0.1] * N_BANDS)
     ref_path: list[float] = field(default_factory=lambda: [0.05] * N_BANDS)
@@ -67,9 +75,8 @@ class ModelConfig:
 
 
 def overlap_for(windows: tuple[int, ...] | list[int], stride: int) -> int:
-    """Half the widest window plus the upsampling's reach, rounded up to a multiple of the stride."""
-    need = max(windows) // 2 + stride
-    return -(-need // stride) * stride
+    """Pixels of context for exact tiles: half the widest window and one cell for the upsampling, in cells."""
+    return (max(windows) // 2 + 2) * stride
 
 
 def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -97,12 +104,13 @@ class AtmoNet(nn.Module):
         self.register_buffer("ref_gain", torch.tensor(c.ref_gain).view(1, N_BANDS, 1, 1))
         self.register_buffer("ref_s_alb", torch.tensor(c.ref_s_alb).view(1, N_BANDS, 1, 1))
         self.feature = nn.Sequential(
-            nn.Conv2d(N_BANDS, c.feature_hidden, 1),
+            nn.Conv2d(2 * N_BANDS, c.feature_hidden, 1),
             nn.GELU(),
             nn.Conv2d(c.feature_hidden, c.features, 1),
             nn.Tanh(),
         )
-        n_in = c.features * len(c.windows) + 4
+        self.darkness = nn.Conv2d(2 * N_BANDS, c.dark, 1)
+        n_in = (c.features + c.dark) * len(c.windows) + 4
         self.head = nn.Sequential(
             nn.Conv2d(n_in, c.hidden, 1),
             nn.GELU(),
@@ -113,45 +121,49 @@ class AtmoNet(nn.Module):
         nn.init.zeros_(self.head[-1].weight)  # start from the reference (average) atmosphere
         nn.init.zeros_(self.head[-1].bias)
 
-    def _coarse_head(self, ctx: torch.Tensor) -> torch.Tensor:
-        """The head on every ``stride``-th pixel (from ``stride // 2``), upsampled bilinearly to full size.
-
-        The terms vary over tens of pixels at least (the context windows), so sampling them every few
-        pixels loses nothing measurable and divides the head's cost by ``stride`` squared. Tiles whose
-        origins sit on multiples of the stride sample the same pixels, so tiling stays exact.
-        """
-        s = self.config.stride
-        if s == 1:
-            return self.head(ctx)
-        h, w = ctx.shape[-2], ctx.shape[-1]
-        pad_h = (s - h % s) % s
-        pad_w = (s - w % s) % s
-        ctx = nn.functional.pad(ctx, (0, pad_w, 0, pad_h), mode="replicate")
-        out = self.head(ctx[:, :, s // 2 :: s, s // 2 :: s])
-        out = nn.functional.interpolate(out, scale_factor=float(s), mode="bilinear", align_corners=False)
-        return out[:, :, :h, :w]
-
     def forward(
         self, toa: torch.Tensor, angles: torch.Tensor, valid: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c = self.config
+        s = c.stride
+        h, w = toa.shape[-2], toa.shape[-1]
         valid = valid.to(toa.dtype)
         x = torch.where(valid > 0, toa, self.toa_mean)  # no-data pixels: finite values, masked below
-        feats = self.feature((x - self.toa_mean) / self.toa_std) * valid
+        # pad to whole cells: padded pixels are invalid (no weight), angles repeat the edge
+        pad = (0, (s - w % s) % s, 0, (s - h % s) % s)
+        xp = nn.functional.pad(x, pad)
+        vp = nn.functional.pad(valid, pad)
+        ap = nn.functional.pad(angles, pad, mode="replicate")
+        # linear and log reflectances: band ratios (water vapour, aerosol colour) are differences of logs
+        logs = torch.log(xp.clamp(min=1e-3)) - torch.log(self.toa_mean)
+        inputs = torch.cat([(xp - self.toa_mean) / self.toa_std, logs], dim=1)
+        feats = self.feature(inputs) * vp
+        # window minima of the darkness indices (no-data pixels count as bright, so never as the minimum)
+        dark = torch.where(vp > 0, self.darkness(inputs), torch.full_like(vp, 1e4))
+        cell_dark = -nn.functional.max_pool2d(-dark, s)
+        cell_feats = nn.functional.avg_pool2d(feats, s)  # per cell: mean of valid-weighted features
+        cell_valid = nn.functional.avg_pool2d(vp, s)
         context = []
-        for window in self.config.windows:
+        for window in c.windows:
             r = window // 2
-            count = box_sum(valid, r).clamp(min=1.0)
-            context.append(box_sum(feats, r) / count)
-        rad = angles * (math.pi / 180.0)
+            count = box_sum(cell_valid, r).clamp(min=1.0 / (s * s))
+            context.append(box_sum(cell_feats, r) / count)
+            low = -nn.functional.max_pool2d(-cell_dark, (window, 1), stride=1, padding=(r, 0))
+            low = -nn.functional.max_pool2d(-low, (1, window), stride=1, padding=(0, r))
+            context.append(low.clamp(-20.0, 20.0))
+        rad = nn.functional.avg_pool2d(ap, s) * (math.pi / 180.0)
         cos_s, cos_v = torch.cos(rad[:, 0:1]), torch.cos(rad[:, 1:2])
         air_mass = 1.0 / cos_s.clamp(min=0.05) + 1.0 / cos_v.clamp(min=0.05)
         geo = torch.cat([cos_s, cos_v, torch.cos(rad[:, 2:3]), (air_mass - 3.0) / 2.0], dim=1)
-        out = self._coarse_head(torch.cat([*context, geo], dim=1))
+        out = self.head(torch.cat([*context, geo], dim=1))
+        if s > 1:
+            out = nn.functional.interpolate(out, scale_factor=float(s), mode="bilinear", align_corners=False)
+            out = out[:, :, :h, :w]
         n = N_BANDS
         path = self.ref_path * torch.exp(out[:, :n].clamp(-6.0, 4.0))
         gain = self.ref_gain * torch.exp(out[:, n : 2 * n].clamp(-4.0, 1.0))
         s_alb = self.ref_s_alb * torch.exp(out[:, 2 * n : 3 * n].clamp(-6.0, 2.0))
-        aot = self.config.ref_aot * torch.exp(out[:, 3 * n :].clamp(-6.0, 3.0))
+        aot = c.ref_aot * torch.exp(out[:, 3 * n :].clamp(-6.0, 3.0))
         y = (x - path) / gain
         boa = y / (1.0 + s_alb * y).clamp(min=0.2)  # the clamp only bites on nonsense (TOA far below path)
         return boa, aot, torch.cat([path, gain, s_alb], dim=1)

@@ -11,8 +11,12 @@ the run stops at ``steps`` or ``max_minutes``, whichever comes first, then write
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import itertools
 import json
 import math
+import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +44,11 @@ class TrainOptions(BaseModel):
     lr: float = Field(3e-3, gt=0.0, le=1.0)
     seed: int = 0
     max_minutes: float = Field(18.0, gt=0.0)
-    threads: int | None = Field(None, ge=1, le=64)
+    threads: int | None = Field(1, ge=1, le=64)  # torch threads: one is fastest on a shared 2-core machine
+    workers: int = Field(1, ge=0, le=16)  # processes simulating the next batches while torch trains (0: inline)
     features: int = Field(16, ge=1, le=128)
     hidden: int = Field(64, ge=4, le=512)
-    windows: tuple[int, ...] = (31, 95)
+    windows: tuple[int, ...] = (9, 25)  # in cells of 4 x 4 pixels
     lut: Path | None = None
     ben_dir: Path | None = None
 
@@ -73,6 +78,32 @@ def _reference_terms(lut) -> dict[str, list[float]]:
         "ref_s_alb": [float(v) for v in t.s_alb],
         "ref_aot": clip["aot"],
     }
+
+
+class _BatchMaker:
+    """Simulates one batch from a seed (picklable, so worker processes can run it)."""
+
+    def __init__(self, surfaces, lut, spectra, batch: int, crop: int) -> None:
+        self.args = (surfaces, lut, spectra, batch, crop)
+
+    def __call__(self, seed: np.random.SeedSequence):
+        from eotwin.atmocorr.ai import synth
+
+        surfaces, lut, spectra, batch, crop = self.args
+        return synth.make_batch(surfaces, lut, np.random.default_rng(seed), batch, crop, spectra=spectra)
+
+
+def _prefetch(pool, fn, items, ahead: int):
+    """``map(fn, items)`` on a pool with at most ``ahead`` results waiting (``imap`` would run ahead unbounded)."""
+    pending: collections.deque = collections.deque()
+    it = iter(items)
+    for item in itertools.islice(it, ahead):
+        pending.append(pool.apply_async(fn, (item,)))
+    while pending:
+        result = pending.popleft().get()
+        for item in itertools.islice(it, 1):
+            pending.append(pool.apply_async(fn, (item,)))
+        yield result
 
 
 def _tensors(batch, torch) -> dict:
@@ -112,7 +143,6 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
     torch.manual_seed(options.seed)
     if options.threads:
         torch.set_num_threads(options.threads)
-    rng = np.random.default_rng(options.seed)
     lut = load_lut(options.lut)
     surfaces_by_id = synth.ben_surfaces(options.ben_dir, synth.TRAIN_SPLITS)
     surfaces = list(surfaces_by_id.values())
@@ -142,12 +172,20 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
     history: list[dict[str, float]] = []
     last = float("nan")
     step = 0
-    with progress.task(f"training ({count_parameters(model)} parameters)", total=options.steps) as task:
+    seeds = np.random.SeedSequence(options.seed).spawn(options.steps)
+    maker = _BatchMaker(surfaces, lut, spectra, options.batch, options.crop)
+    pool = multiprocessing.get_context("fork").Pool(options.workers) if options.workers else None
+    batches = _prefetch(pool, maker, seeds, ahead=2 * options.workers) if pool else map(maker, seeds)
+    with contextlib.ExitStack() as stack, progress.task(
+        f"training ({count_parameters(model)} parameters)", total=options.steps
+    ) as task:
+        if pool is not None:
+            stack.callback(pool.terminate)
         for step in range(1, options.steps + 1):
             lr = options.lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / options.steps))
             for group in opt.param_groups:
                 group["lr"] = max(lr, options.lr * 0.01)
-            batch = synth.make_batch(surfaces, lut, rng, options.batch, options.crop, spectra=spectra)
+            batch = next(batches)
             model.train()
             loss, parts = loss_terms(model, _tensors(batch, torch), torch)
             opt.zero_grad()
