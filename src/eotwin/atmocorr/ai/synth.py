@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eotwin.atmocorr.lut import SixSLut
+from eotwin.atmocorr.lut import AtmosphereTerms, SixSLut
 from eotwin.atmocorr.physics import relative_azimuth
 from eotwin.atmocorr.products import L2A_BANDS
 from eotwin.errors import EotwinError
@@ -265,14 +265,32 @@ def aot_field(atm: Atmosphere, shape: tuple[int, int], rng: np.random.Generator,
     return np.clip(field, max(lo, nodes[0]), min(hi, nodes[-1])).astype(np.float32)
 
 
-def terms_per_pixel(atm: Atmosphere, aot: np.ndarray, lut: SixSLut) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def node_terms(atms: Sequence[Atmosphere], lut: SixSLut) -> list[AtmosphereTerms]:
+    """The table's terms at its AOT nodes for each atmosphere (one lookup per sensor and aerosol model)."""
+    nodes = lut.axes["aot"]
+    out: list[AtmosphereTerms | None] = [None] * len(atms)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, a in enumerate(atms):
+        groups.setdefault((a.sensor, a.aerosol), []).append(i)
+    for (sensor, aerosol), idx in groups.items():
+        col = lambda key: np.array([getattr(atms[i], key) for i in idx])[:, None]  # noqa: B023,E731
+        t = lut.terms_for(sensor, L2A_BANDS, aerosol, nodes[None, :], col("sza"), col("vza"), col("raa"),
+                          col("wv"), col("o3"))
+        for k, i in enumerate(idx):
+            out[i] = AtmosphereTerms(t.bands, *(getattr(t, f)[:, k] for f in ("path", "tg", "t_down", "t_up", "s_alb")))
+    return out  # type: ignore[return-value]
+
+
+def terms_per_pixel(
+    atm: Atmosphere, aot: np.ndarray, lut: SixSLut, nodes_terms: AtmosphereTerms | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(path, gain = tg t_down t_up, spherical albedo), each (12, h, w), for a per-pixel AOT map.
 
     The table is piecewise linear in AOT, so the terms at its AOT nodes, interpolated per pixel,
     equal a per-pixel lookup exactly.
     """
     nodes = lut.axes["aot"]
-    t = lut.terms_for(atm.sensor, L2A_BANDS, atm.aerosol, nodes, atm.sza, atm.vza, atm.raa, atm.wv, atm.o3)
+    t = nodes_terms if nodes_terms is not None else node_terms([atm], lut)[0]
     idx = np.clip(np.searchsorted(nodes, aot, side="right") - 1, 0, nodes.size - 2)
     w = ((aot - nodes[idx]) / (nodes[idx + 1] - nodes[idx])).astype(np.float64)
 
@@ -300,11 +318,12 @@ def simulate(
     *,
     noise: bool = True,
     aot_map: np.ndarray | None = None,
+    nodes_terms: AtmosphereTerms | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """TOA (12, h, w) of a surface under ``atm``; returns (toa, aot map, (path, gain, s_alb))."""
     shape = surface.shape[1:]
     aot = aot_map if aot_map is not None else aot_field(atm, shape, rng, lut)
-    path, gain, s_alb = terms_per_pixel(atm, aot, lut)
+    path, gain, s_alb = terms_per_pixel(atm, aot, lut, nodes_terms)
     rho = surface.astype(np.float64)
     toa = (path + gain * rho / (1.0 - s_alb * rho)).astype(np.float32)
     if noise:
@@ -323,13 +342,13 @@ def make_batch(
     noise: bool = True,
 ) -> SceneBatch:
     """``n`` scenes: a random surface crop (with built-in spectra painted in), a random atmosphere each."""
-    toas, boas, aots, paths, gains, salbs, angles, atms = [], [], [], [], [], [], [], []
-    for _ in range(n):
+    toas, boas, aots, paths, gains, salbs, angles = [], [], [], [], [], [], []
+    atms = [sample_atmosphere(rng, lut) for _ in range(n)]
+    for atm, terms in zip(atms, node_terms(atms, lut), strict=True):
         surface = augment(surfaces[int(rng.integers(len(surfaces)))], crop, rng)
         if spectra is not None:
             surface = paint_spectra(surface, spectra, rng)
-        atm = sample_atmosphere(rng, lut)
-        toa, aot, (path, gain, s_alb) = simulate(surface, atm, lut, rng, noise=noise)
+        toa, aot, (path, gain, s_alb) = simulate(surface, atm, lut, rng, noise=noise, nodes_terms=terms)
         toas.append(toa)
         boas.append(surface)
         aots.append(aot[None])
@@ -337,7 +356,6 @@ def make_batch(
         gains.append(gain)
         salbs.append(s_alb)
         angles.append(np.broadcast_to(np.array([atm.sza, atm.vza, atm.raa], np.float32)[:, None, None], (3, crop, crop)))
-        atms.append(atm)
     stack = lambda xs: np.ascontiguousarray(np.stack(xs), dtype=np.float32)  # noqa: E731
     return SceneBatch(
         stack(toas), stack(angles), stack(boas), stack(aots), stack(paths), stack(gains), stack(salbs), atms
