@@ -17,7 +17,7 @@ from eotwin.atmocorr import physics
 from eotwin.atmocorr.lut import load_lut
 from eotwin.atmocorr.sixs import simulate
 
-TOA_TOLERANCE_AT_nodeS = 2e-4
+TOA_TOLERANCE_AT_NODES = 2e-4
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +46,11 @@ def test_lut_reproduces_6s_and_inversion_recovers_the_surface_at_a_node(lut, nod
     truth = simulate("S2A", band, rho=rho, **node)
     terms = lut.terms_for("S2A", band, **node)
     toa = float(physics.forward(np.array([rho]), terms)[0])
-    assert toa == pytest.approx(truth.toa, abs=TOA_TOLERANCE_AT_nodeS)
+    assert toa == pytest.approx(truth.toa, abs=TOA_TOLERANCE_AT_NODES)
     recovered = float(physics.invert(np.array([truth.toa]), terms)[0])
     assert recovered == pytest.approx(rho, abs=0.001)
-    # the terms themselves are 6S's printed values (5 decimals, stored as float32)
-    assert float(terms.tg[0]) == pytest.approx(truth.tg, abs=2e-5)
+    # the terms are 6S's printed values (5 decimals, float32); tg is tabulated on air-mass nodes (2.5, 3.2 here)
+    assert float(terms.tg[0]) == pytest.approx(truth.tg, abs=1e-4)
     assert float(terms.s_alb[0]) == pytest.approx(truth.s_alb, abs=2e-5)
 
 
