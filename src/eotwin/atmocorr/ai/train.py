@@ -182,7 +182,9 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
         if pool is not None:
             stack.callback(pool.terminate)
         for step in range(1, options.steps + 1):
-            lr = options.lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / options.steps))
+            # cosine decay over the steps or the time limit, whichever runs out first
+            done = max((step - 1) / options.steps, (time.perf_counter() - started) / (deadline - started))
+            lr = options.lr * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
             for group in opt.param_groups:
                 group["lr"] = max(lr, options.lr * 0.01)
             batch = next(batches)
