@@ -45,6 +45,7 @@ DEMO_STEPS: list[tuple[str, str]] = [
     ("Point cloud", "eotwin.pointcloud.demo:pointcloud_demo"),
     ("BigEarthNet label analysis", "eotwin.ben.demo:ben_analysis_demo"),
     ("BigEarthNet training", "eotwin.ben.train.demo:ben_training_demo"),
+    ("Atmospheric correction", "eotwin.atmocorr.demo:atmocorr_demo"),
 ]
 
 
