@@ -231,6 +231,7 @@ def test_a_killed_tiled_run_resumes(world, servers, endpoints, credentials, tmp_
     planned = len(plan_tiles(target_grid(LiveRequest(bbox=scene_bbox(world), datetime=DATES)), 1000.0))
     marked = {p.name for p in tiles.iterdir() if p.suffix in (".laz", ".empty")}
     assert len({n.split(".")[0] for n in marked}) == planned
+    assert not list(tiles.glob(".*.part.*")), "the re-run removes what the killed run left half-written"
     single = points(build(world, endpoints, credentials, tmp_path / "single.laz").output)
     merged = np.concatenate([points(p) for p in sorted(tiles.glob("*.laz"))])
     assert len(merged) == len(single)

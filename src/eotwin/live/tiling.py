@@ -89,6 +89,8 @@ def build_tiled(request: LiveRequest, output: Path, tile_size_m: float, *, endpo
     tiles_dir = output.parent / f"{output.stem}_tiles"
     tiles_dir.mkdir(parents=True, exist_ok=True)
     fmt = output.suffix.lstrip(".").lower() or "laz"
+    for stale in tiles_dir.glob(".*.part.*"):  # left by a run that was killed mid-write (atomic writes never finished)
+        stale.unlink(missing_ok=True)
     tiles = plan_tiles(target_grid(request), tile_size_m)
     paths = {t.name: tiles_dir / f"{output.stem}_{t.name}.{fmt}" for t in tiles}
     todo = [t for t in tiles if not tile_is_done(paths[t.name])]
