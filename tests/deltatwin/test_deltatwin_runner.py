@@ -9,11 +9,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tests.deltatwin.conftest import LICENSE, write_component
 
 from eotwin.cli.main import run
 from eotwin.deltatwin.runner import RunOptions, run_component
 from eotwin.errors import EotwinError
+from tests.deltatwin.conftest import LICENSE, write_component
 
 SECRET = "s3cr3t-TOKEN-4711"
 NASTY = "a b; touch PWNED_1 && echo $(touch PWNED_2) `touch PWNED_3` 'single' \"double\"\nsecond line | cat"

@@ -293,9 +293,9 @@ class S3Server:
     """moto's S3 server, reached through a proxy that can inject faults; ``endpoint`` is ``host:port``."""
 
     def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
         import logging
+
+        from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
         self.moto_port = free_port()
