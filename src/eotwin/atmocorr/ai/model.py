@@ -56,6 +56,9 @@ class ModelConfig:
     ref_gain: list[float] = field(default_factory=lambda: [0.8] * N_BANDS)
     ref_s_alb: list[float] = field(default_factory=lambda: [0.1] * N_BANDS)
     ref_aot: float = 0.15
+    # pixels with B02 TOA above this (cloud, snow, very bright targets; the training surfaces stay
+    # below it) are left out of the context, so they cannot distort the neighbourhood's atmosphere
+    bright_toa: float = 0.3
 
     @property
     def overlap(self) -> int:
@@ -129,10 +132,11 @@ class AtmoNet(nn.Module):
         h, w = toa.shape[-2], toa.shape[-1]
         valid = valid.to(toa.dtype)
         x = torch.where(valid > 0, toa, self.toa_mean)  # no-data pixels: finite values, masked below
+        context_valid = valid * (x[:, 1:2] <= c.bright_toa).to(toa.dtype)
         # pad to whole cells: padded pixels are invalid (no weight), angles repeat the edge
         pad = (0, (s - w % s) % s, 0, (s - h % s) % s)
         xp = nn.functional.pad(x, pad)
-        vp = nn.functional.pad(valid, pad)
+        vp = nn.functional.pad(context_valid, pad)
         ap = nn.functional.pad(angles, pad, mode="replicate")
         # linear and log reflectances: band ratios (water vapour, aerosol colour) are differences of logs
         logs = torch.log(xp.clamp(min=1e-3)) - torch.log(self.toa_mean)

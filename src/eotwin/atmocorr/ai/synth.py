@@ -73,6 +73,9 @@ SAMPLING: dict[str, object] = {
     "sensors": ("S2A", "S2B", "S2C"),
     "noise": {"absolute": 0.0003, "relative": 0.002, "quantisation": 1e-4},
     "spectra_blobs": {"probability": 0.6, "max_blobs": 3, "brightness": (0.6, 1.4)},
+    # training only: the whole surface x U(0.75, 1.25), each band x (1 + 0.04 N(0, 1)), so the context
+    # branch cannot tie the atmosphere to the few training surfaces' exact brightness and colour
+    "surface_jitter": {"scale": (0.75, 1.25), "band_std": 0.04},
 }
 
 
@@ -340,6 +343,7 @@ def make_batch(
     *,
     spectra: np.ndarray | None = None,
     noise: bool = True,
+    jitter: bool = False,
 ) -> SceneBatch:
     """``n`` scenes: a random surface crop (with built-in spectra painted in), a random atmosphere each."""
     toas, boas, aots, paths, gains, salbs, angles = [], [], [], [], [], [], []
@@ -348,6 +352,10 @@ def make_batch(
         surface = augment(surfaces[int(rng.integers(len(surfaces)))], crop, rng)
         if spectra is not None:
             surface = paint_spectra(surface, spectra, rng)
+        if jitter:
+            j = SAMPLING["surface_jitter"]
+            factor = rng.uniform(*j["scale"]) * (1 + j["band_std"] * rng.standard_normal(surface.shape[0]))  # type: ignore[index]
+            surface = np.clip(surface * factor[:, None, None].astype(np.float32), 0.0, 0.95)
         toa, aot, (path, gain, s_alb) = simulate(surface, atm, lut, rng, noise=noise, nodes_terms=terms)
         toas.append(toa)
         boas.append(surface)

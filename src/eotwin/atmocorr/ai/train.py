@@ -51,6 +51,7 @@ class TrainOptions(BaseModel):
     windows: tuple[int, ...] = (9, 25)  # in cells of 4 x 4 pixels
     lut: Path | None = None
     ben_dir: Path | None = None
+    init: Path | None = None  # continue from these weights (.pt); their architecture and normalisation win
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class _BatchMaker:
         from eotwin.atmocorr.ai import synth
 
         surfaces, lut, spectra, batch, crop = self.args
-        return synth.make_batch(surfaces, lut, np.random.default_rng(seed), batch, crop, spectra=spectra)
+        return synth.make_batch(surfaces, lut, np.random.default_rng(seed), batch, crop, spectra=spectra, jitter=True)
 
 
 def _prefetch(pool, fn, items, ahead: int):
@@ -159,6 +160,10 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
         **_reference_terms(lut),
     )
     model = AtmoNet(config)
+    previous: dict = {}
+    if options.init is not None:
+        model, previous = load_torch_model(options.init)
+        config = model.config
     opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-4)
     val_batch = _tensors(
         synth.make_batch(surfaces, lut, np.random.default_rng(options.seed + 2), 8, options.crop, spectra=spectra),
@@ -218,6 +223,9 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
         "validation_initial": initial,
         "history": history,
         "parameters": count_parameters(model),
+        "continued_from": {"path": str(options.init), "steps": previous.get("steps"),
+                           "seconds": previous.get("seconds"), "earlier": previous.get("continued_from")}
+        if options.init is not None else None,
     }
     onnx_path = Path(options.output)
     weights_path = onnx_path.with_suffix(".pt")

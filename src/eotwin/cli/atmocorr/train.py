@@ -23,6 +23,7 @@ def train_command(
     threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice)."),
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
     ben_dir: Path | None = typer.Option(None, "--ben-dir", help="BigEarthNet v2 source (default: .eotwin-data/BENv2)."),
+    init: Path | None = typer.Option(None, "--init", help="Continue from these weights (.pt of an earlier run)."),
 ) -> None:
     """Train the AI atmospheric correction on simulated scenes: real surfaces + sampled 6S atmospheres."""
     from pydantic import ValidationError
@@ -31,7 +32,7 @@ def train_command(
     from eotwin.errors import EotwinError
 
     values = dict(steps=steps, batch=batch, crop=crop, lr=lr, seed=seed, max_minutes=max_minutes, threads=threads,
-                  lut=lut, ben_dir=ben_dir)
+                  lut=lut, ben_dir=ben_dir, init=init)
     if output is not None:
         values["output"] = output
     try:
