@@ -82,6 +82,7 @@ class OnnxModel:
         opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        opts.enable_cpu_mem_arena = False  # the arena keeps every tile's peak allocation: RSS grows, speed does not
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
