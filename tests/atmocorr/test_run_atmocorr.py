@@ -141,8 +141,7 @@ def _ai_model_ready() -> bool:
     return bool(getattr(importlib.import_module("eotwin.atmocorr.ai"), "model_available", lambda: False)())
 
 
-@pytest.mark.skipif(_ai_model_ready(), reason="a trained AI model exists: it is the default")
-def test_default_method_is_the_physical_baseline_until_a_model_exists():
+def test_default_method_is_the_physical_baseline():
     assert pipeline.default_method() == "6s-ddv"
 
 

@@ -11,7 +11,7 @@ sen2cor is not runnable here (no ESA installation, no internet). For scale: the 
 project measured about 35 minutes per tile for sen2cor, which needs up to 4 GB of RAM (its v2.8
 release notes); see ``../shared/docs/FACTS.md``.
 
-Usage: ``.venv/bin/python benchmarks/atmocorr.py [--size 1098] [--methods ai,6s-ddv,dos] [--core]``
+Usage: ``.venv/bin/python benchmarks/atmocorr_speed.py [--size 1098] [--methods ai,6s-ddv,dos] [--core]``
 """
 
 from __future__ import annotations
