@@ -95,9 +95,6 @@ class Grid:
         """The grid of a window of this grid (same CRS and resolution)."""
         return Grid(self.transform @ Affine.translation(window.col_off, window.row_off), window.width, window.height, self.crs)
 
-    def window_grid_from(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
-        return self.window_grid(Window(row_off, col_off, height, width))
-
     def row_blocks(self, block_rows: int) -> Iterator[Window]:
         """Full-width windows of at most ``block_rows`` rows, top to bottom."""
         if block_rows <= 0:

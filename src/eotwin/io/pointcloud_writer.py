@@ -51,8 +51,6 @@ class PointWriter(Protocol):
 
     def write_prepared(self, prepared: object) -> None: ...
 
-    def write(self, block: PointBlock) -> None: ...
-
 
 def xy_scale_for(crs: CRS) -> float:
     """0.01 m for projected CRSs; 1e-7 degrees (about 1 cm) for geographic ones."""
@@ -114,9 +112,6 @@ class LasWriter:
             self._writer.write_points(record)
             self.stats.count += len(record)
 
-    def write(self, block: PointBlock) -> None:
-        self.write_prepared(self.prepare(block))
-
     def finish(self) -> None:
         header = self._writer.header
         if self.stats.count:
@@ -156,9 +151,6 @@ class PlyWriter:
             self._fh.write(vertices.tobytes())
             self.stats.grow(vertices["x"], vertices["y"], vertices["z"])
 
-    def write(self, block: PointBlock) -> None:
-        self.write_prepared(self.prepare(block))
-
     def finish(self) -> None:
         self._fh.seek(self._count_pos)
         self._fh.write(f"{self.stats.count:0{self._COUNT_WIDTH}d}".encode("ascii"))
@@ -187,7 +179,7 @@ def open_point_writer(path: str | Path, fmt: str, crs: CRS, bounds_xy: tuple[flo
             header.scales = np.array([scale, scale, 0.01])
             ox, oy = offsets_near(bounds_xy, scale)
             header.offsets = np.array([ox, oy, z_offset])
-            header.add_crs(_rasterio_free_crs(crs))
+            header.add_crs(crs)
             header.generating_software = "eotwin"
             header.system_identifier = "eotwin point cloud"
             backend = laspy.LazBackend.LazrsParallel if (os.cpu_count() or 1) > 1 else laspy.LazBackend.Lazrs
@@ -197,7 +189,3 @@ def open_point_writer(path: str | Path, fmt: str, crs: CRS, bounds_xy: tuple[flo
                 yield writer
             writer.finish()  # after close: laspy has grown the header bounds
 
-
-def _rasterio_free_crs(crs: CRS) -> CRS:
-    """laspy wants a pyproj CRS; normalise whatever we were given."""
-    return CRS.from_user_input(crs)

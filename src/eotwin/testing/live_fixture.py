@@ -19,7 +19,7 @@ from pyproj import CRS, Transformer
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
-from eotwin.geo.grid import Grid
+from eotwin.geo.grid import Grid, Window
 from eotwin.io.raster import write_geotiff
 from eotwin.sample.files import reflectance_to_l2a_dn
 from eotwin.sample.scene import SampleScene, make_scene, observed_reflectance, scene_scl
@@ -72,8 +72,8 @@ def build_world(root: Path, template: dict, size: int = 240, seed: int = 5, seco
     scl = scene_scl(scene)[None]
     half, overlap = size // 2, size // 8
     tiles = {
-        "T32TMR": (grid.window_grid_from(0, 0, size, half + overlap), False),
-        "T32TNR": (grid.window_grid_from(0, half - overlap, size, size - half + overlap), second_zone),
+        "T32TMR": (grid.window_grid(Window(0, 0, size, half + overlap)), False),
+        "T32TNR": (grid.window_grid(Window(0, half - overlap, size, size - half + overlap)), second_zone),
     }
     items, files, tile_grids = [], {}, {}
     for n, (tile, (tile_grid, other_zone)) in enumerate(tiles.items()):
