@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from eotwin.atmocorr import stac_input
 from eotwin.atmocorr.products import (
     BOA_ADD_OFFSET,
     L2A_BANDS,
@@ -80,7 +81,7 @@ class RunOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input: Path
+    input: Path | str | None = None  # SAFE, zip, stack, STAC item JSON file or http(s) URL of an item
     output: Path
     resolution: Literal[10, 20] | None = None  # default: 10 m for SAFE, the stack's own grid for stacks
     method: str | None = None  # default: "ai" when available, else "6s-ddv"
@@ -92,6 +93,19 @@ class RunOptions(BaseModel):
     lut: Path | None = None  # the 6S table (default: the committed one)
     model: Path | None = None  # ai: model file (default: the committed one)
     block_rows: int | None = Field(None, ge=1, le=10980)
+    # a STAC item input: its id in the STAC API (instead of ``input``), endpoints and S3 keys (else the
+    # environment or ~/.netrc, as for live data)
+    item_id: str | None = None
+    stac_url: str | None = None
+    s3_endpoint: str | None = None  # host[:port], or http(s)://host[:port]
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> RunOptions:
+        if (self.input is None) == (self.item_id is None):
+            raise ValueError("give either INPUT or --item-id (an item of the STAC API), not both or neither")
+        return self
 
 
 # ----------------------------------------------------------------------------- correctors
@@ -427,7 +441,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
     """Correct one L1C product; see the module docstring for what is written."""
     progress = ensure_progress(progress)
     started = time.perf_counter()
-    product = open_l1c(options.input, options.resolution)
+    product = _open_input(options)
     corrector = make_corrector(options)
     method = corrector.name
     reference = (
@@ -443,7 +457,8 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
             import rasterio
 
             # GDAL's default block cache (5 % of RAM) would grow past the memory goal on a full tile
-            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20))
+            stack.enter_context(stac_input.product_env(product))  # S3/HTTP access for an item's bands
             reader = stack.enter_context(BandReader({b: product.bands[b] for b in L2A_BANDS}, grid))
             ref_reader = (
                 stack.enter_context(BandReader(reference.bands, grid, categorical=("SCL",)))
@@ -527,7 +542,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                         _accumulate(acc, acc_toa, reference, ref_reader, window, boa, toa, valid)
                     task.advance()
             with (
-                rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB),  # overview building rereads the image
+                rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20),  # overview building rereads the image
                 progress.task("writing cloud-optimised GeoTIFFs", total=len(writers)) as task,
             ):
                 while writers:
@@ -587,6 +602,18 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
         grid.width * grid.height / 1e6,
         product,
     )
+
+
+def _open_input(options: RunOptions) -> L1CProduct:
+    """The L1C product of ``options.input`` (or ``item_id``); remote access resolved from the options."""
+    secret = lambda s: s.get_secret_value() if s is not None else None  # noqa: E731
+    access = stac_input.RemoteAccess.resolve(
+        stac_url=options.stac_url, s3_endpoint=options.s3_endpoint,
+        s3_access_key=secret(options.s3_access_key), s3_secret_key=secret(options.s3_secret_key),
+    )
+    if options.item_id is not None:
+        return stac_input.open_item_id(options.item_id, options.resolution, access)
+    return open_l1c(options.input, options.resolution, access=access)
 
 
 def _with_overlap(window: Window, overlap: int, height: int) -> Window:

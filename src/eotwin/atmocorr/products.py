@@ -523,10 +523,15 @@ def _check_resolution(resolution: int | None) -> None:
         raise EotwinError(f"--resolution must be 10 or 20 (metres), got {resolution}")
 
 
-def open_l1c(path: str | Path, resolution: int | None = None) -> L1CProduct:
-    """Open an L1C SAFE (folder or zip) or L1C GeoTIFF stack; ``resolution`` 10 or 20 m (default: 10 m
-    for SAFE, the stack's own grid for stacks)."""
+def open_l1c(path: str | Path, resolution: int | None = None, *, access: object | None = None) -> L1CProduct:
+    """Open an L1C SAFE (folder or zip), L1C GeoTIFF stack, or STAC item (a ``.json`` file or an http(s)
+    URL; ``access``: a :class:`~eotwin.atmocorr.stac_input.RemoteAccess`); ``resolution`` 10 or 20 m
+    (default: 10 m for SAFE and items, the stack's own grid for stacks)."""
     _check_resolution(resolution)
+    from eotwin.atmocorr import stac_input
+
+    if stac_input.looks_like_item(path):
+        return stac_input.open_item_source(path, resolution, access)  # type: ignore[arg-type]
     path = Path(path)
     if not path.exists():
         raise EotwinError(f"{path}: no such file or folder")
@@ -1110,7 +1115,8 @@ def stac_item(
         "bbox": bbox,
         "properties": properties,
         "links": [
-            {"rel": "derived_from", "href": Path(product.source).resolve().as_uri(), "title": "L1C input"}
+            {"rel": "derived_from", "title": "L1C input", "href": product.source if "://" in product.source
+             else Path(product.source).resolve().as_uri()}
         ],
         "assets": asset_entries,
     }

@@ -159,3 +159,77 @@ def write_dem_zarr(path: Path, scene: SampleScene, dim_names: tuple[str, str] = 
 def real_l2a_template(shared_fixtures: Path) -> dict:
     path = shared_fixtures / "cdse/eometadatatool/S2A_MSIL2A_20220217T183431_N0510_R027_T13VEK_20240516T022440.json"
     return json.loads(path.read_text())
+
+
+# --- a Level-1C product behind a STAC item (atmospheric correction input) -------------------------
+def real_l1c_template(shared_fixtures: Path) -> dict:
+    """A real CDSE ``sentinel-2-l1c`` item (T51CVP, baseline 05.10)."""
+    path = shared_fixtures / "cdse/eometadatatool/S2A_MSIL1C_20240116T000741_N0510_R130_T51CVP_20240116T010505.json"
+    return json.loads(path.read_text())
+
+
+def l1c_item_from_safe(template: dict, safe: Path, prefix: str, http_base: str | None = None,
+                       drop: tuple[str, ...] = ()) -> tuple[dict, dict[str, Path]]:
+    """A copy of the real L1C item ``template`` describing the SAFE folder ``safe`` as stored in the object store.
+
+    Hrefs become ``s3://eodata/<prefix>/<SAFE name>/...`` (keeping the real item's ``alternate`` https hrefs,
+    unreachable here, which readers must not prefer), or ``<http_base>/<SAFE name>/...`` without alternates when
+    ``http_base`` is given; ids, dates, footprint and ``proj:*`` follow the SAFE's own metadata. Returns the item
+    and the S3 keys -> local files to upload. ``drop`` removes assets (a broken item).
+    """
+    from eotwin.atmocorr.products import NATIVE_RESOLUTION, parse_product_metadata, parse_tile_metadata
+    from eotwin.io.raster import raster_info
+
+    mtd = safe / "MTD_MSIL1C.xml"
+    tl = next(safe.glob("GRANULE/*/MTD_TL.xml"))
+    meta = parse_product_metadata(mtd.read_bytes())
+    tile = parse_tile_metadata(tl.read_bytes())
+    item = copy.deepcopy(template)
+    item["id"] = meta.product_uri.removesuffix(".SAFE")
+    files: dict[str, Path] = {}
+
+    def href_of(path: Path) -> str:
+        rel = f"{safe.name}/{path.relative_to(safe).as_posix()}"
+        if http_base is not None:
+            return f"{http_base.rstrip('/')}/{rel}"
+        files[f"{prefix}/{rel}"] = path
+        return f"s3://{BUCKET}/{prefix}/{rel}"
+
+    assets = item["assets"]
+    for key, path in (("product_metadata", mtd), ("granule_metadata", tl)):
+        assets[key]["href"] = href_of(path)
+    grid10 = None
+    for key, asset in list(assets.items()):
+        if key in drop:
+            del assets[key]
+            continue
+        if key not in ("product_metadata", "granule_metadata"):
+            band = key if key in NATIVE_RESOLUTION else None
+            if band is None:
+                continue
+            path = safe / (meta.image_files[(band, NATIVE_RESOLUTION[band])] + ".jp2")
+            if not path.exists():
+                del assets[key]
+                continue
+            info = raster_info(path)
+            grid10 = info.grid if band == "B02" else grid10
+            asset["href"] = href_of(path)
+            asset["proj:code"] = tile.crs_code
+            asset["proj:shape"] = [info.grid.height, info.grid.width]
+            asset["proj:transform"] = list(info.grid.transform)[:6]
+            left, bottom, right, top = info.grid.bounds
+            asset["proj:bbox"] = [left, bottom, right, top]
+        asset.pop("file:checksum", None)
+        asset.pop("file:size", None)
+        if http_base is not None:
+            asset.pop("alternate", None)
+        elif "alternate" in asset:  # unreachable here, as the real https zipper is without a token
+            asset["alternate"]["https"]["href"] = f"https://zipper.invalid/{item['id']}/{key}"
+    if grid10 is not None:
+        item["bbox"], item["geometry"] = _footprint(grid10)
+    props = item["properties"]
+    props["datetime"] = props["start_datetime"] = props["end_datetime"] = meta.start_time
+    props["processing:version"] = meta.processing_baseline
+    props["grid:code"] = "MGRS-" + item["id"].split("_")[5][1:]
+    item["links"] = []
+    return item, files

@@ -12,9 +12,10 @@ from eotwin.cli.atmocorr import app
 
 @app.command("run")
 def run_command(
-    input_path: Path = typer.Argument(..., metavar="INPUT", help="Sentinel-2 L1C SAFE folder or zip, or an L1C "
-                                      "GeoTIFF stack (bands named B01..B12, B8A in the descriptions; tags "
-                                      "RADIO_ADD_OFFSET, SUN_ZENITH, SUN_AZIMUTH, VIEW_ZENITH, VIEW_AZIMUTH, SPACECRAFT)."),
+    input_path: str | None = typer.Argument(None, metavar="INPUT", help="Sentinel-2 L1C SAFE folder or zip; an L1C "
+                                            "GeoTIFF stack (bands named B01..B12, B8A in the descriptions; tags "
+                                            "RADIO_ADD_OFFSET, SUN_ZENITH, SUN_AZIMUTH, VIEW_ZENITH, VIEW_AZIMUTH, "
+                                            "SPACECRAFT); or a CDSE STAC L1C item (a .json file or an http(s) URL)."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder (l2a.tif, tci.tif, tci.png, item.json)."),
     resolution: int | None = typer.Option(None, "--resolution", help="Output grid: 10 or 20 m (default: 10 m for "
                                           "SAFE, the stack's own grid for stacks)."),
@@ -29,13 +30,23 @@ def run_command(
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
     model: Path | None = typer.Option(None, "--model", help="ai: model file (default: the committed one)."),
     block_rows: int | None = typer.Option(None, "--block-rows", help="Rows per block (default: sized for ~256 MB)."),
+    item_id: str | None = typer.Option(None, "--item-id", help="Instead of INPUT: the id of a sentinel-2-l1c item "
+                                       "in the STAC API (--stac-url)."),
+    stac_url: str | None = typer.Option(None, "--stac-url", help="STAC API (default CDSE, or $EOTWIN_STAC_URL)."),
+    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3 endpoint host[:port] (default CDSE "
+                                           "eodata; http:// for a plain-HTTP mirror)."),
+    s3_access_key: str | None = typer.Option(None, "--s3-access-key", help="CDSE S3 key (else $CDSE_S3_ACCESS_KEY "
+                                             "or ~/.netrc)."),
+    s3_secret_key: str | None = typer.Option(None, "--s3-secret-key", help="CDSE S3 secret (else "
+                                             "$CDSE_S3_SECRET_KEY or ~/.netrc)."),
 ) -> None:
     """Atmospheric correction of a Sentinel-2 L1C product into an L2A-like product (DN = BOA x 10000 + 1000)."""
     from eotwin.atmocorr.pipeline import make_options, run_correction
 
     options = make_options(input=input_path, output=output, resolution=resolution, method=method,
                            reference=reference, aerosol=aerosol, aot=aot, wv=wv, ozone=ozone, lut=lut, model=model,
-                           block_rows=block_rows)
+                           block_rows=block_rows, item_id=item_id, stac_url=stac_url, s3_endpoint=s3_endpoint,
+                           s3_access_key=s3_access_key, s3_secret_key=s3_secret_key)
     result = run_correction(options, progress=_common.progress())
     atm = ", ".join(f"{k}={v}" for k, v in result.atmosphere.items() if isinstance(v, int | float | str))
     _common.say(f"{result.product.kind} {result.product.product_id}: {result.product.grid.width} x "
