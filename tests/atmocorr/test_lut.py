@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eotwin.atmocorr.lut import DEFAULT_LUT_PATH, TERMS, SixSLut, load_lut
+from eotwin.atmocorr.lut import DEFAULT_LUT_PATH, LOG_TERMS, TERMS, SixSLut, load_lut
 from eotwin.errors import EotwinError
 
 AXES = {
@@ -22,27 +22,32 @@ BANDS = ("B02", "B04")
 AEROSOLS = ("continental", "maritime")
 
 
-def _coordinate(axis: str, values: np.ndarray) -> np.ndarray:
-    """The coordinate the LUT interpolates in (see lut._TRANSFORMS)."""
+def _coordinate(axis: str, values: np.ndarray, term: str = "") -> np.ndarray:
+    """The coordinate the LUT interpolates in (see lut._TRANSFORMS; the path's view zenith is sin)."""
     v = np.asarray(values, dtype=np.float64)
     return {
         "sza": 1 / np.cos(np.radians(v)),
-        "vza": 1 / np.cos(np.radians(v)),
+        "vza": np.sin(np.radians(v)) if term == "path_ref" else 1 / np.cos(np.radians(v)),
         "raa": -np.cos(np.radians(v)),
         "wv": np.sqrt(v),
     }.get(axis, v)
 
 
-def _linear_term(dims: tuple[str, ...], coeffs: dict[str, float], base: float) -> np.ndarray:
-    """A term that is a sum of linear functions of each (transformed) axis: interpolation must be exact."""
+def _linear_term(dims: tuple[str, ...], coeffs: dict[str, float], base: float, term: str = "") -> np.ndarray:
+    """A term that is a sum of linear functions of each (transformed) axis: interpolation must be exact.
+
+    Transmittances are interpolated in log space, so theirs is the exponential of such a sum.
+    """
     sizes = {"sensor": len(SENSORS), "band": len(BANDS), "aerosol": len(AEROSOLS)}
     grids = []
     for d in dims:
         if d in sizes:
             grids.append(np.arange(sizes[d], dtype=np.float64) * 0.01)
         else:
-            grids.append(coeffs[d] * _coordinate(d, np.array(AXES[d])))
+            grids.append(coeffs[d] * _coordinate(d, np.array(AXES[d]), term))
     mesh = np.meshgrid(*grids, indexing="ij")
+    if term in LOG_TERMS:
+        return np.exp(np.log(base) + sum(mesh)).astype(np.float32)
     return (base + sum(mesh)).astype(np.float32)
 
 
@@ -60,7 +65,7 @@ BASES = {
 
 @pytest.fixture
 def synthetic_lut() -> SixSLut:
-    terms = {name: _linear_term(dims, COEFFS, BASES[name]) for name, dims in TERMS.items()}
+    terms = {name: _linear_term(dims, COEFFS, BASES[name], name) for name, dims in TERMS.items()}
     # the gas factors must be exactly 1 at the reference amounts: make them depend on nothing
     terms["q_rayleigh"][:] = 1.0
     terms["q_aerosol"][:] = 1.0
@@ -100,12 +105,12 @@ def test_interpolation_is_exact_for_functions_linear_in_the_axis_coordinates(syn
         + aerosol
         + COEFFS["aot"] * q["aot"]
         + COEFFS["sza"] * _coordinate("sza", q["sza"])
-        + COEFFS["vza"] * _coordinate("vza", q["vza"])
+        + COEFFS["vza"] * _coordinate("vza", q["vza"], "path_ref")
         + COEFFS["raa"] * _coordinate("raa", folded)
     )
     np.testing.assert_allclose(terms.path[0], expected_path, atol=2e-6)
-    expected_tg = (
-        BASES["tg"]
+    expected_tg = np.exp(
+        np.log(BASES["tg"])
         + sensor
         + band_b04
         + COEFFS["wv"] * np.sqrt(q["wv"])
@@ -113,8 +118,8 @@ def test_interpolation_is_exact_for_functions_linear_in_the_axis_coordinates(syn
         + COEFFS["am"] * am
     )
     np.testing.assert_allclose(terms.tg[0], expected_tg, atol=2e-6)
-    expected_down = (
-        BASES["t_down"]
+    expected_down = np.exp(
+        np.log(BASES["t_down"])
         + sensor
         + aerosol
         + COEFFS["aot"] * q["aot"]

@@ -24,8 +24,16 @@ The path for any water vapour ``wv`` and ozone ``o3`` is rebuilt as
 
 Interpolation is multilinear, in transformed coordinates that make the terms nearly linear:
 1/cos for zenith angles (air mass), cos for the relative azimuth (single scattering is linear in
-it), sqrt for water vapour (band-averaged line absorption). Queries outside an axis raise
-:class:`EotwinError` (``clamp=True`` clamps instead).
+it), sqrt for water vapour (band-averaged line absorption). Two refinements, measured against 6S at
+98 random off-node atmospheres (``tests/atmocorr/test_lut_interpolation.py``):
+
+- the transmittances (``tg``, ``t_down``, ``t_up``) are interpolated in log space: they decay
+  exponentially with air mass and optical thickness (Beer-Lambert), so log-linear interpolation
+  cuts the gas error of B09 from 2.7 % to 0.5 % and the sun-path error of B01-B04 by a third to a half;
+- the path reflectance uses sin(view zenith) rather than 1/cos: near nadir the scattering angle,
+  and with it the phase function, changes linearly with the view zenith, not with the air mass.
+
+Queries outside an axis raise :class:`EotwinError` (``clamp=True`` clamps instead).
 """
 
 from __future__ import annotations
@@ -63,6 +71,10 @@ TERMS: dict[str, tuple[str, ...]] = {
     "q_rayleigh": ("sensor", "band", "wv", "o3", "am"),
     "q_aerosol": ("sensor", "band", "aerosol", "wv", "am"),
 }
+# transmittances: interpolated in log space (see the module docstring)
+LOG_TERMS = frozenset({"tg", "t_down", "t_up"})
+# the path's view-zenith coordinate (the other terms use the air-mass transform of _TRANSFORMS)
+_PATH_VZA_TRANSFORM = lambda v: np.sin(np.radians(v))  # noqa: E731
 # a query this far outside an axis (in axis units) still counts as inside (float noise)
 _EDGE_TOLERANCE = 1e-6
 
@@ -212,6 +224,7 @@ class SixSLut:
         air_mass = 1.0 / np.cos(np.radians(np.clip(flat["sza"], *self.axes["sza"][[0, -1]])))
         air_mass += 1.0 / np.cos(np.radians(np.clip(flat["vza"], *self.axes["vza"][[0, -1]])))
         locs["am"] = self._locate("am", air_mass, clamp)
+        path_vza = self._locate("vza", flat["vza"], clamp, _PATH_VZA_TRANSFORM)
         o3_only = {**locs, "wv": self._locate("wv", np.full_like(flat["wv"], self.wv_ref), True)}
         aot0 = self._locate("aot", np.full_like(flat["aot"], self.axes["aot"][0]), True)
 
@@ -219,14 +232,14 @@ class SixSLut:
         for b in bi:
 
             def interp(term: str, overrides: dict | None = None, fixed: tuple = (si, b)) -> np.ndarray:
-                table = self.terms[term]
-                dims = TERMS[term]
-                sub = table[fixed]
-                rest = dims[len(fixed) :]
+                log = term in LOG_TERMS
+                sub = (self.log_terms if log else self.terms)[term][fixed]
+                rest = TERMS[term][len(fixed) :]
                 if rest and rest[0] == "aerosol":
                     sub, rest = sub[ai], rest[1:]
-                loc = {**locs, **(overrides or {})}
-                return _multilinear(sub, [loc[d] for d in rest])
+                loc = {**locs, **({"vza": path_vza} if term == "path_ref" else {}), **(overrides or {})}
+                value = _multilinear(sub, [loc[d] for d in rest])
+                return np.exp(value) if log else value
 
             path_ref = interp("path_ref")
             rayleigh = interp("path_ref", {"aot": aot0})
@@ -246,7 +259,18 @@ class SixSLut:
             ),
         )
 
-    def _locate(self, axis: str, values: np.ndarray, clamp: bool) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def log_terms(self) -> dict[str, np.ndarray]:
+        """Natural logarithms of the transmittance terms (computed once per table)."""
+        cached = self.__dict__.get("_log_terms")
+        if cached is None:
+            cached = {k: np.log(np.maximum(self.terms[k].astype(np.float64), 1e-12)) for k in LOG_TERMS}
+            self.__dict__["_log_terms"] = cached
+        return cached
+
+    def _locate(
+        self, axis: str, values: np.ndarray, clamp: bool, transform=None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Lower node index and weight of the upper node, in the axis's transformed coordinate."""
         nodes = self.axes[axis]
         lo, hi = nodes[0], nodes[-1]
@@ -256,8 +280,9 @@ class SixSLut:
                 first = values[bad][0]
                 raise EotwinError(f"{axis} = {first:g} is outside the 6S LUT range [{lo:g}, {hi:g}]")
         values = np.clip(values, lo, hi)
-        t_nodes = _TRANSFORMS[axis](nodes)
-        t_vals = _TRANSFORMS[axis](values)
+        transform = transform or _TRANSFORMS[axis]
+        t_nodes = transform(nodes)
+        t_vals = transform(values)
         idx = np.clip(np.searchsorted(t_nodes, t_vals, side="right") - 1, 0, nodes.size - 2)
         span = t_nodes[idx + 1] - t_nodes[idx]
         weight = np.clip((t_vals - t_nodes[idx]) / span, 0.0, 1.0)

@@ -29,8 +29,8 @@ spacecraft      S2A, S2B or S2C with equal odds
 TOA = 6S Lambertian forward model with the table's terms for that atmosphere per pixel, then
 sensor noise: Gaussian with standard deviation ``0.0003 + 0.002 x TOA`` (signal-to-noise ratios of
 100-300 at typical land reflectances, near the MSI specification) and rounding to L1C digital
-numbers (1e-4). The table is linear in AOT between its nodes, so the terms are computed at the
-AOT nodes for the scene's gas and geometry and interpolated per pixel: exactly what
+numbers (1e-4). The table is linear in AOT between its nodes (its transmittances log-linear), so the
+terms are computed at the AOT nodes for the scene's gas and geometry and interpolated per pixel: exactly what
 :meth:`~eotwin.atmocorr.lut.SixSLut.terms_for` gives pixel by pixel, many times faster.
 
 Everything here is pure numpy except :func:`ben_surfaces` (reads the LMDB) and
@@ -289,8 +289,9 @@ def terms_per_pixel(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(path, gain = tg t_down t_up, spherical albedo), each (12, h, w), for a per-pixel AOT map.
 
-    The table is piecewise linear in AOT, so the terms at its AOT nodes, interpolated per pixel,
-    equal a per-pixel lookup exactly.
+    The table is piecewise linear in AOT (path, spherical albedo) or in log(AOT-term) (the
+    transmittances, see :mod:`eotwin.atmocorr.lut`), so the terms at its AOT nodes, interpolated per
+    pixel by the same rule, equal a per-pixel lookup exactly.
     """
     nodes = lut.axes["aot"]
     t = nodes_terms if nodes_terms is not None else node_terms([atm], lut)[0]
@@ -298,11 +299,12 @@ def terms_per_pixel(
     w = ((aot - nodes[idx]) / (nodes[idx + 1] - nodes[idx])).astype(np.float64)
 
     def lerp(values: np.ndarray) -> np.ndarray:
-        return (values[:, idx] * (1 - w) + values[:, idx + 1] * w).astype(np.float32)
+        return values[:, idx] * (1 - w) + values[:, idx + 1] * w
 
-    # tg does not depend on AOT; t_down and t_up are each linear in it, their product is not
-    gain = t.tg[:, :1, None] * lerp(t.t_down.astype(np.float64)) * lerp(t.t_up.astype(np.float64))
-    return lerp(t.path.astype(np.float64)), gain.astype(np.float32), lerp(t.s_alb.astype(np.float64))
+    log_t = np.log(t.t_down.astype(np.float64)) + np.log(t.t_up.astype(np.float64))
+    gain = t.tg[:, :1, None].astype(np.float64) * np.exp(lerp(log_t))
+    return (lerp(t.path.astype(np.float64)).astype(np.float32), gain.astype(np.float32),
+            lerp(t.s_alb.astype(np.float64)).astype(np.float32))
 
 
 def add_noise(toa: np.ndarray, rng: np.random.Generator) -> np.ndarray:
