@@ -22,6 +22,8 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -198,13 +200,52 @@ def fetch_bytes(access: RemoteAccess, href: str, what: str) -> bytes:
         raise EotwinError(f"{what}: cannot read {path} ({exc.strerror or exc})") from None
 
 
+_DENIED = re.compile(r"\b(401|403)\b|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|Forbidden|Unauthorized")
+
+
+def explain_remote_error(message: str) -> str:
+    """A GDAL/S3 refusal as one line that says what to check (the object's path kept, the details dropped)."""
+    found = _DENIED.search(message)
+    if not found:
+        return message
+    where = message.split(": ", 1)[0] if ": " in message else "remote read"
+    if found.group(0) in ("401", "Unauthorized"):
+        return f"{where}: {_MEANING[401]} (HTTP 401)"
+    return f"{where}: {_MEANING[403]} (HTTP 403)"
+
+
+class _DemoteGdalHttpMessages(logging.Filter):
+    """GDAL's per-request HTTP warnings (retries, status codes) are debug output (shown with ``-vv``): our own
+    one-line errors say what failed."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and ("HTTP" in record.getMessage() or "CURL" in record.getMessage()):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.logger.isEnabledFor(logging.DEBUG)
+        return True
+
+
 @contextlib.contextmanager
 def gdal_env(access: RemoteAccess) -> Iterator[None]:
     """GDAL configured for the object store (keys through rasterio's AWS session); errors scrubbed of secrets."""
-    from eotwin.live import s2
+    import rasterio
 
-    with s2.gdal_env(access.endpoints, access.credentials):
-        yield
+    from eotwin.live.s2 import gdal_options, s3_session
+
+    logger = logging.getLogger("rasterio._env")
+    demote = _DemoteGdalHttpMessages(logger)
+    logger.addFilter(demote)
+    try:
+        with rasterio.Env(session=s3_session(access.endpoints, access.credentials), **gdal_options(access.endpoints)):
+            yield
+    except EotwinError as exc:
+        raise EotwinError(explain_remote_error(_scrub(access, str(exc)))) from None
+    finally:
+        logger.removeFilter(demote)
 
 
 def product_env(product: L1CProduct) -> contextlib.AbstractContextManager:
