@@ -41,12 +41,12 @@ class World:
         self.client = s3.client(ACCESS_KEY, SECRET_KEY)
         self.client.create_bucket(Bucket=BUCKET)
 
-    def publish(self, drop: tuple[str, ...] = ()) -> tuple[dict, Path]:
-        """Upload the SAFE under a new prefix; the item and its JSON file."""
+    def publish(self, drop: tuple[str, ...] = (), public: bool = False) -> tuple[dict, Path]:
+        """Upload the SAFE under a new prefix (``public``: readable without keys); the item and its JSON file."""
         prefix = f"Sentinel-2/MSI/L1C/2023/02/16/{uuid.uuid4().hex[:12]}"
         item, files = l1c_item_from_safe(self.template, self.safe, prefix, drop=drop)
         for key, path in files.items():
-            self.client.upload_file(str(path), BUCKET, key)
+            self.client.upload_file(str(path), BUCKET, key, ExtraArgs={"ACL": "public-read"} if public else None)
         path = self.root / f"{prefix.rsplit('/', 1)[-1]}.json"
         path.write_text(json.dumps(item))
         return item, path
@@ -252,3 +252,46 @@ def test_endpoint_scheme_and_credentials_precedence(tmp_path, monkeypatch):
     assert access.credentials.source == "environment" and access.endpoints.s3_https is True
     with pytest.raises(EotwinError, match="--s3-endpoint"):
         stac_input.RemoteAccess.resolve(s3_endpoint="ftp://x", environ={})
+
+
+def test_without_keys_reads_are_unsigned_and_a_refusal_says_no_keys_were_found(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    access = stac_input.RemoteAccess.resolve(s3_endpoint=f"http://{world.s3.endpoint}", environ={})
+    assert access.credentials.source == "none"
+    _, public = world.publish(public=True)
+    product = open_l1c(public, access=access)  # an open mirror: unsigned requests are served
+    assert product.offsets["B02"] == -1000.0
+    with stac_input.product_env(product), BandReader(product.bands, product.grid) as reader:
+        assert np.isfinite(reader.read(("B02", "B09"))).all()
+    _, path = world.publish()
+    world.s3.faults.add("status", 403, times=100, path_contains="MTD_TL.xml")
+    with pytest.raises(EotwinError, match=r"MTD_TL.xml: access denied: no S3 keys found .* \(HTTP 403\)$"):
+        open_l1c(path, access=access)
+
+
+def test_https_hrefs_that_need_a_login_are_one_line_errors(world, tmp_path, capsys):
+    world.http.faults.add("status", 401, times=100, path_contains="MTD_TL.xml")
+    assert world.cli(str(world.root / "http_item.json"), "-o", str(tmp_path / "out"), "--method", "dos") != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "MTD_TL.xml: unauthorised: this https href needs a login" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("which", ["eometadatatool", "deltatwin"])
+def test_real_cdse_l1c_items_are_understood(shared_fixtures, which):
+    """Both real CDSE items: every band asset found (the 2025 item has no B10), s3:// hrefs preferred, XML assets."""
+    if which == "eometadatatool":
+        item, bands = real_l1c_template(shared_fixtures), S2_BANDS
+    else:
+        path = shared_fixtures / "cdse/emanuel-gf_DestinE_ESA_DeltaTwin/STAC_data_query/models/stac_items.json"
+        item, bands = json.loads(path.read_text())["L1C"], tuple(b for b in S2_BANDS if b != "B10")
+    assets = stac_input.band_assets(item)
+    assert sorted(assets) == sorted(bands)
+    for band, asset in assets.items():
+        href = stac_input.asset_hrefs(asset)[0]
+        assert href.startswith("s3://eodata/Sentinel-2/MSI/L1C/") and href.endswith(f"_{band}.jp2")
+    for key, name in (("product", "MTD_MSIL1C.xml"), ("tile", "MTD_TL.xml")):
+        asset = stac_input._metadata_asset(item, key)
+        assert asset is not None and stac_input.asset_hrefs(asset)[0].endswith("/" + name)
+    quant, offsets = stac_input._radiometry_from_item(item, assets)
+    assert quant == 10000.0 and {offsets[b] for b in bands} == {-1000.0}

@@ -148,14 +148,22 @@ def _session(endpoints: Endpoints):
     return session
 
 
-_MEANING = {
-    401: "unauthorised: check the S3 keys (CDSE https hrefs need an OIDC token; the s3:// hrefs need S3 keys)",
-    403: "access denied: check the S3 keys",
-    404: "not found",
-}
+NO_KEYS = ("no S3 keys found (give --s3-access-key and --s3-secret-key, set CDSE_S3_ACCESS_KEY and "
+           "CDSE_S3_SECRET_KEY, or add the endpoint's host to ~/.netrc)")
 
 
-def _get(access: RemoteAccess, url: str, what: str, headers: Callable[[], dict[str, str]] | None = None) -> bytes:
+def _refusal(access: RemoteAccess, status: int, s3: bool) -> str:
+    """What a 401/403 means for this kind of href and these credentials."""
+    word = "unauthorised" if status == 401 else "access denied"
+    if not s3:
+        return f"{word}: this https href needs a login (CDSE's need an OIDC token; its s3:// hrefs need S3 keys)"
+    if not (access.credentials.s3_access_key and access.credentials.s3_secret_key):
+        return f"{word}: {NO_KEYS}"
+    return f"{word}: check the S3 keys"
+
+
+def _get(access: RemoteAccess, url: str, what: str, headers: Callable[[], dict[str, str]] | None = None,
+         s3: bool = False) -> bytes:
     """GET ``url`` with retries (statuses by urllib3; cut or timed-out transfers here); one-line errors."""
     import requests
 
@@ -166,8 +174,10 @@ def _get(access: RemoteAccess, url: str, what: str, headers: Callable[[], dict[s
             try:
                 response = session.get(url, headers=headers() if headers else None, timeout=endpoints.timeout_s)
                 if response.status_code >= 400:
-                    meaning = _MEANING.get(response.status_code, "request failed")
-                    raise EotwinError(f"{what}: {meaning} (HTTP {response.status_code})")
+                    code = response.status_code
+                    meaning = _refusal(access, code, s3) if code in (401, 403) else (
+                        "not found" if code == 404 else "request failed")
+                    raise EotwinError(f"{what}: {meaning} (HTTP {code})")
                 return response.content
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 if attempt == endpoints.max_retries:
@@ -189,8 +199,8 @@ def fetch_bytes(access: RemoteAccess, href: str, what: str) -> bytes:
         creds = access.credentials
         if creds.s3_access_key and creds.s3_secret_key:
             key_id, secret = creds.s3_access_key.reveal(), creds.s3_secret_key.reveal()
-            return _get(access, url, what, lambda: sigv4_headers(key_id, secret, endpoints.s3_endpoint, path))
-        return _get(access, url, what)
+            return _get(access, url, what, lambda: sigv4_headers(key_id, secret, endpoints.s3_endpoint, path), s3=True)
+        return _get(access, url, what, s3=True)
     if href.startswith(("http://", "https://")):
         return _get(access, href, what)
     path = Path(href.removeprefix("file://"))
@@ -203,15 +213,14 @@ def fetch_bytes(access: RemoteAccess, href: str, what: str) -> bytes:
 _DENIED = re.compile(r"\b(401|403)\b|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|Forbidden|Unauthorized")
 
 
-def explain_remote_error(message: str) -> str:
+def explain_remote_error(access: RemoteAccess, message: str) -> str:
     """A GDAL/S3 refusal as one line that says what to check (the object's path kept, the details dropped)."""
     found = _DENIED.search(message)
     if not found:
         return message
     where = message.split(": ", 1)[0] if ": " in message else "remote read"
-    if found.group(0) in ("401", "Unauthorized"):
-        return f"{where}: {_MEANING[401]} (HTTP 401)"
-    return f"{where}: {_MEANING[403]} (HTTP 403)"
+    status = 401 if found.group(0) in ("401", "Unauthorized") else 403
+    return f"{where}: {_refusal(access, status, s3=where.startswith('/vsis3/'))} (HTTP {status})"
 
 
 class _DemoteGdalHttpMessages(logging.Filter):
@@ -243,7 +252,7 @@ def gdal_env(access: RemoteAccess) -> Iterator[None]:
         with rasterio.Env(session=s3_session(access.endpoints, access.credentials), **gdal_options(access.endpoints)):
             yield
     except EotwinError as exc:
-        raise EotwinError(explain_remote_error(_scrub(access, str(exc)))) from None
+        raise EotwinError(explain_remote_error(access, _scrub(access, str(exc)))) from None
     finally:
         logger.removeFilter(demote)
 
