@@ -72,6 +72,14 @@ def world(shared_fixtures, tmp_path_factory):
         yield w
 
 
+@pytest.fixture(scope="module")
+def safe_dos(world, tmp_path_factory) -> Path:
+    """The SAFE corrected by DOS: the reference output of the DOS runs."""
+    out = tmp_path_factory.mktemp("safe_dos") / "out"
+    assert run(["-q", "atmocorr", "run", str(world.safe), "-o", str(out), "--method", "dos"]) == 0
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _no_pending_faults(world):
     yield
@@ -119,7 +127,7 @@ def test_item_as_file_url_and_id_gives_the_l2a_of_the_safe(world, tmp_path, caps
     assert by_id == f"{world.stac.url}/collections/sentinel-2-l1c/items/{PRODUCT_ID}"
 
 
-def test_item_without_product_metadata_uses_raster_scale_and_offset(world, tmp_path):
+def test_item_without_product_metadata_uses_raster_scale_and_offset(world, safe_dos, tmp_path):
     """``raster:scale`` 0.0001 and ``raster:offset`` -0.1 of the real item are the SAFE's 10000 and -1000."""
     _, path = world.publish(drop=("product_metadata",))
     access = stac_input.RemoteAccess.resolve(s3_endpoint=f"http://{world.s3.endpoint}", s3_access_key=ACCESS_KEY,
@@ -128,8 +136,17 @@ def test_item_without_product_metadata_uses_raster_scale_and_offset(world, tmp_p
     assert product.quantification == 10000.0 and set(product.offsets[b] for b in L2A_BANDS) == {-1000.0}
     assert product.spacecraft == "S2A" and product.processing_baseline == "05.09"
     assert world.cli(str(path), "-o", str(tmp_path / "item"), "--method", "dos") == 0
-    assert run(["-q", "atmocorr", "run", str(world.safe), "-o", str(tmp_path / "safe"), "--method", "dos"]) == 0
-    _same_l2a(tmp_path / "safe", tmp_path / "item")
+    _same_l2a(safe_dos, tmp_path / "item")
+
+
+def test_local_item_with_relative_hrefs(world, safe_dos, tmp_path):
+    """An item next to its SAFE, hrefs relative to the item file (as stactools writes them): no network at all."""
+    item, _ = l1c_item_from_safe(world.template, world.safe, "", http_base=".")
+    path = world.safe.parent / "relative_item.json"
+    path.write_text(json.dumps(item))
+    assert item["assets"]["B02"]["href"].startswith("./" + world.safe.name + "/GRANULE/")
+    assert run(["-q", "atmocorr", "run", str(path), "-o", str(tmp_path / "item"), "--method", "dos"]) == 0
+    _same_l2a(safe_dos, tmp_path / "item")
 
 
 def test_item_gives_the_l2a_of_the_same_bands_as_a_stack(world, tmp_path):
