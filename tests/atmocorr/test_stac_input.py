@@ -286,12 +286,31 @@ def test_without_keys_reads_are_unsigned_and_a_refusal_says_no_keys_were_found(w
         open_l1c(path, access=access)
 
 
-def test_https_hrefs_that_need_a_login_are_one_line_errors(world, tmp_path, capsys):
-    world.http.faults.add("status", 401, times=100, path_contains="MTD_TL.xml")
-    assert world.cli(str(world.root / "http_item.json"), "-o", str(tmp_path / "out"), "--method", "dos") != 0
+@pytest.mark.parametrize("where", ["MTD_TL.xml", "_B8A.jp2"])
+def test_https_hrefs_that_need_a_login_are_one_line_errors(world, tmp_path, capsys, where):
+    """The XML through requests, a band through GDAL's /vsicurl/ (a fresh copy of the item: GDAL caches per URL)."""
+    item = json.loads((world.root / "http_item.json").read_text())
+    copy = world.root / f"http_copy_{uuid.uuid4().hex[:8]}"
+    copy.symlink_to(world.safe.parent, target_is_directory=True)
+    path = world.root / f"{copy.name}.json"
+    path.write_text(json.dumps(item).replace(f"{world.http.url}/safe/", f"{world.http.url}/{copy.name}/"))
+    world.http.faults.add("status", 401, times=100, path_contains=where)
+    assert world.cli(str(path), "-o", str(tmp_path / "out"), "--method", "dos") != 0
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "MTD_TL.xml: unauthorised: this https href needs a login" in err, err
+    assert len(err.splitlines()) == 1 and f"{where}: unauthorised: this https href needs a login" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_remote_errors_are_explained_only_when_they_are_refusals():
+    access = stac_input.RemoteAccess.resolve(s3_access_key="k", s3_secret_key="s", environ={})
+    explain = stac_input.explain_remote_error
+    assert explain(access, '/vsis3/eodata/a/T_B02.jp2: not a readable raster (Invalid AWS response: {"code": 403})') \
+        == "/vsis3/eodata/a/T_B02.jp2: access denied: check the S3 keys (HTTP 403)"
+    assert explain(access, "cannot open bands: /vsicurl/http://h:8080/x/B02.jp2: HTTP response code: 401").startswith(
+        "/vsicurl/http://h:8080/x/B02.jp2: unauthorised: this https href needs a login")
+    assert explain(access, "cannot read band B02: InvalidAccessKeyId: The AWS Access Key Id you provided does not "
+                   "exist") == "remote read: access denied: check the S3 keys (HTTP 403)"
+    assert explain(access, "x.tif: has 403 bands, band 500 requested") == "x.tif: has 403 bands, band 500 requested"
 
 
 @pytest.mark.parametrize("which", ["eometadatatool", "deltatwin"])

@@ -211,16 +211,22 @@ def fetch_bytes(access: RemoteAccess, href: str, what: str) -> bytes:
 
 
 _DENIED = re.compile(r"\b(401|403)\b|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|Forbidden|Unauthorized")
+_REMOTE_PATH = re.compile(r"/vsis3/[^\s:]+|/vsicurl/https?://\S+?(?=:\s|:$|\s|$)")
 
 
 def explain_remote_error(access: RemoteAccess, message: str) -> str:
-    """A GDAL/S3 refusal as one line that says what to check (the object's path kept, the details dropped)."""
+    """A GDAL/S3 refusal as one line that says what to check (the object's path kept, the details dropped).
+
+    Only messages about a remote read (a ``/vsis3/`` or ``/vsicurl/`` path, or an HTTP/AWS response) change.
+    """
+    path = _REMOTE_PATH.search(message)
     found = _DENIED.search(message)
-    if not found:
+    if not found or not (path or "HTTP" in message or "AWS" in message):
         return message
-    where = message.split(": ", 1)[0] if ": " in message else "remote read"
+    where = path.group(0) if path else "remote read"
+    s3 = where.startswith("/vsis3/") or (not path and "AWS" in message)
     status = 401 if found.group(0) in ("401", "Unauthorized") else 403
-    return f"{where}: {_refusal(access, status, s3=where.startswith('/vsis3/'))} (HTTP {status})"
+    return f"{where}: {_refusal(access, status, s3=s3)} (HTTP {status})"
 
 
 class _DemoteGdalHttpMessages(logging.Filter):
