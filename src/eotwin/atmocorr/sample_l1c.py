@@ -20,8 +20,10 @@ from eotwin.atmocorr.lut import AtmosphereTerms, SixSLut, load_lut
 from eotwin.atmocorr.products import BOA_ADD_OFFSET, L2A_BANDS, QUANTIFICATION, boa_to_dn
 from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.errors import EotwinError
+from eotwin.geo.grid import Grid
 from eotwin.io.files import ensure_writable_dir
 from eotwin.io.raster import write_geotiff
+from eotwin.progress import ProgressReporter, ensure_progress
 from eotwin.sample.scene import SampleScene, make_scene
 
 RADIO_ADD_OFFSET = -1000
@@ -136,3 +138,151 @@ def make_sample_l1c(
         },
     )
     return SampleL1C(l1c, truth, surface, valid, atm, geo, spacecraft)
+
+
+# ----------------------------------------------------------------------------- a full-size tile, fast
+FULL_TILE = 10980  # pixels per side of a Sentinel-2 tile at 10 m
+TILE_BASE = 1098  # side of the sample scene that is mirrored over a full tile
+
+
+@dataclass(frozen=True)
+class TiledL1C:
+    """A large L1C stack made by mirroring one simulated sample scene; knows its exact surface anywhere."""
+
+    l1c: Path
+    size: int
+    base_surface: np.ndarray  # (13, n, n) float32: the surface that is mirrored
+    atmosphere: dict[str, object] = field(default_factory=dict)
+    geometry: dict[str, float] = field(default_factory=dict)
+    spacecraft: str = "Sentinel-2A"
+
+    def surface(self, row_off: int, col_off: int, height: int, width: int) -> np.ndarray:
+        """The exact surface reflectance (13, height, width) of a window (NaN outside the swath)."""
+        n = self.base_surface.shape[1]
+        rows, cols = mirror_index(row_off, height, n), mirror_index(col_off, width, n)
+        out = self.base_surface[:, rows][:, :, cols].copy()
+        out[:, ~tile_valid(self.size, row_off, col_off, height, width)] = np.nan
+        return out
+
+
+def mirror_index(start: int, count: int, n: int) -> np.ndarray:
+    """Indices into a base of ``n`` pixels for positions ``start ... start+count-1`` of its mirrored tiling.
+
+    Mirroring (0..n-1, n-1..0, 0..n-1, ...) keeps the surface continuous across copies.
+    """
+    i = (np.arange(start, start + count) % (2 * n)).astype(np.intp)
+    return np.where(i < n, i, 2 * n - 1 - i)
+
+
+def tile_valid(size: int, row_off: int, col_off: int, height: int, width: int) -> np.ndarray:
+    """Inside the swath: the lower-left corner of the tile is outside (as ``make_scene``'s edge, scaled)."""
+    rows = np.arange(row_off, row_off + height)[:, None]
+    cols = np.arange(col_off, col_off + width)[None, :]
+    return ~(cols + 2 * (size - rows) < size // 3)
+
+
+def make_tiled_l1c(
+    directory: str | Path,
+    *,
+    size: int = FULL_TILE,
+    base: int = TILE_BASE,
+    seed: int = 42,
+    spacecraft: str = "Sentinel-2A",
+    atmosphere: dict[str, object] | None = None,
+    geometry: dict[str, float] | None = None,
+    lut_path: Path | None = None,
+    block_rows: int = 512,
+    compress: str = "deflate",
+    progress: ProgressReporter | None = None,
+) -> TiledL1C:
+    """Write ``l1c_stack.tif``: a ``size`` x ``size`` L1C stack (13 bands, 10 m) of a mirrored sample scene.
+
+    The TOA of a ``base`` x ``base`` sample surface is simulated once with the 6S table (as
+    :func:`make_sample_l1c`), turned into DN and mirrored over the tile block by block, so a full
+    10980 px tile takes seconds of numpy and its compression, in bounded memory (one block of uint16).
+    """
+    import rasterio
+
+    from eotwin.atmocorr.srf import normalise_sensor
+    from eotwin.io.files import atomic_path
+
+    if size < 1 or base < 16:
+        raise EotwinError(f"tile size must be positive and the base at least 16 px (got {size}, {base})")
+    atm = {**DEFAULT_ATMOSPHERE, **(atmosphere or {})}
+    geo = {**DEFAULT_GEOMETRY, **(geometry or {})}
+    unknown = set(atm) - set(DEFAULT_ATMOSPHERE) | set(geo) - set(DEFAULT_GEOMETRY)
+    if unknown:
+        raise EotwinError(f"unknown atmosphere or geometry keys: {', '.join(sorted(unknown))}")
+    directory = ensure_writable_dir(Path(directory))
+    progress = ensure_progress(progress)
+    scene = make_scene(size=min(base, size), seed=seed)
+    surface = scene.surface_reflectance.astype(np.float32)
+    toa = simulate_toa(
+        surface,
+        load_lut(lut_path),
+        sensor=normalise_sensor(spacecraft),
+        aerosol=str(atm["aerosol"]),
+        aot=float(atm["aot"]),
+        wv=float(atm["wv"]),
+        o3=float(atm["o3"]),
+        **geo,
+    )
+    base_dn = np.clip(np.rint(toa * QUANTIFICATION - RADIO_ADD_OFFSET), 1, 65535).astype(np.uint16)
+    del toa
+    n = base_dn.shape[1]
+    origin = scene.image_grid.transform
+    grid = Grid(origin, size, size, scene.image_grid.crs)
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": len(S2_BANDS),
+        "dtype": "uint16",
+        "crs": rasterio.crs.CRS.from_wkt(grid.crs.to_wkt()),
+        "transform": grid.transform,
+        "nodata": 0,
+        "compress": compress,
+        "predictor": 2,
+        "zlevel": 1,  # fast: the file is an input, written once per benchmark
+        "zstd_level": 1,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "interleave": "pixel",
+        "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": "ALL_CPUS",
+    }
+    tags = {
+        "PRODUCT_ID": f"EOTWIN_SAMPLE_L1C_TILE_{size}",
+        "PROCESSING_LEVEL": "L1C",
+        "SPACECRAFT": spacecraft,
+        "RADIO_ADD_OFFSET": RADIO_ADD_OFFSET,
+        "QUANTIFICATION_VALUE": int(QUANTIFICATION),
+        "SUN_ZENITH": geo["sun_zenith"],
+        "SUN_AZIMUTH": geo["sun_azimuth"],
+        "VIEW_ZENITH": geo["view_zenith"],
+        "VIEW_AZIMUTH": geo["view_azimuth"],
+        **{f"SIMULATED_{k.upper()}": v for k, v in atm.items()},
+        "SIMULATION": f"the sample scene's surface ({n} px) mirrored over the tile, through the 6S LUT",
+    }
+    block_rows = max(256, block_rows - block_rows % 256)  # whole rows of the file's 256 px tiles
+    target = directory / "l1c_stack.tif"
+    cols = mirror_index(0, size, n)
+    windows = list(grid.row_blocks(block_rows))
+    with (
+        atomic_path(target) as tmp,
+        rasterio.Env(GDAL_CACHEMAX=256 * 2**20),
+        rasterio.open(tmp, "w", **profile) as dst,
+        progress.task(f"writing a {size} px L1C stack", total=len(windows)) as task,
+    ):
+        for i, name in enumerate(S2_BANDS, start=1):
+            dst.set_band_description(i, name)
+        dst.update_tags(**{k: str(v) for k, v in tags.items()})
+        from rasterio.windows import Window as RioWindow
+
+        for w in windows:
+            block = base_dn[:, mirror_index(w.row_off, w.height, n)][:, :, cols]
+            block[:, ~tile_valid(size, w.row_off, 0, w.height, size)] = 0
+            dst.write(block, window=RioWindow(0, w.row_off, size, w.height))
+            task.advance()
+    return TiledL1C(target, size, surface, atm, geo, spacecraft)
