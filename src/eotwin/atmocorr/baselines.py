@@ -29,6 +29,9 @@ DDV_SWIR_RANGES = ((0.01, 0.05), (0.01, 0.10), (0.01, 0.15))  # widened in turn,
 DDV_MIN_NDVI = 0.4
 DDV_MIN_PIXELS = 50
 DDV_MAX_SAMPLE = 20_000
+WV_MAX_SAMPLE = 50_000  # pixels for the water-vapour medians: evenly spread, so a full tile costs no more
+WV_CANDIDATES = 49
+WV_CHUNK = 7  # candidates per step: working arrays of (WV_CHUNK, pixels), whatever the candidate count
 DDV_RED_RATIO = 0.5
 DDV_BLUE_RATIO = 0.25
 DEFAULT_AOT = 0.2  # used when no dark vegetation is found (sen2cor falls back to a default visibility)
@@ -143,7 +146,9 @@ def estimate_water_vapour(
     """Scene water vapour (g/cm2) from the B09/B8A ratio, assuming a flat surface between 865 and 945 nm.
 
     For each candidate water vapour the B8A surface is inverted and pushed through B09; the candidate
-    whose predicted B09 matches the observed one (median over valid pixels) wins.
+    whose predicted B09 matches the observed one (median over valid pixels) wins. At most
+    ``WV_MAX_SAMPLE`` valid pixels, evenly spread over the input, enter the medians, and candidates are
+    taken a few at a time, so memory stays bounded on a full tile.
     """
     b8a = np.asarray(toa_b8a, dtype=np.float64).reshape(-1)
     b09 = np.asarray(toa_b09, dtype=np.float64).reshape(-1)
@@ -154,17 +159,20 @@ def estimate_water_vapour(
         raise EotwinError(
             "water vapour estimation needs at least 10 valid pixels with B8A reflectance above 0.02"
         )
-    b8a, b09 = b8a[mask], b09[mask]
+    index = np.flatnonzero(mask)
+    if index.size > WV_MAX_SAMPLE:
+        index = index[np.linspace(0, index.size - 1, WV_MAX_SAMPLE).astype(np.int64)]
+    b8a, b09 = b8a[index], b09[index]
     wv_nodes = lut.axes["wv"]
-    candidates = np.linspace(wv_nodes[0], wv_nodes[-1], 49)
+    candidates = np.linspace(wv_nodes[0], wv_nodes[-1], WV_CANDIDATES)
     terms = lut.terms_for(sensor, ("B8A", "B09"), aerosol, aot, sza, vza, raa, candidates, o3)
-    rho = physics.toa_to_boa(
-        b8a[None, :], *(t[0][:, None] for t in (terms.path, terms.tg, terms.t_down, terms.t_up, terms.s_alb))
-    )
-    predicted = physics.boa_to_toa(
-        rho, *(t[1][:, None] for t in (terms.path, terms.tg, terms.t_down, terms.t_up, terms.s_alb))
-    )
-    mismatch = np.median(predicted - b09[None, :], axis=1)  # decreases as water vapour grows
+    parts = (terms.path, terms.tg, terms.t_down, terms.t_up, terms.s_alb)
+    mismatch = np.empty(candidates.size)
+    for start in range(0, candidates.size, WV_CHUNK):
+        sl = slice(start, start + WV_CHUNK)
+        rho = physics.toa_to_boa(b8a[None, :], *(t[0][sl, None] for t in parts))
+        predicted = physics.boa_to_toa(rho, *(t[1][sl, None] for t in parts))
+        mismatch[sl] = np.median(predicted - b09[None, :], axis=1)  # decreases as water vapour grows
     return float(_root(candidates, mismatch))
 
 

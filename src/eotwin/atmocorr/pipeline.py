@@ -18,14 +18,17 @@ a failed run leaves no partial product.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +66,8 @@ SAMPLE_MAX_SIDE = 1500  # the scene's atmosphere is estimated on an overview at 
 GDAL_CACHE_MB = 128
 COG_CACHE_MB = 512
 SAMPLE_MAX_PIXELS = 200_000  # ... from at most this many of its valid pixels
-BLOCK_BUDGET_BYTES = 256 * 2**20  # working arrays of one block (about 40 float32 per pixel)
+BLOCK_BUDGET_BYTES = 512 * 2**20  # working arrays of one block (about 40 float32 per pixel)
+TILE_ROWS = 256  # blocks start on whole rows of 256 px tiles (stacks, staging files): each tile decoded once
 AI_FACTORY = "eotwin.atmocorr.ai:make_corrector"
 FILES = {
     "l2a": "l2a.tif",
@@ -229,7 +233,7 @@ class SixSCorrector:
             path, gain, s_alb = (interpolate_nodes(v, wr, wc) for v in self._nodes[band])
             y = (toa[k] - path) / gain
             boa[k] = y / (1.0 + s_alb * y)
-        boa[:, ~valid] = np.nan
+        np.copyto(boa, np.float32(np.nan), where=~valid)  # broadcast over the bands, no gather
         return BlockResult(boa)
 
 
@@ -253,7 +257,7 @@ class DosCorrector:
         if self.haze is None:
             raise EotwinError("the DOS corrector was not prepared")
         boa = toa - self.haze[:, None, None]
-        boa[:, ~valid] = np.nan
+        np.copyto(boa, np.float32(np.nan), where=~valid)  # broadcast over the bands, no gather
         return BlockResult(boa)
 
 
@@ -376,7 +380,13 @@ def make_options(**kwargs: object) -> RunOptions:
 
 
 def auto_block_rows(width: int) -> int:
-    return int(np.clip(BLOCK_BUDGET_BYTES // (max(width, 1) * 4 * 40), 16, 1024))
+    """Rows per block: within the memory budget, whole 256-row tiles when there is room for one.
+
+    Reading, correcting and writing overlap (one block read ahead, one being written), so about three
+    blocks are alive at once: 256 rows of a full tile are 0.45 GB of working arrays at most.
+    """
+    rows = int(np.clip(BLOCK_BUDGET_BYTES // (max(width, 1) * 4 * 40), 16, 1024))
+    return rows - rows % TILE_ROWS if rows >= TILE_ROWS else rows
 
 
 def read_scene_sample(
@@ -394,10 +404,7 @@ def read_scene_sample(
         toa = read_toa(reader, product, L2A_BANDS)
     elif product.kind == "stack":
         rows = max(step, block_rows - block_rows % step)
-        parts = [
-            read_toa(reader, product, L2A_BANDS, window)[:, ::step, ::step]
-            for window in grid.row_blocks(rows)
-        ]
+        parts = [read_toa(reader, product, L2A_BANDS, window, step=step) for window in grid.row_blocks(rows)]
         toa = np.concatenate(parts, axis=1)
     else:
         shape = (max(1, grid.height // step), max(1, grid.width // step))
@@ -457,7 +464,10 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
             import rasterio
 
             # GDAL's default block cache (5 % of RAM) would grow past the memory goal on a full tile
-            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20))
+            # (an integer is bytes for rasterio; GDAL_NUM_THREADS decodes the tiles of one read in parallel)
+            stack.enter_context(
+                rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS="ALL_CPUS")
+            )
             stack.enter_context(stac_input.product_env(product))  # S3/HTTP access for an item's bands
             reader = stack.enter_context(BandReader({b: product.bands[b] for b in L2A_BANDS}, grid))
             ref_reader = (
@@ -521,26 +531,57 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
             acc_toa = MetricsAccumulator(acc.bands)
             rgb_index = [L2A_BANDS.index(b) for b in TCI_BANDS]
             windows = list(grid.row_blocks(block_rows))
-            with progress.task(f"correcting ({method})", total=len(windows)) as task:
-                for window in windows:
-                    read_win = _with_overlap(window, corrector.overlap, grid.height)
-                    toa = read_toa(reader, product, L2A_BANDS, read_win)
+
+            # rasterio's options are global when set from the main thread, thread-local otherwise
+            worker_env = (
+                contextlib.nullcontext
+                if threading.current_thread() is threading.main_thread()
+                else functools.partial(rasterio.Env, **rasterio.env.getenv())
+            )
+
+            def read_block(window: Window) -> tuple[Window, np.ndarray]:
+                read_win = _with_overlap(window, corrector.overlap, grid.height)
+                with worker_env():
+                    return read_win, read_toa(reader, product, L2A_BANDS, read_win)
+
+            def write_block(
+                window: Window, boa: np.ndarray, valid: np.ndarray, aot: np.ndarray | None
+            ) -> None:
+                with worker_env():
+                    l2a.write(boa_to_dn(boa, valid), window)
+                    tci.write(reflectance_to_tci(boa[rgb_index]), window)
+                    if aot_writer is not None and aot is not None:
+                        aot_dn = np.clip(np.rint(np.nan_to_num(aot) * 1000), 1, 65535).astype(np.uint16)
+                        aot_dn[~valid | ~np.isfinite(aot)] = 0
+                        aot_writer.write(aot_dn, window)
+
+            # GDAL releases the GIL: block i+1 is read and block i-1 written while block i is corrected
+            with (
+                ThreadPoolExecutor(1, thread_name_prefix="atmocorr-read") as read_pool,
+                ThreadPoolExecutor(1, thread_name_prefix="atmocorr-write") as write_pool,
+                progress.task(f"correcting ({method})", total=len(windows)) as task,
+            ):
+                next_read = read_pool.submit(read_block, windows[0])
+                writing: Future | None = None
+                for i, window in enumerate(windows):
+                    read_win, toa = next_read.result()
+                    if i + 1 < len(windows):
+                        next_read = read_pool.submit(read_block, windows[i + 1])
                     valid = np.isfinite(toa).all(axis=0)
                     result = corrector.correct(toa, grid, read_win, valid)
                     inner = slice(
                         window.row_off - read_win.row_off, window.row_off - read_win.row_off + window.height
                     )
                     boa, toa, valid = result.boa[:, inner], toa[:, inner], valid[inner]
-                    l2a.write(boa_to_dn(boa, valid), window)
-                    tci.write(reflectance_to_tci(boa[rgb_index]), window)
-                    if aot_writer is not None and result.aot is not None:
-                        aot = result.aot[inner]
-                        aot_dn = np.clip(np.rint(np.nan_to_num(aot) * 1000), 1, 65535).astype(np.uint16)
-                        aot_dn[~valid | ~np.isfinite(aot)] = 0
-                        aot_writer.write(aot_dn, window)
+                    aot = result.aot[inner] if result.aot is not None else None
+                    if writing is not None:
+                        writing.result()  # at most one block waits for the writer: memory stays bounded
+                    writing = write_pool.submit(write_block, window, boa, valid, aot)
                     if reference is not None and ref_reader is not None:
                         _accumulate(acc, acc_toa, reference, ref_reader, window, boa, toa, valid)
                     task.advance()
+                if writing is not None:
+                    writing.result()
             with (
                 rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20),  # overview building rereads the image
                 progress.task("writing cloud-optimised GeoTIFFs", total=len(writers)) as task,
