@@ -231,8 +231,11 @@ class SixSCorrector:
         boa = np.empty_like(toa, dtype=np.float32)
         for k, band in enumerate(L2A_BANDS):
             path, gain, s_alb = (interpolate_nodes(v, wr, wc) for v in self._nodes[band])
-            y = (toa[k] - path) / gain
-            boa[k] = y / (1.0 + s_alb * y)
+            y = toa[k] - path  # in place from here: the same float32 operations, fewer temporaries
+            y /= gain
+            denominator = s_alb * y
+            denominator += 1.0
+            np.divide(y, denominator, out=boa[k])
         np.copyto(boa, np.float32(np.nan), where=~valid)  # broadcast over the bands, no gather
         return BlockResult(boa)
 

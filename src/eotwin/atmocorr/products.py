@@ -801,7 +801,7 @@ class BandReader:
                     if offset:
                         band_out += np.float32(offset)
                     band_out /= np.float32(divisor)
-                band_out[dn[j] == 0] = np.nan
+                np.copyto(band_out, np.float32(np.nan), where=dn[j] == 0)
         return out
 
 
@@ -873,13 +873,14 @@ def open_l2a_reference(path: str | Path, resolution: int = 10) -> L2AReference:
 # ----------------------------------------------------------------------------- writers
 def boa_to_dn(boa: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """BOA reflectance -> L2A DN: round(BOA x 10000 + 1000), clipped to 1..65535; 0 for no data."""
-    scaled = np.asarray(boa, dtype=np.float32) * np.float32(QUANTIFICATION) - np.float32(BOA_ADD_OFFSET)
-    bad = ~np.isfinite(scaled)
-    if valid is not None:
-        bad |= ~np.asarray(valid, dtype=bool)
+    scaled = np.multiply(boa, np.float32(QUANTIFICATION), dtype=np.float32)
+    scaled -= np.float32(BOA_ADD_OFFSET)
+    finite = np.isfinite(scaled)
     np.clip(scaled, 1, 65535, out=scaled)
     np.rint(scaled, out=scaled)
-    scaled[bad] = 0
+    np.copyto(scaled, np.float32(0), where=~finite)  # masks broadcast over the bands: no gather
+    if valid is not None:
+        np.copyto(scaled, np.float32(0), where=~np.asarray(valid, dtype=bool))
     return scaled.astype(np.uint16)
 
 
