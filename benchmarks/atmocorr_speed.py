@@ -16,7 +16,7 @@ project measured about 35 minutes per tile for sen2cor, which needs up to 4 GB o
 release notes); see ``../shared/docs/FACTS.md``.
 
 Usage: ``.venv/bin/python benchmarks/atmocorr_speed.py [--size 10980] [--methods ai,6s-ddv,dos]
-[--workdir DIR (keeps and reuses the synthetic tile)] [--core]``
+[--workdir DIR (keeps and reuses the synthetic tile)] [--model ONNX] [--core]``
 """
 
 from __future__ import annotations
@@ -59,14 +59,15 @@ class PhaseTimer:
             self.phases.append((description, time.perf_counter() - t0))
 
 
-def one_run(l1c: str, out: str, method: str) -> None:
+def one_run(l1c: str, out: str, method: str, model: str = "") -> None:
     """Child process: one end-to-end run; prints a JSON line."""
     from eotwin.atmocorr.pipeline import make_options, run_correction
 
     timer = PhaseTimer()
     t0 = time.perf_counter()
     c0 = os.times()
-    result = run_correction(make_options(input=l1c, output=out, method=method), timer)
+    extra = {"model": model} if model and method == "ai" else {}
+    result = run_correction(make_options(input=l1c, output=out, method=method, **extra), timer)
     seconds = time.perf_counter() - t0
     c1 = os.times()
     print(
@@ -171,7 +172,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep the synthetic tile here and reuse it")
     parser.add_argument("--input-compress", default="deflate", choices=("deflate", "zstd", "lzw"))
     parser.add_argument("--core", action="store_true", help="also time the correction cores in memory")
-    parser.add_argument("--one", nargs=3, metavar=("L1C", "OUT", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="", help="ai: model file (default: the committed one)")
+    parser.add_argument("--one", nargs=4, metavar=("L1C", "OUT", "METHOD", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         one_run(*args.one)
@@ -191,7 +193,7 @@ def main() -> None:
         for method in methods:
             out = Path(tmp) / f"out-{method}"
             proc = subprocess.run(
-                [sys.executable, __file__, "--one", str(tile.l1c), str(out), method],
+                [sys.executable, __file__, "--one", str(tile.l1c), str(out), method, args.model],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if proc.returncode != 0:

@@ -64,7 +64,7 @@ from eotwin.progress import ProgressReporter, ensure_progress
 
 SAMPLE_MAX_SIDE = 1500  # the scene's atmosphere is estimated on an overview at most this many pixels wide
 GDAL_CACHE_MB = 128
-COG_CACHE_MB = 512
+COG_CACHE_MB = 128  # the COG copy streams (overviews are made during the block pass): no rereading
 SAMPLE_MAX_PIXELS = 200_000  # ... from at most this many of its valid pixels
 BLOCK_BUDGET_BYTES = 512 * 2**20  # working arrays of one block (about 40 float32 per pixel)
 TILE_ROWS = 256  # blocks start on whole rows of 256 px tiles (stacks, staging files): each tile decoded once
@@ -586,7 +586,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                 if writing is not None:
                     writing.result()
             with (
-                rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20),  # overview building rereads the image
+                rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20),
                 progress.task("writing cloud-optimised GeoTIFFs", total=len(writers)) as task,
             ):
                 while writers:
