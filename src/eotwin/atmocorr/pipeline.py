@@ -48,6 +48,7 @@ from eotwin.atmocorr.products import (
     BandReader,
     BlockWriter,
     L1CProduct,
+    RawBlock,
     boa_to_dn,
     interpolate_nodes,
     open_l1c,
@@ -55,6 +56,7 @@ from eotwin.atmocorr.products import (
     read_toa,
     reflectance_to_tci,
     stac_item,
+    toa_scaling,
     write_png_preview,
 )
 from eotwin.errors import EotwinError
@@ -67,6 +69,7 @@ GDAL_CACHE_MB = 128
 COG_CACHE_MB = 128  # the COG copy streams (overviews are made during the block pass): no rereading
 SAMPLE_MAX_PIXELS = 200_000  # ... from at most this many of its valid pixels
 BLOCK_BUDGET_BYTES = 512 * 2**20  # working arrays of one block (about 40 float32 per pixel)
+ENCODE_BANDS = 3  # bands per DN encoding step in the writer thread
 TILE_ROWS = 256  # blocks start on whole rows of 256 px tiles (stacks, staging files): each tile decoded once
 AI_FACTORY = "eotwin.atmocorr.ai:make_corrector"
 FILES = {
@@ -542,16 +545,21 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                 else functools.partial(rasterio.Env, **rasterio.env.getenv())
             )
 
-            def read_block(window: Window) -> tuple[Window, np.ndarray]:
+            scaling = toa_scaling(product, L2A_BANDS)
+
+            def read_block(window: Window) -> tuple[Window, RawBlock]:
                 read_win = _with_overlap(window, corrector.overlap, grid.height)
-                with worker_env():
-                    return read_win, read_toa(reader, product, L2A_BANDS, read_win)
+                with worker_env():  # the block read ahead is held as stored (uint16), not as float32
+                    return read_win, reader.read_dn(L2A_BANDS, read_win)
 
             def write_block(
                 window: Window, boa: np.ndarray, valid: np.ndarray, aot: np.ndarray | None
             ) -> None:
                 with worker_env():
-                    l2a.write(boa_to_dn(boa, valid), window)
+                    dn = np.empty(boa.shape, dtype=np.uint16)
+                    for b in range(0, boa.shape[0], ENCODE_BANDS):  # small float32 temporaries
+                        dn[b : b + ENCODE_BANDS] = boa_to_dn(boa[b : b + ENCODE_BANDS], valid)
+                    l2a.write(dn, window)
                     tci.write(reflectance_to_tci(boa[rgb_index]), window)
                     if aot_writer is not None and aot is not None:
                         aot_dn = np.clip(np.rint(np.nan_to_num(aot) * 1000), 1, 65535).astype(np.uint16)
@@ -567,9 +575,11 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                 next_read = read_pool.submit(read_block, windows[0])
                 writing: Future | None = None
                 for i, window in enumerate(windows):
-                    read_win, toa = next_read.result()
+                    read_win, raw = next_read.result()
                     if i + 1 < len(windows):
                         next_read = read_pool.submit(read_block, windows[i + 1])
+                    toa = reader.to_float(raw, scaling)
+                    del raw
                     valid = np.isfinite(toa).all(axis=0)
                     result = corrector.correct(toa, grid, read_win, valid)
                     inner = slice(
@@ -577,11 +587,16 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                     )
                     boa, toa, valid = result.boa[:, inner], toa[:, inner], valid[inner]
                     aot = result.aot[inner] if result.aot is not None else None
+                    if read_win != window:  # the writer keeps only the block's own rows alive
+                        boa = boa.copy()
+                        aot = aot.copy() if aot is not None else None
+                    del result
                     if writing is not None:
                         writing.result()  # at most one block waits for the writer: memory stays bounded
                     writing = write_pool.submit(write_block, window, boa, valid, aot)
                     if reference is not None and ref_reader is not None:
                         _accumulate(acc, acc_toa, reference, ref_reader, window, boa, toa, valid)
+                    del boa, toa, valid, aot  # before the next block is converted
                     task.advance()
                 if writing is not None:
                     writing.result()

@@ -763,6 +763,19 @@ class BandReader:
         conversion); ``scaling`` gives per band (offset, divisor) to return (DN + offset) / divisor
         instead, computed in float32 in place (the same values as converting afterwards).
         """
+        return self.to_float(self.read_dn(bands, window, out_shape, resampling, step=step), scaling)
+
+    def read_dn(
+        self,
+        bands: Sequence[str],
+        window: Window | None = None,
+        out_shape: tuple[int, int] | None = None,
+        resampling: str = "average",
+        *,
+        step: int = 1,
+    ) -> RawBlock:
+        """The stored values of ``bands`` as read (uint16 for a stack: half the memory of float32), for
+        :meth:`to_float`; a read-ahead thread holds these rather than the converted block."""
         import rasterio
         from rasterio.enums import Resampling
         from rasterio.windows import Window as RioWindow
@@ -772,13 +785,13 @@ class BandReader:
         read_shape = out_shape or (window.height, window.width)
         step = max(1, int(step))
         shape = (-(-read_shape[0] // step), -(-read_shape[1] // step))
-        out = np.empty((len(bands), *shape), dtype=np.float32)
         # bands of one dataset are read in one call: a pixel-interleaved stack decodes each tile once
         groups: dict[int, list[int]] = {}
         for k, band in enumerate(bands):
             if band not in self._views:
                 raise EotwinError(f"band {band} is not available")
             groups.setdefault(id(self._views[band][0]), []).append(k)
+        parts: list[tuple[list[int], np.ndarray]] = []
         for ks in groups.values():
             ds = self._views[bands[ks[0]]][0]
             categorical = any(bands[k] in self.categorical for k in ks)
@@ -791,8 +804,14 @@ class BandReader:
             except rasterio.errors.RasterioError as exc:
                 names = ", ".join(bands[k] for k in ks)
                 raise EotwinError(f"cannot read band {names}: {str(exc).splitlines()[0]}") from None
-            if step > 1:
-                dn = dn[:, ::step, ::step]
+            parts.append((ks, dn[:, ::step, ::step] if step > 1 else dn))
+        return RawBlock(len(bands), shape, parts)
+
+    @staticmethod
+    def to_float(raw: RawBlock, scaling: Sequence[tuple[float, float]] | None = None) -> np.ndarray:
+        """float32 (bands, rows, cols) of a :meth:`read_dn` block, NaN where DN is 0, optionally scaled."""
+        out = np.empty((raw.count, *raw.shape), dtype=np.float32)
+        for ks, dn in raw.parts:
             for j, k in enumerate(ks):
                 band_out = out[k]
                 np.copyto(band_out, dn[j], casting="unsafe")
@@ -803,6 +822,20 @@ class BandReader:
                     band_out /= np.float32(divisor)
                 np.copyto(band_out, np.float32(np.nan), where=dn[j] == 0)
         return out
+
+
+@dataclass(frozen=True)
+class RawBlock:
+    """Values of some bands as stored, grouped by the dataset they came from (see :meth:`BandReader.read_dn`)."""
+
+    count: int
+    shape: tuple[int, int]
+    parts: list[tuple[list[int], np.ndarray]]  # (band positions, their values)
+
+
+def toa_scaling(product: L1CProduct, bands: Sequence[str]) -> list[tuple[float, float]]:
+    """Per band (RADIO_ADD_OFFSET, QUANTIFICATION_VALUE): TOA = (DN + offset) / quantification."""
+    return [(product.offsets.get(b, 0.0), product.quantification) for b in bands]
 
 
 def read_toa(
@@ -818,8 +851,7 @@ def read_toa(
 
     ``step``: every step-th row and column of the window only (a decimated view read at full resolution).
     """
-    scaling = [(product.offsets.get(b, 0.0), product.quantification) for b in bands]
-    return reader.read(bands, window, out_shape, resampling, step=step, scaling=scaling)
+    return reader.read(bands, window, out_shape, resampling, step=step, scaling=toa_scaling(product, bands))
 
 
 # ----------------------------------------------------------------------------- L2A references
