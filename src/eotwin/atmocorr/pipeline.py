@@ -552,21 +552,31 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                 with worker_env():  # the block read ahead is held as stored (uint16), not as float32
                     return read_win, reader.read_dn(L2A_BANDS, read_win)
 
+            def encode_block(
+                boa: np.ndarray, valid: np.ndarray, aot: np.ndarray | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                """L2A DN, TCI and AOT DN of a block: the writer thread then holds integers, not float32."""
+                dn = np.empty(boa.shape, dtype=np.uint16)
+                for b in range(0, boa.shape[0], ENCODE_BANDS):  # small float32 temporaries
+                    dn[b : b + ENCODE_BANDS] = boa_to_dn(boa[b : b + ENCODE_BANDS], valid)
+                tci_dn = reflectance_to_tci(boa[rgb_index])
+                aot_dn = None
+                if aot_writer is not None and aot is not None:
+                    aot_dn = np.clip(np.rint(np.nan_to_num(aot) * 1000), 1, 65535).astype(np.uint16)
+                    aot_dn[~valid | ~np.isfinite(aot)] = 0
+                return dn, tci_dn, aot_dn
+
             def write_block(
-                window: Window, boa: np.ndarray, valid: np.ndarray, aot: np.ndarray | None
+                window: Window, dn: np.ndarray, tci_dn: np.ndarray, aot_dn: np.ndarray | None
             ) -> None:
                 with worker_env():
-                    dn = np.empty(boa.shape, dtype=np.uint16)
-                    for b in range(0, boa.shape[0], ENCODE_BANDS):  # small float32 temporaries
-                        dn[b : b + ENCODE_BANDS] = boa_to_dn(boa[b : b + ENCODE_BANDS], valid)
                     l2a.write(dn, window)
-                    tci.write(reflectance_to_tci(boa[rgb_index]), window)
-                    if aot_writer is not None and aot is not None:
-                        aot_dn = np.clip(np.rint(np.nan_to_num(aot) * 1000), 1, 65535).astype(np.uint16)
-                        aot_dn[~valid | ~np.isfinite(aot)] = 0
+                    tci.write(tci_dn, window)
+                    if aot_writer is not None and aot_dn is not None:
                         aot_writer.write(aot_dn, window)
 
-            # GDAL releases the GIL: block i+1 is read and block i-1 written while block i is corrected
+            # GDAL releases the GIL: block i+1 is read and block i-1 written while block i is corrected;
+            # the block read ahead stays uint16 and the block being written is already encoded
             with (
                 ThreadPoolExecutor(1, thread_name_prefix="atmocorr-read") as read_pool,
                 ThreadPoolExecutor(1, thread_name_prefix="atmocorr-write") as write_pool,
@@ -587,13 +597,11 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                     )
                     boa, toa, valid = result.boa[:, inner], toa[:, inner], valid[inner]
                     aot = result.aot[inner] if result.aot is not None else None
-                    if read_win != window:  # the writer keeps only the block's own rows alive
-                        boa = boa.copy()
-                        aot = aot.copy() if aot is not None else None
-                    del result
+                    encoded = encode_block(boa, valid, aot)
                     if writing is not None:
                         writing.result()  # at most one block waits for the writer: memory stays bounded
-                    writing = write_pool.submit(write_block, window, boa, valid, aot)
+                    writing = write_pool.submit(write_block, window, *encoded)
+                    del result, encoded
                     if reference is not None and ref_reader is not None:
                         _accumulate(acc, acc_toa, reference, ref_reader, window, boa, toa, valid)
                     del boa, toa, valid, aot  # before the next block is converted
