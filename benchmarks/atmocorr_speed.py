@@ -59,14 +59,16 @@ class PhaseTimer:
             self.phases.append((description, time.perf_counter() - t0))
 
 
-def one_run(l1c: str, out: str, method: str, model: str = "") -> None:
+def one_run(l1c: str, out: str, method: str, model: str = "", block_rows: str = "0") -> None:
     """Child process: one end-to-end run; prints a JSON line."""
     from eotwin.atmocorr.pipeline import make_options, run_correction
 
     timer = PhaseTimer()
     t0 = time.perf_counter()
     c0 = os.times()
-    extra = {"model": model} if model and method == "ai" else {}
+    extra: dict[str, object] = {"model": model} if model and method == "ai" else {}
+    if int(block_rows):
+        extra["block_rows"] = int(block_rows)
     result = run_correction(make_options(input=l1c, output=out, method=method, **extra), timer)
     seconds = time.perf_counter() - t0
     c1 = os.times()
@@ -173,7 +175,8 @@ def main() -> None:
     parser.add_argument("--input-compress", default="deflate", choices=("deflate", "zstd", "lzw"))
     parser.add_argument("--core", action="store_true", help="also time the correction cores in memory")
     parser.add_argument("--model", default="", help="ai: model file (default: the committed one)")
-    parser.add_argument("--one", nargs=4, metavar=("L1C", "OUT", "METHOD", "MODEL"), help=argparse.SUPPRESS)
+    parser.add_argument("--block-rows", type=int, default=0, help="rows per block (default: the pipeline's choice)")
+    parser.add_argument("--one", nargs=5, metavar=("L1C", "OUT", "METHOD", "MODEL", "ROWS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         one_run(*args.one)
@@ -193,7 +196,7 @@ def main() -> None:
         for method in methods:
             out = Path(tmp) / f"out-{method}"
             proc = subprocess.run(
-                [sys.executable, __file__, "--one", str(tile.l1c), str(out), method, args.model],
+                [sys.executable, __file__, "--one", str(tile.l1c), str(out), method, args.model, str(args.block_rows)],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if proc.returncode != 0:
