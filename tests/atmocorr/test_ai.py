@@ -36,10 +36,11 @@ def random_model():
     from eotwin.atmocorr.ai.model import AtmoNet, ModelConfig
 
     torch.manual_seed(3)
-    model = AtmoNet(ModelConfig(features=6, feature_hidden=8, hidden=12, windows=(3, 7)))
+    model = AtmoNet(ModelConfig(features=6, feature_hidden=8, hidden=12, windows=(3, 7), cell=3, out_stride=2,
+                                hypotheses=True))
     with torch.no_grad():
         for p in model.head[-1].parameters():
-            p.normal_(std=0.2)
+            p.normal_(std=0.5)
     return model.eval()
 
 
@@ -48,12 +49,12 @@ def random_onnx(random_model, tmp_path_factory):
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel, export_onnx
 
     path = export_onnx(random_model, tmp_path_factory.mktemp("onnx") / "m.onnx", {"version": "test"})
-    return OnnxModel(path, threads=1)
+    return OnnxModel(path, threads=1, lut_path=LUT)
 
 
 def _inputs(h=70, w=53, seed=0):
     rng = np.random.default_rng(seed)
-    toa = (0.03 + 0.3 * rng.random((12, h, w))).astype(np.float32)
+    toa = (0.03 + 0.25 * rng.random((12, h, w))).astype(np.float32)
     angles = np.stack([np.full((h, w), 42.0), np.linspace(2, 10, w)[None].repeat(h, 0), np.full((h, w), 120.0)])
     valid = np.ones((h, w), bool)
     valid[5:15, 3:9] = False
@@ -119,7 +120,7 @@ def test_sampled_atmospheres_stay_in_the_documented_ranges(lut):
     assert np.abs(np.diff(fields, axis=1)).mean() < 0.1  # smooth: neighbours nearly equal
 
 
-# ----------------------------------------------------------------------------- network and ONNX
+# ----------------------------------------------------------------------------- network, table layer, ONNX
 def test_box_sum_matches_a_direct_window_sum():
     from eotwin.atmocorr.ai.model import box_sum
 
@@ -130,39 +131,110 @@ def test_box_sum_matches_a_direct_window_sum():
     np.testing.assert_allclose(got, expected)
 
 
-def test_onnx_equals_torch(random_model, random_onnx):
-    toa, angles, valid = _inputs()
+def test_cell_inputs_are_valid_pixel_means_and_minima():
+    from eotwin.atmocorr.ai.cells import cell_angles, cell_inputs
+
+    toa, angles, valid = _inputs(13, 8)
+    toa[1, 0, 0] = 0.5  # bright B02: out of the context
+    cells = cell_inputs(toa, valid, 3, 2, bright_toa=0.3)
+    assert cells.shape == (25, 6, 4)  # 13 x 8 px padded to whole 6 x 6 atmosphere cells
+    ok = valid.copy()
+    ok[0, 0] = False
+    block = (slice(0, 3), slice(0, 3))
+    np.testing.assert_allclose(cells[:12, 0, 0], toa[:, block[0], block[1]][:, ok[block]].mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(cells[12:24, 0, 0], toa[:, block[0], block[1]][:, ok[block]].min(axis=1))
+    assert cells[24, 0, 0] == pytest.approx(8 / 9)
+    assert cells[24, 2, 1] == 0 and cells[24, 4, 0] == pytest.approx(1 / 3)  # invalid block; partly padded cell
+    assert cell_angles(angles, 3, 2).shape == (3, 6, 4)
+
+
+def test_upsampling_equals_torch_bilinear():
+    from eotwin.atmocorr.ai.cells import upsample_bilinear
+
+    x = np.random.default_rng(1).random((2, 4, 5)).astype(np.float32)
+    expected = torch.nn.functional.interpolate(torch.from_numpy(x)[None], scale_factor=6.0, mode="bilinear",
+                                               align_corners=False)[0, :, :22, :29].numpy()
+    np.testing.assert_allclose(upsample_bilinear(x, 6, 22, 29), expected, atol=1e-6)
+
+
+def test_training_graph_equals_inference(random_model, random_onnx, lut):
+    """What the network is trained through (torch: table layer, upsampling, inversion) is what
+    ``eotwin atmocorr run`` computes (onnxruntime, SixSLut.terms_for, numpy)."""
+    from eotwin.atmocorr.ai.cells import network_inputs
+    from eotwin.atmocorr.ai.model import TableLayer, invert, scene_tables, tables_to_torch, upsample
+
+    toa, _, valid = _inputs(66, 42, seed=8)
+    valid[:] = True
+    geometry = ("S2C", 51.0, 3.0, 75.0)
+    angles = np.broadcast_to(np.array(geometry[1:], np.float32)[:, None, None], (3, 66, 42))
+    boa, aot = random_onnx.predict(toa, angles, valid, sensor="S2C")
+    c = random_model.config
+    cells, cang, _ = network_inputs(toa, valid, angles[:, :1, :1], lut, "S2C", cell=c.cell, out_stride=c.out_stride,
+                                    bright_toa=c.bright_toa)
     with torch.no_grad():
-        boa, aot, _ = random_model(torch.from_numpy(toa)[None], torch.from_numpy(angles)[None],
-                                   torch.from_numpy(valid.astype(np.float32))[None, None])
-    got_boa, got_aot = random_onnx.run(toa, angles, valid)
-    np.testing.assert_allclose(got_boa[:, valid], boa[0].numpy()[:, valid], atol=1e-5)
-    np.testing.assert_allclose(got_aot[valid], aot[0, 0].numpy()[valid], rtol=1e-5)
-    assert np.ptp(got_boa[:, valid]) > 0.1  # not a constant
+        atm = random_model(torch.from_numpy(cells)[None], torch.from_numpy(cang)[None])
+        terms = TableLayer()(atm, tables_to_torch(scene_tables(lut, [geometry])))
+        up = [upsample(t, c.out_stride, c.cell, 66, 42) for t in terms]
+        expected = invert(torch.from_numpy(toa)[None], *up)[0].numpy()
+    np.testing.assert_allclose(boa, expected, atol=2e-5)
+    assert np.isfinite(aot).all() and np.ptp(expected) > 0.1
 
 
-def test_tiles_with_overlap_equal_one_pass(random_onnx):
-    toa, angles, valid = _inputs(90, 77, seed=5)
-    whole_boa, whole_aot = random_onnx.predict(toa, angles, valid, tile=10_000)
-    assert whole_boa.shape == (12, 90, 77) and whole_aot.shape == (90, 77)
+def test_table_layer_equals_the_lut_lookup(lut):
+    """The torch table the network trains through gives what inference gets from SixSLut.terms_for."""
+    from eotwin.atmocorr.ai.cells import table_terms
+    from eotwin.atmocorr.ai.model import TableLayer, scene_tables, tables_to_torch
+
+    rng = np.random.default_rng(4)
+    geometry = ("S2B", 37.0, 6.5, 140.0)
+    atm = np.stack([rng.uniform(0.01, 0.7, (3, 4)), rng.uniform(0.3, 4.8, (3, 4)), rng.uniform(0.26, 0.44, (3, 4)),
+                    rng.uniform(0, 1, (3, 4))]).astype(np.float32)
+    tables = tables_to_torch(scene_tables(lut, [geometry]))
+    got = TableLayer()(torch.from_numpy(atm)[None], tables)
+    angles = np.broadcast_to(np.array(geometry[1:], np.float32)[:, None, None], (3, 3, 4))
+    expected = table_terms(lut, "S2B", atm, angles, L2A_BANDS)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g[0].numpy(), e, rtol=2e-5, atol=2e-6)
+
+
+def test_onnx_equals_torch(random_model, random_onnx, lut):
+    from eotwin.atmocorr.ai.cells import N_CELL_INPUTS, network_inputs
+
+    toa, angles, valid = _inputs()
+    cells, cang, _ = network_inputs(toa, valid, angles, lut, "S2A", cell=3, out_stride=2, bright_toa=0.3)
+    assert cells.shape[0] == N_CELL_INPUTS
+    with torch.no_grad():
+        atm = random_model(torch.from_numpy(cells)[None], torch.from_numpy(cang)[None])[0].numpy()
+    got, _ = random_onnx.atmosphere(toa, angles, valid, sensor="S2A")
+    np.testing.assert_allclose(got, atm, rtol=1e-5, atol=1e-6)
+    assert np.ptp(got[0]) > 1e-3  # the AOT varies: not a constant
+
+
+def test_blocks_with_overlap_equal_one_pass(random_onnx, lut):
+    toa, angles, valid = _inputs(150, 61, seed=5)
+    whole_boa, whole_aot = random_onnx.predict(toa, angles, valid, sensor="S2A")
+    assert whole_boa.shape == (12, 150, 61) and whole_aot.shape == (150, 61)
     assert np.isnan(whole_boa[:, 6, 4]).all() and np.isfinite(whole_boa[:, valid]).all()
-    for tile in (16, 33):
-        boa, aot = random_onnx.predict(toa, angles, valid, tile=tile)
-        np.testing.assert_allclose(boa, whole_boa, atol=2e-6)
-        np.testing.assert_allclose(aot, whole_aot, rtol=2e-6)
-    # no data in the input (NaN) is no data out, and does not leak beyond its own pixels' context
-    toa[:, 40, 40] = np.nan
-    boa, _ = random_onnx.predict(toa, angles, valid, tile=32)
-    assert np.isnan(boa[:, 40, 40]).all() and np.isfinite(boa[:, 41, 41]).all()
+    stride, overlap = random_onnx.stride, random_onnx.overlap
+    for start in (stride * 4, stride * 9):  # a block of rows starting on a whole atmosphere cell
+        r0 = start - overlap
+        boa, aot = random_onnx.predict(toa[:, r0:], angles[:, r0:], valid[r0:], sensor="S2A")
+        np.testing.assert_allclose(boa[:, overlap:], whole_boa[:, start:], atol=2e-6)
+        np.testing.assert_allclose(aot[overlap:], whole_aot[start:], rtol=2e-6)
+    # the surface is the table inversion with the model's own atmosphere: check one pixel against terms_for
+    atm, atm_angles = random_onnx.atmosphere(toa, angles, valid, sensor="S2A")
+    t = lut.terms_for("S2A", L2A_BANDS, "continental", float(whole_aot[30, 30]), 42.0, float(angles[1, 30, 30]),
+                      120.0, 2.0, 0.35)
+    assert t.path.shape == (12,) and atm.shape[0] == 4 and atm_angles.shape[0] == 3
 
 
 def test_prediction_needs_the_twelve_bands(random_onnx):
     toa, angles, valid = _inputs()
     with pytest.raises(EotwinError, match="12"):
-        random_onnx.predict(toa[:11], angles, valid)
+        random_onnx.predict(toa[:11], angles, valid, sensor="S2A")
 
 
-def test_a_missing_or_foreign_model_is_a_one_line_error(tmp_path):
+def test_a_missing_foreign_or_old_model_is_a_one_line_error(tmp_path):
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel
 
     with pytest.raises(EotwinError, match="not found"):
@@ -179,21 +251,25 @@ def test_a_short_training_lowers_the_error_and_exports(tmp_path, ben_mock_dir):
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel
     from eotwin.atmocorr.ai.train import TrainOptions, load_torch_model, train
 
-    options = TrainOptions(output=tmp_path / "m.onnx", steps=25, batch=2, crop=32, windows=(3, 5), features=4,
-                           hidden=8, lr=1e-2, lut=LUT, ben_dir=ben_mock_dir, threads=1)
+    options = TrainOptions(output=tmp_path / "m.onnx", steps=30, batch=2, layout=(1, 1), windows=(3, 5), features=4,
+                           hidden=8, lr=1e-2, lut=LUT, ben_dir=ben_mock_dir, threads=1, workers=0)
     result = train(options)
-    assert result.onnx_path.is_file() and result.weights_path.is_file() and result.steps == 25
+    assert result.onnx_path.is_file() and result.weights_path.is_file() and result.steps == 30
     model, record = load_torch_model(result.weights_path)
     hist = record["history"]
     assert record["train_patches"] and not any("_26_57" in p for p in record["train_patches"])  # test split out
-    assert np.isfinite(result.final_loss) and hist[-1]["step"] == 25
-    onnx_model = OnnxModel(result.onnx_path, threads=1)
+    assert np.isfinite(result.final_loss) and hist[-1]["step"] == 30
     assert record["validation"]["boa_rmse"] < record["validation_initial"]["boa_rmse"]
-    assert onnx_model.overlap == 16 and onnx_model.metadata["steps"] == 25
-    toa, angles, valid = _inputs(40, 40)
+    onnx_model = OnnxModel(result.onnx_path, threads=1, lut_path=LUT)
+    assert onnx_model.stride == 24 and onnx_model.overlap == 12 * 6 and onnx_model.metadata["steps"] == 30
+    toa, angles, valid = _inputs(48, 48)
+    from eotwin.atmocorr.ai.cells import network_inputs
+
+    cells, cang, _ = network_inputs(toa, valid, angles, onnx_model.lut, "S2B", cell=6, out_stride=4, bright_toa=0.3)
     with torch.no_grad():
-        boa = model(torch.from_numpy(toa)[None], torch.from_numpy(angles)[None], torch.ones(1, 1, 40, 40))[0]
-    np.testing.assert_allclose(onnx_model.run(toa, angles, np.ones((40, 40), bool))[0], boa[0].numpy(), atol=1e-5)
+        atm = model(torch.from_numpy(cells)[None], torch.from_numpy(cang)[None])[0].numpy()
+    got = onnx_model.atmosphere(toa, angles, valid, sensor="S2B")[0]
+    np.testing.assert_allclose(got, atm, rtol=1e-5, atol=1e-6)
 
 
 def test_training_options_are_checked(tmp_path):

@@ -1,8 +1,9 @@
 """Demo step: the sample scene's L1C (made with the 6S table from its known surface) corrected and evaluated.
 
 The L1C stack is the sample surface under AOT 0.2 / water vapour 1.5 g/cm2 (continental aerosol);
-``6s-ddv`` has to find that atmosphere from the scene alone, ``dos`` is the simple baseline. Both are
-scored against the exact surface, next to "TOA left unchanged".
+``ai`` (the committed network + 6S table) and ``6s-ddv`` have to find that atmosphere from the scene
+alone, ``dos`` is the simple baseline. All are scored against the exact surface, next to "TOA left
+unchanged".
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from eotwin.atmocorr.products import L2A_BANDS, TCI_BANDS, dn_to_boa
 from eotwin.io.files import atomic_path
 from eotwin.report.demo import Artifact, DemoContext
 
-METHODS = ("6s-ddv", "dos")
+METHODS = ("ai", "6s-ddv", "dos")
+COLOURS = {"ai": "#2ca02c", "6s-ddv": "#ff7f0e", "dos": "#1f77b4"}
 PLOT_SATURATION = 0.25
 
 
@@ -43,31 +45,36 @@ def atmocorr_demo(context: DemoContext) -> list[Artifact]:
         with rasterio.open(result.files["l2a"]) as ds:
             corrected[method] = dn_to_boa(ds.read())
     comparison = _comparison_png(step / "true_colour_comparison.png", toa[l2a_index], corrected, truth)
-    errors = _error_png(step / "errors.png", {m: r.metrics for m, r in results.items()}, corrected["6s-ddv"], truth)
-    ddv = results["6s-ddv"]
-    atm = ddv.atmosphere
+    from eotwin.atmocorr.pipeline import default_method
+
+    main = default_method()
+    errors = _error_png(step / "errors.png", {m: r.metrics for m, r in results.items()}, main, corrected[main], truth)
+    ddv = results[main]
+    atm = results["6s-ddv"].atmosphere
     metrics = ddv.metrics or {}
+    scores = ", ".join(f"{m} {results[m].metrics['corrected']['mean_rmse']:.4f}" for m in METHODS)
     context.notes.append(
         f"Atmospheric correction: 6s-ddv estimated AOT {atm.get('aot')} and water vapour {atm.get('wv')} g/cm2 "
-        f"(true 0.2 and 1.5); mean RMSE {metrics['corrected']['mean_rmse']:.4f} against the known surface "
-        f"(TOA unchanged {metrics['toa_unchanged']['mean_rmse']:.4f}, "
-        f"dos {results['dos'].metrics['corrected']['mean_rmse']:.4f})."
+        f"(true 0.2 and 1.5); mean RMSE against the known surface: {scores} "
+        f"(TOA unchanged {metrics['toa_unchanged']['mean_rmse']:.4f}); default method: {main}."
     )
     rel = lambda p: Path(p).relative_to(root)  # noqa: E731
     return [
         Artifact("TOA, corrected and true surface in true colour", rel(comparison), "image",
-                 "L1C TOA | 6s-ddv | dos | the known surface"),
+                 "L1C TOA | " + " | ".join(METHODS) + " | the known surface"),
         Artifact("Errors per band and error map", rel(errors), "image",
-                 "RMSE per band for TOA unchanged, dos and 6s-ddv; 6s-ddv B04 error map"),
+                 f"RMSE per band for TOA unchanged, {', '.join(METHODS)}; {main} B04 error map"),
         Artifact("L1C stack (simulated with 6S)", rel(made.l1c), "data",
                  "uint16, RADIO_ADD_OFFSET -1000, AOT 0.2, water vapour 1.5 g/cm2, continental"),
-        Artifact("Corrected L2A-like product (6s-ddv)", rel(ddv.files["l2a"]), "data",
+        Artifact(f"Corrected L2A-like product ({main})", rel(ddv.files["l2a"]), "data",
                  "COG, 12 bands, BOA_ADD_OFFSET -1000"),
-        Artifact("Corrected true colour (6s-ddv)", rel(ddv.files["tci_png"]), "image", "TCI"),
-        Artifact("Evaluation against the known surface (6s-ddv)", rel(ddv.files["evaluation"]), "metrics",
+        Artifact(f"Corrected true colour ({main})", rel(ddv.files["tci_png"]), "image", "TCI"),
+        Artifact(f"Evaluation against the known surface ({main})", rel(ddv.files["evaluation"]), "metrics",
                  "RMSE, MAE, bias, R2 per band and SAM, also for TOA unchanged"),
-        Artifact("Evaluation plot (6s-ddv)", rel(ddv.files["evaluation_png"]), "image", ""),
-        Artifact("STAC item (6s-ddv)", rel(ddv.files["item"]), "data", ""),
+        Artifact(f"Evaluation plot ({main})", rel(ddv.files["evaluation_png"]), "image", ""),
+        Artifact(f"STAC item ({main})", rel(ddv.files["item"]), "data", ""),
+        *(Artifact(f"AOT map ({m})", rel(results[m].files["aot"]), "data", "AOT at 550 nm, GeoTIFF")
+          for m in METHODS if "aot" in results[m].files),
     ]
 
 
@@ -102,7 +109,8 @@ def _comparison_png(path: Path, toa: np.ndarray, corrected: dict[str, np.ndarray
     return _save(fig, path)
 
 
-def _error_png(path: Path, metrics: dict[str, dict | None], ddv: np.ndarray, truth: np.ndarray) -> Path:
+def _error_png(path: Path, metrics: dict[str, dict | None], main: str, main_boa: np.ndarray,
+               truth: np.ndarray) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,8 +120,7 @@ def _error_png(path: Path, metrics: dict[str, dict | None], ddv: np.ndarray, tru
     x = np.arange(len(L2A_BANDS))
     first = next(m for m in metrics.values() if m)
     series = [("TOA unchanged", first["toa_unchanged"], "#bbbbbb")]
-    series += [(m, metrics[m]["corrected"], c) for m, c in zip(METHODS, ("#ff7f0e", "#1f77b4"), strict=True)
-               if metrics[m]]
+    series += [(m, metrics[m]["corrected"], COLOURS[m]) for m in METHODS if metrics[m]]
     width = 0.8 / len(series)
     for k, (label, m, colour) in enumerate(series):
         ax.bar(x + (k - (len(series) - 1) / 2) * width, [m["bands"][b]["rmse"] for b in L2A_BANDS], width,
@@ -123,10 +130,10 @@ def _error_png(path: Path, metrics: dict[str, dict | None], ddv: np.ndarray, tru
     ax.set_ylabel("RMSE against the known surface (reflectance)")
     ax.legend()
     b04 = L2A_BANDS.index("B04")
-    err = ddv[b04] - truth[b04]
+    err = main_boa[b04] - truth[b04]
     lim = max(float(np.nanpercentile(np.abs(err), 99)), 1e-4)
     im = ax_map.imshow(err, cmap="RdBu_r", vmin=-lim, vmax=lim)
-    ax_map.set_title("6s-ddv B04 error (corrected - true)")
+    ax_map.set_title(f"{main} B04 error (corrected - true)")
     ax_map.set_axis_off()
     fig.colorbar(im, ax=ax_map, fraction=0.046)
     fig.tight_layout()

@@ -2,7 +2,8 @@
 
 - :mod:`.synth`: training/test scenes (real BigEarthNet surfaces + 6S built-in spectra through the 6S
   table with sampled atmospheres, smooth AOT fields and sensor noise);
-- :mod:`.model`: the torch network (training only);
+- :mod:`.model`: the torch network and the 6S table in torch (training only);
+- :mod:`.cells`: numpy pieces shared by training and inference (cell inputs, table terms, upsampling);
 - :mod:`.train`: CPU training, export of the weights and the ONNX file;
 - :mod:`.onnx_infer`: tiled inference with onnxruntime (no torch) and the pipeline's ``ai`` corrector;
 - :mod:`.evaluate`: held-out evaluation against the 6S oracle, DDV+6S, DOS and "no correction".
@@ -33,4 +34,4 @@ def make_corrector(options: RunOptions) -> Corrector:
     """The pipeline's ``ai`` corrector (see :class:`eotwin.atmocorr.ai.onnx_infer.AiCorrector`)."""
     from eotwin.atmocorr.ai.onnx_infer import AiCorrector
 
-    return AiCorrector(model_path=options.model)
+    return AiCorrector(model_path=options.model, lut_path=options.lut)

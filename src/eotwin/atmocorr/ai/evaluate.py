@@ -5,8 +5,12 @@ into one 240 x 360 px scene with random flips and turns, under atmospheres and g
 seed of their own (the same ranges as training, :data:`eotwin.atmocorr.ai.synth.SAMPLING`). Two kinds:
 
 - ``table``: TOA from the 6S table's forward model with a smooth per-pixel AOT field and sensor noise;
-- ``6s``: TOA from terms computed by the real 6S code for that atmosphere (uniform AOT, one 6S run per
-  band), so the table's own interpolation error is part of every method's error.
+- ``6s``: TOA from terms computed by the real 6S code for that atmosphere (the acceptance set of
+  issue 6: "made with 6S itself, not the table"), so the table's own interpolation error is part of
+  every method's error. The AOT field varies per pixel as in the table-made scenes: 6S runs at the
+  field's minimum, middle and maximum AOT (three runs per band) and the terms are interpolated per pixel
+  quadratically in AOT (path and spherical albedo; the log of the transmittance), a range narrow enough
+  for the interpolation error to be far below the noise.
 
 Methods, each on the same TOA:
 
@@ -65,25 +69,39 @@ class TestScene:
 
 
 def mosaic(surfaces: list[np.ndarray], rng: np.random.Generator, layout: tuple[int, int] = MOSAIC) -> np.ndarray:
-    """The surfaces in random order, flips and turns, tiled into one (12, rows*120, cols*120) scene."""
-    rows, cols = layout
-    order = rng.permutation(len(surfaces))
-    tiles = [synth.augment(surfaces[order[i % len(surfaces)]], surfaces[0].shape[1], rng) for i in range(rows * cols)]
-    return np.concatenate([np.concatenate(tiles[r * cols : (r + 1) * cols], axis=2) for r in range(rows)], axis=1)
+    """The held-out surfaces in random order, flips and turns, tiled into one scene."""
+    return synth.mosaic(surfaces, rng, layout)
 
 
-def sixs_terms(atm: synth.Atmosphere) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(path, gain, s_alb) per L2A band from real 6S runs (one per band) for a uniform atmosphere."""
+def sixs_terms(atm: synth.Atmosphere, aot: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(path, gain, s_alb) per L2A band from real 6S runs, for the scene's AOT (or per-pixel ``aot`` map).
+
+    Each array is (12, 1, 1) for a uniform atmosphere, (12, h, w) for an AOT map (see the module docstring).
+    """
     from eotwin.atmocorr.sixs import simulate
 
-    path, gain, s_alb = [], [], []
-    for band in L2A_BANDS:
-        r = simulate(atm.sensor, band, aerosol=atm.aerosol, aot=atm.aot, sza=atm.sza, vza=atm.vza, raa=atm.raa,
-                     wv=atm.wv, o3=atm.o3, rho=0.0)
-        path.append(r.toa)
-        gain.append(r.tg * r.t_down * r.t_up)
-        s_alb.append(r.s_alb)
-    return tuple(np.array(v, dtype=np.float64)[:, None, None] for v in (path, gain, s_alb))  # type: ignore[return-value]
+    if aot is None or float(np.ptp(aot)) < 1e-3:
+        nodes = np.array([atm.aot if aot is None else float(np.mean(aot))])
+    else:
+        lo, hi = float(aot.min()), float(aot.max())
+        nodes = np.array([lo, 0.5 * (lo + hi), hi])
+    path = np.empty((len(L2A_BANDS), nodes.size))
+    log_gain, s_alb = np.empty_like(path), np.empty_like(path)
+    for i, band in enumerate(L2A_BANDS):
+        for j, value in enumerate(nodes):
+            r = simulate(atm.sensor, band, aerosol=atm.aerosol, aot=float(value), sza=atm.sza, vza=atm.vza,
+                         raa=atm.raa, wv=atm.wv, o3=atm.o3, rho=0.0)
+            path[i, j], log_gain[i, j], s_alb[i, j] = r.toa, np.log(r.tg * r.t_down * r.t_up), r.s_alb
+    if nodes.size == 1:
+        return path[:, :, None], np.exp(log_gain)[:, :, None], s_alb[:, :, None]
+    # quadratic Lagrange interpolation in AOT through the three runs
+    x = aot.astype(np.float64)
+    basis = [np.prod([(x - nodes[m]) / (nodes[k] - nodes[m]) for m in range(3) if m != k], axis=0) for k in range(3)]
+
+    def interp(values: np.ndarray) -> np.ndarray:
+        return sum(values[:, k, None, None] * basis[k][None] for k in range(3))
+
+    return interp(path), np.exp(interp(log_gain)), interp(s_alb)
 
 
 def make_test_scenes(
@@ -109,10 +127,11 @@ def make_test_scenes(
         for _ in range(sixs_scenes):
             surface = mosaic(surfaces, rng)
             atm = synth.sample_atmosphere(rng, lut)
-            path, gain, s_alb = sixs_terms(atm)
+            aot = synth.aot_field(atm, surface.shape[1:], rng, lut)
+            path, gain, s_alb = sixs_terms(atm, aot)
             rho = surface.astype(np.float64)
             toa = synth.add_noise((path + gain * rho / (1 - s_alb * rho)).astype(np.float32), rng)
-            scenes.append(TestScene(toa, surface, np.full(surface.shape[1:], atm.aot, np.float32), atm, "6s"))
+            scenes.append(TestScene(toa, surface, aot, atm, "6s"))
             task.advance()
     return scenes
 
@@ -134,7 +153,7 @@ def correct_scene(method: str, scene: TestScene, lut, model) -> np.ndarray:
                                         raa=atm.raa, aerosol=atm.aerosol, o3=atm.o3).boa
     if method == "ai":
         angles = np.array([atm.sza, atm.vza, atm.raa], np.float32)[:, None, None]
-        return model.predict(scene.toa, np.broadcast_to(angles, (3, *scene.toa.shape[1:])))[0]
+        return model.predict(scene.toa, np.broadcast_to(angles, (3, *scene.toa.shape[1:])), sensor=atm.sensor)[0]
     raise EotwinError(f"unknown method {method!r}")
 
 
@@ -190,7 +209,7 @@ def evaluate(options: EvaluateOptions, progress: ProgressReporter | None = None)
     for scene in scenes[: min(len(scenes), 8)]:
         angles = np.broadcast_to(np.array([scene.atmosphere.sza, scene.atmosphere.vza, scene.atmosphere.raa],
                                           np.float32)[:, None, None], (3, *scene.toa.shape[1:]))
-        aot_err.append((model.predict(scene.toa, angles)[1] - scene.aot).ravel())
+        aot_err.append((model.predict(scene.toa, angles, sensor=scene.atmosphere.sensor)[1] - scene.aot).ravel())
     err = np.concatenate(aot_err)
     report["ai_aot"] = {"rmse": float(np.sqrt(np.nanmean(err**2))), "bias": float(np.nanmean(err))}
     report["acceptance"] = acceptance(report)
@@ -200,17 +219,19 @@ def evaluate(options: EvaluateOptions, progress: ProgressReporter | None = None)
 
 
 def acceptance(report: dict) -> dict:
-    """Per band: does the AI meet the issue's RMSE target and beat DOS and DDV (table-made scenes)?"""
+    """Per band: does the AI meet the issue's RMSE target and beat DOS and DDV? Judged on the 6S-made
+    scenes (the issue's acceptance set) when there are any, else on the table-made ones."""
     m = report["methods"]
-    out = {}
+    source = "6s" if "6s" in m["ai"] else "table"
+    out = {"source": source}
     for b in L2A_BANDS:
-        ai = m["ai"]["table"]["bands"][b]["rmse"]
+        ai = m["ai"][source]["bands"][b]["rmse"]
         out[b] = {
             "ai_rmse": ai,
             "target": TARGET_RMSE.get(b),
             "meets_target": None if b not in TARGET_RMSE else ai <= TARGET_RMSE[b],
-            "beats_dos": ai < m["dos"]["table"]["bands"][b]["rmse"],
-            "beats_ddv": ai < m["6s-ddv"]["table"]["bands"][b]["rmse"],
+            "beats_dos": ai < m["dos"][source]["bands"][b]["rmse"],
+            "beats_ddv": ai < m["6s-ddv"][source]["bands"][b]["rmse"],
         }
     return out
 

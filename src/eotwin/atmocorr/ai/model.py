@@ -1,32 +1,39 @@
 """The AI correction network (torch; training and export only, inference runs the ONNX file).
 
-Physics-shaped: the network does not map TOA to BOA directly. It estimates, per pixel, the 6S terms
-of every band (path reflectance, gain ``tg * t_down * t_up`` and spherical albedo) and applies the
-exact Lambertian inversion of :mod:`eotwin.atmocorr.physics`::
+Physics-grounded hybrid: the network does not produce surface reflectance. It reads the scene and
+estimates the *atmosphere* (aerosol optical thickness at 550 nm, water vapour, ozone and the
+probability of a maritime aerosol) on a grid of "atmosphere cells"; the 6S table turns that
+atmosphere and the sun and view angles into the terms of every band, and the exact Lambertian
+inversion of :mod:`eotwin.atmocorr.physics` gives the surface::
 
-    y = (toa - path) / gain ;  boa = y / (1 + s_alb * y)
+    y = (toa - path) / (tg * t_down * t_up) ;  boa = y / (1 + s_alb * y)
 
-so a wrong atmosphere gives a physically plausible error and a right one gives the exact surface.
-The terms describe the atmosphere, not the pixel, so they are computed from the context only:
+So geometry, gas absorption and spectral dependences come from 6S, never from learned weights, and
+the network's job is what sen2cor's dark-dense-vegetation and band-ratio heuristics do, learned
+from 6S-simulated scenes instead of assumed.
 
-1. a per-pixel feature net (1x1 convolutions) turns the 12 TOA bands (and their logarithms, whose
-   differences are the band ratios that carry water vapour and aerosol colour) into ``features`` numbers,
-   averaged over cells of ``stride`` x ``stride`` pixels (valid pixels only);
-2. the context: means of the cell features over square windows (``windows`` cells wide, by
-   cumulative sums: exact, cheap for any window, and translation-equivariant, so tiles that start on
-   whole cells with an overlap of :func:`overlap_for` pixels give the same result as one pass), and
-   the window minima of a few learned darkness indices (max pooling: the statistic dark-object and
-   dark-vegetation methods rest on);
-3. a head (1x1 convolutions on cells) maps the context and the angle features (cos sun zenith, cos
-   view zenith, cos relative azimuth, air mass) to the 36 terms, as log-factors of reference terms
-   (an average atmosphere), and to the AOT at 550 nm (a map the product writes); the terms are
-   upsampled bilinearly to the pixels (they vary over many cells, never within one).
+Inputs are *cells*: the TOA of ``cell`` x ``cell`` pixels (6 x 6 at 10 m = 60 m, sen2cor's aerosol
+resolution) reduced to their valid-pixel mean and minimum per band, and the surface those would be
+under a few hypothetical atmospheres (:func:`eotwin.atmocorr.ai.cells.network_inputs`, numpy, shared
+by training and inference: the 6S table divides the geometry out before the network looks). The network:
 
-Only step 1 and the inversion run per pixel, which keeps a full tile within minutes on two cores.
+1. a feature net (1x1 convolutions) on each cell: normalised means, their logarithms (band ratios
+   carry water vapour and aerosol colour) and the logarithms of the cell minima (the darkest
+   10 m pixel of the cell: dark-object evidence);
+2. context: window means of the features over square windows of cells (cumulative sums, exact and
+   translation-equivariant) and window minima of learned darkness indices (max pooling);
+3. the context averaged over ``out_stride`` x ``out_stride`` cells (an atmosphere cell: 240 m by
+   default; aerosol fields are smooth at that scale) and a head of 1x1 convolutions that also sees
+   the angles gives the four atmosphere values, squashed into the table's ranges.
 
-Inputs: ``toa`` (n, 12, h, w) TOA reflectance of the L2A bands (no B10: the simulated scenes hold
-no cirrus, which is B10's only signal), ``angles`` (n, 3, h, w) degrees, ``valid`` (n, 1, h, w) 0/1.
-Outputs: ``boa`` (n, 12, h, w), ``aot`` (n, 1, h, w), ``terms`` (n, 36, h, w).
+Everything is on whole cells, so tiles that start on whole atmosphere cells with an overlap of
+:func:`overlap_for` pixels give the same atmosphere as one pass.
+
+:class:`TableLayer` is the 6S table in torch for training: per scene (one geometry and spacecraft)
+it holds the table's terms at the nodes of AOT, water vapour and ozone for both aerosol models and
+interpolates them exactly as :meth:`eotwin.atmocorr.lut.SixSLut.terms_for` does (linear, the
+transmittances log-linear), so what the network learns through it is what inference gets from
+``terms_for``.
 """
 
 from __future__ import annotations
@@ -34,56 +41,76 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
+from eotwin.atmocorr.ai.cells import N_BASE_INPUTS, N_CELL_INPUTS
+
 N_BANDS = 12
+ATMOSPHERE = ("aot", "wv", "o3", "maritime")  # the network's outputs, in this order
 
 
 @dataclass
 class ModelConfig:
-    """Architecture and normalisation, stored with the weights and in the ONNX metadata."""
+    """Architecture, normalisation and output ranges, stored with the weights and in the ONNX metadata."""
 
-    features: int = 16
+    features: int = 24
     dark: int = 8  # learned darkness indices whose window minima are taken (dark-object statistics)
-    feature_hidden: int = 32
+    feature_hidden: int = 48
     hidden: int = 64
-    windows: tuple[int, ...] = (9, 25)  # context windows in cells of stride x stride pixels
-    stride: int = 4  # cell size: the context and the head work on cells, the terms are upsampled bilinearly
+    windows: tuple[int, ...] = (5, 17)  # context windows in cells
+    cell: int = 6  # pixels per cell side (60 m at 10 m)
+    out_stride: int = 4  # cells per atmosphere cell side (240 m)
     toa_mean: list[float] = field(default_factory=lambda: [0.1] * N_BANDS)
     toa_std: list[float] = field(default_factory=lambda: [0.1] * N_BANDS)
-    ref_path: list[float] = field(default_factory=lambda: [0.05] * N_BANDS)
-    ref_gain: list[float] = field(default_factory=lambda: [0.8] * N_BANDS)
-    ref_s_alb: list[float] = field(default_factory=lambda: [0.1] * N_BANDS)
-    ref_aot: float = 0.15
-    # pixels with B02 TOA above this (cloud, snow, very bright targets; the training surfaces stay
-    # below it) are left out of the context, so they cannot distort the neighbourhood's atmosphere
+    # output ranges (the table's axes, or narrower)
+    aot_range: tuple[float, float] = (0.005, 0.8)
+    wv_range: tuple[float, float] = (0.2, 5.0)
+    o3_range: tuple[float, float] = (0.25, 0.45)
+    # pixels with B02 TOA above this (cloud, snow, very bright targets) stay out of the context
     bright_toa: float = 0.3
+    # cells carry the hypothesis features (cells.hypothesis_features); False in models trained before them
+    hypotheses: bool = False
+
+    @property
+    def n_inputs(self) -> int:
+        """Channels of the network's ``cells`` input."""
+        return N_CELL_INPUTS if self.hypotheses else N_BASE_INPUTS
+
+    @property
+    def stride(self) -> int:
+        """Pixels per atmosphere cell side: tiles must start on multiples of it."""
+        return self.cell * self.out_stride
 
     @property
     def overlap(self) -> int:
         """Pixels of context a tile needs on each side for an exact result (a multiple of the stride)."""
-        return overlap_for(self.windows, self.stride)
+        return overlap_for(self.windows, self.cell, self.out_stride)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["windows"] = list(self.windows)
+        for k in ("windows", "aot_range", "wv_range", "o3_range"):
+            d[k] = list(d[k])
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
-        d["windows"] = tuple(int(w) for w in d["windows"])
+        for k in ("windows", "aot_range", "wv_range", "o3_range"):
+            d[k] = tuple(d[k])
         return cls(**d)
 
 
-def overlap_for(windows: tuple[int, ...] | list[int], stride: int) -> int:
-    """Pixels of context for exact tiles: half the widest window and one cell for the upsampling, in cells."""
-    return (max(windows) // 2 + 2) * stride
+def overlap_for(windows: tuple[int, ...] | list[int], cell: int, out_stride: int) -> int:
+    """Pixels of context for exact tiles: half the widest window plus two atmosphere cells (pooling and
+    the bilinear upsampling of the terms), rounded up to whole atmosphere cells."""
+    cells = max(windows) // 2 + 2 * out_stride
+    return -(-cells // out_stride) * out_stride * cell
 
 
 def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Sum over a (2r+1) x (2r+1) window around each pixel (zero outside), by cumulative sums."""
+    """Sum over a (2r+1) x (2r+1) window around each element (zero outside), by cumulative sums."""
     k = 2 * radius + 1
     h, w = x.shape[-2], x.shape[-1]
     x = nn.functional.pad(x, (0, 0, radius + 1, radius))
@@ -95,7 +122,11 @@ def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 class AtmoNet(nn.Module):
-    """See the module docstring."""
+    """Cells (n, config.n_inputs, H, W) and cell angles (n, 3, H, W) -> atmosphere (n, 4, H/out_stride, W/out_stride).
+
+    ``H`` and ``W`` must be multiples of ``out_stride`` (:func:`cells.cell_inputs` pads them).
+    Output channels: AOT at 550 nm, water vapour (g/cm2), ozone (cm-atm), P(maritime aerosol).
+    """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
@@ -103,74 +134,182 @@ class AtmoNet(nn.Module):
         c = self.config
         self.register_buffer("toa_mean", torch.tensor(c.toa_mean).view(1, N_BANDS, 1, 1))
         self.register_buffer("toa_std", torch.tensor(c.toa_std).view(1, N_BANDS, 1, 1))
-        self.register_buffer("ref_path", torch.tensor(c.ref_path).view(1, N_BANDS, 1, 1))
-        self.register_buffer("ref_gain", torch.tensor(c.ref_gain).view(1, N_BANDS, 1, 1))
-        self.register_buffer("ref_s_alb", torch.tensor(c.ref_s_alb).view(1, N_BANDS, 1, 1))
+        n_in = 3 * N_BANDS + (c.n_inputs - N_BASE_INPUTS)
         self.feature = nn.Sequential(
-            nn.Conv2d(2 * N_BANDS, c.feature_hidden, 1),
+            nn.Conv2d(n_in, c.feature_hidden, 1),
             nn.GELU(),
             nn.Conv2d(c.feature_hidden, c.features, 1),
             nn.Tanh(),
         )
-        self.darkness = nn.Conv2d(2 * N_BANDS, c.dark, 1)
-        n_in = (c.features + c.dark) * len(c.windows) + 4
+        self.darkness = nn.Conv2d(n_in, c.dark, 1)
+        n_head = (c.features + c.dark) * len(c.windows) + c.features + 4
         self.head = nn.Sequential(
-            nn.Conv2d(n_in, c.hidden, 1),
+            nn.Conv2d(n_head, c.hidden, 1),
             nn.GELU(),
             nn.Conv2d(c.hidden, c.hidden, 1),
             nn.GELU(),
-            nn.Conv2d(c.hidden, 3 * N_BANDS + 1, 1),
+            nn.Conv2d(c.hidden, len(ATMOSPHERE), 1),
         )
-        nn.init.zeros_(self.head[-1].weight)  # start from the reference (average) atmosphere
+        nn.init.zeros_(self.head[-1].weight)  # start from the middle of every range
         nn.init.zeros_(self.head[-1].bias)
 
-    def forward(
-        self, toa: torch.Tensor, angles: torch.Tensor, valid: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, cells: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
         c = self.config
-        s = c.stride
-        h, w = toa.shape[-2], toa.shape[-1]
-        valid = valid.to(toa.dtype)
-        x = torch.where(valid > 0, toa, self.toa_mean)  # no-data pixels: finite values, masked below
-        context_valid = valid * (x[:, 1:2] <= c.bright_toa).to(toa.dtype)
-        # pad to whole cells: padded pixels are invalid (no weight), angles repeat the edge
-        pad = (0, (s - w % s) % s, 0, (s - h % s) % s)
-        xp = nn.functional.pad(x, pad)
-        vp = nn.functional.pad(context_valid, pad)
-        ap = nn.functional.pad(angles, pad, mode="replicate")
-        # linear and log reflectances: band ratios (water vapour, aerosol colour) are differences of logs
-        logs = torch.log(xp.clamp(min=1e-3)) - torch.log(self.toa_mean)
-        inputs = torch.cat([(xp - self.toa_mean) / self.toa_std, logs], dim=1)
-        feats = self.feature(inputs) * vp
-        # window minima of the darkness indices (no-data pixels count as bright, so never as the minimum)
-        dark = torch.where(vp > 0, self.darkness(inputs), torch.full_like(vp, 1e4))
-        cell_dark = -nn.functional.max_pool2d(-dark, s)
-        cell_feats = nn.functional.avg_pool2d(feats, s)  # per cell: mean of valid-weighted features
-        cell_valid = nn.functional.avg_pool2d(vp, s)
+        mean, low = cells[:, :N_BANDS], cells[:, N_BANDS : 2 * N_BANDS]
+        frac, hypotheses = cells[:, 2 * N_BANDS : N_BASE_INPUTS], cells[:, N_BASE_INPUTS:]
+        v = (frac > 0).to(cells.dtype)
+        mean = torch.where(v > 0, mean, self.toa_mean)  # cells without valid pixels: finite, weight 0
+        low = torch.where(v > 0, low, self.toa_mean)
+        log_mean = torch.log(self.toa_mean)
+        inputs = torch.cat(
+            [(mean - self.toa_mean) / self.toa_std,
+             torch.log(mean.clamp(min=1e-3)) - log_mean,
+             torch.log(low.clamp(min=1e-3)) - log_mean,
+             *([(hypotheses.clamp(-0.5, 1.0) - 0.1) / 0.1] if c.hypotheses else [])],
+            dim=1,
+        )
+        weight = frac * v
+        feats = self.feature(inputs) * weight
+        dark = torch.where(v > 0, self.darkness(inputs), torch.full_like(v, 1e4))
         context = []
         for window in c.windows:
             r = window // 2
-            count = box_sum(cell_valid, r).clamp(min=1.0 / (s * s))
-            context.append(box_sum(cell_feats, r) / count)
-            low = -nn.functional.max_pool2d(-cell_dark, (window, 1), stride=1, padding=(r, 0))
-            low = -nn.functional.max_pool2d(-low, (1, window), stride=1, padding=(0, r))
-            context.append(low.clamp(-20.0, 20.0))
-        rad = nn.functional.avg_pool2d(ap, s) * (math.pi / 180.0)
+            count = box_sum(weight, r).clamp(min=1e-3)
+            context.append(box_sum(feats, r) / count)
+            lo = -nn.functional.max_pool2d(-dark, (window, 1), stride=1, padding=(r, 0))
+            lo = -nn.functional.max_pool2d(-lo, (1, window), stride=1, padding=(0, r))
+            context.append(lo.clamp(-20.0, 20.0))
+        s = c.out_stride
+        own = nn.functional.avg_pool2d(feats, s) / nn.functional.avg_pool2d(weight, s).clamp(min=1e-3)
+        pooled = [nn.functional.avg_pool2d(x, s) for x in context]
+        rad = nn.functional.avg_pool2d(angles, s) * (math.pi / 180.0)
         cos_s, cos_v = torch.cos(rad[:, 0:1]), torch.cos(rad[:, 1:2])
         air_mass = 1.0 / cos_s.clamp(min=0.05) + 1.0 / cos_v.clamp(min=0.05)
         geo = torch.cat([cos_s, cos_v, torch.cos(rad[:, 2:3]), (air_mass - 3.0) / 2.0], dim=1)
-        out = self.head(torch.cat([*context, geo], dim=1))
-        if s > 1:
-            out = nn.functional.interpolate(out, scale_factor=float(s), mode="bilinear", align_corners=False)
-            out = out[:, :, :h, :w]
-        n = N_BANDS
-        path = self.ref_path * torch.exp(out[:, :n].clamp(-6.0, 4.0))
-        gain = self.ref_gain * torch.exp(out[:, n : 2 * n].clamp(-4.0, 1.0))
-        s_alb = self.ref_s_alb * torch.exp(out[:, 2 * n : 3 * n].clamp(-6.0, 2.0))
-        aot = c.ref_aot * torch.exp(out[:, 3 * n :].clamp(-6.0, 3.0))
-        y = (x - path) / gain
-        boa = y / (1.0 + s_alb * y).clamp(min=0.2)  # the clamp only bites on nonsense (TOA far below path)
-        return boa, aot, torch.cat([path, gain, s_alb], dim=1)
+        out = self.head(torch.cat([*pooled, own, geo], dim=1))
+        return torch.cat(
+            [
+                _log_range(out[:, 0:1], c.aot_range),
+                _sqrt_range(out[:, 1:2], c.wv_range),
+                _lin_range(out[:, 2:3], c.o3_range),
+                torch.sigmoid(out[:, 3:4] - 1.0),  # starts at P = 0.27, the training prior
+            ],
+            dim=1,
+        )
+
+
+def _lin_range(x: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+    lo, hi = bounds
+    return lo + (hi - lo) * torch.sigmoid(x)
+
+
+def _log_range(x: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    return torch.exp(lo + (hi - lo) * torch.sigmoid(x))
+
+
+def _sqrt_range(x: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+    lo, hi = math.sqrt(bounds[0]), math.sqrt(bounds[1])
+    return (lo + (hi - lo) * torch.sigmoid(x)) ** 2
+
+
+# ----------------------------------------------------------------------------- 6S table in torch
+@dataclass
+class SceneTables:
+    """The table's terms for a batch of scenes (each one geometry and spacecraft), for :class:`TableLayer`.
+
+    Shapes (n scenes, 2 aerosol models [continental, maritime], nodes..., 12 bands): ``path``
+    (n, 2, aot, wv, o3, 12); ``log_t`` = log(t_down t_up) (n, 2, aot, 12); ``s_alb`` (n, 2, aot, 12);
+    ``log_tg`` (n, wv, o3, 12).
+    """
+
+    aot_nodes: np.ndarray
+    wv_nodes: np.ndarray
+    o3_nodes: np.ndarray
+    path: np.ndarray
+    log_t: np.ndarray
+    s_alb: np.ndarray
+    log_tg: np.ndarray
+
+
+def scene_tables(lut, geometries: list[tuple[str, float, float, float]]) -> SceneTables:
+    """Terms at the table's AOT, water-vapour and ozone nodes for each (sensor, sza, vza, raa)."""
+    from eotwin.atmocorr.products import L2A_BANDS
+
+    aot, wv, o3 = lut.axes["aot"], lut.axes["wv"], lut.axes["o3"]
+    grid = np.meshgrid(aot, wv, o3, indexing="ij")
+    paths, log_ts, salbs, log_tgs = [], [], [], []
+    for sensor, sza, vza, raa in geometries:
+        per_model = [lut.terms_for(sensor, L2A_BANDS, aerosol, *grid[:1], sza, vza, raa, grid[1], grid[2])
+                     for aerosol in ("continental", "maritime")]
+        paths.append(np.stack([np.moveaxis(t.path, 0, -1) for t in per_model]))
+        log_ts.append(np.stack([np.moveaxis(np.log(t.t_down[:, :, 0, 0] * t.t_up[:, :, 0, 0]), 0, -1)
+                                for t in per_model]))
+        salbs.append(np.stack([np.moveaxis(t.s_alb[:, :, 0, 0], 0, -1) for t in per_model]))
+        log_tgs.append(np.moveaxis(np.log(per_model[0].tg[:, 0]), 0, -1))
+    f32 = lambda xs: np.ascontiguousarray(np.stack(xs), dtype=np.float32)  # noqa: E731
+    return SceneTables(aot, wv, o3, f32(paths), f32(log_ts), f32(salbs), f32(log_tgs))
+
+
+def _bracket(nodes: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower node index and (differentiable) weight of the upper node for values ``x``."""
+    idx = (torch.bucketize(x.detach().contiguous(), nodes, right=True) - 1).clamp(0, nodes.numel() - 2)
+    lo, hi = nodes[idx], nodes[idx + 1]
+    return idx, ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
+class TableLayer(nn.Module):
+    """Terms (n, 12, h, w) each of path, gain and spherical albedo from the atmosphere (n, 4, h, w)."""
+
+    def forward(self, atmosphere: torch.Tensor, tables: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        aot, wv, o3, p_mar = (atmosphere[:, i] for i in range(4))  # (n, h, w) each
+        n = atmosphere.shape[0]
+        b = torch.arange(n).view(n, 1, 1).expand_as(aot)
+        ia, wa = _bracket(tables["aot_nodes"], aot)
+        iw, ww = _bracket(torch.sqrt(tables["wv_nodes"]), torch.sqrt(wv))
+        io, wo = _bracket(tables["o3_nodes"], o3)
+        wa, ww, wo = wa[..., None], ww[..., None], wo[..., None]  # broadcast over bands
+
+        def per_model(m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            path = 0.0
+            for da, fa in ((0, 1 - wa), (1, wa)):
+                for dw, fw in ((0, 1 - ww), (1, ww)):
+                    for do, fo in ((0, 1 - wo), (1, wo)):
+                        path = path + fa * fw * fo * tables["path"][b, m, ia + da, iw + dw, io + do]
+            log_t = (1 - wa) * tables["log_t"][b, m, ia] + wa * tables["log_t"][b, m, ia + 1]
+            s_alb = (1 - wa) * tables["s_alb"][b, m, ia] + wa * tables["s_alb"][b, m, ia + 1]
+            return path, log_t, s_alb
+
+        log_tg = 0.0
+        for dw, fw in ((0, 1 - ww), (1, ww)):
+            for do, fo in ((0, 1 - wo), (1, wo)):
+                log_tg = log_tg + fw * fo * tables["log_tg"][b, iw + dw, io + do]
+        (pc, tc, sc), (pm, tm, sm) = per_model(0), per_model(1)
+        p = p_mar[..., None]
+        path = (1 - p) * pc + p * pm
+        gain = torch.exp(log_tg) * ((1 - p) * torch.exp(tc) + p * torch.exp(tm))
+        s_alb = (1 - p) * sc + p * sm
+        to_bands_first = lambda x: x.permute(0, 3, 1, 2)  # noqa: E731
+        return to_bands_first(path), to_bands_first(gain), to_bands_first(s_alb)
+
+
+def tables_to_torch(tables: SceneTables) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.asarray(getattr(tables, k), dtype=np.float32))
+            for k in ("aot_nodes", "wv_nodes", "o3_nodes", "path", "log_t", "s_alb", "log_tg")}
+
+
+def invert(toa: torch.Tensor, path: torch.Tensor, gain: torch.Tensor, s_alb: torch.Tensor) -> torch.Tensor:
+    """The exact Lambertian inversion (the clamp only bites on nonsense: TOA far below the path)."""
+    y = (toa - path) / gain
+    return y / (1.0 + s_alb * y).clamp(min=0.2)
+
+
+def upsample(terms: torch.Tensor, out_stride: int, cell: int, h: int, w: int) -> torch.Tensor:
+    """Atmosphere-cell terms to pixels: bilinear to cells, constant within a cell (as inference does,
+    see :func:`eotwin.atmocorr.ai.cells.invert_band`)."""
+    out = nn.functional.interpolate(terms, scale_factor=float(out_stride), mode="bilinear", align_corners=False)
+    out = out.repeat_interleave(cell, dim=2).repeat_interleave(cell, dim=3)
+    return out[:, :, :h, :w]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,12 +1,14 @@
-"""ONNX export (torch, training side) and tiled inference through onnxruntime (no torch).
+"""ONNX export (torch, training side) and inference through onnxruntime plus the 6S table (no torch).
 
-The network's context is a set of window means (see :mod:`eotwin.atmocorr.ai.model`), so a tile
-processed with ``overlap`` = half the widest window of extra pixels on every side gives exactly the
-values of one pass over the whole image in its interior: :func:`OnnxModel.predict` cuts any image
-into such tiles, which bounds memory whatever the image size.
+Inference of an image: TOA to cells (:func:`~eotwin.atmocorr.ai.cells.cell_inputs`), the ONNX network
+to the atmosphere on atmosphere cells, the 6S table to the terms of every band there
+(:func:`~eotwin.atmocorr.ai.cells.table_terms`), bilinear upsampling of the terms to cells and the
+exact inversion per pixel, band by band (bounded memory; numpy broadcasting, no per-pixel terms). The network's context is a set of window
+statistics on whole cells, so a block that starts on a whole atmosphere cell and carries
+``overlap`` pixels of context gives exactly the values of one pass (:class:`AiCorrector`).
 
-The ONNX file carries its configuration (windows, overlap, band order) as metadata, so a model file
-is self-describing; :class:`AiCorrector` plugs it into ``eotwin atmocorr run``.
+The ONNX file carries its configuration (cells, windows, overlap, band order) as metadata, so a
+model file is self-describing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from eotwin.atmocorr.ai import DEFAULT_MODEL_PATH
+from eotwin.atmocorr.ai import cells as cellmath
 from eotwin.atmocorr.products import L2A_BANDS, interpolate_azimuth, interpolate_nodes
 from eotwin.errors import EotwinError
 from eotwin.progress import ProgressReporter, ensure_progress
@@ -32,8 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from eotwin.geo.grid import Grid, Window
 
 OPSET = 17
-DEFAULT_TILE = 512
 METADATA_KEY = "eotwin_atmocorr"
+MODEL_FORMAT = "atmonet-2"  # cells in, atmosphere out; the 6S table does the rest
 
 
 def export_onnx(model: AtmoNet, path: str | Path, extra: dict | None = None) -> Path:
@@ -44,25 +47,25 @@ def export_onnx(model: AtmoNet, path: str | Path, extra: dict | None = None) -> 
     from eotwin.io.files import atomic_path
 
     model = model.eval()
-    toa = torch.full((1, 12, 64, 64), 0.1)
-    angles = torch.full((1, 3, 64, 64), 30.0)
-    valid = torch.ones((1, 1, 64, 64))
+    size = 4 * model.config.out_stride
+    cells = torch.full((1, model.config.n_inputs, size, size), 0.1)
+    angles = torch.full((1, 3, size, size), 30.0)
     path = Path(path)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and shape-inference notes
         torch.onnx.export(
             model,
-            (toa, angles, valid),
+            (cells, angles),
             str(tmp),
-            input_names=["toa", "angles", "valid"],
-            output_names=["boa", "aot", "terms"],
-            dynamic_axes={k: {0: "n", 2: "h", 3: "w"} for k in ("toa", "angles", "valid", "boa", "aot", "terms")},
+            input_names=["cells", "angles"],
+            output_names=["atmosphere"],
+            dynamic_axes={k: {0: "n", 2: "h", 3: "w"} for k in ("cells", "angles", "atmosphere")},
             opset_version=OPSET,
             dynamo=False,
         )
         proto = onnx.load(str(tmp))
-        meta = {"config": model.config.to_dict(), "bands": list(L2A_BANDS), "overlap": model.config.overlap,
-                "stride": model.config.stride, **(extra or {})}
+        meta = {"format": MODEL_FORMAT, "config": model.config.to_dict(), "bands": list(L2A_BANDS),
+                "overlap": model.config.overlap, "stride": model.config.stride, **(extra or {})}
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=True)
         onnx.save(proto, str(tmp))
@@ -70,10 +73,12 @@ def export_onnx(model: AtmoNet, path: str | Path, extra: dict | None = None) -> 
 
 
 class OnnxModel:
-    """An exported model in an onnxruntime session, with tiled prediction over images of any size."""
+    """An exported model in an onnxruntime session, plus the 6S table that turns its atmosphere into terms."""
 
-    def __init__(self, path: str | Path | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, threads: int | None = None, lut_path: Path | None = None) -> None:
         import onnxruntime as ort
+
+        from eotwin.atmocorr.lut import load_lut
 
         self.path = Path(path) if path is not None else DEFAULT_MODEL_PATH
         if not self.path.is_file():
@@ -82,7 +87,7 @@ class OnnxModel:
         opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        opts.enable_cpu_mem_arena = False  # the arena keeps every tile's peak allocation: RSS grows, speed does not
+        opts.enable_cpu_mem_arena = False  # the arena keeps every call's peak allocation: RSS grows, speed does not
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -91,20 +96,36 @@ class OnnxModel:
         if raw is None:
             raise EotwinError(f"{self.path} is not an eotwin atmospheric-correction model (no {METADATA_KEY} metadata)")
         self.metadata = json.loads(raw)
+        if self.metadata.get("format") != MODEL_FORMAT:
+            raise EotwinError(f"{self.path} is an older model format ({self.metadata.get('format', 'atmonet-1')}), "
+                              f"expected {MODEL_FORMAT}: retrain it with `eotwin atmocorr train`")
         if tuple(self.metadata["bands"]) != L2A_BANDS:
             raise EotwinError(f"{self.path}: model bands {self.metadata['bands']} differ from {list(L2A_BANDS)}")
+        config = self.metadata["config"]
+        self.cell, self.out_stride = int(config["cell"]), int(config["out_stride"])
+        self.bright_toa = float(config["bright_toa"])
+        self.hypotheses = bool(config.get("hypotheses", False))
         self.overlap = int(self.metadata["overlap"])
         self.stride = int(self.metadata["stride"])
+        self.lut = load_lut(lut_path)
 
-    def run(self, toa: np.ndarray, angles: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One pass over (12, h, w) TOA, (3, h, w) angles, (h, w) validity: (boa (12, h, w), aot (h, w))."""
-        feeds = {
-            "toa": np.nan_to_num(toa, nan=0.0).astype(np.float32, copy=False)[None],
-            "angles": angles.astype(np.float32, copy=False)[None],
-            "valid": valid.astype(np.float32)[None, None],
-        }
-        boa, aot = self.session.run(["boa", "aot"], feeds)
-        return boa[0], aot[0, 0]
+
+    def atmosphere(
+        self, toa: np.ndarray, angles: np.ndarray, valid: np.ndarray | None = None, *, sensor: str,
+        cell_angles: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The network's atmosphere (4, H, W) on atmosphere cells and the angles (3, H, W) there.
+
+        ``angles`` are per pixel (3, h, w), or per cell with ``cell_angles=True``; a (3, 1, 1) array
+        means the same angles everywhere.
+        """
+        if valid is None:
+            valid = np.ones(toa.shape[1:], dtype=bool)
+        cells, per_cell, atm_angles = cellmath.network_inputs(
+            toa, valid, angles, self.lut, sensor, cell=self.cell, out_stride=self.out_stride,
+            bright_toa=self.bright_toa, angles_at_cells=cell_angles, hypotheses=self.hypotheses)
+        (atm,) = self.session.run(["atmosphere"], {"cells": cells[None], "angles": per_cell[None]})
+        return atm[0], atm_angles
 
     def predict(
         self,
@@ -112,41 +133,37 @@ class OnnxModel:
         angles: np.ndarray,
         valid: np.ndarray | None = None,
         *,
-        tile: int = DEFAULT_TILE,
+        sensor: str,
+        cell_angles: bool = False,
         progress: ProgressReporter | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """BOA (12, h, w) and AOT (h, w) of an image of any size, tile by tile with overlap; NaN where invalid.
+        """BOA (12, h, w) and AOT (h, w) of an image (one pass; NaN where invalid).
 
-        Tiles start on multiples of the model's stride from the image origin, so a caller that cuts a
-        larger image must cut it there too (see :class:`AiCorrector`) for results equal to one pass.
+        Atmosphere cells start at the image origin, so a caller that cuts a larger image must cut it
+        on multiples of :attr:`stride` (see :class:`AiCorrector`) for results equal to one pass.
         """
         toa = np.asarray(toa, dtype=np.float32)
         if toa.ndim != 3 or toa.shape[0] != len(L2A_BANDS):
             raise EotwinError(f"TOA stack must be (12, h, w) of the bands {', '.join(L2A_BANDS)}, got {toa.shape}")
         h, w = toa.shape[1:]
-        if angles.shape != (3, h, w):
-            angles = np.broadcast_to(angles, (3, h, w))
-        valid = np.isfinite(toa).all(axis=0) if valid is None else valid & np.isfinite(toa).all(axis=0)
-        if tile <= 0:
-            raise EotwinError("tile size must be positive")
-        tile = -(-tile // self.stride) * self.stride
-        boa = np.full((len(L2A_BANDS), h, w), np.nan, dtype=np.float32)
-        aot = np.full((h, w), np.nan, dtype=np.float32)
-        o = self.overlap
-        starts = [(r, c) for r in range(0, h, tile) for c in range(0, w, tile)]
-        with ensure_progress(progress).task("AI correction (onnxruntime)", total=len(starts)) as task:
-            for r, c in starts:
-                r0, c0 = max(r - o, 0), max(c - o, 0)
-                r1, c1 = min(r + tile + o, h), min(c + tile + o, w)
-                sl = (slice(r0, r1), slice(c0, c1))
-                b, a = self.run(toa[(slice(None), *sl)], np.ascontiguousarray(angles[(slice(None), *sl)]), valid[sl])
-                inner = (slice(r - r0, r - r0 + min(tile, h - r)), slice(c - c0, c - c0 + min(tile, w - c)))
-                out = (slice(r, r + min(tile, h - r)), slice(c, c + min(tile, w - c)))
-                boa[(slice(None), *out)] = b[(slice(None), *inner)]
-                aot[out] = a[inner]
+        if not cell_angles and angles.shape[1:] not in ((1, 1), (h, w)):
+            raise EotwinError(f"angles must be (3, {h}, {w}) or (3, 1, 1), got {angles.shape}")
+        atm, atm_angles = self.atmosphere(toa, angles, valid, sensor=sensor, cell_angles=cell_angles)
+        path, gain, s_alb = cellmath.table_terms(self.lut, sensor, atm, atm_angles, L2A_BANDS)
+        hc, wc = atm.shape[1] * self.out_stride, atm.shape[2] * self.out_stride
+        boa = np.empty((len(L2A_BANDS), h, w), dtype=np.float32)
+        with ensure_progress(progress).task("AI correction (onnxruntime + 6S table)", total=len(L2A_BANDS)) as task:
+            for i in range(len(L2A_BANDS)):
+                per_cell = [cellmath.upsample_bilinear(t[i], self.out_stride, hc, wc) for t in (path, gain, s_alb)]
+                boa[i] = cellmath.invert_band(toa[i], *per_cell, self.cell)
                 task.advance()
-        boa[:, ~valid] = np.nan
-        aot[~valid] = np.nan
+        aot_cells = cellmath.upsample_bilinear(atm[0], self.out_stride, hc, wc)
+        aot = np.repeat(np.repeat(aot_cells, self.cell, axis=0), self.cell, axis=1)[:h, :w]
+        if valid is not None:
+            invalid = ~np.asarray(valid, dtype=bool)
+            boa[:, invalid] = np.nan
+            aot[invalid] = np.nan
+        aot[np.isnan(boa[0])] = np.nan
         return boa, aot
 
 
@@ -168,21 +185,24 @@ def block_angles(angles: AngleGrid, grid: Grid, window: Window) -> np.ndarray:
 
 @dataclass
 class AiCorrector:
-    """The ``ai`` method of ``eotwin atmocorr run``: the ONNX network per block, with row overlap for its context."""
+    """The ``ai`` method of ``eotwin atmocorr run``: the model per row block, with overlap for its context."""
 
     model_path: Path | None = None
+    lut_path: Path | None = None
     name: str = "ai"
     overlap: int = 0
     gives_aot_map: bool = True
     _model: OnnxModel | None = field(default=None, repr=False)
     _angles: AngleGrid | None = field(default=None, repr=False)
+    _sensor: str = "S2A"
 
     def __post_init__(self) -> None:
-        self._model = OnnxModel(self.model_path)
+        self._model = OnnxModel(self.model_path, lut_path=self.lut_path)
         self.overlap = self._model.overlap + self._model.stride
 
     def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]:
         self._angles = product.angles
+        self._sensor = product.spacecraft
         meta = self._model.metadata if self._model else {}
         return {"model": str(self._model.path.name if self._model else ""), "model_version": meta.get("version", "")}
 
@@ -197,5 +217,6 @@ class AiCorrector:
         skip = (-window.row_off) % self._model.stride if window.row_off > 0 else 0
         boa = np.full(toa.shape, np.nan, dtype=np.float32)
         aot = np.full(toa.shape[1:], np.nan, dtype=np.float32)
-        boa[:, skip:], aot[skip:] = self._model.predict(toa[:, skip:], angles[:, skip:], valid[skip:])
+        boa[:, skip:], aot[skip:] = self._model.predict(toa[:, skip:], angles[:, skip:], valid[skip:],
+                                                        sensor=self._sensor)
         return BlockResult(boa, aot)

@@ -15,7 +15,7 @@ Atmospheres and geometries, drawn independently for every scene (:data:`SAMPLING
 
 ==============  =========================================================================
 AOT at 550 nm   scene mean log-uniform in [0.02, 0.6]; per pixel ``mean * exp(s * g)``, ``g``
-                a unit Gaussian random field smoothed over 15-60 px, ``s`` uniform in [0, 0.3],
+                a unit Gaussian random field smoothed over 60-300 px, ``s`` uniform in [0, 0.3],
                 clipped to the table's [0, 0.8]
 water vapour    uniform in [0.3, 4.5] g/cm2 (scene-wide)
 ozone           uniform in [0.26, 0.44] cm-atm (scene-wide)
@@ -62,7 +62,8 @@ BUILTIN_SPECTRA = ("GreenVegetation", "ClearWater", "LakeWater", "Sand")
 SAMPLING: dict[str, object] = {
     "aot_mean_loguniform": (0.02, 0.6),
     "aot_field_log_std": (0.0, 0.3),
-    "aot_field_scale_px": (15.0, 60.0),
+    # correlation length of the AOT field: 0.6-3 km at 10 m (aerosol varies over kilometres, not pixels)
+    "aot_field_scale_px": (60.0, 300.0),
     "aot_clip": (0.0, 0.8),
     "wv": (0.3, 4.5),
     "o3": (0.26, 0.44),
@@ -216,6 +217,15 @@ def augment(surface: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndar
     return np.ascontiguousarray(np.rot90(out, int(rng.integers(4)), axes=(1, 2)))
 
 
+def mosaic(surfaces: Sequence[np.ndarray], rng: np.random.Generator, layout: tuple[int, int]) -> np.ndarray:
+    """Surfaces in random order, flips and turns, tiled into one (12, rows*120, cols*120) scene."""
+    rows, cols = layout
+    order = rng.permutation(len(surfaces))
+    size = surfaces[0].shape[1]
+    tiles = [augment(surfaces[order[i % len(surfaces)]], size, rng) for i in range(rows * cols)]
+    return np.concatenate([np.concatenate(tiles[r * cols : (r + 1) * cols], axis=2) for r in range(rows)], axis=1)
+
+
 # ----------------------------------------------------------------------------- atmospheres
 def sample_atmosphere(rng: np.random.Generator, lut: SixSLut | None = None) -> Atmosphere:
     """One atmosphere and geometry drawn from :data:`SAMPLING` (kept inside the table's axes)."""
@@ -296,21 +306,22 @@ def terms_per_pixel(
     nodes = lut.axes["aot"]
     t = nodes_terms if nodes_terms is not None else node_terms([atm], lut)[0]
     idx = np.clip(np.searchsorted(nodes, aot, side="right") - 1, 0, nodes.size - 2)
-    w = ((aot - nodes[idx]) / (nodes[idx + 1] - nodes[idx])).astype(np.float64)
+    w = ((aot - nodes[idx]) / (nodes[idx + 1] - nodes[idx])).astype(np.float32)
 
     def lerp(values: np.ndarray) -> np.ndarray:
+        values = values.astype(np.float32)
         return values[:, idx] * (1 - w) + values[:, idx + 1] * w
 
     log_t = np.log(t.t_down.astype(np.float64)) + np.log(t.t_up.astype(np.float64))
-    gain = t.tg[:, :1, None].astype(np.float64) * np.exp(lerp(log_t))
-    return (lerp(t.path.astype(np.float64)).astype(np.float32), gain.astype(np.float32),
-            lerp(t.s_alb.astype(np.float64)).astype(np.float32))
+    gain = t.tg[:, :1, None].astype(np.float32) * np.exp(lerp(log_t))
+    return lerp(t.path), gain.astype(np.float32), lerp(t.s_alb)
 
 
 def add_noise(toa: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sensor noise and L1C quantisation (see the module docstring)."""
     n = SAMPLING["noise"]
-    noisy = toa + rng.standard_normal(toa.shape) * (n["absolute"] + n["relative"] * np.abs(toa))  # type: ignore[index]
+    sigma = n["absolute"] + n["relative"] * np.abs(toa)  # type: ignore[index]
+    noisy = toa + rng.standard_normal(toa.shape, dtype=np.float32) * sigma
     q = n["quantisation"]  # type: ignore[index]
     return (np.round(noisy / q) * q).astype(np.float32)
 
@@ -346,12 +357,17 @@ def make_batch(
     spectra: np.ndarray | None = None,
     noise: bool = True,
     jitter: bool = False,
+    layout: tuple[int, int] | None = None,
 ) -> SceneBatch:
-    """``n`` scenes: a random surface crop (with built-in spectra painted in), a random atmosphere each."""
+    """``n`` scenes: a random surface crop, or a mosaic of ``layout`` patches (with built-in spectra
+    painted in), a random atmosphere each."""
     toas, boas, aots, paths, gains, salbs, angles = [], [], [], [], [], [], []
     atms = [sample_atmosphere(rng, lut) for _ in range(n)]
     for atm, terms in zip(atms, node_terms(atms, lut), strict=True):
-        surface = augment(surfaces[int(rng.integers(len(surfaces)))], crop, rng)
+        if layout is not None:
+            surface = mosaic(surfaces, rng, layout)
+        else:
+            surface = augment(surfaces[int(rng.integers(len(surfaces)))], crop, rng)
         if spectra is not None:
             surface = paint_spectra(surface, spectra, rng)
         if jitter:
@@ -365,7 +381,8 @@ def make_batch(
         paths.append(path)
         gains.append(gain)
         salbs.append(s_alb)
-        angles.append(np.broadcast_to(np.array([atm.sza, atm.vza, atm.raa], np.float32)[:, None, None], (3, crop, crop)))
+        angles.append(np.broadcast_to(np.array([atm.sza, atm.vza, atm.raa], np.float32)[:, None, None],
+                                      (3, *surface.shape[1:])))
     stack = lambda xs: np.ascontiguousarray(np.stack(xs), dtype=np.float32)  # noqa: E731
     return SceneBatch(
         stack(toas), stack(angles), stack(boas), stack(aots), stack(paths), stack(gains), stack(salbs), atms

@@ -1,10 +1,12 @@
 """CPU training of the AI correction on simulated scenes (``eotwin atmocorr train``).
 
-Every step draws fresh scenes (:func:`eotwin.atmocorr.ai.synth.make_batch`): random crops of the
-training BigEarthNet patches with 6S built-in spectra painted in, each under its own atmosphere and
-geometry, so the network never sees the same TOA twice. The loss is the BOA error plus auxiliary
-terms on the 6S terms and the AOT (all known in simulation), which guide the context branch towards
-the atmosphere rather than towards memorising surfaces. AdamW with a cosine learning-rate decay;
+Every step draws fresh scenes (:func:`eotwin.atmocorr.ai.synth.make_batch`): 2 x 2 mosaics of the
+training BigEarthNet patches (240 x 240 px) with 6S built-in spectra painted in, each under its own
+atmosphere and geometry, so the network never sees the same TOA twice. The network's atmosphere goes
+through the 6S table in torch (:class:`~eotwin.atmocorr.ai.model.TableLayer`) and the inversion, so
+the loss is the surface (BOA) error itself, plus auxiliary errors of the AOT, water vapour, ozone and
+aerosol model (all known in simulation), which keep the atmosphere physical where the surface error
+alone cannot tell (a dark scene hides water vapour). AdamW with a cosine learning-rate decay;
 the run stops at ``steps`` or ``max_minutes``, whichever comes first, then writes the weights
 (``.pt``: state dict, configuration, training record) and the ONNX export.
 """
@@ -15,6 +17,7 @@ import collections
 import contextlib
 import itertools
 import json
+import logging
 import math
 import multiprocessing
 import time
@@ -28,8 +31,8 @@ from eotwin.atmocorr.ai import DEFAULT_MODEL_PATH, DEFAULT_WEIGHTS_PATH
 from eotwin.errors import EotwinError
 from eotwin.progress import ProgressReporter, ensure_progress
 
-MODEL_VERSION = "atmonet-1"
-REFERENCE_ATMOSPHERE = {"aot": 0.15, "wv": 1.5, "o3": 0.33, "sza": 40.0, "vza": 5.0, "raa": 90.0}
+MODEL_VERSION = "atmonet-2"
+_log = logging.getLogger(__name__)
 
 
 class TrainOptions(BaseModel):
@@ -39,16 +42,17 @@ class TrainOptions(BaseModel):
 
     output: Path = DEFAULT_MODEL_PATH  # the ONNX file; the weights go beside it with suffix .pt
     steps: int = Field(1500, ge=1, le=1_000_000)
-    batch: int = Field(12, ge=1, le=256)
-    crop: int = Field(96, ge=16, le=120)
+    batch: int = Field(8, ge=1, le=256)
+    layout: tuple[int, int] = (2, 2)  # training scenes: mosaics of rows x cols BigEarthNet patches
     lr: float = Field(3e-3, gt=0.0, le=1.0)
     seed: int = 0
     max_minutes: float = Field(18.0, gt=0.0)
     threads: int | None = Field(1, ge=1, le=64)  # torch threads: one is fastest on a shared 2-core machine
     workers: int = Field(1, ge=0, le=16)  # processes simulating the next batches while torch trains (0: inline)
-    features: int = Field(16, ge=1, le=128)
+    features: int = Field(24, ge=1, le=128)
     hidden: int = Field(64, ge=4, le=512)
-    windows: tuple[int, ...] = (9, 25)  # in cells of 4 x 4 pixels
+    windows: tuple[int, ...] = (5, 17)  # in cells of 6 x 6 pixels
+    hypotheses: bool = True  # the cells carry the surface under hypothetical atmospheres
     lut: Path | None = None
     ben_dir: Path | None = None
     init: Path | None = None  # continue from these weights (.pt); their architecture and normalisation win
@@ -64,34 +68,47 @@ class TrainResult:
     validation: dict[str, float]
 
 
-def _reference_terms(lut) -> dict[str, list[float]]:
-    from eotwin.atmocorr.products import L2A_BANDS
-
-    r = REFERENCE_ATMOSPHERE
-    sensor = "S2A" if "S2A" in lut.sensors else lut.sensors[0]
-    aerosol = "continental" if "continental" in lut.aerosols else lut.aerosols[0]
-    clip = {k: float(np.clip(v, lut.axes[k][0], lut.axes[k][-1])) for k, v in r.items()}
-    t = lut.terms_for(sensor, L2A_BANDS, aerosol, clip["aot"], clip["sza"], clip["vza"], clip["raa"], clip["wv"],
-                      clip["o3"], clamp=True)
-    return {
-        "ref_path": [float(v) for v in t.path],
-        "ref_gain": [float(v) for v in t.tg * t.t_down * t.t_up],
-        "ref_s_alb": [float(v) for v in t.s_alb],
-        "ref_aot": clip["aot"],
-    }
-
-
 class _BatchMaker:
-    """Simulates one batch from a seed (picklable, so worker processes can run it)."""
+    """Simulates one batch from a seed and prepares the network's inputs (picklable, so worker processes can run it)."""
 
-    def __init__(self, surfaces, lut, spectra, batch: int, crop: int) -> None:
-        self.args = (surfaces, lut, spectra, batch, crop)
+    def __init__(self, surfaces, lut, spectra, batch: int, layout: tuple[int, int], config: dict) -> None:
+        self.args = (surfaces, lut, spectra, batch, layout, config)
 
-    def __call__(self, seed: np.random.SeedSequence):
+    def __call__(self, seed: np.random.SeedSequence) -> dict[str, np.ndarray]:
         from eotwin.atmocorr.ai import synth
 
-        surfaces, lut, spectra, batch, crop = self.args
-        return synth.make_batch(surfaces, lut, np.random.default_rng(seed), batch, crop, spectra=spectra, jitter=True)
+        surfaces, lut, spectra, batch, layout, config = self.args
+        scenes = synth.make_batch(surfaces, lut, np.random.default_rng(seed), batch, 0, spectra=spectra,
+                                  jitter=True, layout=layout)
+        return prepare_batch(scenes, lut, config)
+
+
+def prepare_batch(scenes, lut, config: dict) -> dict[str, np.ndarray]:
+    """Network inputs (cells, cell angles), the scenes' 6S tables and the truth, as numpy arrays."""
+    from eotwin.atmocorr.ai import cells as cellmath
+    from eotwin.atmocorr.ai.model import scene_tables
+
+    cell, out_stride, bright = config["cell"], config["out_stride"], config["bright_toa"]
+    ones = np.ones(scenes.toa.shape[2:], bool)
+    inputs = [cellmath.network_inputs(t, ones, a[:, :1, :1], lut, atm.sensor, cell=cell, out_stride=out_stride,
+                                      bright_toa=bright, hypotheses=config.get("hypotheses", False))
+              for t, a, atm in zip(scenes.toa, scenes.angles, scenes.atmospheres, strict=True)]
+    tables = scene_tables(lut, [(a.sensor, a.sza, a.vza, a.raa) for a in scenes.atmospheres])
+    truth_atm = np.stack([
+        np.stack([cellmath.pool(aot[0], cell * out_stride),
+                  *(np.full((aot.shape[1] // (cell * out_stride),) * 2, v, np.float32)
+                    for v in (a.wv, a.o3, float(a.aerosol == "maritime")))])
+        for aot, a in zip(scenes.aot, scenes.atmospheres, strict=True)
+    ])
+    return {
+        "cells": np.stack([i[0] for i in inputs]),
+        "cell_angles": np.stack([i[1] for i in inputs]),
+        "toa": scenes.toa,
+        "boa": scenes.boa,
+        "atmosphere": truth_atm.astype(np.float32),
+        **{f"table_{k}": np.asarray(getattr(tables, k), np.float32)
+           for k in ("aot_nodes", "wv_nodes", "o3_nodes", "path", "log_t", "s_alb", "log_tg")},
+    }
 
 
 def _prefetch(pool, fn, items, ahead: int):
@@ -107,25 +124,39 @@ def _prefetch(pool, fn, items, ahead: int):
         yield result
 
 
-def _tensors(batch, torch) -> dict:
-    return {
-        k: torch.from_numpy(getattr(batch, k))
-        for k in ("toa", "angles", "boa", "aot", "path", "gain", "s_alb")
-    }
+def _tensors(batch: dict[str, np.ndarray], torch) -> dict:
+    return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+def forward(model, t: dict, torch) -> tuple:
+    """Atmosphere, then BOA through the 6S table layer and the inversion (the training graph)."""
+    from eotwin.atmocorr.ai.model import TableLayer, invert, upsample
+
+    atm = model(t["cells"], t["cell_angles"])
+    tables = {k[len("table_"):]: v for k, v in t.items() if k.startswith("table_")}
+    path, gain, s_alb = TableLayer()(atm, tables)
+    h, w = t["toa"].shape[-2:]
+    c = model.config
+    up = lambda x: upsample(x, c.out_stride, c.cell, h, w)  # noqa: E731
+    boa = invert(t["toa"], up(path), up(gain), up(s_alb))
+    return atm, boa
 
 
 def loss_terms(model, t: dict, torch) -> tuple:
-    """Total loss and its parts (BOA RMSE is what matters; the rest guides the context branch)."""
-    valid = torch.ones_like(t["aot"])
-    boa, aot, terms = model(t["toa"], t["angles"], valid)
-    n = boa.shape[1]
+    """Total loss and its parts (the surface error is what matters; the rest keeps the atmosphere physical)."""
+    atm, boa = forward(model, t, torch)
+    truth = t["atmosphere"]
     boa_mse = torch.mean((boa - t["boa"]) ** 2)
-    path_mse = torch.mean((terms[:, :n] - t["path"]) ** 2)
-    gain_mse = torch.mean((torch.log(terms[:, n : 2 * n]) - torch.log(t["gain"])) ** 2)
-    salb_mse = torch.mean((terms[:, 2 * n :] - t["s_alb"]) ** 2)
-    aot_mse = torch.mean((torch.log(aot + 0.02) - torch.log(t["aot"] + 0.02)) ** 2)
-    total = boa_mse / 1e-4 + path_mse / 1e-4 + gain_mse / 1e-3 + salb_mse / 1e-3 + 0.1 * aot_mse
-    return total, {"boa_rmse": float(boa_mse.detach().sqrt()), "aot_log_rmse": float(aot_mse.detach().sqrt())}
+    aot_mse = torch.mean((torch.log(atm[:, 0] + 0.02) - torch.log(truth[:, 0] + 0.02)) ** 2)
+    wv_mse = torch.mean((atm[:, 1] - truth[:, 1]) ** 2)
+    o3_mse = torch.mean((atm[:, 2] - truth[:, 2]) ** 2)
+    p = atm[:, 3].clamp(1e-4, 1 - 1e-4)
+    bce = -torch.mean(truth[:, 3] * torch.log(p) + (1 - truth[:, 3]) * torch.log(1 - p))
+    total = boa_mse / 1e-5 + aot_mse + 0.3 * wv_mse + 0.1 * o3_mse / 0.05**2 + 0.1 * bce
+    parts = {"boa_rmse": float(boa_mse.detach().sqrt()), "aot_log_rmse": float(aot_mse.detach().sqrt()),
+             "wv_rmse": float(wv_mse.detach().sqrt()), "o3_rmse": float(o3_mse.detach().sqrt()),
+             "aerosol_bce": float(bce.detach())}
+    return total, parts
 
 
 def train(options: TrainOptions, progress: ProgressReporter | None = None) -> TrainResult:
@@ -150,14 +181,18 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
     spectra = synth.builtin_spectra()
 
     # input normalisation from a sample of simulated scenes
-    probe = synth.make_batch(surfaces, lut, np.random.default_rng(options.seed + 1), 16, options.crop, spectra=spectra)
+    probe = synth.make_batch(surfaces, lut, np.random.default_rng(options.seed + 1), 16, 0, spectra=spectra,
+                             layout=options.layout)
     config = ModelConfig(
         features=options.features,
         hidden=options.hidden,
         windows=tuple(options.windows),
         toa_mean=[float(v) for v in probe.toa.mean(axis=(0, 2, 3))],
         toa_std=[float(v) for v in probe.toa.std(axis=(0, 2, 3)) + 1e-3],
-        **_reference_terms(lut),
+        aot_range=(0.005, float(lut.axes["aot"][-1])),
+        wv_range=(float(lut.axes["wv"][0]), float(lut.axes["wv"][-1])),
+        o3_range=(float(lut.axes["o3"][0]), float(lut.axes["o3"][-1])),
+        hypotheses=options.hypotheses,
     )
     model = AtmoNet(config)
     previous: dict = {}
@@ -165,10 +200,10 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
         model, previous = load_torch_model(options.init)
         config = model.config
     opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-4)
-    val_batch = _tensors(
-        synth.make_batch(surfaces, lut, np.random.default_rng(options.seed + 2), 8, options.crop, spectra=spectra),
-        torch,
-    )
+    config_dict = config.to_dict()
+    val_batch = _tensors(prepare_batch(synth.make_batch(surfaces, lut, np.random.default_rng(options.seed + 2), 8, 0,
+                                                        spectra=spectra, layout=options.layout), lut, config_dict),
+                         torch)
     model.eval()
     with torch.no_grad():
         _, initial = loss_terms(model, val_batch, torch)
@@ -178,7 +213,7 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
     last = float("nan")
     step = 0
     seeds = np.random.SeedSequence(options.seed).spawn(options.steps)
-    maker = _BatchMaker(surfaces, lut, spectra, options.batch, options.crop)
+    maker = _BatchMaker(surfaces, lut, spectra, options.batch, tuple(options.layout), config_dict)
     pool = multiprocessing.get_context("fork").Pool(options.workers) if options.workers else None
     batches = _prefetch(pool, maker, seeds, ahead=2 * options.workers) if pool else map(maker, seeds)
     with contextlib.ExitStack() as stack, progress.task(
@@ -204,6 +239,7 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
                 raise EotwinError(f"training diverged at step {step} (loss {last}); lower --lr")
             if step % 50 == 0 or step == options.steps:
                 history.append({"step": step, "loss": last, **parts, "seconds": time.perf_counter() - started})
+                _log.info("step %d: loss %.3f, " + ", ".join(f"{k} {v:.4f}" for k, v in parts.items()), step, last)
             task.advance()
             if time.perf_counter() > deadline:
                 break

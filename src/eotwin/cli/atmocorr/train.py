@@ -15,12 +15,12 @@ def train_command(
     output: Path = typer.Option(None, "--output", "-o", help="ONNX file to write (default: the committed model "
                                 "src/eotwin/atmocorr/data/ai_atmocorr.onnx); the weights go beside it as .pt."),
     steps: int = typer.Option(1500, "--steps", help="Optimiser steps (fresh simulated scenes every step)."),
-    batch: int = typer.Option(12, "--batch", help="Scenes per step."),
-    crop: int = typer.Option(96, "--crop", help="Scene size in pixels (crops of the 120 px patches)."),
+    batch: int = typer.Option(8, "--batch", help="Scenes per step."),
+    mosaic: str = typer.Option("2x2", "--mosaic", help="Scene layout: ROWSxCOLS BigEarthNet patches of 120 px."),
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (cosine decay)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (scenes, atmospheres, initial weights)."),
     max_minutes: float = typer.Option(18.0, "--max-minutes", help="Stop after this many minutes even if steps remain."),
-    threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice)."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads (default 1: fastest on a shared machine)."),
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
     ben_dir: Path | None = typer.Option(None, "--ben-dir", help="BigEarthNet v2 source (default: .eotwin-data/BENv2)."),
     init: Path | None = typer.Option(None, "--init", help="Continue from these weights (.pt of an earlier run)."),
@@ -31,8 +31,12 @@ def train_command(
     from eotwin.atmocorr.ai.train import TrainOptions, train
     from eotwin.errors import EotwinError
 
-    values = dict(steps=steps, batch=batch, crop=crop, lr=lr, seed=seed, max_minutes=max_minutes, threads=threads,
-                  lut=lut, ben_dir=ben_dir, init=init)
+    try:
+        layout = tuple(int(v) for v in mosaic.lower().split("x"))
+    except ValueError:
+        raise EotwinError(f"--mosaic must look like 2x2, got {mosaic!r}") from None
+    values = dict(steps=steps, batch=batch, layout=layout, lr=lr, seed=seed, max_minutes=max_minutes,
+                  lut=lut, ben_dir=ben_dir, init=init, threads=threads or 1)
     if output is not None:
         values["output"] = output
     try:

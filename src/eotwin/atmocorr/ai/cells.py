@@ -1,0 +1,220 @@
+"""Pure numpy pieces shared by training and inference of the AI correction (no torch, no I/O).
+
+- :func:`cell_inputs`: the network's input, TOA reduced to cells of ``cell`` x ``cell`` pixels
+  (valid-pixel mean and minimum per band, valid fraction), padded to whole atmosphere cells;
+- :func:`cell_angles`: the angles averaged over the same cells;
+- :func:`table_terms`: the 6S terms of every band from the network's atmosphere, through
+  :meth:`~eotwin.atmocorr.lut.SixSLut.terms_for` (what :class:`~eotwin.atmocorr.ai.model.TableLayer`
+  computes in torch during training);
+- :func:`upsample_bilinear`: atmosphere-cell values to cells (or pixels), the same arithmetic as
+  torch's ``interpolate(mode="bilinear", align_corners=False)``;
+- :func:`invert_band`: the Lambertian inversion of one band with its terms given per cell (constant
+  within a cell, broadcast over its pixels: no per-pixel copy of any term).
+
+The terms are thus bilinear between atmosphere cells (240 m) at the resolution of the cells (60 m)
+and constant within a cell: the same in training (:func:`eotwin.atmocorr.ai.model.upsample`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+N_BANDS = 12
+B02 = 1  # index of B02 in the L2A band order (B01, B02, ...)
+L2A_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+# "what would the surface be if the AOT were ...": the cells' TOA inverted with the table under a few
+# atmospheres (table nodes: exact), continental aerosol, reference water vapour and ozone. The
+# bands of dark-object and dark-dense-vegetation reasoning (B12 hardly feels aerosol); the network
+# learns which hypothesis makes the surface look like a surface, with the geometry divided out by 6S.
+HYPOTHESIS_AOT = (0.05, 0.2, 0.5)
+HYPOTHESIS_BANDS = ("B01", "B02", "B04", "B12")
+N_BASE_INPUTS = 2 * N_BANDS + 1
+N_CELL_INPUTS = N_BASE_INPUTS + 2 * len(HYPOTHESIS_AOT) * len(HYPOTHESIS_BANDS)
+
+
+def _pad_to(x: np.ndarray, multiple: int, value: float) -> np.ndarray:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return x
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)], constant_values=value)
+
+
+def _block_reduce(x: np.ndarray, cell: int, op: np.ufunc) -> np.ndarray:
+    """``op`` (add or minimum) over ``cell`` x ``cell`` blocks of the last two axes, by strided slices:
+    a few passes over memory, several times faster than numpy's reduction over a reshaped 5-D view."""
+    out = x[..., 0::cell].copy()
+    for k in range(1, cell):
+        op(out, x[..., k::cell], out=out)
+    rows = out[..., 0::cell, :].copy()
+    for k in range(1, cell):
+        op(rows, out[..., k::cell, :], out=rows)
+    return rows
+
+
+def cell_inputs(toa: np.ndarray, valid: np.ndarray, cell: int, out_stride: int, bright_toa: float) -> np.ndarray:
+    """(25, H, W) float32: per cell the valid-pixel mean and minimum of each band and the valid fraction.
+
+    Pixels that are invalid, not finite or bright (B02 TOA above ``bright_toa``: cloud, snow) do not
+    count; a cell without such pixels has zeros. The image is padded with invalid pixels to whole
+    cells, the cells with empty cells to whole atmosphere cells (``out_stride`` cells), so ``H`` and
+    ``W`` are multiples of ``out_stride``.
+    """
+    toa = np.asarray(toa, dtype=np.float32)
+    ok = np.asarray(valid, dtype=bool) & np.isfinite(toa.sum(axis=0)) & (toa[B02] <= bright_toa)
+    h, w = toa.shape[1:]
+    ph, pw = (-h) % cell, (-w) % cell
+    if ph or pw:
+        toa = np.pad(toa, [(0, 0), (0, ph), (0, pw)])
+        ok = np.pad(ok, [(0, ph), (0, pw)])
+    if ok.all():
+        total, low = _block_reduce(toa, cell, np.add), _block_reduce(toa, cell, np.minimum)
+    else:
+        total = _block_reduce(np.where(ok, toa, np.float32(0)), cell, np.add)
+        low = _block_reduce(np.where(ok, toa, np.float32(np.inf)), cell, np.minimum)
+    count = _block_reduce(ok.astype(np.float32), cell, np.add)
+    mean = total / np.maximum(count, 1.0)
+    low = np.where(count > 0, low, np.float32(0))
+    cells = np.concatenate([mean, low, (count / (cell * cell))[None]]).astype(np.float32)
+    return _pad_to(cells, out_stride, 0.0)
+
+
+def cell_angles(angles: np.ndarray, cell: int, out_stride: int) -> np.ndarray:
+    """(3, H, W) angles averaged over cells (edge values repeated into the padding)."""
+    angles = np.asarray(angles, dtype=np.float32)
+    stride = cell * out_stride
+    h, w = angles.shape[1:]
+    ph, pw = (-h) % stride, (-w) % stride
+    if ph or pw:
+        angles = np.pad(angles, [(0, 0), (0, ph), (0, pw)], mode="edge")
+    n, h, w = angles.shape
+    return angles.reshape(n, h // cell, cell, w // cell, cell).mean(axis=(2, 4), dtype=np.float32)
+
+
+def pad_edge(x: np.ndarray, multiple: int) -> np.ndarray:
+    """(..., H, W) padded by repeating the edge to multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return x
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)], mode="edge")
+
+
+def pool(x: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks of the last two axes (their sizes are multiples of it)."""
+    *lead, h, w = x.shape
+    return x.reshape(*lead, h // factor, factor, w // factor, factor).mean(axis=(-3, -1))
+
+
+def hypothesis_features(lut, sensor: str, cells: np.ndarray, atm_angles: np.ndarray, out_stride: int) -> np.ndarray:
+    """(2 * K * B, H, W): cell means then minima of :data:`HYPOTHESIS_BANDS` inverted under each of the
+    K :data:`HYPOTHESIS_AOT` atmospheres, with the table's terms at the atmosphere cells' angles
+    (3, H/out_stride, W/out_stride), constant over their cells."""
+    k = len(HYPOTHESIS_AOT)
+    aot = np.asarray(HYPOTHESIS_AOT, dtype=np.float64).reshape(k, 1, 1)
+    sza, vza, raa = (atm_angles[i][None].astype(np.float64) for i in range(3))
+    t = lut.terms_for(sensor, HYPOTHESIS_BANDS, "continental", aot, sza, vza, raa, lut.wv_ref, lut.o3_ref,
+                      clamp=True)  # each (B, K, Ha, Wa)
+    expand = lambda x: np.repeat(np.repeat(x, out_stride, axis=-2), out_stride, axis=-1)  # noqa: E731
+    path, gain, s_alb = (expand(x.astype(np.float32)) for x in (t.path, t.tg * t.t_down * t.t_up, t.s_alb))
+    idx = [L2A_ORDER.index(b) for b in HYPOTHESIS_BANDS]
+    out = []
+    for offset in (0, N_BANDS):  # means, then minima
+        toa = cells[[offset + i for i in idx]][:, None]  # (B, 1, H, W)
+        y = (toa - path) / gain
+        rho = y / np.maximum(1.0 + s_alb * y, 0.2)
+        out.append(np.where(cells[2 * N_BANDS][None, None] > 0, rho, 0.0).reshape(-1, *cells.shape[1:]))
+    return np.concatenate(out).astype(np.float32)
+
+
+def network_inputs(
+    toa: np.ndarray,
+    valid: np.ndarray,
+    angles: np.ndarray,
+    lut,
+    sensor: str,
+    *,
+    cell: int,
+    out_stride: int,
+    bright_toa: float,
+    angles_at_cells: bool = False,
+    hypotheses: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Everything the network sees, the same in training and inference.
+
+    Returns (cells (N_CELL_INPUTS, H, W), angles on cells (3, H, W), angles on atmosphere cells).
+    ``angles`` are per pixel (3, h, w), per cell with ``angles_at_cells``, or (3, 1, 1) for the same
+    angles everywhere.
+    """
+    base = cell_inputs(toa, valid, cell, out_stride, bright_toa)
+    shape = base.shape[1:]
+    angles = np.asarray(angles, dtype=np.float32)
+    if angles.shape[1:] == (1, 1):
+        per_cell = np.ascontiguousarray(np.broadcast_to(angles, (3, *shape)))
+    elif angles_at_cells:
+        per_cell = pad_edge(angles, out_stride)[:, : shape[0], : shape[1]]
+    else:
+        per_cell = cell_angles(angles, cell, out_stride)
+    atm_angles = pool(per_cell, out_stride)
+    if not hypotheses:
+        return base, per_cell, atm_angles
+    hyp = hypothesis_features(lut, sensor, base, atm_angles, out_stride)
+    return np.concatenate([base, hyp]), per_cell, atm_angles
+
+
+def table_terms(
+    lut, sensor: str, atmosphere: np.ndarray, angles: np.ndarray, bands: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(path, gain, s_alb), each (12, H, W), from the atmosphere (4, H, W) and angles (3, H, W).
+
+    The two aerosol models' terms are blended by the network's P(maritime), as in training; when it is
+    below 1e-3 (above 1 - 1e-3) everywhere, only one model is looked up.
+    """
+    aot, wv, o3, p_mar = (atmosphere[i].astype(np.float64) for i in range(4))
+    sza, vza, raa = (angles[i].astype(np.float64) for i in range(3))
+    if float(p_mar.max()) < 1e-3:
+        p_mar = np.zeros_like(p_mar)  # snap: the maritime look-up would change nothing visible
+    elif float(p_mar.min()) > 1 - 1e-3:
+        p_mar = np.ones_like(p_mar)
+    out = [np.zeros((len(bands), *aot.shape)) for _ in range(3)]
+    for aerosol, weight in (("continental", 1.0 - p_mar), ("maritime", p_mar)):
+        if not weight.any():
+            continue
+        t = lut.terms_for(sensor, bands, aerosol, aot, sza, vza, raa, wv, o3, clamp=True)
+        for acc, part in zip(out, (t.path, t.tg * t.t_down * t.t_up, t.s_alb), strict=True):
+            acc += weight * part
+    path, gain, s_alb = out
+    return path.astype(np.float32), gain.astype(np.float32), s_alb.astype(np.float32)
+
+
+def upsample_bilinear(x: np.ndarray, factor: int, h: int, w: int) -> np.ndarray:
+    """(..., H, W) -> (..., h, w): torch's bilinear ``align_corners=False`` upsampling by ``factor``, cropped."""
+    x = np.asarray(x, dtype=np.float32)
+
+    def axis_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) / factor - 0.5, 0.0)
+        lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (src - lo).astype(np.float32)
+
+    r0, r1, fr = axis_weights(h, x.shape[-2])
+    c0, c1, fc = axis_weights(w, x.shape[-1])
+    rows = x[..., r0, :] * (1 - fr)[:, None] + x[..., r1, :] * fr[:, None]
+    return rows[..., c0] * (1 - fc) + rows[..., c1] * fc
+
+
+def invert_band(toa: np.ndarray, path: np.ndarray, gain: np.ndarray, s_alb: np.ndarray, cell: int) -> np.ndarray:
+    """Surface reflectance (h, w) of one band; the terms are per cell (H, W) with H*cell >= h, W*cell >= w."""
+    h, w = toa.shape
+    hc, wc = -(-h // cell), -(-w // cell)
+    ph, pw = hc * cell - h, wc * cell - w
+    x = np.pad(toa, [(0, ph), (0, pw)]) if ph or pw else toa
+    view = x.reshape(hc, cell, wc, cell)
+    per_cell = lambda t: t[:hc, None, :wc, None].astype(np.float32)  # noqa: E731
+    y = view - per_cell(path)
+    y *= per_cell(1.0 / gain)
+    denominator = y * per_cell(s_alb)
+    denominator += np.float32(1.0)
+    np.maximum(denominator, np.float32(0.2), out=denominator)  # only bites on nonsense: TOA far below the path
+    y /= denominator
+    return y.reshape(hc * cell, wc * cell)[:h, :w]
