@@ -28,8 +28,13 @@ L2A_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09
 # learns which hypothesis makes the surface look like a surface, with the geometry divided out by 6S.
 HYPOTHESIS_AOT = (0.05, 0.2, 0.5)
 HYPOTHESIS_BANDS = ("B01", "B02", "B04", "B12")
+# the same for water vapour: B09 (absorbed) and B8A (hardly) under a few water vapour columns
+# (table nodes), AOT 0.2: where the two surfaces agree is the water vapour (sen2cor's band ratio, learned)
+HYPOTHESIS_WV = (0.2, 1.0, 2.0, 3.5, 5.0)
+HYPOTHESIS_WV_BANDS = ("B8A", "B09")
 N_BASE_INPUTS = 2 * N_BANDS + 1
-N_CELL_INPUTS = N_BASE_INPUTS + 2 * len(HYPOTHESIS_AOT) * len(HYPOTHESIS_BANDS)
+N_CELL_INPUTS = N_BASE_INPUTS + 2 * (len(HYPOTHESIS_AOT) * len(HYPOTHESIS_BANDS)
+                                     + len(HYPOTHESIS_WV) * len(HYPOTHESIS_WV_BANDS))
 
 
 def _pad_to(x: np.ndarray, multiple: int, value: float) -> np.ndarray:
@@ -107,23 +112,24 @@ def pool(x: np.ndarray, factor: int) -> np.ndarray:
 
 
 def hypothesis_features(lut, sensor: str, cells: np.ndarray, atm_angles: np.ndarray, out_stride: int) -> np.ndarray:
-    """(2 * K * B, H, W): cell means then minima of :data:`HYPOTHESIS_BANDS` inverted under each of the
-    K :data:`HYPOTHESIS_AOT` atmospheres, with the table's terms at the atmosphere cells' angles
-    (3, H/out_stride, W/out_stride), constant over their cells."""
-    k = len(HYPOTHESIS_AOT)
-    aot = np.asarray(HYPOTHESIS_AOT, dtype=np.float64).reshape(k, 1, 1)
+    """Cell means then minima of :data:`HYPOTHESIS_BANDS` inverted under each :data:`HYPOTHESIS_AOT`
+    atmosphere, then of :data:`HYPOTHESIS_WV_BANDS` under each :data:`HYPOTHESIS_WV`, with the table's
+    terms at the atmosphere cells' angles (3, H/out_stride, W/out_stride), constant over their cells."""
     sza, vza, raa = (atm_angles[i][None].astype(np.float64) for i in range(3))
-    t = lut.terms_for(sensor, HYPOTHESIS_BANDS, "continental", aot, sza, vza, raa, lut.wv_ref, lut.o3_ref,
-                      clamp=True)  # each (B, K, Ha, Wa)
-    expand = lambda x: np.repeat(np.repeat(x, out_stride, axis=-2), out_stride, axis=-1)  # noqa: E731
-    path, gain, s_alb = (expand(x.astype(np.float32)) for x in (t.path, t.tg * t.t_down * t.t_up, t.s_alb))
-    idx = [L2A_ORDER.index(b) for b in HYPOTHESIS_BANDS]
+    expand = lambda x: np.repeat(np.repeat(x.astype(np.float32), out_stride, axis=-2), out_stride, axis=-1)  # noqa: E731
+    valid = cells[2 * N_BANDS][None, None] > 0
     out = []
-    for offset in (0, N_BANDS):  # means, then minima
-        toa = cells[[offset + i for i in idx]][:, None]  # (B, 1, H, W)
-        y = (toa - path) / gain
-        rho = y / np.maximum(1.0 + s_alb * y, 0.2)
-        out.append(np.where(cells[2 * N_BANDS][None, None] > 0, rho, 0.0).reshape(-1, *cells.shape[1:]))
+    for bands, aot, wv in (
+        (HYPOTHESIS_BANDS, np.asarray(HYPOTHESIS_AOT, np.float64)[:, None, None], lut.wv_ref),
+        (HYPOTHESIS_WV_BANDS, 0.2, np.asarray(HYPOTHESIS_WV, np.float64)[:, None, None]),
+    ):
+        t = lut.terms_for(sensor, bands, "continental", aot, sza, vza, raa, wv, lut.o3_ref, clamp=True)
+        path, gain, s_alb = (expand(x) for x in (t.path, t.tg * t.t_down * t.t_up, t.s_alb))  # (B, K, H, W)
+        idx = [L2A_ORDER.index(b) for b in bands]
+        for offset in (0, N_BANDS):  # means, then minima
+            y = (cells[[offset + i for i in idx]][:, None] - path) / gain
+            rho = y / np.maximum(1.0 + s_alb * y, 0.2)
+            out.append(np.where(valid, rho, 0.0).reshape(-1, *cells.shape[1:]))
     return np.concatenate(out).astype(np.float32)
 
 
