@@ -261,7 +261,7 @@ def test_a_short_training_lowers_the_error_and_exports(tmp_path, ben_mock_dir):
     assert np.isfinite(result.final_loss) and hist[-1]["step"] == 30
     assert record["validation"]["boa_rmse"] < record["validation_initial"]["boa_rmse"]
     onnx_model = OnnxModel(result.onnx_path, threads=1, lut_path=LUT)
-    assert onnx_model.stride == 24 and onnx_model.overlap == 12 * 6 and onnx_model.metadata["steps"] == 30
+    assert onnx_model.stride == 24 and onnx_model.overlap == 8 * 6 and onnx_model.metadata["steps"] == 30
     toa, angles, valid = _inputs(48, 48)
     from eotwin.atmocorr.ai.cells import network_inputs
 

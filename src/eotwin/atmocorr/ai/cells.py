@@ -37,6 +37,17 @@ N_CELL_INPUTS = N_BASE_INPUTS + 2 * (len(HYPOTHESIS_AOT) * len(HYPOTHESIS_BANDS)
                                      + len(HYPOTHESIS_WV) * len(HYPOTHESIS_WV_BANDS))
 
 
+def overlap_for(windows: tuple[int, ...] | list[int], cell: int, out_stride: int) -> int:
+    """Pixels of context a block needs above and below for the one-pass result (whole atmosphere cells).
+
+    A pixel's terms are bilinear between its atmosphere cell and the next one, whose value pools
+    ``out_stride`` cells, each seeing ``max(windows) // 2`` cells around it: ``out_stride +
+    max(windows) // 2`` cells beyond the block, rounded up to whole atmosphere cells.
+    """
+    cells = out_stride + max(windows) // 2
+    return -(-cells // out_stride) * out_stride * cell
+
+
 def _pad_to(x: np.ndarray, multiple: int, value: float) -> np.ndarray:
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
@@ -68,16 +79,33 @@ def cell_inputs(toa: np.ndarray, valid: np.ndarray, cell: int, out_stride: int, 
     toa = np.asarray(toa, dtype=np.float32)
     ok = np.asarray(valid, dtype=bool) & np.isfinite(toa.sum(axis=0)) & (toa[B02] <= bright_toa)
     h, w = toa.shape[1:]
-    ph, pw = (-h) % cell, (-w) % cell
-    if ph or pw:
-        toa = np.pad(toa, [(0, 0), (0, ph), (0, pw)])
-        ok = np.pad(ok, [(0, ph), (0, pw)])
-    if ok.all():
-        total, low = _block_reduce(toa, cell, np.add), _block_reduce(toa, cell, np.minimum)
-    else:
-        total = _block_reduce(np.where(ok, toa, np.float32(0)), cell, np.add)
-        low = _block_reduce(np.where(ok, toa, np.float32(np.inf)), cell, np.minimum)
-    count = _block_reduce(ok.astype(np.float32), cell, np.add)
+    hc, wc = -(-h // cell), -(-w // cell)
+    total = np.zeros((N_BANDS, hc, wc), np.float32)
+    low = np.zeros((N_BANDS, hc, wc), np.float32)
+    count = np.zeros((hc, wc), np.float32)
+    # whole cells straight from the image; the partial last row and column of cells from small padded copies
+    hf, wf = (h // cell) * cell, (w // cell) * cell
+    parts = [(slice(0, hf), slice(0, wf))]
+    if hf < h:
+        parts.append((slice(hf, h), slice(0, w)))
+    if wf < w:
+        parts.append((slice(0, hf), slice(wf, w)))
+    for rows, cols in parts:
+        x, m = toa[:, rows, cols], ok[rows, cols]
+        if x.shape[1] == 0 or x.shape[2] == 0:
+            continue
+        ph, pw = (-x.shape[1]) % cell, (-x.shape[2]) % cell
+        if ph or pw:
+            x, m = np.pad(x, [(0, 0), (0, ph), (0, pw)]), np.pad(m, [(0, ph), (0, pw)])
+        target = (slice(rows.start // cell, rows.start // cell + x.shape[1] // cell),
+                  slice(cols.start // cell, cols.start // cell + x.shape[2] // cell))
+        if m.all():
+            total[:, target[0], target[1]] = _block_reduce(x, cell, np.add)
+            low[:, target[0], target[1]] = _block_reduce(x, cell, np.minimum)
+        else:
+            total[:, target[0], target[1]] = _block_reduce(np.where(m, x, np.float32(0)), cell, np.add)
+            low[:, target[0], target[1]] = _block_reduce(np.where(m, x, np.float32(np.inf)), cell, np.minimum)
+        count[target] = _block_reduce(m.astype(np.float32), cell, np.add)
     mean = total / np.maximum(count, 1.0)
     low = np.where(count > 0, low, np.float32(0))
     cells = np.concatenate([mean, low, (count / (cell * cell))[None]]).astype(np.float32)
@@ -193,18 +221,26 @@ def table_terms(
     return path.astype(np.float32), gain.astype(np.float32), s_alb.astype(np.float32)
 
 
-def upsample_bilinear(x: np.ndarray, factor: int, h: int, w: int) -> np.ndarray:
-    """(..., H, W) -> (..., h, w): torch's bilinear ``align_corners=False`` upsampling by ``factor``, cropped."""
-    x = np.asarray(x, dtype=np.float32)
+def upsample_bilinear(x: np.ndarray, factor: int, h: int, w: int, *, row0: int = 0, x_row0: int = 0,
+                      x_rows: int | None = None) -> np.ndarray:
+    """(..., H, W) -> (..., h, w): torch's bilinear ``align_corners=False`` upsampling by ``factor``, cropped.
 
-    def axis_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) / factor - 0.5, 0.0)
+    For a band of rows: output rows ``row0 .. row0 + h`` of the whole upsampled grid, from ``x`` holding
+    rows ``x_row0 ..`` of the whole coarse grid of ``x_rows`` rows (clamping happens at its edges only).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    x_rows = x_rows if x_rows is not None else x_row0 + x.shape[-2]
+
+    def axis_weights(start: int, n_out: int, n_in: int, first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.maximum((np.arange(start, start + n_out, dtype=np.float64) + 0.5) / factor - 0.5, 0.0)
         lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
         hi = np.minimum(lo + 1, n_in - 1)
-        return lo, hi, (src - lo).astype(np.float32)
+        return lo - first, hi - first, (src - lo).astype(np.float32)
 
-    r0, r1, fr = axis_weights(h, x.shape[-2])
-    c0, c1, fc = axis_weights(w, x.shape[-1])
+    r0, r1, fr = axis_weights(row0, h, x_rows, x_row0)
+    if r0.size and (r0.min() < 0 or r1.max() >= x.shape[-2]):
+        raise ValueError("upsample_bilinear: the coarse rows given do not cover the rows asked for")
+    c0, c1, fc = axis_weights(0, w, x.shape[-1], 0)
     rows = x[..., r0, :] * (1 - fr)[:, None] + x[..., r1, :] * fr[:, None]
     return rows[..., c0] * (1 - fc) + rows[..., c1] * fc
 

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from eotwin.atmocorr.ai.cells import N_BASE_INPUTS, N_CELL_INPUTS
+from eotwin.atmocorr.ai.cells import N_BASE_INPUTS, N_CELL_INPUTS, overlap_for
 
 N_BANDS = 12
 ATMOSPHERE = ("aot", "wv", "o3", "maritime")  # the network's outputs, in this order
@@ -100,13 +100,6 @@ class ModelConfig:
         for k in ("windows", "aot_range", "wv_range", "o3_range"):
             d[k] = tuple(d[k])
         return cls(**d)
-
-
-def overlap_for(windows: tuple[int, ...] | list[int], cell: int, out_stride: int) -> int:
-    """Pixels of context for exact tiles: half the widest window plus two atmosphere cells (pooling and
-    the bilinear upsampling of the terms), rounded up to whole atmosphere cells."""
-    cells = max(windows) // 2 + 2 * out_stride
-    return -(-cells // out_stride) * out_stride * cell
 
 
 def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:

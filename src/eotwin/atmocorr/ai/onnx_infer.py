@@ -26,13 +26,14 @@ from eotwin.atmocorr.ai import DEFAULT_MODEL_PATH
 from eotwin.atmocorr.ai import cells as cellmath
 from eotwin.atmocorr.products import L2A_BANDS, interpolate_azimuth, interpolate_nodes
 from eotwin.errors import EotwinError
+from eotwin.geo.grid import Window
 from eotwin.progress import ProgressReporter, ensure_progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from eotwin.atmocorr.ai.model import AtmoNet
     from eotwin.atmocorr.pipeline import BlockResult, SceneSample
     from eotwin.atmocorr.products import AngleGrid, L1CProduct
-    from eotwin.geo.grid import Grid, Window
+    from eotwin.geo.grid import Grid
 
 OPSET = 17
 METADATA_KEY = "eotwin_atmocorr"
@@ -105,7 +106,7 @@ class OnnxModel:
         self.cell, self.out_stride = int(config["cell"]), int(config["out_stride"])
         self.bright_toa = float(config["bright_toa"])
         self.hypotheses = bool(config.get("hypotheses", False))
-        self.overlap = int(self.metadata["overlap"])
+        self.overlap = cellmath.overlap_for(config["windows"], self.cell, self.out_stride)
         self.stride = int(self.metadata["stride"])
         self.lut = load_lut(lut_path)
 
@@ -135,9 +136,11 @@ class OnnxModel:
         *,
         sensor: str,
         cell_angles: bool = False,
+        rows: tuple[int, int] | None = None,
         progress: ProgressReporter | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """BOA (12, h, w) and AOT (h, w) of an image (one pass; NaN where invalid).
+        """BOA (12, h, w) and AOT (h, w) of an image (one pass; NaN where invalid), or of its ``rows``
+        (start, stop; the start on a whole cell) only: the rest of the image is context.
 
         Atmosphere cells start at the image origin, so a caller that cuts a larger image must cut it
         on multiples of :attr:`stride` (see :class:`AiCorrector`) for results equal to one pass.
@@ -149,27 +152,49 @@ class OnnxModel:
         if not cell_angles and angles.shape[1:] not in ((1, 1), (h, w)):
             raise EotwinError(f"angles must be (3, {h}, {w}) or (3, 1, 1), got {angles.shape}")
         atm, atm_angles = self.atmosphere(toa, angles, valid, sensor=sensor, cell_angles=cell_angles)
-        path, gain, s_alb = cellmath.table_terms(self.lut, sensor, atm, atm_angles, L2A_BANDS)
-        hc, wc = atm.shape[1] * self.out_stride, atm.shape[2] * self.out_stride
-        boa = np.empty((len(L2A_BANDS), h, w), dtype=np.float32)
+        # only the rows asked for: their atmosphere cells and one more on each side (bilinear)
+        r0, r1 = rows if rows is not None else (0, h)
+        if r0 % self.cell:
+            raise EotwinError(f"rows must start on a whole cell ({self.cell} px), got {r0}")
+        a0 = max(r0 // self.stride - 1, 0)
+        a1 = min(-(-r1 // self.stride) + 1, atm.shape[1])
+        path, gain, s_alb = cellmath.table_terms(self.lut, sensor, atm[:, a0:a1], atm_angles[:, a0:a1], L2A_BANDS)
+        c0, c1 = r0 // self.cell, -(-r1 // self.cell)
+        wc = atm.shape[2] * self.out_stride
+        up = lambda t: cellmath.upsample_bilinear(t, self.out_stride, c1 - c0, wc, row0=c0, x_row0=a0,  # noqa: E731
+                                                  x_rows=atm.shape[1])
+        boa = np.empty((len(L2A_BANDS), r1 - r0, w), dtype=np.float32)
         with ensure_progress(progress).task("AI correction (onnxruntime + 6S table)", total=len(L2A_BANDS)) as task:
             for i in range(len(L2A_BANDS)):
-                per_cell = [cellmath.upsample_bilinear(t[i], self.out_stride, hc, wc) for t in (path, gain, s_alb)]
-                boa[i] = cellmath.invert_band(toa[i], *per_cell, self.cell)
+                boa[i] = cellmath.invert_band(toa[i, r0:r1], up(path[i]), up(gain[i]), up(s_alb[i]), self.cell)
                 task.advance()
-        aot_cells = cellmath.upsample_bilinear(atm[0], self.out_stride, hc, wc)
-        aot = np.repeat(np.repeat(aot_cells, self.cell, axis=0), self.cell, axis=1)[:h, :w]
+        aot = np.repeat(np.repeat(up(atm[0, a0:a1]), self.cell, axis=0), self.cell, axis=1)[: r1 - r0, :w]
         if valid is not None:
-            invalid = ~np.asarray(valid, dtype=bool)
+            invalid = ~np.asarray(valid, dtype=bool)[r0:r1]
             boa[:, invalid] = np.nan
             aot[invalid] = np.nan
         aot[np.isnan(boa[0])] = np.nan
         return boa, aot
 
 
-def block_angles(angles: AngleGrid, grid: Grid, window: Window) -> np.ndarray:
-    """(3, h, w) model angles of a block: sun zenith, band-mean view zenith and relative azimuth."""
+def block_angles(angles: AngleGrid, grid: Grid, window: Window, cell: int = 1) -> np.ndarray:
+    """(3, h, w) model angles of a block: sun zenith, band-mean view zenith and relative azimuth.
+
+    With ``cell`` > 1, at the centres of the block's cells of ``cell`` x ``cell`` pixels (the block
+    starts on a whole cell): the angles are smooth, their mean over a cell is its centre value, and
+    the model only looks at cells. A constant grid (mean angles in a stack's tags) gives (3, 1, 1).
+    """
     from eotwin.atmocorr.physics import relative_azimuth
+
+    if cell > 1:
+        from affine import Affine
+
+        from eotwin.geo.grid import Grid as _Grid
+
+        coarse = _Grid(grid.transform * Affine.scale(cell), -(-grid.width // cell), -(-grid.height // cell), grid.crs)
+        r0, c0 = window.row_off // cell, window.col_off // cell
+        grid, window = coarse, Window(r0, c0, -(-(window.row_off + window.height) // cell) - r0,
+                                       -(-(window.col_off + window.width) // cell) - c0)
 
     wr, wc = angles.weights(grid, window)
     shape = (window.height, window.width)
@@ -180,6 +205,8 @@ def block_angles(angles: AngleGrid, grid: Grid, window: Window) -> np.ndarray:
     band = "B8A" if "B8A" in angles.view_azimuth else next(iter(angles.view_azimuth))
     vaa = interpolate_azimuth(angles.view_azimuth[band], wr, wc)
     raa = relative_azimuth(saa, vaa)
+    if all(np.asarray(v).size == 1 for v in (sza, vza, raa)):
+        return np.array([np.ravel(v)[0] for v in (sza, vza, raa)], np.float32).reshape(3, 1, 1)
     return np.stack([np.broadcast_to(v, shape) for v in (sza, vza, raa)]).astype(np.float32)
 
 
@@ -211,12 +238,21 @@ class AiCorrector:
 
         if self._angles is None or self._model is None:
             raise EotwinError("the AI corrector was not prepared")
-        angles = block_angles(self._angles, grid, window)
         # the model samples its head every `stride` pixels from the image origin: start on such a row
         # (the rows skipped are context rows, the pipeline gives one stride more than the model needs)
         skip = (-window.row_off) % self._model.stride if window.row_off > 0 else 0
+        cells_window = Window(window.row_off + skip, window.col_off, window.height - skip, window.width)
+        angles = block_angles(self._angles, grid, cells_window, cell=self._model.cell)
+        # the rows the pipeline keeps: all but the context it added (at the image's edges it adds less)
+        context = self.overlap
+        first = context if window.row_off > 0 else 0
+        last = window.height - context if window.row_off + window.height < grid.height else window.height
+        first = max(first, skip)
+        first -= (first - skip) % self._model.cell  # on a whole cell of the model's grid
         boa = np.full(toa.shape, np.nan, dtype=np.float32)
         aot = np.full(toa.shape[1:], np.nan, dtype=np.float32)
-        boa[:, skip:], aot[skip:] = self._model.predict(toa[:, skip:], angles[:, skip:], valid[skip:],
-                                                        sensor=self._sensor)
+        if last > first:
+            boa[:, first:last], aot[first:last] = self._model.predict(
+                toa[:, skip:], angles, valid[skip:], sensor=self._sensor, cell_angles=True,
+                rows=(first - skip, last - skip))
         return BlockResult(boa, aot)
