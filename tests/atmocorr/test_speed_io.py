@@ -162,3 +162,13 @@ def test_water_vapour_estimate_is_bounded_on_many_pixels_and_recovers_the_truth(
     # the same as the estimate on the evenly spread subsample it takes
     idx = np.linspace(0, n - 1, baselines.WV_MAX_SAMPLE).astype(np.int64)
     assert baselines.estimate_water_vapour(toa[0][idx], toa[1][idx], lut, **kwargs) == wv
+
+
+def test_gdal_cache_env_sets_megabytes_not_bytes():
+    """Bug found: pipelines passed GDAL_CACHEMAX=128 to rasterio, which means 128 bytes of block cache."""
+    from rasterio._env import get_gdal_config
+
+    from eotwin.io.raster import gdal_cache_env
+
+    with gdal_cache_env(128):
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == 128 * 2**20

@@ -62,6 +62,7 @@ from eotwin.atmocorr.products import (
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window
 from eotwin.io.files import ensure_writable_dir, write_json_atomic
+from eotwin.io.raster import gdal_cache_env
 from eotwin.progress import ProgressReporter, ensure_progress
 
 SAMPLE_MAX_SIDE = 1500  # the scene's atmosphere is estimated on an overview at most this many pixels wide
@@ -472,7 +473,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
             # GDAL's default block cache (5 % of RAM) would grow past the memory goal on a full tile
             # (an integer is bytes for rasterio; GDAL_NUM_THREADS decodes the tiles of one read in parallel)
             stack.enter_context(
-                rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20, GDAL_NUM_THREADS="ALL_CPUS")
+                gdal_cache_env(GDAL_CACHE_MB, GDAL_NUM_THREADS="ALL_CPUS")
             )
             stack.enter_context(stac_input.product_env(product))  # S3/HTTP access for an item's bands
             reader = stack.enter_context(BandReader({b: product.bands[b] for b in L2A_BANDS}, grid))
@@ -609,7 +610,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
                 if writing is not None:
                     writing.result()
             with (
-                rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20),
+                gdal_cache_env(COG_CACHE_MB),
                 progress.task("writing cloud-optimised GeoTIFFs", total=len(writers)) as task,
             ):
                 while writers:

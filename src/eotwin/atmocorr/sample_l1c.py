@@ -22,7 +22,7 @@ from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid
 from eotwin.io.files import ensure_writable_dir
-from eotwin.io.raster import write_geotiff
+from eotwin.io.raster import gdal_cache_env, write_geotiff
 from eotwin.progress import ProgressReporter, ensure_progress
 from eotwin.sample.scene import SampleScene, make_scene
 
@@ -271,7 +271,7 @@ def make_tiled_l1c(
     windows = list(grid.row_blocks(block_rows))
     with (
         atomic_path(target) as tmp,
-        rasterio.Env(GDAL_CACHEMAX=256 * 2**20),
+        gdal_cache_env(256),
         rasterio.open(tmp, "w", **profile) as dst,
         progress.task(f"writing a {size} px L1C stack", total=len(windows)) as task,
     ):

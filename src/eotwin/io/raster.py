@@ -146,3 +146,16 @@ def write_geotiff(
 
 def north_up_transform(left: float, top: float, res: float) -> Affine:
     return Affine(res, 0.0, left, 0.0, -res, top)
+
+
+def gdal_cache_env(megabytes: int, **options: object):
+    """A rasterio environment whose GDAL block cache holds ``megabytes`` MiB.
+
+    rasterio hands an integer ``GDAL_CACHEMAX`` to ``GDALSetCacheMax64``, which counts bytes: passing
+    the megabytes themselves (as GDAL's own config option reads them) gives a cache of a few hundred
+    bytes, and every window read decodes its tiles again (a preview of a full tile took 12 s instead
+    of 0.4 s). This helper is the one place that converts.
+    """
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=int(megabytes) * 2**20, **options)

@@ -10,11 +10,11 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import rasterio
 from affine import Affine
 
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window
+from eotwin.io.raster import gdal_cache_env
 from eotwin.pointcloud.pipeline import GDAL_CACHE_MB, overlap_grid
 from eotwin.pointcloud.sources import DemSource, ImageSource, MaskSource
 from eotwin.progress import ProgressReporter, ensure_progress
@@ -55,7 +55,7 @@ def build_mesh(dem: str, image: tuple[str, ...], output: Path, *, resolution: fl
     output = Path(output)
     if output.suffix.lower() not in (".ply", ".glb"):
         raise EotwinError(f"{output}: mesh output must end in .ply or .glb")
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
+    with gdal_cache_env(GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         dem_src = DemSource(dem, stack)
         image_src = ImageSource(image, stack)
         mask_src = MaskSource(mask, stack) if mask else None

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import rasterio
 
 from eotwin import __version__
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, intersect_bounds, transform_bounds
 from eotwin.io.files import ensure_writable_dir, write_json_atomic
 from eotwin.io.pointcloud_writer import CloudStats, open_point_writer
+from eotwin.io.raster import gdal_cache_env
 from eotwin.options import validated
 from eotwin.pointcloud.core import block_points, validity
 from eotwin.pointcloud.options import BuildOptions
@@ -118,7 +118,7 @@ def build_point_cloud(options: BuildOptions, progress: ProgressReporter | None =
     output = Path(options.output)
     ensure_writable_dir(output.parent if str(output.parent) else Path("."))
     fmt = options.resolved_format
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
+    with gdal_cache_env(GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         dem = DemSource(options.dem, stack)
         image = ImageSource(options.image, stack, scale=options.reflectance_scale, offset=options.reflectance_offset)
         mask = MaskSource(options.mask, stack, options.mask_exclude) if options.mask else None
