@@ -291,10 +291,11 @@ METHODS: dict[str, Callable[[RunOptions], Corrector]] = {
 
 
 def default_method() -> str:
-    """The physical baseline (6S inversion with DDV aerosol): the most accurate method measured so far.
+    """The physical baseline (6S inversion with DDV aerosol) stays the default.
 
-    The AI model (``--method ai``) is faster but, on the held-out benchmark (benchmarks/atmocorr_accuracy.py),
-    still less accurate than 6S+DDV on every band; it becomes the default when it beats it.
+    On the held-out 6S-made benchmark (benchmarks/atmocorr_accuracy.py) the AI (``--method ai``) beats
+    it on the red-edge, NIR and SWIR bands but not on B01-B04 and B09, and it is slower end to end;
+    it becomes the default when it beats it on every band.
     """
     return "6s-ddv"
 
