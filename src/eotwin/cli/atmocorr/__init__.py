@@ -11,5 +11,6 @@ import typer
 app = typer.Typer(help="Sentinel-2 L1C -> L2A-like surface reflectance: run, evaluate, build-lut, train.", no_args_is_help=True)
 
 # command modules (each adds its commands to ``app`` on import):
+from eotwin.cli.atmocorr import evaluate as _evaluate  # noqa: E402,F401  (evaluate)
 from eotwin.cli.atmocorr import run as _run  # noqa: E402,F401  (run, sample-l1c)
 from eotwin.cli.atmocorr import train as _train  # noqa: E402,F401  (train)
