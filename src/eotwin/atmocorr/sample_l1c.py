@@ -69,6 +69,23 @@ def simulate_toa(
     return physics.forward(surface, per_band).astype(np.float32)
 
 
+def l1c_stack_tags(product_id: str, spacecraft: str, geo: dict, atm: dict, simulation: str) -> dict:
+    """Dataset tags of an "L1C stack" (issue 6's convention) with the simulated atmosphere recorded."""
+    return {
+        "PRODUCT_ID": product_id,
+        "PROCESSING_LEVEL": "L1C",
+        "SPACECRAFT": spacecraft,
+        "RADIO_ADD_OFFSET": RADIO_ADD_OFFSET,
+        "QUANTIFICATION_VALUE": int(QUANTIFICATION),
+        "SUN_ZENITH": geo["sun_zenith"],
+        "SUN_AZIMUTH": geo["sun_azimuth"],
+        "VIEW_ZENITH": geo["view_zenith"],
+        "VIEW_AZIMUTH": geo["view_azimuth"],
+        **{f"SIMULATED_{k.upper()}": v for k, v in atm.items()},
+        "SIMULATION": simulation,
+    }
+
+
 def make_sample_l1c(
     directory: str | Path,
     scene: SampleScene | None = None,
@@ -106,19 +123,8 @@ def make_sample_l1c(
     valid = ~scene.nodata
     dn = np.clip(np.rint(toa * QUANTIFICATION - RADIO_ADD_OFFSET), 1, 65535).astype(np.uint16)
     dn[:, ~valid] = 0
-    tags = {
-        "PRODUCT_ID": "EOTWIN_SAMPLE_L1C",
-        "PROCESSING_LEVEL": "L1C",
-        "SPACECRAFT": spacecraft,
-        "RADIO_ADD_OFFSET": RADIO_ADD_OFFSET,
-        "QUANTIFICATION_VALUE": int(QUANTIFICATION),
-        "SUN_ZENITH": geo["sun_zenith"],
-        "SUN_AZIMUTH": geo["sun_azimuth"],
-        "VIEW_ZENITH": geo["view_zenith"],
-        "VIEW_AZIMUTH": geo["view_azimuth"],
-        **{f"SIMULATED_{k.upper()}": v for k, v in atm.items()},
-        "SIMULATION": "sample-scene surface through the 6S LUT forward model (eotwin.atmocorr.sample_l1c)",
-    }
+    tags = l1c_stack_tags("EOTWIN_SAMPLE_L1C", spacecraft, geo, atm,
+                          "sample-scene surface through the 6S LUT forward model (eotwin.atmocorr.sample_l1c)")
     l1c = write_geotiff(
         directory / "l1c_stack.tif", dn, scene.image_grid, nodata=0, descriptions=list(S2_BANDS), tags=tags
     )
@@ -252,19 +258,8 @@ def make_tiled_l1c(
         "BIGTIFF": "IF_SAFER",
         "NUM_THREADS": "ALL_CPUS",
     }
-    tags = {
-        "PRODUCT_ID": f"EOTWIN_SAMPLE_L1C_TILE_{size}",
-        "PROCESSING_LEVEL": "L1C",
-        "SPACECRAFT": spacecraft,
-        "RADIO_ADD_OFFSET": RADIO_ADD_OFFSET,
-        "QUANTIFICATION_VALUE": int(QUANTIFICATION),
-        "SUN_ZENITH": geo["sun_zenith"],
-        "SUN_AZIMUTH": geo["sun_azimuth"],
-        "VIEW_ZENITH": geo["view_zenith"],
-        "VIEW_AZIMUTH": geo["view_azimuth"],
-        **{f"SIMULATED_{k.upper()}": v for k, v in atm.items()},
-        "SIMULATION": f"the sample scene's surface ({n} px) mirrored over the tile, through the 6S LUT",
-    }
+    tags = l1c_stack_tags(f"EOTWIN_SAMPLE_L1C_TILE_{size}", spacecraft, geo, atm,
+                          f"the sample scene's surface ({n} px) mirrored over the tile, through the 6S LUT")
     block_rows = max(256, block_rows - block_rows % 256)  # whole rows of the file's 256 px tiles
     target = directory / "l1c_stack.tif"
     cols = mirror_index(0, size, n)
