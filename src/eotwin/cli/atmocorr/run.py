@@ -29,7 +29,7 @@ def run_command(
     ozone: float = typer.Option(0.33, "--ozone", help="Ozone column (cm-atm)."),
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
     model: Path | None = typer.Option(None, "--model", help="ai: model file (default: the committed one)."),
-    block_rows: int | None = typer.Option(None, "--block-rows", help="Rows per block (default: sized for ~256 MB)."),
+    block_rows: int | None = typer.Option(None, "--block-rows", help="Rows per block (default: 256-row tiles within a 512 MB working budget)."),
     item_id: str | None = typer.Option(None, "--item-id", help="Instead of INPUT: the id of a sentinel-2-l1c item "
                                        "in the STAC API (--stac-url)."),
     stac_url: str | None = typer.Option(None, "--stac-url", help="STAC API (default CDSE, or $EOTWIN_STAC_URL)."),
