@@ -16,6 +16,7 @@ side by side).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from eotwin.atmocorr.products import L2A_BANDS, TCI_BANDS, BandReader, open_l2a_reference
 from eotwin.errors import EotwinError
+from eotwin.geo.grid import Window
 from eotwin.progress import ProgressReporter, ensure_progress
 
 SSIM_WINDOW = 7
@@ -102,46 +104,42 @@ def evaluate_products(
     preview_rows: dict[str, list[np.ndarray]] = {"pred": [], "ref": [], "err": [], "b04": []}
     half = SSIM_WINDOW // 2
     scale = lambda product, names: [(product.offsets.get(b, 0.0), product.quantification) for b in names]  # noqa: E731
-    with gdal_cache_env(128), BandReader(pred.bands, grid) as pred_reader, \
-            BandReader(ref.bands, grid, categorical=("SCL",)) as ref_reader, \
-            ensure_progress(progress).task("evaluating", total=grid.height) as task:
-        toa_reader = BandReader(toa_product.bands, grid).__enter__() if toa_product else None
-        try:
-            for window in grid.row_blocks(BLOCK_ROWS):
-                top = max(0, window.row_off - half)
-                bottom = min(grid.height, window.row_off + window.height + half)
-                from eotwin.geo.grid import Window
-
-                read = Window(top, 0, bottom - top, grid.width)
-                inner = slice(window.row_off - top, window.row_off - top + window.height)
-                p = pred_reader.read(bands, read, scaling=scale(pred, bands))
-                r = ref_reader.read(bands, read, scaling=scale(ref, bands))
-                valid = np.isfinite(p).all(axis=0) & np.isfinite(r).all(axis=0)
-                if "SCL" in ref.bands:
-                    scl = ref_reader.read(("SCL",), read)[0]
-                    valid &= np.isin(np.nan_to_num(scl, nan=0).astype(np.int64), SCL_CLEAR)
-                ssim.add(p, r, valid, inner)
-                p, r, valid = p[:, inner], r[:, inner], valid[inner]
-                acc.add(p, r, valid)
-                if toa_reader is not None:
-                    t = toa_reader.read(bands, window, scaling=scale(toa_product, bands))
-                    acc_toa.add(t, r, valid & np.isfinite(t).all(axis=0))
-                pick = valid & (rng.random(valid.shape) < keep)
-                scatter_p.append(p[:, pick])
-                scatter_r.append(r[:, pick])
-                rows = slice((-window.row_off) % step, None, step)
-                pv, rv = p[:, rows, ::step], r[:, rows, ::step]
-                preview_rows["pred"].append(pv)
-                preview_rows["ref"].append(rv)
-                err = np.sqrt(np.mean((pv - rv) ** 2, axis=0))
-                err[~valid[rows, ::step]] = np.nan
-                preview_rows["err"].append(err)
-                b04 = bands.index("B04") if "B04" in bands else 0
-                preview_rows["b04"].append(np.where(valid[rows, ::step], pv[b04] - rv[b04], np.nan))
-                task.advance(window.height)
-        finally:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(gdal_cache_env(128))
+        pred_reader = stack.enter_context(BandReader(pred.bands, grid))
+        ref_reader = stack.enter_context(BandReader(ref.bands, grid, categorical=("SCL",)))
+        toa_reader = stack.enter_context(BandReader(toa_product.bands, grid)) if toa_product else None
+        task = stack.enter_context(ensure_progress(progress).task("evaluating", total=grid.height))
+        for window in grid.row_blocks(BLOCK_ROWS):
+            top = max(0, window.row_off - half)
+            bottom = min(grid.height, window.row_off + window.height + half)
+            read = Window(top, 0, bottom - top, grid.width)
+            inner = slice(window.row_off - top, window.row_off - top + window.height)
+            p = pred_reader.read(bands, read, scaling=scale(pred, bands))
+            r = ref_reader.read(bands, read, scaling=scale(ref, bands))
+            valid = np.isfinite(p).all(axis=0) & np.isfinite(r).all(axis=0)
+            if "SCL" in ref.bands:
+                scl = ref_reader.read(("SCL",), read)[0]
+                valid &= np.isin(np.nan_to_num(scl, nan=0).astype(np.int64), SCL_CLEAR)
+            ssim.add(p, r, valid, inner)
+            p, r, valid = p[:, inner], r[:, inner], valid[inner]
+            acc.add(p, r, valid)
             if toa_reader is not None:
-                toa_reader.__exit__(None, None, None)
+                t = toa_reader.read(bands, window, scaling=scale(toa_product, bands))
+                acc_toa.add(t, r, valid & np.isfinite(t).all(axis=0))
+            pick = valid & (rng.random(valid.shape) < keep)
+            scatter_p.append(p[:, pick])
+            scatter_r.append(r[:, pick])
+            rows = slice((-window.row_off) % step, None, step)
+            pv, rv = p[:, rows, ::step], r[:, rows, ::step]
+            preview_rows["pred"].append(pv)
+            preview_rows["ref"].append(rv)
+            err = np.sqrt(np.mean((pv - rv) ** 2, axis=0))
+            err[~valid[rows, ::step]] = np.nan
+            preview_rows["err"].append(err)
+            b04 = bands.index("B04") if "B04" in bands else 0
+            preview_rows["b04"].append(np.where(valid[rows, ::step], pv[b04] - rv[b04], np.nan))
+            task.advance(window.height)
     metrics = acc.result()
     if metrics["pixels"] == 0:
         raise EotwinError(f"{pred_path} and {ref_path} share no valid pixel (check the grids and no-data)")
