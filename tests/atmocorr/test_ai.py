@@ -37,7 +37,7 @@ def random_model():
 
     torch.manual_seed(3)
     model = AtmoNet(ModelConfig(features=6, feature_hidden=8, hidden=12, windows=(3, 7), cell=3, out_stride=2,
-                                hypotheses=True))
+                                hypotheses=2, attention=2, attention_values=2))
     with torch.no_grad():
         for p in model.head[-1].parameters():
             p.normal_(std=0.5)
@@ -129,6 +129,43 @@ def test_box_sum_matches_a_direct_window_sum():
     padded = np.pad(x[0, 0].numpy(), 1)
     expected = sum(padded[i : i + 5, j : j + 7] for i in range(3) for j in range(3))
     np.testing.assert_allclose(got, expected)
+
+
+def test_box_sum_keeps_small_windows_exact_beside_large_running_totals():
+    """A full tile's row holds 1830 cells: a float32 cumulative sum lost the small windows' sums
+    after large values (found with attention weights up to e^12)."""
+    from eotwin.atmocorr.ai.model import box_sum
+
+    row = np.concatenate([np.full(1800, 1e5), np.full(40, 1e-3)]).astype(np.float32)
+    got = box_sum(torch.from_numpy(row).view(1, 1, 1, -1), 2)[0, 0, 0].numpy()
+    np.testing.assert_allclose(got[-20:-3], np.full(17, 5e-3, np.float32), rtol=1e-4)
+    assert got[1000] == pytest.approx(5e5, rel=1e-6)
+
+
+def test_hypothesis_features_invert_under_both_aerosol_models(lut):
+    """Level 2 carries the cells' B01/B02/B04/B12 inverted under continental and under maritime aerosol:
+    at a high AOT the two differ (the aerosol's colour), each equal to the table inversion."""
+    from eotwin.atmocorr import baselines
+    from eotwin.atmocorr.ai import cells as cellmath
+
+    toa, _, valid = _inputs(24, 24, seed=2)
+    angles = np.array([35.0, 4.0, 60.0], np.float32)[:, None, None]
+    one, _, _ = cellmath.network_inputs(toa, valid, angles, lut, "S2B", cell=6, out_stride=4, bright_toa=0.3,
+                                        hypotheses=1)
+    two, _, _ = cellmath.network_inputs(toa, valid, angles, lut, "S2B", cell=6, out_stride=4, bright_toa=0.3)
+    assert one.shape[0] == cellmath.n_cell_inputs(1) and two.shape[0] == cellmath.n_cell_inputs(2)
+    n_aot = len(cellmath.HYPOTHESIS_AOT) * len(cellmath.HYPOTHESIS_BANDS)
+    base = cellmath.N_BASE_INPUTS
+    np.testing.assert_array_equal(two[: base + 2 * n_aot], one[: base + 2 * n_aot])  # continental first, as before
+    maritime_means = two[base + 2 * n_aot : base + 3 * n_aot].reshape(4, 3, *two.shape[1:])
+    b04, aot_05 = cellmath.HYPOTHESIS_BANDS.index("B04"), cellmath.HYPOTHESIS_AOT.index(0.5)
+    cell_toa = two[L2A_BANDS.index("B04"), 1, 1]
+    expected = baselines.lut_correction(np.full((1, 1, 1), cell_toa, np.float32), ("B04",), lut, sensor="S2B",
+                                        aerosol="maritime", aot=0.5, sza=35.0, vza=4.0, raa=60.0, wv=lut.wv_ref,
+                                        o3=lut.o3_ref)
+    assert maritime_means[b04, aot_05, 1, 1] == pytest.approx(float(expected[0, 0, 0]), abs=2e-4)
+    continental = one[base : base + n_aot].reshape(4, 3, *one.shape[1:])
+    assert abs(maritime_means[b04, aot_05, 1, 1] - continental[b04, aot_05, 1, 1]) > 0.003
 
 
 def test_cell_inputs_are_valid_pixel_means_and_minima():

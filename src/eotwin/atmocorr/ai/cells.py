@@ -32,9 +32,21 @@ HYPOTHESIS_BANDS = ("B01", "B02", "B04", "B12")
 # (table nodes), AOT 0.2: where the two surfaces agree is the water vapour (sen2cor's band ratio, learned)
 HYPOTHESIS_WV = (0.2, 1.0, 2.0, 3.5, 5.0)
 HYPOTHESIS_WV_BANDS = ("B8A", "B09")
+# hypothesis levels: 0 none, 1 the AOT hypotheses under continental aerosol, 2 under continental and
+# maritime aerosol (the two answers differ in their colour: evidence of the aerosol type)
+HYPOTHESIS_AEROSOLS = {0: (), 1: ("continental",), 2: ("continental", "maritime")}
 N_BASE_INPUTS = 2 * N_BANDS + 1
-N_CELL_INPUTS = N_BASE_INPUTS + 2 * (len(HYPOTHESIS_AOT) * len(HYPOTHESIS_BANDS)
-                                     + len(HYPOTHESIS_WV) * len(HYPOTHESIS_WV_BANDS))
+
+
+def n_cell_inputs(hypotheses: int = 2) -> int:
+    """Channels of the network's cell input at a hypothesis level (see :data:`HYPOTHESIS_AEROSOLS`)."""
+    if not hypotheses:
+        return N_BASE_INPUTS
+    n_aot = len(HYPOTHESIS_AOT) * len(HYPOTHESIS_BANDS) * len(HYPOTHESIS_AEROSOLS[int(hypotheses)])
+    return N_BASE_INPUTS + 2 * (n_aot + len(HYPOTHESIS_WV) * len(HYPOTHESIS_WV_BANDS))
+
+
+N_CELL_INPUTS = n_cell_inputs(2)
 
 
 def overlap_for(windows: tuple[int, ...] | list[int], cell: int, out_stride: int) -> int:
@@ -139,19 +151,21 @@ def pool(x: np.ndarray, factor: int) -> np.ndarray:
     return x.reshape(*lead, h // factor, factor, w // factor, factor).mean(axis=(-3, -1))
 
 
-def hypothesis_features(lut, sensor: str, cells: np.ndarray, atm_angles: np.ndarray, out_stride: int) -> np.ndarray:
+def hypothesis_features(lut, sensor: str, cells: np.ndarray, atm_angles: np.ndarray, out_stride: int,
+                        aerosols: tuple[str, ...] = ("continental", "maritime")) -> np.ndarray:
     """Cell means then minima of :data:`HYPOTHESIS_BANDS` inverted under each :data:`HYPOTHESIS_AOT`
-    atmosphere, then of :data:`HYPOTHESIS_WV_BANDS` under each :data:`HYPOTHESIS_WV`, with the table's
-    terms at the atmosphere cells' angles (3, H/out_stride, W/out_stride), constant over their cells."""
+    atmosphere of each aerosol model in ``aerosols``, then of :data:`HYPOTHESIS_WV_BANDS` under each
+    :data:`HYPOTHESIS_WV` (continental), with the table's terms at the atmosphere cells' angles
+    (3, H/out_stride, W/out_stride), constant over their cells."""
     sza, vza, raa = (atm_angles[i][None].astype(np.float64) for i in range(3))
     expand = lambda x: np.repeat(np.repeat(x.astype(np.float32), out_stride, axis=-2), out_stride, axis=-1)  # noqa: E731
     valid = cells[2 * N_BANDS][None, None] > 0
     out = []
-    for bands, aot, wv in (
-        (HYPOTHESIS_BANDS, np.asarray(HYPOTHESIS_AOT, np.float64)[:, None, None], lut.wv_ref),
-        (HYPOTHESIS_WV_BANDS, 0.2, np.asarray(HYPOTHESIS_WV, np.float64)[:, None, None]),
-    ):
-        t = lut.terms_for(sensor, bands, "continental", aot, sza, vza, raa, wv, lut.o3_ref, clamp=True)
+    hypotheses = [(HYPOTHESIS_BANDS, aerosol, np.asarray(HYPOTHESIS_AOT, np.float64)[:, None, None], lut.wv_ref)
+                  for aerosol in aerosols]
+    hypotheses.append((HYPOTHESIS_WV_BANDS, "continental", 0.2, np.asarray(HYPOTHESIS_WV, np.float64)[:, None, None]))
+    for bands, aerosol, aot, wv in hypotheses:
+        t = lut.terms_for(sensor, bands, aerosol, aot, sza, vza, raa, wv, lut.o3_ref, clamp=True)
         path, gain, s_alb = (expand(x) for x in (t.path, t.tg * t.t_down * t.t_up, t.s_alb))  # (B, K, H, W)
         idx = [L2A_ORDER.index(b) for b in bands]
         for offset in (0, N_BANDS):  # means, then minima
@@ -172,11 +186,12 @@ def network_inputs(
     out_stride: int,
     bright_toa: float,
     angles_at_cells: bool = False,
-    hypotheses: bool = True,
+    hypotheses: int = 2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Everything the network sees, the same in training and inference.
 
-    Returns (cells (N_CELL_INPUTS, H, W), angles on cells (3, H, W), angles on atmosphere cells).
+    Returns (cells (n_cell_inputs(hypotheses), H, W), angles on cells (3, H, W), angles on atmosphere
+    cells). ``hypotheses`` is the level of :data:`HYPOTHESIS_AEROSOLS` (True counts as 1).
     ``angles`` are per pixel (3, h, w), per cell with ``angles_at_cells``, or (3, 1, 1) for the same
     angles everywhere.
     """
@@ -192,7 +207,7 @@ def network_inputs(
     atm_angles = pool(per_cell, out_stride)
     if not hypotheses:
         return base, per_cell, atm_angles
-    hyp = hypothesis_features(lut, sensor, base, atm_angles, out_stride)
+    hyp = hypothesis_features(lut, sensor, base, atm_angles, out_stride, HYPOTHESIS_AEROSOLS[int(hypotheses)])
     return np.concatenate([base, hyp]), per_cell, atm_angles
 
 

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from eotwin.atmocorr.ai.cells import N_BASE_INPUTS, N_CELL_INPUTS, overlap_for
+from eotwin.atmocorr.ai.cells import N_BASE_INPUTS, n_cell_inputs, overlap_for
 
 N_BANDS = 12
 ATMOSPHERE = ("aot", "wv", "o3", "maritime")  # the network's outputs, in this order
@@ -70,13 +70,17 @@ class ModelConfig:
     o3_range: tuple[float, float] = (0.25, 0.45)
     # pixels with B02 TOA above this (cloud, snow, very bright targets) stay out of the context
     bright_toa: float = 0.3
-    # cells carry the hypothesis features (cells.hypothesis_features); False in models trained before them
-    hypotheses: bool = False
+    # hypothesis features of the cells (cells.HYPOTHESIS_AEROSOLS: 0 none, 1 continental, 2 both models)
+    hypotheses: int = 0
+    # attention pooling: heads, each a learned relevance of every cell (softmax over the window) and
+    # ``attention_values`` learned values averaged with it: "which cells tell the aerosol" (0: none)
+    attention: int = 0
+    attention_values: int = 3
 
     @property
     def n_inputs(self) -> int:
         """Channels of the network's ``cells`` input."""
-        return N_CELL_INPUTS if self.hypotheses else N_BASE_INPUTS
+        return n_cell_inputs(int(self.hypotheses))
 
     @property
     def stride(self) -> int:
@@ -103,15 +107,20 @@ class ModelConfig:
 
 
 def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Sum over a (2r+1) x (2r+1) window around each element (zero outside), by cumulative sums."""
+    """Sum over a (2r+1) x (2r+1) window around each element (zero outside), by cumulative sums.
+
+    The sums run in float64: a row of a full tile holds 1830 cells, and a float32 cumulative sum
+    would lose the small windows' sums in the large running totals.
+    """
     k = 2 * radius + 1
     h, w = x.shape[-2], x.shape[-1]
-    x = nn.functional.pad(x, (0, 0, radius + 1, radius))
+    dtype = x.dtype
+    x = nn.functional.pad(x.double(), (0, 0, radius + 1, radius))
     c = torch.cumsum(x, dim=2)
     x = c[:, :, k : k + h] - c[:, :, :h]
     x = nn.functional.pad(x, (radius + 1, radius, 0, 0))
     c = torch.cumsum(x, dim=3)
-    return c[:, :, :, k : k + w] - c[:, :, :, :w]
+    return (c[:, :, :, k : k + w] - c[:, :, :, :w]).to(dtype)
 
 
 class AtmoNet(nn.Module):
@@ -135,7 +144,16 @@ class AtmoNet(nn.Module):
             nn.Tanh(),
         )
         self.darkness = nn.Conv2d(n_in, c.dark, 1)
-        n_head = (c.features + c.dark) * len(c.windows) + c.features + 4
+        per_window = c.features + c.dark
+        if c.attention:
+            # per head: a relevance logit and its values, from the cell's inputs
+            self.attend = nn.Sequential(
+                nn.Conv2d(n_in, c.feature_hidden, 1),
+                nn.GELU(),
+                nn.Conv2d(c.feature_hidden, c.attention * (1 + c.attention_values), 1),
+            )
+            per_window += c.attention * (1 + c.attention_values)
+        n_head = per_window * len(c.windows) + c.features + 4
         self.head = nn.Sequential(
             nn.Conv2d(n_head, c.hidden, 1),
             nn.GELU(),
@@ -164,6 +182,11 @@ class AtmoNet(nn.Module):
         weight = frac * v
         feats = self.feature(inputs) * weight
         dark = torch.where(v > 0, self.darkness(inputs), torch.full_like(v, 1e4))
+        if c.attention:
+            heads = self.attend(inputs)
+            logits, values = heads[:, : c.attention], torch.tanh(heads[:, c.attention :])
+            relevance = torch.exp(logits.clamp(-12.0, 12.0)) * weight  # empty cells: none
+            weighted = values * relevance.repeat_interleave(c.attention_values, dim=1)
         context = []
         for window in c.windows:
             r = window // 2
@@ -172,6 +195,10 @@ class AtmoNet(nn.Module):
             lo = -nn.functional.max_pool2d(-dark, (window, 1), stride=1, padding=(r, 0))
             lo = -nn.functional.max_pool2d(-lo, (1, window), stride=1, padding=(0, r))
             context.append(lo.clamp(-20.0, 20.0))
+            if c.attention:
+                total = box_sum(relevance, r)
+                context.append(box_sum(weighted, r) / total.clamp(min=1e-6).repeat_interleave(c.attention_values, dim=1))
+                context.append(torch.log(total / count + 1e-6) / 10.0)  # how much relevant evidence the window holds
         s = c.out_stride
         own = nn.functional.avg_pool2d(feats, s) / nn.functional.avg_pool2d(weight, s).clamp(min=1e-3)
         pooled = [nn.functional.avg_pool2d(x, s) for x in context]

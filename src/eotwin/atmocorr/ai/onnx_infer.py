@@ -105,7 +105,7 @@ class OnnxModel:
         config = self.metadata["config"]
         self.cell, self.out_stride = int(config["cell"]), int(config["out_stride"])
         self.bright_toa = float(config["bright_toa"])
-        self.hypotheses = bool(config.get("hypotheses", False))
+        self.hypotheses = int(config.get("hypotheses", 0))
         self.overlap = cellmath.overlap_for(config["windows"], self.cell, self.out_stride)
         self.stride = int(self.metadata["stride"])
         self.lut = load_lut(lut_path)

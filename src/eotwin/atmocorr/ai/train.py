@@ -52,7 +52,9 @@ class TrainOptions(BaseModel):
     features: int = Field(24, ge=1, le=128)
     hidden: int = Field(64, ge=4, le=512)
     windows: tuple[int, ...] = (5, 17)  # in cells of 6 x 6 pixels
-    hypotheses: bool = True  # the cells carry the surface under hypothetical atmospheres
+    # the cells carry the surface under hypothetical atmospheres (0 none, 1 continental, 2 both aerosol models)
+    hypotheses: int = Field(2, ge=0, le=2)
+    attention: int = Field(8, ge=0, le=64)  # attention-pooling heads (0: window means and minima only)
     lut: Path | None = None
     ben_dir: Path | None = None
     init: Path | None = None  # continue from these weights (.pt); their architecture and normalisation win
@@ -91,7 +93,7 @@ def prepare_batch(scenes, lut, config: dict) -> dict[str, np.ndarray]:
     cell, out_stride, bright = config["cell"], config["out_stride"], config["bright_toa"]
     ones = np.ones(scenes.toa.shape[2:], bool)
     inputs = [cellmath.network_inputs(t, ones, a[:, :1, :1], lut, atm.sensor, cell=cell, out_stride=out_stride,
-                                      bright_toa=bright, hypotheses=config.get("hypotheses", False))
+                                      bright_toa=bright, hypotheses=int(config.get("hypotheses", 0)))
               for t, a, atm in zip(scenes.toa, scenes.angles, scenes.atmospheres, strict=True)]
     tables = scene_tables(lut, [(a.sensor, a.sza, a.vza, a.raa) for a in scenes.atmospheres])
     truth_atm = np.stack([
@@ -193,6 +195,7 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
         wv_range=(float(lut.axes["wv"][0]), float(lut.axes["wv"][-1])),
         o3_range=(float(lut.axes["o3"][0]), float(lut.axes["o3"][-1])),
         hypotheses=options.hypotheses,
+        attention=options.attention,
     )
     model = AtmoNet(config)
     previous: dict = {}

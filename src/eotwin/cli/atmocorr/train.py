@@ -24,6 +24,9 @@ def train_command(
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
     ben_dir: Path | None = typer.Option(None, "--ben-dir", help="BigEarthNet v2 source (default: .eotwin-data/BENv2)."),
     init: Path | None = typer.Option(None, "--init", help="Continue from these weights (.pt of an earlier run)."),
+    windows: str = typer.Option("5,17", "--windows", help="Context windows in cells of 60 m, odd sizes, comma-separated."),
+    attention: int = typer.Option(8, "--attention", help="Attention-pooling heads (0: window means and minima only)."),
+    hypotheses: int = typer.Option(2, "--hypotheses", help="Hypothesis features: 0 none, 1 continental, 2 both aerosol models."),
 ) -> None:
     """Train the AI atmospheric correction on simulated scenes: real surfaces + sampled 6S atmospheres."""
     from pydantic import ValidationError
@@ -35,7 +38,11 @@ def train_command(
         layout = tuple(int(v) for v in mosaic.lower().split("x"))
     except ValueError:
         raise EotwinError(f"--mosaic must look like 2x2, got {mosaic!r}") from None
-    values = dict(steps=steps, batch=batch, layout=layout, lr=lr, seed=seed, max_minutes=max_minutes,
+    try:
+        window_sizes = tuple(int(v) for v in windows.split(","))
+    except ValueError:
+        raise EotwinError(f"--windows must look like 5,17, got {windows!r}") from None
+    values = dict(windows=window_sizes, attention=attention, hypotheses=hypotheses, steps=steps, batch=batch, layout=layout, lr=lr, seed=seed, max_minutes=max_minutes,
                   lut=lut, ben_dir=ben_dir, init=init, threads=threads or 1)
     if output is not None:
         values["output"] = output
