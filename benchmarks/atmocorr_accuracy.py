@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    from eotwin.atmocorr.ai.evaluate import EvaluateOptions, evaluate, format_table
+    from eotwin.atmocorr.ai.evaluate import EvaluateOptions, aerosol_type_summary, evaluate, format_table
     from eotwin.progress import RichProgress
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,6 +39,7 @@ def main() -> None:
         print()
         print(format_table(report, "6s"))
     print(f"\nAI AOT map: RMSE {report['ai_aot']['rmse']:.3f}, bias {report['ai_aot']['bias']:+.3f}")
+    print(aerosol_type_summary(report))
     acceptance = dict(report["acceptance"])
     source = acceptance.pop("source")
     print(f"\nacceptance ({source}-made scenes): band, AI RMSE, target met, beats DOS, beats DDV "

@@ -372,6 +372,25 @@ def test_committed_model_corrects_a_held_out_scene(lut, ben_mock_dir):
     assert mean["6s-oracle"] < mean["ai"] < AI_MEAN_RMSE_BOUND
 
 
+def test_evaluation_report_and_picture(ben_mock_dir, tmp_path):
+    """The held-out evaluation writes its JSON and PNG, scores every method and records the AI's atmosphere."""
+    import json
+
+    from eotwin.atmocorr.ai import evaluate
+
+    report = evaluate.evaluate(evaluate.EvaluateOptions(output=tmp_path, scenes=1, seed=77, ben_dir=ben_mock_dir))
+    saved = json.loads((tmp_path / "evaluation_ai.json").read_text())
+    assert (tmp_path / "evaluation_ai.png").stat().st_size > 10_000
+    assert set(saved["methods"]) == set(evaluate.METHODS)
+    oracle, none = (saved["methods"][m]["table"]["mean_rmse"] for m in ("6s-oracle", "none"))
+    assert oracle < 0.3 * none
+    (row,) = saved["ai_atmosphere"]
+    assert row["aerosol"] in ("continental", "maritime") and 0.0 <= row["ai_p_maritime"] <= 1.0
+    assert row["ai_aot"] > 0 and abs(row["ai_wv"] - row["wv"]) < 1.0  # water vapour is the easy part
+    assert "of 1 scenes" in evaluate.aerosol_type_summary(report)
+    assert set(saved["acceptance"]) - {"source"} == set(L2A_BANDS)
+
+
 def test_run_with_the_committed_ai_model(sample_scene, tmp_path):
     """``eotwin atmocorr run --method ai`` beats TOA-left-unchanged on the sample scene, whose surfaces
     (procedural, not BigEarthNet) the model never saw."""

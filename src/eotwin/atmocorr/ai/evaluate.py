@@ -217,10 +217,32 @@ def evaluate(options: EvaluateOptions, progress: ProgressReporter | None = None)
         aot_err.append((model.predict(scene.toa, angles, sensor=scene.atmosphere.sensor)[1] - scene.aot).ravel())
     err = np.concatenate(aot_err)
     report["ai_aot"] = {"rmse": float(np.sqrt(np.nanmean(err**2))), "bias": float(np.nanmean(err))}
+    report["ai_atmosphere"] = [scene_atmosphere(scene, model) for scene in scenes]
     report["acceptance"] = acceptance(report)
     write_json_atomic(out_dir / "evaluation_ai.json", report)
     write_report_png(out_dir / "evaluation_ai.png", report, scenes[0], examples)
     return report
+
+
+def scene_atmosphere(scene: TestScene, model) -> dict:
+    """The AI's scene-mean atmosphere next to the truth (does it tell the aerosol type, the water vapour?)."""
+    atm = scene.atmosphere
+    angles = np.array([atm.sza, atm.vza, atm.raa], np.float32)[:, None, None]
+    est, _ = model.atmosphere(scene.toa, angles, sensor=atm.sensor)
+    return {"source": scene.source, "aerosol": atm.aerosol, "aot": float(np.mean(scene.aot)),
+            "ai_aot": float(np.mean(est[0])), "wv": atm.wv, "ai_wv": float(np.mean(est[1])),
+            "ai_p_maritime": float(np.mean(est[3]))}
+
+
+def aerosol_type_summary(report: dict) -> str:
+    """One line: the AI's mean P(maritime) on maritime and on continental scenes, and how often P > 0.5 is right."""
+    rows = report.get("ai_atmosphere", [])
+    if not rows:
+        return "AI aerosol type: no scenes"
+    by_type = {k: [r["ai_p_maritime"] for r in rows if r["aerosol"] == k] for k in ("maritime", "continental")}
+    right = sum((r["ai_p_maritime"] > 0.5) == (r["aerosol"] == "maritime") for r in rows)
+    means = ", ".join(f"{len(v)} {k} scenes {np.mean(v):.2f}" for k, v in by_type.items() if v)
+    return f"AI aerosol type: mean P(maritime) on {means}; P > 0.5 right on {right} of {len(rows)} scenes"
 
 
 def acceptance(report: dict) -> dict:
