@@ -120,6 +120,22 @@ def test_sampled_atmospheres_stay_in_the_documented_ranges(lut):
     assert np.abs(np.diff(fields, axis=1)).mean() < 0.1  # smooth: neighbours nearly equal
 
 
+def test_spectral_tilt_scales_whole_band_groups_within_their_ranges(surfaces):
+    """Training patches get other vegetation colours: visible, NIR and SWIR each scaled as a group."""
+    surface = next(iter(surfaces.values()))
+    rng = np.random.default_rng(9)
+    ratios = []
+    for _ in range(200):
+        tilted = synth.spectral_tilt(surface, rng, {"visible": 0.2, "nir": 0.1, "swir": 0.2})
+        factor = tilted[:, 60, 60] / surface[:, 60, 60]
+        np.testing.assert_allclose(factor[:4], factor[0], rtol=1e-6)  # B01-B04 together
+        np.testing.assert_allclose(factor[5:10], factor[5], rtol=1e-6)  # the NIR plateau together
+        assert factor[10] == pytest.approx(factor[11]) and factor[4] == pytest.approx(np.sqrt(factor[0]))
+        assert np.exp(-0.2) - 1e-6 <= factor[0] <= np.exp(0.2) + 1e-6 and abs(np.log(factor[5])) <= 0.1 + 1e-6
+        ratios.append(factor[3] / factor[11])
+    assert min(ratios) < 0.75 and max(ratios) > 1.33  # red/SWIR ratios well beyond the training patches'
+
+
 # ----------------------------------------------------------------------------- network, table layer, ONNX
 def test_box_sum_matches_a_direct_window_sum():
     from eotwin.atmocorr.ai.model import box_sum
