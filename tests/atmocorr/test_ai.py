@@ -153,7 +153,7 @@ def test_box_sum_keeps_small_windows_exact_beside_large_running_totals():
     from eotwin.atmocorr.ai.model import box_sum
 
     row = np.concatenate([np.full(1800, 1e5), np.full(40, 1e-3)]).astype(np.float32)
-    got = box_sum(torch.from_numpy(row).view(1, 1, 1, -1), 2)[0, 0, 0].numpy()
+    got = box_sum(torch.from_numpy(row).view(1, 1, 1, -1), 2, wide=True)[0, 0, 0].numpy()
     np.testing.assert_allclose(got[-20:-3], np.full(17, 5e-3, np.float32), rtol=1e-4)
     assert got[1000] == pytest.approx(5e5, rel=1e-6)
 

@@ -106,16 +106,17 @@ class ModelConfig:
         return cls(**d)
 
 
-def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
+def box_sum(x: torch.Tensor, radius: int, wide: bool = False) -> torch.Tensor:
     """Sum over a (2r+1) x (2r+1) window around each element (zero outside), by cumulative sums.
 
-    The sums run in float64: a row of a full tile holds 1830 cells, and a float32 cumulative sum
-    would lose the small windows' sums in the large running totals.
+    ``wide``: values of a wide dynamic range (attention weights up to e^12) are summed in float64:
+    a row of a full tile holds 1830 cells, and a float32 cumulative sum would lose the small windows'
+    sums in the large running totals. Values in [0, 1] lose nothing that matters in float32.
     """
     k = 2 * radius + 1
     h, w = x.shape[-2], x.shape[-1]
     dtype = x.dtype
-    x = nn.functional.pad(x.double(), (0, 0, radius + 1, radius))
+    x = nn.functional.pad(x.double() if wide else x, (0, 0, radius + 1, radius))
     c = torch.cumsum(x, dim=2)
     x = c[:, :, k : k + h] - c[:, :, :h]
     x = nn.functional.pad(x, (radius + 1, radius, 0, 0))
@@ -196,8 +197,9 @@ class AtmoNet(nn.Module):
             lo = -nn.functional.max_pool2d(-lo, (1, window), stride=1, padding=(0, r))
             context.append(lo.clamp(-20.0, 20.0))
             if c.attention:
-                total = box_sum(relevance, r)
-                context.append(box_sum(weighted, r) / total.clamp(min=1e-6).repeat_interleave(c.attention_values, dim=1))
+                total = box_sum(relevance, r, wide=True)
+                context.append(box_sum(weighted, r, wide=True)
+                               / total.clamp(min=1e-6).repeat_interleave(c.attention_values, dim=1))
                 context.append(torch.log(total / count + 1e-6) / 10.0)  # how much relevant evidence the window holds
         s = c.out_stride
         own = nn.functional.avg_pool2d(feats, s) / nn.functional.avg_pool2d(weight, s).clamp(min=1e-3)
