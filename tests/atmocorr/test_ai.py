@@ -14,7 +14,7 @@ from eotwin.atmocorr.products import L2A_BANDS
 from eotwin.errors import EotwinError
 
 LUT = Path(os.environ.get("EOTWIN_ATMOCORR_LUT", DEFAULT_LUT_PATH))
-AI_MEAN_RMSE_BOUND = 0.008  # the committed model: mean over bands on two held-out scenes (measured 0.0054)
+AI_MEAN_RMSE_BOUND = 0.006  # the committed model: mean over bands on two held-out scenes (measured 0.0026)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
