@@ -43,6 +43,7 @@ def _boa(path: Path) -> np.ndarray:
 
 def test_known_atmosphere_is_recovered_and_the_product_follows_the_l2a_convention(sample, tmp_path):
     result = _run(sample.l1c, tmp_path / "out", method="6s-ddv", aot=0.2, wv=1.5, ozone=0.33)
+    assert result.atmosphere["ozone_source"] == "given"
     assert set(result.files) == {"l2a", "tci", "tci_png", "item"}
     umask = os.umask(0)
     os.umask(umask)
@@ -93,6 +94,7 @@ def test_ddv_estimates_the_atmosphere_and_beats_toa_against_the_reference(sample
     result = _run(sample.l1c, tmp_path / "ddv", method="6s-ddv", reference=sample.truth)
     atm = result.atmosphere
     assert atm["aot_source"] == "ddv" and atm["ddv_pixels"] > 0
+    assert (atm["ozone"], atm["ozone_source"]) == (0.33, "climatology")  # no --ozone given
     assert abs(atm["aot"] - 0.2) < 0.05 and abs(atm["wv"] - 1.5) < 0.3
     metrics = json.loads(result.files["evaluation"].read_text())
     assert metrics == result.metrics

@@ -34,4 +34,4 @@ def make_corrector(options: RunOptions) -> Corrector:
     """The pipeline's ``ai`` corrector (see :class:`eotwin.atmocorr.ai.onnx_infer.AiCorrector`)."""
     from eotwin.atmocorr.ai.onnx_infer import AiCorrector
 
-    return AiCorrector(model_path=options.model, lut_path=options.lut)
+    return AiCorrector(model_path=options.model, lut_path=options.lut, ozone=options.ozone)

@@ -22,6 +22,8 @@ import numpy as np
 N_BANDS = 12
 B02 = 1  # index of B02 in the L2A band order (B01, B02, ...)
 L2A_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+ATMOSPHERE = ("aot", "wv", "o3", "maritime")  # the network's outputs per atmosphere cell, in this order
+
 # "what would the surface be if the AOT were ...": the cells' TOA inverted with the table under a few
 # atmospheres (table nodes: exact), continental aerosol, reference water vapour and ozone. The
 # bands of dark-object and dark-dense-vegetation reasoning (B12 hardly feels aerosol); the network

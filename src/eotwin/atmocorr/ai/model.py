@@ -45,10 +45,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from eotwin.atmocorr.ai.cells import N_BASE_INPUTS, n_cell_inputs, overlap_for
+from eotwin.atmocorr.ai.cells import ATMOSPHERE, N_BASE_INPUTS, n_cell_inputs, overlap_for
 
 N_BANDS = 12
-ATMOSPHERE = ("aot", "wv", "o3", "maritime")  # the network's outputs, in this order
 
 
 @dataclass

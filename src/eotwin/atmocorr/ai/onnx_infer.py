@@ -113,20 +113,29 @@ class OnnxModel:
 
     def atmosphere(
         self, toa: np.ndarray, angles: np.ndarray, valid: np.ndarray | None = None, *, sensor: str,
-        cell_angles: bool = False,
+        cell_angles: bool = False, ozone: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The network's atmosphere (4, H, W) on atmosphere cells and the angles (3, H, W) there.
 
         ``angles`` are per pixel (3, h, w), or per cell with ``cell_angles=True``; a (3, 1, 1) array
-        means the same angles everywhere.
+        means the same angles everywhere. ``ozone`` (cm-atm), when known (the ECMWF total column of the
+        L1C's auxiliary data, which sen2cor uses too), replaces the network's own estimate: ozone barely
+        shows in a scene, so the network can only guess it from its training range.
         """
+        if ozone is not None:
+            lo, hi = (float(v) for v in self.lut.axes["o3"][[0, -1]])
+            if not lo - 1e-6 <= ozone <= hi + 1e-6:
+                raise EotwinError(f"ozone {ozone} cm-atm is outside the 6S table's range [{lo:.2f}, {hi:.2f}]")
         if valid is None:
             valid = np.ones(toa.shape[1:], dtype=bool)
         cells, per_cell, atm_angles = cellmath.network_inputs(
             toa, valid, angles, self.lut, sensor, cell=self.cell, out_stride=self.out_stride,
             bright_toa=self.bright_toa, angles_at_cells=cell_angles, hypotheses=self.hypotheses)
         (atm,) = self.session.run(["atmosphere"], {"cells": cells[None], "angles": per_cell[None]})
-        return atm[0], atm_angles
+        atm = atm[0]
+        if ozone is not None:
+            atm[cellmath.ATMOSPHERE.index("o3")] = ozone
+        return atm, atm_angles
 
     def predict(
         self,
@@ -137,10 +146,12 @@ class OnnxModel:
         sensor: str,
         cell_angles: bool = False,
         rows: tuple[int, int] | None = None,
+        ozone: float | None = None,
         progress: ProgressReporter | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """BOA (12, h, w) and AOT (h, w) of an image (one pass; NaN where invalid), or of its ``rows``
-        (start, stop; the start on a whole cell) only: the rest of the image is context.
+        (start, stop; the start on a whole cell) only: the rest of the image is context. ``ozone``: see
+        :meth:`atmosphere`.
 
         Atmosphere cells start at the image origin, so a caller that cuts a larger image must cut it
         on multiples of :attr:`stride` (see :class:`AiCorrector`) for results equal to one pass.
@@ -151,7 +162,7 @@ class OnnxModel:
         h, w = toa.shape[1:]
         if not cell_angles and angles.shape[1:] not in ((1, 1), (h, w)):
             raise EotwinError(f"angles must be (3, {h}, {w}) or (3, 1, 1), got {angles.shape}")
-        atm, atm_angles = self.atmosphere(toa, angles, valid, sensor=sensor, cell_angles=cell_angles)
+        atm, atm_angles = self.atmosphere(toa, angles, valid, sensor=sensor, cell_angles=cell_angles, ozone=ozone)
         # only the rows asked for: their atmosphere cells and one more on each side (bilinear)
         r0, r1 = rows if rows is not None else (0, h)
         if r0 % self.cell:
@@ -216,6 +227,7 @@ class AiCorrector:
 
     model_path: Path | None = None
     lut_path: Path | None = None
+    ozone: float | None = None  # cm-atm when known; else the network's estimate
     name: str = "ai"
     overlap: int = 0
     gives_aot_map: bool = True
@@ -231,7 +243,8 @@ class AiCorrector:
         self._angles = product.angles
         self._sensor = product.spacecraft
         meta = self._model.metadata if self._model else {}
-        return {"model": str(self._model.path.name if self._model else ""), "model_version": meta.get("version", "")}
+        return {"model": str(self._model.path.name if self._model else ""), "model_version": meta.get("version", ""),
+                "ozone": self.ozone if self.ozone is not None else "network estimate"}
 
     def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
         from eotwin.atmocorr.pipeline import BlockResult
@@ -254,5 +267,5 @@ class AiCorrector:
         if last > first:
             boa[:, first:last], aot[first:last] = self._model.predict(
                 toa[:, skip:], angles, valid[skip:], sensor=self._sensor, cell_angles=True,
-                rows=(first - skip, last - skip))
+                rows=(first - skip, last - skip), ozone=self.ozone)
         return BlockResult(boa, aot)

@@ -26,7 +26,9 @@ def run_command(
     aerosol: str = typer.Option("continental", "--aerosol", help="6S aerosol model: continental or maritime."),
     aot: float | None = typer.Option(None, "--aot", help="6s-ddv: use this AOT at 550 nm instead of estimating it."),
     wv: float | None = typer.Option(None, "--wv", help="6s-ddv: use this water vapour (g/cm2) instead of B09/B8A."),
-    ozone: float = typer.Option(0.33, "--ozone", help="Ozone column (cm-atm)."),
+    ozone: float | None = typer.Option(None, "--ozone", help="Total ozone column (cm-atm) when known, e.g. ECMWF's "
+                                       "from the L1C's auxiliary data (as sen2cor uses it); default: 0.33 "
+                                       "(climatology) for 6s-ddv, the network's own estimate for ai."),
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
     model: Path | None = typer.Option(None, "--model", help="ai: model file (default: the committed one)."),
     block_rows: int | None = typer.Option(None, "--block-rows", help="Rows per block (default: 256-row tiles within a 512 MB working budget)."),
