@@ -5,10 +5,12 @@ In:
   and the radiometric offset of each band (``RADIO_ADD_OFFSET``, -1000 from processing baseline 04.00,
   absent before), the spacecraft and the band files; ``GRANULE/*/MTD_TL.xml`` gives the sun and
   viewing angle grids (5000 m, 23 x 23 nodes, viewing angles per band and detector);
+  ``GRANULE/*/AUX_DATA/AUX_ECMWFT`` (when present) the ECMWF total ozone column, sen2cor's default;
 - an "L1C stack": one multi-band GeoTIFF whose band descriptions name the bands (B01 ... B12, B8A,
   B10 optional), TOA = (DN + RADIO_ADD_OFFSET) / 10000 with the offset in the dataset tag
   ``RADIO_ADD_OFFSET`` (0 when absent), mean angles in the tags ``SUN_ZENITH``, ``SUN_AZIMUTH``,
-  ``VIEW_ZENITH``, ``VIEW_AZIMUTH`` (degrees) and ``SPACECRAFT``;
+  ``VIEW_ZENITH``, ``VIEW_AZIMUTH`` (degrees) and ``SPACECRAFT``, optionally the total ozone column
+  in ``OZONE`` (cm-atm);
 - as references: a Level-2A SAFE (``MTD_MSIL2A.xml``, ``BOA_ADD_OFFSET``, SCL) or an L2A stack (tag
   ``BOA_ADD_OFFSET``, optional band ``SCL``).
 
@@ -34,6 +36,7 @@ from xml.etree import ElementTree
 import numpy as np
 from affine import Affine
 
+from eotwin.atmocorr.ecmwf import OZONE_RANGE_CM_ATM
 from eotwin.atmocorr.srf import S2_BANDS, normalise_band, normalise_sensor
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window
@@ -50,6 +53,7 @@ SCL_CLEAR = (4, 5, 6, 7)  # vegetation, not vegetated, water, unclassified
 ANGLE_TAGS = ("SUN_ZENITH", "SUN_AZIMUTH", "VIEW_ZENITH", "VIEW_AZIMUTH")
 TCI_BANDS = ("B04", "B03", "B02")
 TCI_SATURATION = 0.2  # reflectance mapped to 255 in the true-colour image
+OZONE_TAG_RANGE = OZONE_RANGE_CM_ATM  # the stack tag OZONE (cm-atm) must lie within
 
 
 # ----------------------------------------------------------------------------- XML helpers
@@ -504,6 +508,8 @@ class L1CProduct:
     datetime: str | None = None
     processing_baseline: str | None = None
     extra: dict = field(default_factory=dict)
+    ozone: float | None = None  # total ozone column (cm-atm) when the product carries one
+    ozone_source: str | None = None  # where it came from ("ECMWF AUX_ECMWFT", "OZONE tag")
 
     @property
     def resolution(self) -> float:
@@ -564,6 +570,7 @@ def _open_safe(path: Path, resolution: int | None) -> L1CProduct:
     if crs is None or crs.to_epsg() is None or f"EPSG:{crs.to_epsg()}" != tile.crs_code:
         raise EotwinError(f"{path}: band CRS {crs} does not match the tile metadata's {tile.crs_code}")
     grid = _grid_at(grid10, resolution or 10)
+    ozone = _safe_ozone(safe)
     return L1CProduct(
         source=str(path),
         kind="SAFE zip" if safe.is_zip else "SAFE",
@@ -577,7 +584,20 @@ def _open_safe(path: Path, resolution: int | None) -> L1CProduct:
         datetime=meta.start_time,
         processing_baseline=meta.processing_baseline,
         extra={"tile_crs": tile.crs_code, "mean_sun": tile.mean_sun},
+        ozone=ozone,
+        ozone_source=None if ozone is None else "ECMWF AUX_ECMWFT",
     )
+
+
+def _safe_ozone(safe: SafeArchive) -> float | None:
+    """The ECMWF total ozone column (cm-atm) of the granule's ``AUX_DATA/AUX_ECMWFT``; None without one."""
+    from eotwin.atmocorr.ecmwf import read_total_ozone
+
+    aux = sorted(n for n in safe.names() if re.search(r"GRANULE/[^/]+/AUX_DATA/AUX_ECMWFT$", n))
+    if not aux:
+        return None
+    shown = f"{safe.path}/{aux[0]}" if not safe.is_zip else f"{safe.path}!{aux[0]}"
+    return read_total_ozone(safe.read_bytes(aux[0]), name=shown)
 
 
 def band_names_from_descriptions(descriptions: Sequence[str | None], name: str) -> dict[str, int]:
@@ -647,6 +667,14 @@ def _open_stack(path: Path, resolution: int | None) -> L1CProduct:
         raise EotwinError(f"{name}: the stack must be on a north-up grid")
     grid = native if resolution is None else _grid_at(native, float(resolution))
     present = [b for b in S2_BANDS if b in bands_idx]
+    ozone = None
+    if "OZONE" in info.tags:
+        ozone = _float_tag(info.tags, "OZONE", name)
+        if not OZONE_TAG_RANGE[0] <= ozone <= OZONE_TAG_RANGE[1]:
+            raise EotwinError(
+                f"{name}: tag OZONE={ozone:g} is outside [{OZONE_TAG_RANGE[0]:g}, {OZONE_TAG_RANGE[1]:g}] "
+                "(the total ozone column in cm-atm, e.g. 0.3)"
+            )
     return L1CProduct(
         source=name,
         kind="stack",
@@ -666,6 +694,8 @@ def _open_stack(path: Path, resolution: int | None) -> L1CProduct:
         ),
         datetime=info.tags.get("DATETIME") or info.tags.get("TIFFTAG_DATETIME"),
         processing_baseline=info.tags.get("PROCESSING_BASELINE"),
+        ozone=ozone,
+        ozone_source=None if ozone is None else "OZONE tag",
     )
 
 
