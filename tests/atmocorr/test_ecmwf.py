@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,6 +85,7 @@ def test_bad_grib_data_are_one_line_errors(tmp_path):
     garbled = bytearray(AUX_ECMWFT)
     garbled[third + 8 : third + 40] = b"\xff" * 32  # the ozone message's product definition
     _one_line_error(bytes(garbled), "no total column ozone|corrupt")
+    _one_line_error(AUX_ECMWFT[:-4] + b"XXXX", "message 3 is truncated or corrupt")  # no end-of-message mark
     garbled = bytearray(AUX_ECMWFT)
     garbled[4:7] = (10**6).to_bytes(3, "big")  # the first message claims more bytes than there are
     _one_line_error(bytes(garbled), "message 1 is truncated or corrupt")
@@ -181,3 +183,9 @@ def test_bad_stack_ozone_tag_is_a_one_line_error(tmp_path, value, message):
     with pytest.raises(EotwinError, match=f"tag OZONE.*{message}|{message}") as info:
         open_l1c(path)
     assert "\n" not in str(info.value) and "OZONE" in str(info.value)
+
+
+def test_without_eccodes_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "eccodes", None)  # makes `import eccodes` raise ImportError
+    message = _one_line_error(AUX_ECMWFT, "needs eccodes")
+    assert "pip install 'eotwin[atmocorr]'" in message

@@ -68,7 +68,11 @@ def _tco3_values(data: bytes, name: str) -> list[np.ndarray]:
     count = 0
     while pos >= 0:
         declared = _message_length(view, pos)
-        if declared is not None and (declared < 16 or pos + declared > len(data)):
+        if declared is not None and (
+            declared < 16
+            or pos + declared > len(data)
+            or data[pos + declared - 4 : pos + declared] != b"7777"
+        ):  # too short, cut off, or not ending in the end-of-message mark
             raise EotwinError(f"{name}: GRIB message {count + 1} is truncated or corrupt")
         chunk = view[pos : pos + declared] if declared is not None else view[pos:]
         handle = None
