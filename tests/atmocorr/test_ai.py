@@ -361,7 +361,7 @@ def test_pipeline_ai_blocks_equal_one_pass_and_write_an_aot_map(random_onnx, sam
     from eotwin.atmocorr import pipeline
     from eotwin.atmocorr.sample_l1c import make_sample_l1c
 
-    made = make_sample_l1c(tmp_path / "in", sample_scene, lut_path=LUT)
+    made = make_sample_l1c(tmp_path / "in", sample_scene, lut_path=LUT, ozone_tag=False)
     runs = {}
     for rows in (13, 10_000):
         options = pipeline.make_options(input=made.l1c, output=tmp_path / f"out{rows}", method="ai",
@@ -379,8 +379,13 @@ def test_pipeline_ai_blocks_equal_one_pass_and_write_an_aot_map(random_onnx, sam
     given = pipeline.run_correction(pipeline.make_options(input=made.l1c, output=tmp_path / "o3", method="ai",
                                                           model=random_onnx.path, lut=LUT, ozone=0.3))
     with rasterio.open(given.files["l2a"]) as ds:
-        assert float(ds.tags()["ATMOCORR_OZONE"]) == 0.3
+        assert float(ds.tags()["ATMOCORR_OZONE"]) == 0.3 and ds.tags()["ATMOCORR_OZONE_SOURCE"] == "given"
         assert not np.array_equal(ds.read(L2A_BANDS.index("B03") + 1), runs[10_000][0][L2A_BANDS.index("B03")])
+    # a product that carries its ozone (the stack's OZONE tag, ECMWF's in a SAFE) needs no --ozone
+    tagged = make_sample_l1c(tmp_path / "tagged", sample_scene, lut_path=LUT, atmosphere={"o3": 0.3})
+    own = pipeline.run_correction(pipeline.make_options(input=tagged.l1c, output=tmp_path / "tag", method="ai",
+                                                        model=random_onnx.path, lut=LUT))
+    assert (own.atmosphere["ozone"], own.atmosphere["ozone_source"]) == (0.3, "OZONE tag")
 
 
 def test_default_method_stays_the_physical_baseline():

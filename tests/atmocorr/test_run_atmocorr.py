@@ -94,7 +94,7 @@ def test_ddv_estimates_the_atmosphere_and_beats_toa_against_the_reference(sample
     result = _run(sample.l1c, tmp_path / "ddv", method="6s-ddv", reference=sample.truth)
     atm = result.atmosphere
     assert atm["aot_source"] == "ddv" and atm["ddv_pixels"] > 0
-    assert (atm["ozone"], atm["ozone_source"]) == (0.33, "climatology")  # no --ozone given
+    assert (atm["ozone"], atm["ozone_source"]) == (0.33, "OZONE tag")  # no --ozone: the product's own
     assert abs(atm["aot"] - 0.2) < 0.05 and abs(atm["wv"] - 1.5) < 0.3
     metrics = json.loads(result.files["evaluation"].read_text())
     assert metrics == result.metrics
@@ -319,3 +319,18 @@ def test_reference_l2a_safe_with_scl_masks_cloudy_pixels(sample, shared_fixtures
     assert metrics["corrected"]["pixels"] == int(sample.valid[40:].sum())
     for band in ("B02", "B03", "B04", "B08"):  # 10 m reference bands: the exact surface
         assert metrics["corrected"]["bands"][band]["rmse"] < 0.001
+
+
+def test_ozone_comes_from_the_user_then_the_product_then_the_fallback():
+    """``--ozone`` wins; else the product's own (ECMWF in a SAFE, the OZONE tag of a stack); else the
+    climatology (6s-ddv) or nothing, which lets the AI use its network's estimate."""
+    from types import SimpleNamespace
+
+    from eotwin.atmocorr.pipeline import resolve_ozone
+
+    carries = SimpleNamespace(ozone=0.29, ozone_source="ECMWF AUX_ECMWFT")
+    bare = SimpleNamespace(ozone=None, ozone_source=None)
+    assert resolve_ozone(0.4, carries, fallback=0.33) == (0.4, "given")
+    assert resolve_ozone(None, carries, fallback=0.33) == (0.29, "ECMWF AUX_ECMWFT")
+    assert resolve_ozone(None, bare, fallback=0.33) == (0.33, "climatology")
+    assert resolve_ozone(None, bare, fallback=None) == (None, "network estimate")

@@ -171,11 +171,7 @@ class SixSCorrector:
         from eotwin.atmocorr.lut import load_lut
 
         lut = load_lut(self.lut_path)
-        if self.ozone is None:
-            self.ozone = baselines.DEFAULT_OZONE
-            ozone_source = "climatology"
-        else:
-            ozone_source = "given"
+        self.ozone, ozone_source = resolve_ozone(self.ozone, product, fallback=baselines.DEFAULT_OZONE)
         means = sample.angles
         geometry = {
             "sza": means["sun_zenith"],
@@ -273,6 +269,17 @@ class DosCorrector:
         boa = toa - self.haze[:, None, None]
         np.copyto(boa, np.float32(np.nan), where=~valid)  # broadcast over the bands, no gather
         return BlockResult(boa)
+
+
+def resolve_ozone(given: float | None, product: L1CProduct, fallback: float | None) -> tuple[float | None, str]:
+    """The ozone column to use and where it comes from: the user's (``--ozone``), else the product's own
+    (ECMWF's in a SAFE, the ``OZONE`` tag of a stack), else ``fallback`` (a climatology; ``None`` lets the
+    AI estimate it)."""
+    if given is not None:
+        return given, "given"
+    if product.ozone is not None:
+        return product.ozone, str(product.ozone_source)
+    return fallback, "climatology" if fallback is not None else "network estimate"
 
 
 def _raa(sun_azimuth: np.ndarray | float, view_azimuth: np.ndarray | float) -> np.ndarray:

@@ -69,8 +69,10 @@ def simulate_toa(
     return physics.forward(surface, per_band).astype(np.float32)
 
 
-def l1c_stack_tags(product_id: str, spacecraft: str, geo: dict, atm: dict, simulation: str) -> dict:
-    """Dataset tags of an "L1C stack" (issue 6's convention) with the simulated atmosphere recorded."""
+def l1c_stack_tags(product_id: str, spacecraft: str, geo: dict, atm: dict, simulation: str,
+                   ozone_tag: bool = True) -> dict:
+    """Dataset tags of an "L1C stack" (issue 6's convention) with the simulated atmosphere recorded, and
+    (``ozone_tag``) the ozone column as ``OZONE``: what a real L1C carries from ECMWF."""
     return {
         "PRODUCT_ID": product_id,
         "PROCESSING_LEVEL": "L1C",
@@ -82,6 +84,7 @@ def l1c_stack_tags(product_id: str, spacecraft: str, geo: dict, atm: dict, simul
         "VIEW_ZENITH": geo["view_zenith"],
         "VIEW_AZIMUTH": geo["view_azimuth"],
         **{f"SIMULATED_{k.upper()}": v for k, v in atm.items()},
+        **({"OZONE": atm["o3"]} if ozone_tag else {}),
         "SIMULATION": simulation,
     }
 
@@ -96,8 +99,10 @@ def make_sample_l1c(
     atmosphere: dict[str, object] | None = None,
     geometry: dict[str, float] | None = None,
     lut_path: Path | None = None,
+    ozone_tag: bool = True,
 ) -> SampleL1C:
-    """Write ``l1c_stack.tif`` and ``l2a_truth.tif`` for the sample scene into ``directory``."""
+    """Write ``l1c_stack.tif`` and ``l2a_truth.tif`` for the sample scene into ``directory`` (the stack
+    with the ``OZONE`` tag unless ``ozone_tag`` is false)."""
     from eotwin.atmocorr.srf import normalise_sensor
 
     atm = {**DEFAULT_ATMOSPHERE, **(atmosphere or {})}
@@ -124,7 +129,8 @@ def make_sample_l1c(
     dn = np.clip(np.rint(toa * QUANTIFICATION - RADIO_ADD_OFFSET), 1, 65535).astype(np.uint16)
     dn[:, ~valid] = 0
     tags = l1c_stack_tags("EOTWIN_SAMPLE_L1C", spacecraft, geo, atm,
-                          "sample-scene surface through the 6S LUT forward model (eotwin.atmocorr.sample_l1c)")
+                          "sample-scene surface through the 6S LUT forward model (eotwin.atmocorr.sample_l1c)",
+                          ozone_tag=ozone_tag)
     l1c = write_geotiff(
         directory / "l1c_stack.tif", dn, scene.image_grid, nodata=0, descriptions=list(S2_BANDS), tags=tags
     )

@@ -292,13 +292,13 @@ def format_table(report: dict, source: str = "table") -> str:
     methods = [k for k in METHODS if source in report["methods"][k]]
     short = {"6s-ddv-true-aerosol": "ddv+aer", "ai-own-ozone": "ai-own-o3", "6s-ddv-climatology-ozone": "ddv-clim-o3"}
     lines = [f"RMSE per band, {source}-made held-out scenes ({report['scenes'][source]})",
-             f"{'band':5s}" + "".join(f"{short.get(k, k):>11s}" for k in methods) + f"{'target':>9s}"]
+             f"{'band':5s}" + "".join(f"{short.get(k, k):>12s}" for k in methods) + f"{'target':>9s}"]
     for b in L2A_BANDS:
-        row = "".join(f"{report['methods'][k][source]['bands'][b]['rmse']:11.4f}" for k in methods)
+        row = "".join(f"{report['methods'][k][source]['bands'][b]['rmse']:12.4f}" for k in methods)
         target = TARGET_RMSE.get(b)
         lines.append(f"{b:5s}{row}{target if target else '-':>9}")
-    lines.append(f"{'mean':5s}" + "".join(f"{report['methods'][k][source]['mean_rmse']:11.4f}" for k in methods))
-    lines.append(f"{'Mpx/s':5s}" + "".join(f"{report['methods'][k]['pixels_per_second'] / 1e6:11.3f}"
+    lines.append(f"{'mean':5s}" + "".join(f"{report['methods'][k][source]['mean_rmse']:12.4f}" for k in methods))
+    lines.append(f"{'Mpx/s':5s}" + "".join(f"{report['methods'][k]['pixels_per_second'] / 1e6:12.3f}"
                                            for k in methods))
     return "\n".join(lines)
 

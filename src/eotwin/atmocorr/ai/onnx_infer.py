@@ -240,11 +240,14 @@ class AiCorrector:
         self.overlap = self._model.overlap + self._model.stride
 
     def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]:
+        from eotwin.atmocorr.pipeline import resolve_ozone
+
         self._angles = product.angles
         self._sensor = product.spacecraft
+        self.ozone, source = resolve_ozone(self.ozone, product, fallback=None)
         meta = self._model.metadata if self._model else {}
         return {"model": str(self._model.path.name if self._model else ""), "model_version": meta.get("version", ""),
-                "ozone": self.ozone if self.ozone is not None else "network estimate"}
+                "ozone": self.ozone if self.ozone is not None else "network estimate", "ozone_source": source}
 
     def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
         from eotwin.atmocorr.pipeline import BlockResult
