@@ -318,17 +318,18 @@ def write_report_png(path: Path, report: dict, scene: TestScene, examples: dict[
     colours = {"ai": "#1f77b4", "ai-own-ozone": "#aec7e8", "6s-oracle": "#2ca02c", "6s-ddv": "#ff7f0e",
                "6s-ddv-climatology-ozone": "#ffbb78", "6s-ddv-true-aerosol": "#d62728", "dos": "#9467bd",
                "none": "#999999"}
+    source = report["acceptance"]["source"]  # the acceptance set: 6S-made scenes when there are any
     for col, key in ((slice(0, 2), "rmse"), (slice(2, 4), "bias")):
         ax = fig.add_subplot(grid[0, col])
         width = 0.8 / len(METHODS)
         for k, method in enumerate(METHODS):
-            vals = [report["methods"][method]["table"]["bands"][b][key] for b in L2A_BANDS]
+            vals = [report["methods"][method][source]["bands"][b][key] for b in L2A_BANDS]
             ax.bar(x + (k - len(METHODS) / 2 + 0.5) * width, vals, width, label=method, color=colours[method])
         if key == "rmse":
             ax.set_yscale("log")
             ax.plot(x, [TARGET_RMSE.get(b, np.nan) for b in L2A_BANDS], "k_", ms=14, mew=2, label="target")
         ax.set_xticks(x, L2A_BANDS, rotation=45)
-        ax.set_ylabel(f"{key.upper() if key == 'rmse' else key} (reflectance)")
+        ax.set_ylabel(f"{key.upper() if key == 'rmse' else key} (reflectance), {source}-made scenes")
         ax.axhline(0, color="k", lw=0.5)
         ax.legend(fontsize=8)
     rgb = [L2A_BANDS.index(b) for b in ("B04", "B03", "B02")]
@@ -348,8 +349,9 @@ def write_report_png(path: Path, report: dict, scene: TestScene, examples: dict[
     ax.set_title("AI RMSE over bands per pixel", fontsize=9)
     ax.set_axis_off()
     fig.colorbar(im, ax=ax, fraction=0.04)
-    means = {k: report["methods"][k]["table"]["mean_rmse"] for k in METHODS}
-    fig.suptitle("held-out evaluation, mean RMSE: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+    means = [f"{k} {report['methods'][k][source]['mean_rmse']:.4f}" for k in METHODS]
+    fig.suptitle(f"held-out evaluation on {report['scenes'][source]} {source}-made scenes, mean RMSE:\n"
+                 + ", ".join(means[:4]) + "\n" + ", ".join(means[4:]), fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
