@@ -159,26 +159,28 @@ class SixSCorrector:
     aerosol: str = "continental"
     aot: float | None = None
     wv: float | None = None
-    ozone: float | None = None  # cm-atm; None: the climatological baselines.DEFAULT_OZONE
+    ozone: float | None = None  # cm-atm as given (--ozone); None: the product's own, else a climatology
     name: str = "6s-ddv"
     overlap: int = 0
     gives_aot_map: bool = False
     _nodes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _angles: AngleGrid | None = field(default=None, repr=False)
+    _ozone: float = 0.0  # the ozone used for the product being corrected (set by prepare)
 
     def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]:
         from eotwin.atmocorr import baselines
         from eotwin.atmocorr.lut import load_lut
 
         lut = load_lut(self.lut_path)
-        self.ozone, ozone_source = resolve_ozone(self.ozone, product, fallback=baselines.DEFAULT_OZONE)
+        self._ozone, ozone_source = resolve_ozone(self.ozone, product, fallback=baselines.DEFAULT_OZONE,
+                                                 table_range=tuple(lut.axes["o3"][[0, -1]]))
         means = sample.angles
         geometry = {
             "sza": means["sun_zenith"],
             "vza": min(means["view_zenith"], float(lut.axes["vza"][-1])),
             "raa": float(_raa(means["sun_azimuth"], means["view_azimuth"])),
         }
-        info: dict[str, object] = {"aerosol": self.aerosol, "ozone": self.ozone, "ozone_source": ozone_source}
+        info: dict[str, object] = {"aerosol": self.aerosol, "ozone": self._ozone, "ozone_source": ozone_source}
         aot, wv = self.aot, self.wv
         if aot is None:
             result = baselines.ddv_correction(
@@ -188,7 +190,7 @@ class SixSCorrector:
                 sensor=product.spacecraft,
                 aerosol=self.aerosol,
                 wv=wv,
-                o3=self.ozone,
+                o3=self._ozone,
                 valid=sample.valid,
                 **geometry,
             )
@@ -210,7 +212,7 @@ class SixSCorrector:
                     sensor=product.spacecraft,
                     aerosol=self.aerosol,
                     aot=aot,
-                    o3=self.ozone,
+                    o3=self._ozone,
                     valid=sample.valid,
                     **geometry,
                 )
@@ -224,7 +226,7 @@ class SixSCorrector:
             vza = np.minimum(angles.view_zenith[band], vza_max)  # S2's widest view is at the table's edge
             raa = _raa(angles.sun_azimuth, angles.view_azimuth[band])
             terms = lut.terms_for(
-                product.spacecraft, (band,), self.aerosol, aot, sza, vza, raa, wv, self.ozone
+                product.spacecraft, (band,), self.aerosol, aot, sza, vza, raa, wv, self._ozone
             )
             gain = (terms.tg * terms.t_down * terms.t_up)[0].astype(np.float64)
             self._nodes[band] = (terms.path[0].astype(np.float64), gain, terms.s_alb[0].astype(np.float64))
@@ -271,14 +273,26 @@ class DosCorrector:
         return BlockResult(boa)
 
 
-def resolve_ozone(given: float | None, product: L1CProduct, fallback: float | None) -> tuple[float | None, str]:
+def resolve_ozone(
+    given: float | None, product: L1CProduct, fallback: float | None, table_range: tuple[float, float]
+) -> tuple[float | None, str]:
     """The ozone column to use and where it comes from: the user's (``--ozone``), else the product's own
     (ECMWF's in a SAFE, the ``OZONE`` tag of a stack), else ``fallback`` (a climatology; ``None`` lets the
-    AI estimate it)."""
+    AI estimate it).
+
+    The 6S table spans ``table_range`` (cm-atm): a given value outside it is an error; the product's own
+    (ozone-hole or tropical columns can fall outside) is clamped to it, and the source says so.
+    """
+    lo, hi = table_range
     if given is not None:
+        if not lo - 1e-6 <= given <= hi + 1e-6:
+            raise EotwinError(f"--ozone {given:g} cm-atm is outside the 6S table's range [{lo:.2f}, {hi:.2f}]")
         return given, "given"
     if product.ozone is not None:
-        return product.ozone, str(product.ozone_source)
+        if lo - 1e-6 <= product.ozone <= hi + 1e-6:
+            return product.ozone, str(product.ozone_source)
+        clamped = float(min(max(product.ozone, lo), hi))
+        return clamped, f"{product.ozone_source} ({product.ozone:.3f} clamped to the 6S table's [{lo:.2f}, {hi:.2f}])"
     return fallback, "climatology" if fallback is not None else "network estimate"
 
 

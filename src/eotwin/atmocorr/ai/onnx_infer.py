@@ -227,13 +227,14 @@ class AiCorrector:
 
     model_path: Path | None = None
     lut_path: Path | None = None
-    ozone: float | None = None  # cm-atm when known; else the network's estimate
+    ozone: float | None = None  # cm-atm as given (--ozone); None: the product's own, else the network's estimate
     name: str = "ai"
     overlap: int = 0
     gives_aot_map: bool = True
     _model: OnnxModel | None = field(default=None, repr=False)
     _angles: AngleGrid | None = field(default=None, repr=False)
     _sensor: str = "S2A"
+    _ozone: float | None = None  # the ozone used for the product being corrected (set by prepare)
 
     def __post_init__(self) -> None:
         self._model = OnnxModel(self.model_path, lut_path=self.lut_path)
@@ -244,10 +245,11 @@ class AiCorrector:
 
         self._angles = product.angles
         self._sensor = product.spacecraft
-        self.ozone, source = resolve_ozone(self.ozone, product, fallback=None)
+        self._ozone, source = resolve_ozone(self.ozone, product, fallback=None,
+                                           table_range=tuple(self._model.lut.axes["o3"][[0, -1]]))
         meta = self._model.metadata if self._model else {}
         return {"model": str(self._model.path.name if self._model else ""), "model_version": meta.get("version", ""),
-                "ozone": self.ozone if self.ozone is not None else "network estimate", "ozone_source": source}
+                "ozone": self._ozone if self._ozone is not None else "network estimate", "ozone_source": source}
 
     def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
         from eotwin.atmocorr.pipeline import BlockResult
@@ -270,5 +272,5 @@ class AiCorrector:
         if last > first:
             boa[:, first:last], aot[first:last] = self._model.predict(
                 toa[:, skip:], angles, valid[skip:], sensor=self._sensor, cell_angles=True,
-                rows=(first - skip, last - skip), ozone=self.ozone)
+                rows=(first - skip, last - skip), ozone=self._ozone)
         return BlockResult(boa, aot)
