@@ -353,6 +353,17 @@ def test_training_options_are_checked(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_cli_train_rejects_bad_options_in_one_line(tmp_path, capsys):
+    from eotwin.cli.main import run
+
+    for args, expected in ((["--workers", "-1"], "workers"), (["--mosaic", "2by2"], "--mosaic"),
+                           (["--windows", "5;17"], "--windows")):
+        code = run(["-q", "atmocorr", "train", "-o", str(tmp_path / "m.onnx"), "--lut", str(LUT), *args])
+        err = capsys.readouterr().err.strip()
+        assert code != 0 and expected in err and "\n" not in err and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "m.onnx").exists()
+
+
 # ----------------------------------------------------------------------------- pipeline
 def test_pipeline_ai_blocks_equal_one_pass_and_write_an_aot_map(random_onnx, sample_scene, tmp_path):
     """Row blocks that do not start on whole cells still give exactly the one-block result."""
