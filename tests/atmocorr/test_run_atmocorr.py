@@ -326,18 +326,19 @@ def test_ozone_comes_from_the_user_then_the_product_then_the_fallback():
     climatology (6s-ddv) or nothing, which lets the AI use its network's estimate."""
     from types import SimpleNamespace
 
+    from eotwin.atmocorr.lut import load_lut
     from eotwin.atmocorr.pipeline import resolve_ozone
 
     carries = SimpleNamespace(ozone=0.29, ozone_source="ECMWF AUX_ECMWFT")
     bare = SimpleNamespace(ozone=None, ozone_source=None)
-    table = (0.25, 0.45)
-    assert resolve_ozone(0.4, carries, fallback=0.33, table_range=table) == (0.4, "given")
-    assert resolve_ozone(None, carries, fallback=0.33, table_range=table) == (0.29, "ECMWF AUX_ECMWFT")
-    assert resolve_ozone(None, bare, fallback=0.33, table_range=table) == (0.33, "climatology")
-    assert resolve_ozone(None, bare, fallback=None, table_range=table) == (None, "network estimate")
+    table = load_lut(LUT)  # ozone axis 0.25-0.45 cm-atm
+    assert resolve_ozone(0.4, carries, fallback=0.33, lut=table) == (0.4, "given")
+    assert resolve_ozone(None, carries, fallback=0.33, lut=table) == (0.29, "ECMWF AUX_ECMWFT")
+    assert resolve_ozone(None, bare, fallback=0.33, lut=table) == (0.33, "climatology")
+    assert resolve_ozone(None, bare, fallback=None, lut=table) == (None, "network estimate")
     # an ozone-hole column from the product is clamped to the table, and says so; a given one is an error
     hole = SimpleNamespace(ozone=0.15, ozone_source="ECMWF AUX_ECMWFT")
-    value, source = resolve_ozone(None, hole, fallback=0.33, table_range=table)
+    value, source = resolve_ozone(None, hole, fallback=0.33, lut=table)
     assert value == 0.25 and "0.150 clamped" in source
     with pytest.raises(EotwinError, match="outside the 6S table"):
-        resolve_ozone(0.6, carries, fallback=0.33, table_range=table)
+        resolve_ozone(0.6, carries, fallback=0.33, lut=table)

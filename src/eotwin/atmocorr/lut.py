@@ -268,6 +268,11 @@ class SixSLut:
             self.__dict__["_log_terms"] = cached
         return cached
 
+    def contains(self, axis: str, value: float) -> bool:
+        """Whether ``value`` lies on the table's ``axis`` (its edges included, up to float noise)."""
+        nodes = self.axes[axis]
+        return bool(nodes[0] - _EDGE_TOLERANCE <= value <= nodes[-1] + _EDGE_TOLERANCE)
+
     def _locate(
         self, axis: str, values: np.ndarray, clamp: bool, transform=None
     ) -> tuple[np.ndarray, np.ndarray]:

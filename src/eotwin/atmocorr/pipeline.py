@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -64,6 +64,9 @@ from eotwin.geo.grid import Grid, Window
 from eotwin.io.files import ensure_writable_dir, write_json_atomic
 from eotwin.io.raster import gdal_cache_env
 from eotwin.progress import ProgressReporter, ensure_progress
+
+if TYPE_CHECKING:
+    from eotwin.atmocorr.lut import SixSLut
 
 SAMPLE_MAX_SIDE = 1500  # the scene's atmosphere is estimated on an overview at most this many pixels wide
 GDAL_CACHE_MB = 128
@@ -172,8 +175,7 @@ class SixSCorrector:
         from eotwin.atmocorr.lut import load_lut
 
         lut = load_lut(self.lut_path)
-        self._ozone, ozone_source = resolve_ozone(self.ozone, product, fallback=baselines.DEFAULT_OZONE,
-                                                 table_range=tuple(lut.axes["o3"][[0, -1]]))
+        self._ozone, ozone_source = resolve_ozone(self.ozone, product, fallback=baselines.DEFAULT_OZONE, lut=lut)
         means = sample.angles
         geometry = {
             "sza": means["sun_zenith"],
@@ -274,24 +276,24 @@ class DosCorrector:
 
 
 def resolve_ozone(
-    given: float | None, product: L1CProduct, fallback: float | None, table_range: tuple[float, float]
+    given: float | None, product: L1CProduct, fallback: float | None, lut: SixSLut
 ) -> tuple[float | None, str]:
     """The ozone column to use and where it comes from: the user's (``--ozone``), else the product's own
     (ECMWF's in a SAFE, the ``OZONE`` tag of a stack), else ``fallback`` (a climatology; ``None`` lets the
     AI estimate it).
 
-    The 6S table spans ``table_range`` (cm-atm): a given value outside it is an error; the product's own
-    (ozone-hole or tropical columns can fall outside) is clamped to it, and the source says so.
+    A given value outside the 6S table's ozone axis is an error; the product's own (ozone-hole or
+    tropical columns can fall outside) is clamped to it, and the source says so.
     """
-    lo, hi = table_range
+    lo, hi = (float(v) for v in lut.axes["o3"][[0, -1]])
     if given is not None:
-        if not lo - 1e-6 <= given <= hi + 1e-6:
+        if not lut.contains("o3", given):
             raise EotwinError(f"--ozone {given:g} cm-atm is outside the 6S table's range [{lo:.2f}, {hi:.2f}]")
         return given, "given"
     if product.ozone is not None:
-        if lo - 1e-6 <= product.ozone <= hi + 1e-6:
+        if lut.contains("o3", product.ozone):
             return product.ozone, str(product.ozone_source)
-        clamped = float(min(max(product.ozone, lo), hi))
+        clamped = min(max(product.ozone, lo), hi)
         return clamped, f"{product.ozone_source} ({product.ozone:.3f} clamped to the 6S table's [{lo:.2f}, {hi:.2f}])"
     return fallback, "climatology" if fallback is not None else "network estimate"
 

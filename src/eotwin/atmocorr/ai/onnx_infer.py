@@ -122,10 +122,9 @@ class OnnxModel:
         L1C's auxiliary data, which sen2cor uses too), replaces the network's own estimate: ozone barely
         shows in a scene, so the network can only guess it from its training range.
         """
-        if ozone is not None:
-            lo, hi = (float(v) for v in self.lut.axes["o3"][[0, -1]])
-            if not lo - 1e-6 <= ozone <= hi + 1e-6:
-                raise EotwinError(f"ozone {ozone} cm-atm is outside the 6S table's range [{lo:.2f}, {hi:.2f}]")
+        if ozone is not None and not self.lut.contains("o3", ozone):  # the terms lookup would clamp it silently
+            lo, hi = self.lut.axes["o3"][[0, -1]]
+            raise EotwinError(f"ozone {ozone} cm-atm is outside the 6S table's range [{lo:.2f}, {hi:.2f}]")
         if valid is None:
             valid = np.ones(toa.shape[1:], dtype=bool)
         cells, per_cell, atm_angles = cellmath.network_inputs(
@@ -245,8 +244,7 @@ class AiCorrector:
 
         self._angles = product.angles
         self._sensor = product.spacecraft
-        self._ozone, source = resolve_ozone(self.ozone, product, fallback=None,
-                                           table_range=tuple(self._model.lut.axes["o3"][[0, -1]]))
+        self._ozone, source = resolve_ozone(self.ozone, product, fallback=None, lut=self._model.lut)
         meta = self._model.metadata if self._model else {}
         return {"model": str(self._model.path.name if self._model else ""), "model_version": meta.get("version", ""),
                 "ozone": self._ozone if self._ozone is not None else "network estimate", "ozone_source": source}
