@@ -221,9 +221,9 @@ def test_a_killed_tiled_run_resumes(world, servers, endpoints, credentials, tmp_
     servers["edh"].faults.pending.clear()
     done_before = {p.name for p in tiles.glob("*.laz") if Path(str(p) + ".json").exists()}
     assert len(done_before) >= 1 and not out.with_suffix(".vpc").exists()
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([*argv, "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    skipped = int(result.stdout.split("(")[-1].split(" already done")[0])
+    skipped = json.loads(result.stdout)["skipped"]
     assert skipped >= len(done_before)  # the tiles finished before the kill were not built again
     from eotwin.live.pipeline import target_grid
     from eotwin.live.tiling import plan_tiles
@@ -237,3 +237,23 @@ def test_a_killed_tiled_run_resumes(world, servers, endpoints, credentials, tmp_
     assert len(merged) == len(single)
     for secret in (ACCESS_KEY, SECRET_KEY, EDH_TOKEN):
         assert secret not in result.stdout + result.stderr
+
+
+def test_quiet_failed_search_prints_one_line(world, servers, endpoints, tmp_path):
+    """``-q``: the retry warnings of urllib3/pystac-client stay silent; the final failure is one ``error:`` line."""
+    import subprocess
+    import sys
+
+    servers["stac"].faults.add("status", 503, times=200)
+    env = dict(os.environ, CDSE_S3_ACCESS_KEY=ACCESS_KEY, CDSE_S3_SECRET_KEY=SECRET_KEY, EDH_TOKEN=EDH_TOKEN,
+               EOTWIN_S3_HTTPS="NO", EOTWIN_CACHE_DIR=str(tmp_path / "cache"))
+    out = tmp_path / "q.laz"
+    argv = [sys.executable, "-m", "eotwin", "-q", "pointcloud", "build", "--bbox", ",".join(map(str, scene_bbox(world))),
+            "--date", "2024-07-01/2024-07-31", "--stac-url", endpoints.stac_url, "--s3-endpoint", endpoints.s3_endpoint,
+            "--dem-url", endpoints.dem_url, "--no-cache", "-o", str(out)]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    servers["stac"].faults.pending.clear()
+    assert servers["stac"].faults.injected >= 2  # it did retry
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert not out.exists()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from eotwin.cli import _common
 
@@ -35,17 +36,16 @@ def validate_command(
     else:
         for finding in report.findings:
             style = "bold red" if finding.severity == "error" else "yellow"
-            _common.out.print(f"[{style}]{finding.severity}[/]: {_where(finding)}: {finding.message}",
-                              highlight=False, soft_wrap=True)
+            _common.out.print(f"[{style}]{finding.severity}[/]: {_where(finding)}: {escape(finding.message)}",
+                              highlight=False, markup=True)
         verdict = "[green]valid[/]" if report.ok else "[bold red]invalid[/]"
-        _common.out.print(f"{component}: {verdict} ({len(report.errors)} errors, {len(report.warnings)} warnings)",
-                          highlight=False, soft_wrap=True)
+        _common.out.print(f"{escape(str(component))}: {verdict} ({len(report.errors)} errors, "
+                          f"{len(report.warnings)} warnings)", highlight=False, markup=True)
     if not report.ok:
         raise typer.Exit(code=1)
 
 
 def _where(finding) -> str:
-    from rich.markup import escape
 
     return escape(f"{finding.file}:{finding.key}" if finding.key else finding.file)
 
@@ -81,7 +81,6 @@ def run_command(
 
 
 def _print_nodes(nodes: list[dict], indent: str) -> None:
-    from rich.markup import escape
 
     colours = {"succeeded": "green", "failed": "bold red", "skipped": "yellow"}
     for node in nodes:
@@ -92,7 +91,7 @@ def _print_nodes(nodes: list[dict], indent: str) -> None:
         extra += f", peak {peak / 2**20:.0f} MiB" if peak else ""
         status = node["status"]
         _common.out.print(f"{indent}[{colours.get(status, 'white')}]{status:9s}[/] {escape(node['id'])} "
-                          f"({escape(node['ref'])}){extra}", highlight=False, soft_wrap=True)
+                          f"({escape(node['ref'])}){extra}", highlight=False, markup=True)
         _print_nodes(node.get("nodes", []), indent + "  ")
 
 

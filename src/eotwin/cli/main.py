@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from eotwin import __version__
 from eotwin.cli import _common
@@ -62,7 +63,7 @@ def run(argv: list[str] | None = None) -> int:
     except EotwinError as exc:
         if debug:
             raise
-        _common.err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        _common.err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
@@ -76,7 +77,8 @@ def run(argv: list[str] | None = None) -> int:
         if debug:
             raise
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        _common.err.print(f"[bold red]error:[/]{where}: {exc.strerror or exc}", highlight=False, soft_wrap=True)
+        _common.err.print(f"[bold red]error:[/]{escape(where)}: {escape(str(exc.strerror or exc))}", highlight=False,
+                          soft_wrap=True)
         return 2
     except Exception as exc:  # the CLI is the one boundary: report, never a raw traceback
         if debug:
@@ -84,7 +86,8 @@ def run(argv: list[str] | None = None) -> int:
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):  # click/typer usage errors
             exc.show()
             return exc.exit_code
-        _common.err.print(f"[bold red]error:[/] internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+        _common.err.print(f"[bold red]error:[/] internal error: {type(exc).__name__}: {escape(str(exc))} "
+                          "(run with --debug for the traceback)",
                           highlight=False, soft_wrap=True)
         return 1
     return result if isinstance(result, int) else 0

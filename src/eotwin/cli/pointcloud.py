@@ -74,6 +74,7 @@ def build(
     viewer: bool = typer.Option(True, "--viewer/--no-viewer", help="Write the offline HTML viewer next to the output."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Write a PNG oblique preview next to the output."),
     block_rows: int = typer.Option(256, "--block-rows", min=1, help="Rows per streamed block (memory vs. speed)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts)."),
 ) -> None:
     """Build a georeferenced coloured point cloud: one point per valid pixel centre of the output grid."""
     from eotwin.errors import EotwinError
@@ -86,7 +87,7 @@ def build(
         if dem or image:
             raise EotwinError("give either --bbox/--date (live mode) or --dem/--image (local files), not both")
         _build_live(bbox, date, output, max_cloud, collection, crs, tile_size, scheduler, workers, no_cache, stac_url,
-                    s3_endpoint, dem_url, s3_access_key, s3_secret_key, edh_token, common)
+                    s3_endpoint, dem_url, s3_access_key, s3_secret_key, edh_token, common, as_json)
         return
     if not dem or not image:
         raise EotwinError("--dem and --image are required (or use --bbox and --date for live data)")
@@ -95,10 +96,18 @@ def build(
         reflectance_scale=scale, reflectance_offset=offset, **common,
     )
     result = build_point_cloud(options, progress=_common.progress())
-    _report(result)
+    _report(result, as_json)
 
 
-def _report(result) -> None:
+def _report(result, as_json: bool = False) -> None:
+    if as_json:
+        _common.out.print_json(json.dumps({
+            "output": str(result.output), "count": int(result.count), "seconds": round(result.seconds, 3),
+            "metadata": str(result.metadata) if result.metadata else None,
+            "viewer": str(result.viewer) if result.viewer else None,
+            "preview": str(result.preview) if result.preview else None,
+        }))
+        return
     rate = result.count / result.seconds if result.seconds else float("nan")
     _common.out.print(f"{result.count:,} points -> {result.output} ({result.seconds:.1f} s, {rate:,.0f} points/s)")
     for label, path in (("metadata", result.metadata), ("viewer", result.viewer), ("preview", result.preview)):
@@ -107,7 +116,7 @@ def _report(result) -> None:
 
 
 def _build_live(bbox, date, output, max_cloud, collection, crs, tile_size, scheduler, workers, no_cache, stac_url,
-                s3_endpoint, dem_url, s3_access_key, s3_secret_key, edh_token, common) -> None:
+                s3_endpoint, dem_url, s3_access_key, s3_secret_key, edh_token, common, as_json=False) -> None:
     from eotwin.errors import EotwinError
     from eotwin.live.cache import Cache, default_cache_dir
     from eotwin.live.credentials import resolve_credentials
@@ -127,12 +136,17 @@ def _build_live(bbox, date, output, max_cloud, collection, crs, tile_size, sched
 
         result = build_tiled(request, output, tile_size, endpoints=endpoints, credentials=credentials, cache=cache,
                              scheduler=scheduler, workers=workers, progress=_common.progress(), log=_common.say, **common)
-        _common.out.print(f"{result.count:,} points in {len(result.tiles)} tiles -> {result.vpc} "
-                          f"({result.skipped} already done)")
+        if as_json:
+            _common.out.print_json(json.dumps({"output": str(result.vpc), "count": int(result.count),
+                                               "tiles": [str(t) for t in result.tiles], "skipped": int(result.skipped),
+                                               "planned": int(result.planned)}))
+        else:
+            _common.out.print(f"{result.count:,} points in {len(result.tiles)} tiles -> {result.vpc} "
+                              f"({result.skipped} already done)")
         return
     result = build_from_bbox(request, output, endpoints=endpoints, credentials=credentials, cache=cache,
                              progress=_common.progress(), log=_common.say, **common)
-    _report(result)
+    _report(result, as_json)
 
 
 @app.command("info")
