@@ -284,7 +284,20 @@ def load_torch_model(path: str | Path = DEFAULT_WEIGHTS_PATH):
     path = Path(path)
     if not path.is_file():
         raise EotwinError(f"weights not found: {path}")
-    data = torch.load(path, map_location="cpu", weights_only=False)
+    import pickle
+    import warnings
+
+    try:  # weights only: a .pt is a pickle, and a pickle from elsewhere must never run code here
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol before refusing
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise EotwinError(f"{path}: not a weights-only eotwin atmosphere model (it holds objects other than "
+                          "tensors and plain values; refused without running them)") from None
+    except Exception as exc:  # truncated or not a torch file at all
+        raise EotwinError(f"{path}: not a readable eotwin atmosphere model ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or "state_dict" not in data or "config" not in data:
+        raise EotwinError(f"{path}: not an eotwin atmosphere model (no state_dict/config)")
     model = AtmoNet(ModelConfig.from_dict(data["config"]))
     model.load_state_dict(data["state_dict"])
     return model.eval(), data.get("record", {})
