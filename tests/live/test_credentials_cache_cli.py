@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from eotwin.cli.main import run
 from eotwin.live.cache import Cache
@@ -45,6 +46,26 @@ def test_cache_command_reports_and_clears(tmp_path, monkeypatch, capsys):
     assert run(["cache", "info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["entries"] == 2 and info["by_kind"] == {"s2": 1, "dem": 1} and info["bytes"] == 20
-    assert run(["cache", "clear"]) == 0
-    assert "removed 2 entries" in capsys.readouterr().out
-    assert not root.exists()
+    assert run(["cache", "clear", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == 2
+    assert root.is_dir() and not any(root.iterdir())  # the cache's own folders are gone, the root stays
+
+
+def test_cache_clear_deletes_only_its_own_entries(tmp_path, monkeypatch, capsys):
+    """``EOTWIN_CACHE_DIR=$HOME`` must not delete the home folder, nor the DeltaTwin environments beside the cache."""
+    home = tmp_path / "home"
+    keep = [home / "notes.txt", home / "s2" / "thesis.tex", home / "dem" / "ab" / "photo.jpg",
+            home / "deltatwin-envs" / "k" / "bin" / "python", home / "stac" / "zz" / ("ef" * 16 + ".json")]
+    for path in keep:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    monkeypatch.setenv("EOTWIN_CACHE_DIR", str(home))
+    source = tmp_path / "x.tif"
+    source.write_bytes(b"0123456789")
+    entry = Cache(home).put("dem", "ab" * 16, source)
+    leftover = entry.parent / f".{'ab' * 16}.x1y2.part.tif"
+    leftover.write_bytes(b"half")
+    assert run(["cache", "clear", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == 1
+    assert not entry.exists() and not Path(str(entry) + ".sha256").exists() and not leftover.exists()
+    assert all(path.read_text() == "mine" for path in keep)

@@ -27,9 +27,13 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
 
 
 @app.command("clear")
-def clear() -> None:
-    """Delete every cached entry."""
+def clear(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Delete every cached entry (only files the cache wrote; nothing else under its folder)."""
     from eotwin.live.cache import Cache, default_cache_dir
 
-    removed = Cache(default_cache_dir()).clear()
+    cache = Cache(default_cache_dir())
+    removed = cache.clear()
+    if as_json:
+        _common.out.print_json(json.dumps({"root": str(cache.root), "removed": removed}))
+        return
     _common.out.print(f"removed {removed} entries")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,12 @@ from eotwin.io.files import atomic_path, ensure_writable_dir
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("EOTWIN_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "eotwin")
+
+
+KINDS = ("dem", "s2", "stac")  # the only folders the cache writes under its root
+# what the cache itself writes: <kind>/<2 hex>/<32 hex key><suffix>[.sha256], and atomic_path's leftovers
+_ENTRY = re.compile(r"^[0-9a-f]{32}(\.[A-Za-z0-9]+)(\.sha256)?$")
+_LEFTOVER = re.compile(r"^\.[0-9a-f]{32}\..*\.part.*$")
 
 
 def _sha256(path: Path) -> str:
@@ -64,15 +71,38 @@ class Cache:
             tmp.write_text(_sha256(path) + "\n")
         return path
 
+    def _own_files(self) -> list[Path]:
+        """Files the cache wrote itself; anything else under its root (a home folder, DeltaTwin envs) is not its own."""
+        found: list[Path] = []
+        for kind in KINDS:
+            base = self.root / kind
+            if not base.is_dir() or base.is_symlink():
+                continue
+            for shard in base.iterdir():
+                if shard.is_symlink() or not shard.is_dir() or not re.fullmatch(r"[0-9a-f]{2}", shard.name):
+                    continue
+                found.extend(p for p in shard.iterdir() if p.is_file() and not p.is_symlink()
+                             and (_ENTRY.match(p.name) or _LEFTOVER.match(p.name)))
+        return found
+
     def info(self) -> dict:
-        files = [p for p in self.root.rglob("*") if p.is_file() and not p.name.endswith(".sha256")] if self.root.exists() else []
+        files = [p for p in self._own_files() if _ENTRY.match(p.name) and not p.name.endswith(".sha256")]
         kinds: dict[str, int] = {}
         for p in files:
             kinds[p.relative_to(self.root).parts[0]] = kinds.get(p.relative_to(self.root).parts[0], 0) + 1
         return {"root": str(self.root), "entries": len(files), "bytes": sum(p.stat().st_size for p in files), "by_kind": kinds}
 
     def clear(self) -> int:
+        """Delete the cache's own entries, and the shard folders they leave empty; nothing else, whatever the root."""
         count = self.info()["entries"]
-        if self.root.exists():
-            shutil.rmtree(self.root)
+        for path in self._own_files():
+            path.unlink(missing_ok=True)
+        for kind in KINDS:
+            base = self.root / kind
+            if base.is_dir() and not base.is_symlink():
+                for shard in base.iterdir():
+                    if shard.is_dir() and not shard.is_symlink() and not any(shard.iterdir()):
+                        shard.rmdir()
+                if not any(base.iterdir()):
+                    base.rmdir()
         return count
