@@ -88,6 +88,9 @@ STEP_PY = textwrap.dedent('''
     if mode == "cpus":
         import os
         mode = f"cpus={len(os.sched_getaffinity(0))} omp={os.environ['OMP_NUM_THREADS']}"
+    if mode == "env":
+        import os
+        mode = " ".join(sorted(os.environ))
     if mode == "two":
         pathlib.Path("extra.txt").write_text("x")
         pathlib.Path("extra2.txt").write_text("y")
@@ -316,3 +319,19 @@ def test_secret_with_json_special_characters_is_masked_in_the_record(tmp_path, e
     assert not result.ok and secret not in text and json.dumps(secret)[1:-1] not in text
     assert "last log line: ***" in result.record["nodes"][3]["error"]
     assert secret not in (tmp_path / "run" / "nodes" / "echo" / "log.txt").read_text()
+
+
+def test_models_get_only_declared_environment(tmp_path, monkeypatch):
+    """CDSE keys, tokens and other secrets of the runner's environment never reach a model."""
+    for name in ("CDSE_S3_ACCESS_KEY", "CDSE_S3_SECRET_KEY", "EDH_TOKEN", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN",
+                 "EOTWIN_API_KEY", "SOME_UNRELATED_VAR"):
+        monkeypatch.setenv(name, SECRET)
+    monkeypatch.setenv("EOTWIN_STAC_URL", "http://127.0.0.1:9/stac")  # a service setting, not a secret: kept
+    root = chain(tmp_path, {"a": "ok", "b": "ok", "c": "env"})
+    result = run_component(RunOptions(component=root, inputs_file=_chain_inputs(tmp_path), run_dir=tmp_path / "run"))
+    assert result.ok, result.record.get("error")
+    names = set(Path(result.outputs["side"]["path"]).read_text().split())
+    assert {"PATH", "HOME", "OMP_NUM_THREADS", "EOTWIN_STAC_URL"} <= names
+    assert not names & {"CDSE_S3_ACCESS_KEY", "CDSE_S3_SECRET_KEY", "EDH_TOKEN", "AWS_SECRET_ACCESS_KEY",
+                        "GITHUB_TOKEN", "EOTWIN_API_KEY", "SOME_UNRELATED_VAR"}
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]

@@ -31,6 +31,7 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -540,6 +541,26 @@ def _run_model(component: Component, model: ModelSpec, model_id: str, node_id: s
     return produced
 
 
+# what a model inherits from the runner's environment: the system basics and eotwin's non-secret service settings;
+# everything else (CDSE keys, tokens, cloud credentials) reaches a model only as an input it declares
+_INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "PYTHONPATH",
+              "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "SSL_CERT_FILE",
+              "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_INHERITED_PREFIXES = ("LC_", "EOTWIN_")
+_SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+
+
+def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of the runner's environment a model sees (never a variable whose name suggests a secret)."""
+    kept = {}
+    for name, value in environ.items():
+        if any(word in name.upper() for word in _SECRET_WORDS):
+            continue
+        if name in _INHERITED or name.startswith(_INHERITED_PREFIXES):
+            kept[name] = value
+    return kept
+
+
 def _child_env(penv: PythonEnv, environment: dict[str, str], cpus: int, folder: Path) -> dict[str, str]:
     shim = folder / ".bin"
     shim.mkdir(exist_ok=True)
@@ -547,7 +568,7 @@ def _child_env(penv: PythonEnv, environment: dict[str, str], cpus: int, folder: 
         script = shim / exe
         script.write_text(f'#!/bin/sh\nexec "{penv.python}" "$@"\n')
         script.chmod(0o755)
-    env = dict(os.environ)
+    env = inherited_env(os.environ)
     if penv.kind == "venv":
         env.pop("PYTHONPATH", None)
     env["PATH"] = f"{shim}{os.pathsep}{penv.python.parent}{os.pathsep}{env.get('PATH', '')}"
