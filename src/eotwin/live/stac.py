@@ -64,8 +64,11 @@ def _stac_io(endpoints: Endpoints):
 
 
 def search(endpoints: Endpoints, collection: str, bbox: BBox, datetime: str, max_cloud: float | None,
-           limit: int = 100) -> list[dict]:
-    """All items matching the query (following ``next`` pages), as plain STAC item dicts."""
+           limit: int = 100, allow_empty: bool = False) -> list[dict]:
+    """All items matching the query (following ``next`` pages), as plain STAC item dicts.
+
+    No match is a user error unless ``allow_empty`` (a caller that explains the absence itself).
+    """
     from pystac_client import Client
     from pystac_client.exceptions import APIError
     from requests.exceptions import RequestException
@@ -82,7 +85,7 @@ def search(endpoints: Endpoints, collection: str, bbox: BBox, datetime: str, max
                           f"{str(exc).splitlines()[0][:200]}") from None
     except RequestException as exc:
         raise EotwinError(f"STAC search at {endpoints.stac_url} failed: {type(exc).__name__}") from None
-    if not items:
+    if not items and not allow_empty:
         cloud = f", cloud cover <= {max_cloud} %" if max_cloud is not None else ""
         raise EotwinError(f"no {collection} items for bbox {list(bbox)} and {datetime}{cloud}")
     return items

@@ -12,5 +12,6 @@ app = typer.Typer(help="Sentinel-2 L1C -> L2A-like surface reflectance: run, eva
 
 # command modules (each adds its commands to ``app`` on import):
 from eotwin.cli.atmocorr import evaluate as _evaluate  # noqa: E402,F401  (evaluate)
+from eotwin.cli.atmocorr import pairs as _pairs  # noqa: E402,F401  (pairs)
 from eotwin.cli.atmocorr import run as _run  # noqa: E402,F401  (run, sample-l1c)
 from eotwin.cli.atmocorr import train as _train  # noqa: E402,F401  (train)
