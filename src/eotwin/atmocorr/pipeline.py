@@ -105,6 +105,10 @@ class RunOptions(BaseModel):
     ozone: float | None = Field(None, gt=0.0, le=1.0)
     lut: Path | None = None  # the 6S table (default: the committed one)
     model: Path | None = None  # ai: model file (default: the committed one)
+    # ai: the out-of-distribution score above which the scene falls back to 6s-ddv (default: the threshold
+    # calibrated with the model's statistics); ood_fallback=False keeps the AI result and only records it
+    ood_threshold: float | None = Field(None, gt=0.0)
+    ood_fallback: bool = True
     block_rows: int | None = Field(None, ge=1, le=10980)
     # a STAC item input: its id in the STAC API (instead of ``input``), endpoints and S3 keys (else the
     # environment or ~/.netrc, as for live data)
@@ -129,6 +133,9 @@ class SceneSample:
     toa: np.ndarray  # (12, 1, n) float32 TOA of L2A_BANDS at n valid pixels spread over the scene
     valid: np.ndarray  # (1, n) bool
     angles: dict[str, float]  # scene means: sun_zenith, sun_azimuth, view_zenith, view_azimuth
+    # the decimated view itself (12, h, w), every ``overview_step``-th pixel: the AI's OOD score needs cells
+    overview: np.ndarray | None = None
+    overview_step: int = 1
 
 
 @dataclass
@@ -337,6 +344,8 @@ def make_corrector(options: RunOptions) -> Corrector:
         raise EotwinError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
     if method != "6s-ddv" and (options.aot is not None or options.wv is not None):
         raise EotwinError("--aot and --wv only apply to --method 6s-ddv")
+    if method != "ai" and options.ood_threshold is not None:
+        raise EotwinError("--ood-threshold only applies to --method ai")
     return METHODS[method](options)
 
 
@@ -457,7 +466,7 @@ def read_scene_sample(
     if flat.size > SAMPLE_MAX_PIXELS:
         flat = flat[np.linspace(0, flat.size - 1, SAMPLE_MAX_PIXELS).astype(np.int64)]
     pixels = toa.reshape(toa.shape[0], -1)[:, flat]
-    return SceneSample(pixels[:, None, :], np.ones((1, flat.size), dtype=bool), product.angles.means())
+    return SceneSample(pixels[:, None, :], np.ones((1, flat.size), dtype=bool), product.angles.means(), toa, step)
 
 
 def _staging_dir(target: Path) -> Path:
@@ -517,6 +526,8 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
             with progress.task("estimating the atmosphere", total=1) as task:
                 sample = read_scene_sample(reader, product, block_rows=block_rows)
                 atmosphere = corrector.prepare(product, sample)
+                method = corrector.name  # the ai method may fall back to 6s-ddv (out of distribution)
+                del sample
                 task.advance()
             tags = {
                 "BOA_ADD_OFFSET": BOA_ADD_OFFSET,

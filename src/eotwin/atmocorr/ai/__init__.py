@@ -33,5 +33,8 @@ def model_available(path: Path | None = None) -> bool:
 def make_corrector(options: RunOptions) -> Corrector:
     """The pipeline's ``ai`` corrector (see :class:`eotwin.atmocorr.ai.onnx_infer.AiCorrector`)."""
     from eotwin.atmocorr.ai.onnx_infer import AiCorrector
+    from eotwin.atmocorr.pipeline import METHODS
 
-    return AiCorrector(model_path=options.model, lut_path=options.lut, ozone=options.ozone)
+    return AiCorrector(model_path=options.model, lut_path=options.lut, ozone=options.ozone,
+                       ood_threshold=options.ood_threshold, ood_fallback=options.ood_fallback,
+                       fallback=lambda: METHODS["6s-ddv"](options))

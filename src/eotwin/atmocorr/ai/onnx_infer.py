@@ -14,8 +14,11 @@ model file is self-describing.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,13 +34,14 @@ from eotwin.progress import ProgressReporter, ensure_progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from eotwin.atmocorr.ai.model import AtmoNet
-    from eotwin.atmocorr.pipeline import BlockResult, SceneSample
+    from eotwin.atmocorr.pipeline import BlockResult, Corrector, SceneSample
     from eotwin.atmocorr.products import AngleGrid, L1CProduct
     from eotwin.geo.grid import Grid
 
 OPSET = 17
 METADATA_KEY = "eotwin_atmocorr"
 MODEL_FORMAT = "atmonet-2"  # cells in, atmosphere out; the 6S table does the rest
+logger = logging.getLogger(__name__)
 
 
 def export_onnx(model: AtmoNet, path: str | Path, extra: dict | None = None) -> Path:
@@ -222,11 +226,19 @@ def block_angles(angles: AngleGrid, grid: Grid, window: Window, cell: int = 1) -
 
 @dataclass
 class AiCorrector:
-    """The ``ai`` method of ``eotwin atmocorr run``: the model per row block, with overlap for its context."""
+    """The ``ai`` method of ``eotwin atmocorr run``: the model per row block, with overlap for its context.
+
+    ``prepare`` first scores how foreign the scene is to the network (:mod:`eotwin.atmocorr.ai.ood`, on the
+    pipeline's decimated overview); above the threshold the scene is corrected by ``fallback`` (the
+    pipeline's 6s-ddv) instead, and the run info, the product's tags and one log line say so.
+    """
 
     model_path: Path | None = None
     lut_path: Path | None = None
     ozone: float | None = None  # cm-atm as given (--ozone); None: the product's own, else the network's estimate
+    ood_threshold: float | None = None  # None: the threshold calibrated with the model's OOD statistics
+    ood_fallback: bool = True  # False: the AI result is kept whatever the score (the score is still recorded)
+    fallback: Callable[[], Corrector] | None = None  # makes the corrector used beyond the threshold
     name: str = "ai"
     overlap: int = 0
     gives_aot_map: bool = True
@@ -234,6 +246,7 @@ class AiCorrector:
     _angles: AngleGrid | None = field(default=None, repr=False)
     _sensor: str = "S2A"
     _ozone: float | None = None  # the ozone used for the product being corrected (set by prepare)
+    _delegate: Corrector | None = field(default=None, repr=False)  # the fallback in use for this product
 
     def __post_init__(self) -> None:
         self._model = OnnxModel(self.model_path, lut_path=self.lut_path)
@@ -246,12 +259,70 @@ class AiCorrector:
         self._sensor = product.spacecraft
         self._ozone, source = resolve_ozone(self.ozone, product, fallback=None, lut=self._model.lut)
         meta = self._model.metadata if self._model else {}
-        return {"model": str(self._model.path.name if self._model else ""), "model_version": meta.get("version", ""),
-                "ozone": self._ozone if self._ozone is not None else "network estimate", "ozone_source": source}
+        info: dict[str, object] = {
+            "model": str(self._model.path.name if self._model else ""), "model_version": meta.get("version", ""),
+            "ozone": self._ozone if self._ozone is not None else "network estimate", "ozone_source": source}
+        ood_info, beyond = self._score(product, sample)
+        info.update(ood_info)
+        if not beyond:
+            info["fallback"] = "none"
+            return info
+        why = f"OOD score {ood_info['ood_score']} > threshold {ood_info['ood_threshold']}"
+        if not self.ood_fallback or self.fallback is None:
+            info["fallback"] = f"disabled: the AI result is kept although its {why}"
+            logger.warning("%s: the scene is out of the AI's distribution (%s); fallback disabled, the AI result "
+                           "is kept", product.product_id, why)
+            return info
+        delegate = self.fallback()
+        try:
+            fallback_info = delegate.prepare(product, sample)
+        except EotwinError as exc:  # e.g. 6s-ddv finds no signal for water vapour over open water
+            info["fallback"] = f"failed: {delegate.name} cannot correct the scene ({exc}); the AI result is kept"
+            logger.warning("%s: the scene is out of the AI's distribution (%s) but %s failed (%s): the AI result "
+                           "is kept", product.product_id, why, delegate.name, exc)
+            return info
+        self._delegate = delegate
+        self.name, self.overlap, self.gives_aot_map = delegate.name, delegate.overlap, delegate.gives_aot_map
+        logger.warning("%s: the scene is out of the AI's distribution (%s): corrected with %s instead",
+                       product.product_id, why, delegate.name)
+        return {**info, **fallback_info, **ood_info, "fallback": f"{delegate.name}: {why}"}
+
+    def _score(self, product: L1CProduct, sample: SceneSample) -> tuple[dict[str, object], bool]:
+        """The run info of the OOD score and whether the scene lies beyond the threshold."""
+        from eotwin.atmocorr.ai import ood
+        from eotwin.atmocorr.physics import relative_azimuth
+
+        path = ood.stats_path(self._model.path)
+        if not path.is_file():
+            reason = f"unavailable: no OOD statistics {path.name} beside the model"
+        elif sample.overview is None:
+            reason = "unavailable: the scene sample has no overview"
+        else:
+            stats = ood.load_statistics(path)
+            try:
+                ood.check_config(stats, self._model.metadata["config"], path.name)
+            except EotwinError as exc:
+                stats, reason = None, f"unavailable: {exc}"
+            if stats is not None:
+                a = sample.angles
+                angles = np.array([a["sun_zenith"], min(a["view_zenith"], float(self._model.lut.axes["vza"][-1])),
+                                   float(relative_azimuth(a["sun_azimuth"], a["view_azimuth"]))],
+                                  np.float32).reshape(3, 1, 1)
+                score, cells = ood.scene_score(sample.overview, angles, self._model.lut, product.spacecraft, stats)
+                threshold = self.ood_threshold if self.ood_threshold is not None else stats.threshold
+                info: dict[str, object] = {
+                    "ood_score": round(score, 4) if math.isfinite(score) else "inf (no usable cell)",
+                    "ood_threshold": threshold, "ood_cells": cells, "ood_pixel_step": sample.overview_step}
+                return info, score > threshold
+        logger.warning("%s: %s; the AI cannot tell whether it knows this scene", product.product_id, reason)
+        return {"ood_score": reason, "ood_threshold": self.ood_threshold if self.ood_threshold is not None
+                else "unavailable"}, False
 
     def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
         from eotwin.atmocorr.pipeline import BlockResult
 
+        if self._delegate is not None:
+            return self._delegate.correct(toa, grid, window, valid)
         if self._angles is None or self._model is None:
             raise EotwinError("the AI corrector was not prepared")
         # the model samples its head every `stride` pixels from the image origin: start on such a row

@@ -31,6 +31,12 @@ def run_command(
                                        "(climatology) for 6s-ddv, the network's own estimate for ai."),
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
     model: Path | None = typer.Option(None, "--model", help="ai: model file (default: the committed one)."),
+    ood_threshold: float | None = typer.Option(None, "--ood-threshold", help="ai: out-of-distribution score above "
+                                               "which the scene is corrected with 6s-ddv instead (default: the "
+                                               "threshold calibrated with the model)."),
+    ood_fallback: bool = typer.Option(True, "--ood-fallback/--no-ood-fallback", help="ai: fall back to 6s-ddv on "
+                                      "scenes beyond the threshold (--no-ood-fallback keeps the AI result and only "
+                                      "records the score)."),
     block_rows: int | None = typer.Option(None, "--block-rows", help="Rows per block (default: 256-row tiles within a 512 MB working budget)."),
     item_id: str | None = typer.Option(None, "--item-id", help="Instead of INPUT: the id of a sentinel-2-l1c item "
                                        "in the STAC API (--stac-url)."),
@@ -47,6 +53,7 @@ def run_command(
 
     options = make_options(input=input_path, output=output, resolution=resolution, method=method,
                            reference=reference, aerosol=aerosol, aot=aot, wv=wv, ozone=ozone, lut=lut, model=model,
+                           ood_threshold=ood_threshold, ood_fallback=ood_fallback,
                            block_rows=block_rows, item_id=item_id, stac_url=stac_url, s3_endpoint=s3_endpoint,
                            s3_access_key=s3_access_key, s3_secret_key=s3_secret_key)
     result = run_correction(options, progress=_common.progress())
