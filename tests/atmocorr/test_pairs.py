@@ -131,10 +131,17 @@ class World:
             self.l2a_files[key] = self.l2a_dir / f"T46UEU_20230216T044851_{key}.jp2"
             _write_jp2(self.l2a_files[key], data, res)
 
-    def publish(self, public: bool = False) -> tuple[dict, dict]:
-        """Upload both products under a new prefix (GDAL caches per path); the L1C and L2A items."""
+    def publish(self, aux_ecmwft: bytes | None = None) -> tuple[dict, dict]:
+        """Upload both products under a new prefix (GDAL caches per path); the L1C and L2A items.
+
+        ``aux_ecmwft``: the L1C's GRIB ``AUX_DATA/AUX_ECMWFT`` beside its MTD_TL.xml (no item asset names it)."""
         tag = uuid.uuid4().hex[:10]
         l1c, files = l1c_item_from_safe(self.l1c_template, self.safe, f"Sentinel-2/MSI/L1C/2023/02/16/{tag}")
+        if aux_ecmwft is not None:
+            aux = self.root / f"AUX_ECMWFT_{tag}"
+            aux.write_bytes(aux_ecmwft)
+            tl_key = l1c["assets"]["granule_metadata"]["href"].removeprefix(f"s3://{BUCKET}/")
+            files[tl_key.removesuffix("MTD_TL.xml") + "AUX_DATA/AUX_ECMWFT"] = aux
         l1c["properties"]["eopf:datatake_id"] = DATATAKE
         l2a = copy.deepcopy(self.l2a_template)
         l2a["id"], l2a["bbox"], l2a["geometry"] = L2A_ID, l1c["bbox"], l1c["geometry"]
@@ -160,7 +167,7 @@ class World:
         assets["product_metadata"] = l2a["assets"]["product_metadata"] | {"href": f"s3://{BUCKET}/{mtd_key}"}
         l2a["assets"] = assets
         for key, path in files.items():
-            self.client.upload_file(str(path), BUCKET, key, ExtraArgs={"ACL": "public-read"} if public else None)
+            self.client.upload_file(str(path), BUCKET, key)
         return l1c, l2a
 
     def cli(self, *args: str) -> int:
@@ -295,6 +302,22 @@ def test_pair_folder_holds_the_same_windows_of_the_l1c_and_its_l2a(world, tmp_pa
         assert words in notes, words
     valid = np.isfinite(l1c_read).all(axis=0) & np.isfinite(l2a_read).all(axis=0)
     assert listed[0]["valid_fraction"] == pytest.approx(valid.mean(), abs=1e-6) and 0.9 < valid.mean() < 1
+
+
+def test_ozone_comes_from_the_l1c_aux_ecmwft(world, tmp_path, capsys):
+    """The GRIB beside MTD_TL.xml (as in every L1C SAFE in CDSE's S3) gives the OZONE tag open_l1c reads."""
+    pytest.importorskip("eccodes")
+    from tests.atmocorr.test_ecmwf import grib_message
+
+    tco3 = [0.00630, 0.00636, 0.00640, 0.00644, 0.00648, 0.00654]  # kg m-2: mean 299.8 DU
+    l1c, l2a = world.publish(aux_ecmwft=grib_message(137, [12.0] * 6) + grib_message(206, tco3))
+    world.stac.items[:] = [l1c, l2a]
+    out = tmp_path / "pairs"
+    assert world.cli("--bbox", _bbox_arg(), "--date", "2023-02-16", "-o", str(out)) == 0, capsys.readouterr().err
+    product = open_l1c(out / PAIR_ID / "l1c.tif")
+    assert product.ozone == pytest.approx(0.29979, abs=1e-4) and product.ozone_source == "OZONE tag"
+    notes = json.loads((out / PAIR_ID / "pair.json").read_text())["notes"]
+    assert any("AUX_ECMWFT" in n and n.startswith("OZONE") for n in notes)
 
 
 def test_a_second_run_replaces_its_pair_and_keeps_the_others(world, tmp_path, capsys):

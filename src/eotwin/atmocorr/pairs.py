@@ -6,7 +6,8 @@ object store, and writes one folder per pair::
 
     DIR/<pair_id>/l1c.tif    L1C stack as ``open_l1c`` reads it (uint16 DN, bands named B01 ... B12, B8A,
                              B10 when the item has it; tags SUN_*/VIEW_* scene means, SPACECRAFT,
-                             RADIO_ADD_OFFSET, QUANTIFICATION_VALUE, DATETIME, PRODUCT_ID, PROCESSING_BASELINE)
+                             RADIO_ADD_OFFSET, QUANTIFICATION_VALUE, DATETIME, PRODUCT_ID, PROCESSING_BASELINE,
+                             OZONE from the L1C's ECMWF AUX_ECMWFT when the object store has it)
     DIR/<pair_id>/l2a.tif    L2A reference stack as ``open_l2a_reference`` reads it (the L2A bands + SCL;
                              tags BOA_ADD_OFFSET, BOA_QUANTIFICATION_VALUE), the same grid
     DIR/<pair_id>/pair.json  pair_id, source, l1c_id, l2a_id, datetime, bbox, notes (every approximation made)
@@ -251,6 +252,27 @@ def open_l2a_item(item: dict, source: str, access: RemoteAccess) -> tuple[L2ARef
     return L2AReference(source, "STAC item", quantification, offsets, bands), notes
 
 
+def l1c_ozone(item: dict, source: str, access: RemoteAccess) -> tuple[float | None, str]:
+    """(total ozone in cm-atm, how it was found) from the ECMWF ``AUX_DATA/AUX_ECMWFT`` beside the L1C's
+    ``MTD_TL.xml`` (sen2cor's default source; CDSE items list no asset for it, the SAFE in S3 has it)."""
+    from eotwin.atmocorr.ecmwf import read_total_ozone
+
+    tile_asset = _metadata_asset(item, "tile")
+    hrefs = asset_hrefs(tile_asset) if tile_asset else []
+    href = resolve_href(hrefs[0], source) if hrefs else ""
+    if not href.endswith("/MTD_TL.xml"):
+        return None, "no OZONE tag: no MTD_TL.xml href to find the L1C's AUX_ECMWFT beside"
+    aux = href.removesuffix("MTD_TL.xml") + "AUX_DATA/AUX_ECMWFT"
+    try:
+        data = fetch_bytes(access, aux, "AUX_ECMWFT")
+    except EotwinError as exc:
+        if "(HTTP 404)" not in str(exc):
+            raise
+        return None, "no OZONE tag: the L1C has no AUX_DATA/AUX_ECMWFT (the pipeline then uses its default)"
+    ozone = read_total_ozone(data, name="AUX_ECMWFT")
+    return ozone, "OZONE: the mean ECMWF total column ozone of the L1C's AUX_DATA/AUX_ECMWFT (sen2cor's source)"
+
+
 # ----------------------------------------------------------------------------- grid and angles
 def pair_grid(tile: Grid, bbox: BBox) -> tuple[Grid, float]:
     """(the window of the L1C tile's 10 m grid covering ``bbox``, widened to whole 60 m pixels; the fraction of
@@ -388,8 +410,8 @@ def write_pair(pair: ItemPair, request: PairRequest, access: RemoteAccess, folde
     angles = window_angles(product.angles, grid, l1c_bands)
     notes.append("angles: means over the window of the MTD_TL.xml 5 km grids (view angles also over the bands); "
                  "the per-pixel variation is dropped")
-    if product.ozone is None:
-        notes.append("no OZONE tag: the L1C item carries no ozone column")
+    ozone, how = l1c_ozone(pair.l1c, l1c_source, access)
+    notes.append(how)
     spacecraft = {"S2A": "Sentinel-2A", "S2B": "Sentinel-2B", "S2C": "Sentinel-2C"}.get(product.spacecraft,
                                                                                         product.spacecraft)
     l1c_tags: dict[str, object] = {**{k: round(v, 6) for k, v in angles.items()}, "SPACECRAFT": spacecraft,
@@ -398,8 +420,8 @@ def write_pair(pair: ItemPair, request: PairRequest, access: RemoteAccess, folde
                                    "DATETIME": product.datetime or pair.l1c["properties"].get("datetime", ""),
                                    "PRODUCT_ID": product.product_id,
                                    "PROCESSING_BASELINE": product.processing_baseline or ""}
-    if product.ozone is not None:
-        l1c_tags["OZONE"] = f"{product.ozone:g}"
+    if ozone is not None:
+        l1c_tags["OZONE"] = f"{ozone:.5f}"
     l2a_tags = {"BOA_ADD_OFFSET": f"{boa_offset:g}", "BOA_QUANTIFICATION_VALUE": f"{reference.quantification:g}",
                 "PRODUCT_ID": str(pair.l2a.get("id"))}
     l2a_names = [*l2a_bands, "SCL"]
