@@ -200,8 +200,10 @@ def _bbox() -> tuple[list[float], tuple[float, float, float, float]]:
     return [west, south, east, north], rect
 
 
-def _bbox_arg() -> str:
-    return ",".join(f"{v:.7f}" for v in _bbox()[0])
+def _bbox_arg(rect: tuple[float, float, float, float] | None = None) -> str:
+    if rect is None:
+        return ",".join(f"{v:.7f}" for v in _bbox()[0])
+    return ",".join(f"{v:.7f}" for v in Transformer.from_crs(EPSG, 4326, always_xy=True).transform_bounds(*rect))
 
 
 def _no_staging(parent: Path) -> None:
@@ -355,6 +357,8 @@ def test_bad_requests_are_one_line_errors_and_leave_nothing(world, tmp_path, cap
         (("--bbox", "91,48,90,49", "--date", "2023-02-16"), "--bbox"),
         (("--bbox", _bbox_arg(), "--date", "2023-02-30"), "--date"),
         (("--bbox", "10,40,10.1,40.1", "--date", "2023-02-16"), "no sentinel-2-l1c items"),
+        # inside the tile's no-data corner: both windows hold only DN 0
+        (("--bbox", _bbox_arg((ULX + 10, ULY - 50, ULX + 50, ULY - 10)), "--date", "2023-02-16"), "holds no data"),
     ]
     for args, expected in cases:
         assert world.cli(*args, "-o", str(out)) != 0
