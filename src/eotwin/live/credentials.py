@@ -110,3 +110,32 @@ def redact(text: str, secrets: list[str]) -> str:
     for value in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(value, "***")
     return re.sub(r"(https?://[^:/@\s]+):[^@/\s]+@", r"\1:***@", text)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def strip_userinfo(url: str) -> tuple[str, str | None]:
+    """``url`` without ``user:password@`` and the password it held (a token in a URL must not travel into metadata)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host)), parts.password
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port made explicit: what a token is bound to."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def token_may_go_to(url: str) -> bool:
+    """A bearer of the EDH token: https only, except to this machine (loopback mirrors and tests)."""
+    scheme, host, _ = origin(url)
+    return scheme == "https" or (scheme == "http" and host in LOOPBACK_HOSTS)

@@ -23,7 +23,7 @@ from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds
 from eotwin.io.raster import write_geotiff
 from eotwin.live.cache import Cache, request_key
-from eotwin.live.credentials import Credentials, redact
+from eotwin.live.credentials import Credentials, origin, redact, strip_userinfo, token_may_go_to
 from eotwin.live.endpoints import Endpoints
 
 _LAT_NAMES = ("lat", "latitude", "y")
@@ -39,14 +39,39 @@ def _dims(data_array) -> tuple[str, str]:
     return lat, lon
 
 
+def origin_bound_auth(url: str, user: str, token: str):
+    """An aiohttp middleware adding basic auth to requests for ``url``'s origin only.
+
+    A session-wide ``auth`` is re-applied to every request, redirects to other hosts included; this one
+    checks each request (a redirect is a new request) and sends the token nowhere else.
+    """
+    import base64
+
+    bound = origin(url)
+    header = "Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
+
+    async def middleware(request, handler):
+        if origin(str(request.url)) == bound:
+            request.headers["Authorization"] = header
+        else:
+            request.headers.pop("Authorization", None)
+        return await handler(request)
+
+    return middleware
+
+
 def _open(url: str, credentials: Credentials, timeout_s: float):
     import aiohttp
     import xarray as xr
 
+    url, url_token = strip_userinfo(url)
+    token = url_token or (credentials.edh_token.reveal() if credentials.edh_token else None)
     client_kwargs: dict = {"timeout": aiohttp.ClientTimeout(total=timeout_s)}
-    if credentials.edh_token:
-        client_kwargs["auth"] = aiohttp.BasicAuth("edh", credentials.edh_token.reveal())
     remote = url.startswith(("http://", "https://"))
+    if token and remote:
+        if not token_may_go_to(url):
+            raise EotwinError(f"refusing to send the EDH token over plain http to {origin(url)[1]}; use https")
+        client_kwargs["middlewares"] = (origin_bound_auth(url, "edh", token),)
     dataset = xr.open_dataset(url, engine="zarr", chunks={}, mask_and_scale=False, decode_coords="all",
                               storage_options={"client_kwargs": client_kwargs} if remote else None)
     name = next((v for v in _VAR_NAMES if v in dataset.data_vars), None)

@@ -18,7 +18,7 @@ from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds, utm_crs_for_lonlat
 from eotwin.io.raster import write_geotiff
 from eotwin.live.cache import Cache, default_cache_dir, request_key
-from eotwin.live.credentials import Credentials, redact
+from eotwin.live.credentials import Credentials, redact, strip_userinfo
 from eotwin.live.dem import dem_slice
 from eotwin.live.endpoints import Endpoints
 from eotwin.live.s2 import COLOUR_BANDS, gdal_env, mosaic, read_asset_window
@@ -131,6 +131,7 @@ def build_from_bbox(request: LiveRequest, output: Path, *, endpoints: Endpoints 
         options = make_options(dem=str(scene.dem), image=(str(scene.red), str(scene.green), str(scene.blue)),
                                output=output, mask=str(scene.scl) if scene.scl else None,
                                provenance=scene.provenance() | {"bbox": list(request.bbox), "datetime": request.datetime,
-                                                                "stac": endpoints.stac_url, "dem": endpoints.dem_url},
+                                                                "stac": strip_userinfo(endpoints.stac_url)[0],
+                                                                "dem": strip_userinfo(endpoints.dem_url)[0]},
                                **build_options)
         return build_point_cloud(options, progress=progress)
