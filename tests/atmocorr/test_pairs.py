@@ -337,6 +337,28 @@ def test_a_second_run_replaces_its_pair_and_keeps_the_others(world, tmp_path, ca
     capsys.readouterr()
 
 
+def test_transient_faults_are_retried(world, tmp_path, capsys):
+    """503s on the STAC search, an L1C band (GDAL), the tile metadata and the L2A metadata (requests) change
+    nothing: the same pair as a clean run (fresh prefixes for both, as GDAL caches per path)."""
+    l1c, l2a = world.publish()
+    world.stac.items[:] = [l1c, l2a]
+    assert world.cli("--bbox", _bbox_arg(), "--date", "2023-02-16", "-o", str(tmp_path / "clean")) == 0
+    l1c, l2a = world.publish()
+    world.stac.items[:] = [l1c, l2a]
+    s3_before, stac_before = world.s3.faults.injected, world.stac.faults.injected
+    world.stac.faults.add("status", 503, times=1)
+    for where in ("_B03.jp2", "MTD_TL.xml", "MTD_MSIL2A.xml", "_SCL_20m.jp2"):
+        world.s3.faults.add("status", 503, times=1, path_contains=where)
+    code = world.cli("--bbox", _bbox_arg(), "--date", "2023-02-16", "-o", str(tmp_path / "faulty"))
+    assert code == 0, capsys.readouterr().err
+    assert world.s3.faults.injected - s3_before == 4 and world.stac.faults.injected - stac_before == 1
+    for name in ("l1c.tif", "l2a.tif"):
+        with rasterio.open(tmp_path / "clean" / PAIR_ID / name) as a, rasterio.open(tmp_path / "faulty" / PAIR_ID / name) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+            assert a.tags() == b.tags() and a.transform == b.transform
+    capsys.readouterr()
+
+
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error:"), err

@@ -274,9 +274,9 @@ def l1c_ozone(item: dict, source: str, access: RemoteAccess) -> tuple[float | No
 
 
 # ----------------------------------------------------------------------------- grid and angles
-def pair_grid(tile: Grid, bbox: BBox) -> tuple[Grid, float]:
+def pair_grid(tile: Grid, bbox: BBox) -> tuple[Grid, float] | None:
     """(the window of the L1C tile's 10 m grid covering ``bbox``, widened to whole 60 m pixels; the fraction of
-    the bbox inside the tile); the bbox is lon/lat."""
+    the bbox inside the tile); the bbox is lon/lat. None when the bbox misses the tile."""
     if abs(tile.res[0] - GRID_RES) > 1e-6 or not tile.is_rectilinear:
         raise EotwinError(f"the L1C tile grid is not a north-up 10 m grid (pixel size {tile.res[0]:g} m)")
     box = transform_bounds(bbox, "EPSG:4326", tile.crs)
@@ -285,7 +285,7 @@ def pair_grid(tile: Grid, bbox: BBox) -> tuple[Grid, float]:
                   tile.crs)
     window = coarse.window_for_bounds(box)
     if window is None:
-        raise EotwinError("the bbox lies outside the L1C tile")
+        return None
     row0, col0 = window.row_off * step, window.col_off * step
     height = min(window.height * step, tile.height - row0)
     width = min(window.width * step, tile.width - col0)
@@ -387,7 +387,7 @@ def _write_stack(target: Path, reader: BandReader, names: Sequence[str], grid: G
 def write_pair(pair: ItemPair, request: PairRequest, access: RemoteAccess, folder: Path,
                progress: ProgressReporter | None = None) -> PairResult | None:
     """Read the bbox window of the L1C and of its L2A and write the pair folder; None when the window holds no
-    pixel with data in both (the bbox in the tile's no-data part)."""
+    pixel with data in both (the bbox in the tile's no-data part) or misses the tile."""
     progress = ensure_progress(progress)
     stac_url = access.endpoints.stac_url
     l1c_source = _item_url(pair.l1c, stac_url, L1C_COLLECTION)
@@ -395,7 +395,10 @@ def write_pair(pair: ItemPair, request: PairRequest, access: RemoteAccess, folde
     product: L1CProduct = open_stac_item(pair.l1c, l1c_source, None, access)
     reference, notes = open_l2a_item(pair.l2a, l2a_source, access)
     notes = [*pair.notes, *notes]
-    grid, covered = pair_grid(product.grid, request.bbox)
+    placed = pair_grid(product.grid, request.bbox)
+    if placed is None:  # the item's footprint touches the bbox, its tile's grid does not
+        return None
+    grid, covered = placed
     if covered < 0.999:
         notes.append(f"the bbox is cut to the tile: {covered:.0%} of it lies inside {pair.pair_id}")
     notes.append("window widened to whole 60 m pixels of the tile grid")
@@ -505,7 +508,7 @@ def make_pairs(request: PairRequest, output: Path, access: RemoteAccess, progres
             if result is None:
                 if log:
                     log(f"{pair.pair_id}: no pixel with data in the bbox window; skipped")
-                shutil.rmtree(staging / pair.pair_id)
+                shutil.rmtree(staging / pair.pair_id, ignore_errors=True)  # not made when the bbox misses the tile
                 continue
             results.append(result)
         if not results:
