@@ -140,6 +140,7 @@ def fit(lut, model, held_out: int) -> None:
         angles = np.array([s.atmosphere.sza, s.atmosphere.vza, s.atmosphere.raa], np.float32)[:, None, None]
         scores.append(ood.scene_score(s.toa, angles, lut, s.atmosphere.sensor, stats)[0])
     threshold = ood.calibrate_threshold(stats, scores)
+    stats.training["model_sha256"] = ood.model_digest(model.path)
     path = ood.write_statistics(ood.stats_path(model.path), stats)
     print(f"fitted {path.name}: {stats.training['contexts']} training contexts of {stats.training['scenes']} scenes, "
           f"{stats.mean.size} features; held-out scores (seed 1000, {len(scores)} scenes) "

@@ -67,6 +67,8 @@ def one_run(l1c: str, out: str, method: str, model: str = "", block_rows: str = 
     t0 = time.perf_counter()
     c0 = os.times()
     extra: dict[str, object] = {"model": model} if model and method == "ai" else {}
+    if method == "ai":  # time the AI itself: the mirrored sample scene is out of its distribution, and the run
+        extra["ood_fallback"] = False  # would fall back to 6s-ddv (the OOD score is computed either way)
     if int(block_rows):
         extra["block_rows"] = int(block_rows)
     result = run_correction(make_options(input=l1c, output=out, method=method, **extra), timer)

@@ -468,8 +468,11 @@ def test_run_with_the_committed_ai_model(sample_scene, tmp_path):
     from eotwin.atmocorr.sample_l1c import make_sample_l1c
 
     made = make_sample_l1c(tmp_path / "in", sample_scene, lut_path=LUT)
+    # the scene is out of the model's distribution (OOD score above the threshold, tests/atmocorr/test_ood.py):
+    # without --no-ood-fallback the run would correct it with 6s-ddv; here the AI's own result is measured
     result = pipeline.run_correction(pipeline.make_options(input=made.l1c, output=tmp_path / "out",
-                                                           reference=made.truth, lut=LUT, method="ai"))
+                                                           reference=made.truth, lut=LUT, method="ai",
+                                                           ood_fallback=False))
     assert result.method == "ai" and result.files["aot"].is_file()
     m = result.metrics
     # measured 0.0126 vs 0.054 (6S + DDV: 0.0026): a third of this scene is brighter than any training

@@ -313,6 +313,9 @@ class AiCorrector:
                 info: dict[str, object] = {
                     "ood_score": round(score, 4) if math.isfinite(score) else "inf (no usable cell)",
                     "ood_threshold": threshold, "ood_cells": cells, "ood_pixel_step": sample.overview_step}
+                if (note := ood.stale_note(stats, self._model.path)) is not None:
+                    info["ood_statistics"] = note
+                    logger.warning("%s: OOD statistics %s %s", product.product_id, path.name, note)
                 return info, score > threshold
         logger.warning("%s: %s; the AI cannot tell whether it knows this scene", product.product_id, reason)
         return {"ood_score": reason, "ood_threshold": self.ood_threshold if self.ood_threshold is not None

@@ -93,6 +93,22 @@ def check_config(stats: OodStatistics, config: dict, source: str = "OOD statisti
                           "recompute them (benchmarks/atmocorr_ood.py --fit)")
 
 
+def model_digest(path: Path) -> str:
+    """SHA-256 of a model file: the statistics record the model they were fitted and calibrated for."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def stale_note(stats: OodStatistics, model_path: Path) -> str | None:
+    """A note when the statistics were made for another model file (a retrained model: the cells match, so
+    the score still means "unlike the old training scenes", but the new training data may differ)."""
+    recorded = stats.training.get("model_sha256")
+    if recorded is None or recorded == model_digest(model_path):
+        return None
+    return "computed for another model file: refit them (benchmarks/atmocorr_ood.py --fit)"
+
+
 # ----------------------------------------------------------------------------- features (pure)
 def _box_sum(x: np.ndarray, size: int) -> np.ndarray:
     """Sum over a ``size`` x ``size`` window centred on each element of the last two axes (zeros outside)."""
