@@ -111,12 +111,25 @@ def overlap_grid(base: Grid, others: list[Grid]) -> Grid:
     return base.window_grid(window)
 
 
+def _refuse_overwriting_inputs(options: BuildOptions, output: Path) -> None:
+    """``-o`` (or the metadata, viewer and preview beside it) must never replace one of the inputs."""
+    inputs = [options.dem, *options.image, *([options.mask] if options.mask else [])]
+    local = {Path(p).resolve() for p in inputs if "://" not in str(p) and not str(p).startswith("/vsi")}
+    written = [output, Path(str(output) + ".json")]
+    written += [output.with_suffix(".html")] if options.viewer else []
+    written += [output.with_suffix(".png")] if options.preview else []
+    for path in written:
+        if path.resolve() in local:
+            raise EotwinError(f"output {path} is one of the inputs; choose another -o")
+
+
 def build_point_cloud(options: BuildOptions, progress: ProgressReporter | None = None) -> BuildResult:
     """Write the coloured point cloud described by ``options``; return what was written."""
     progress = ensure_progress(progress)
     started = time.perf_counter()
     output = Path(options.output)
     ensure_writable_dir(output.parent if str(output.parent) else Path("."))
+    _refuse_overwriting_inputs(options, output)
     fmt = options.resolved_format
     with gdal_cache_env(GDAL_CACHE_MB), contextlib.ExitStack() as stack:
         dem = DemSource(options.dem, stack)
@@ -170,9 +183,8 @@ def build_point_cloud(options: BuildOptions, progress: ProgressReporter | None =
             for prepared in prefetch(prepared_blocks(), depth=2):
                 writer.write_prepared(prepared)
                 task.advance()
-        if writer.stats.count == 0:
-            output.unlink(missing_ok=True)
-            raise EotwinError("no valid pixels in the overlap of the DEM and the image (all nodata or masked)")
+            if writer.stats.count == 0:  # inside the writer's block: the temporary file goes, a previous output stays
+                raise EotwinError("no valid pixels in the overlap of the DEM and the image (all nodata or masked)")
         stats = writer.stats
         radiometry = image.radiometry
         stretch = image.stretch
