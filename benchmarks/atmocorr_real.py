@@ -97,6 +97,11 @@ def flat_terrain(pair, report: dict, methods: list[str]) -> dict | None:
     mask = flat_terrain_mask(data, SCL_CLEAR) & np.isfinite(data["ref"][idx]).all(axis=0)
     if mask.sum() < 10:
         return None
+    i = L2A_BANDS.index("B12")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gain = data["ref"][i] / data["toa"][i]
+    # for the picture only (not in the JSON): sen2cor's B12 gain and the pixels kept
+    report["_maps"] = {"gain": np.where(np.isin(data.get("scl", 4), SCL_CLEAR), gain, np.nan), "flat": mask}
     out = {"pixels": int(mask.sum()), "mean_rmse": {}, "bias": {}}
     for c in [TOA_METHOD, *methods]:
         pred = data["toa"] if c == TOA_METHOD else read_reflectance(pair, Path(report["methods"][c]["l2a"]))["boa"]
@@ -151,7 +156,8 @@ def write_png(path: Path, reports: list[dict], methods: list[str]) -> None:
     from eotwin.io.files import atomic_path
 
     cols = [TOA_METHOD, *methods]
-    fig, axes = plt.subplots(len(reports), 2, figsize=(15, 4.2 * len(reports)), squeeze=False)
+    fig, axes = plt.subplots(len(reports), 3, figsize=(19, 4.2 * len(reports)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 0.45]})
     for row, report in zip(axes, reports, strict=True):
         if TOA_METHOD not in report["methods"]:
             continue
@@ -165,7 +171,14 @@ def write_png(path: Path, reports: list[dict], methods: list[str]) -> None:
             label = "TOA unchanged" if c == TOA_METHOD else c
             row[0].bar(x + (k - len(cols) / 2 + 0.5) * width, [m[b]["rmse"] for b in bands], width, label=label)
             row[1].bar(x + (k - len(cols) / 2 + 0.5) * width, [m[b]["bias"] for b in bands], width, label=label)
-        for ax, what in zip(row, ("RMSE", "bias (method - sen2cor L2A)"), strict=True):
+        maps = report.get("_maps")
+        if maps is not None:
+            im = row[2].imshow(maps["gain"], cmap="viridis", vmin=0.8, vmax=1.8)
+            row[2].contour(maps["flat"].astype(float), levels=[0.5], colors="w", linewidths=0.8)
+            fig.colorbar(im, ax=row[2], fraction=0.08)
+        row[2].set_title("sen2cor B12 BOA/TOA (clear px);\nwhite: terrain left alone", fontsize=9)
+        row[2].set_axis_off()
+        for ax, what in zip(row[:2], ("RMSE", "bias (method - sen2cor L2A)"), strict=True):
             ax.set_xticks(x, bands)
             ax.set_ylabel(f"{what}, reflectance")
             ax.axhline(0, color="k", lw=0.5)
@@ -266,9 +279,11 @@ def main() -> int:
                 in_range = "-" if aot is None else ("in 0.02-0.5" if 0.02 <= aot <= 0.5 else "OUTSIDE 0.02-0.5")
                 print(f"  {row['patch']:14s} {row['method']:7s} sza {row['sun_zenith']:5.2f}  AOT "
                       f"{_fmt(aot, '.3f')} ({row['aot_source']}, {in_range})  NDVI {ndvi}")
+        write_png(out / "atmocorr_real.png", reports, methods)
+        for r in reports:
+            r.pop("_maps", None)
         write_json_atomic(out / "atmocorr_real.json",
                           {"pairs": reports, "default_method": default, "methods": methods, "eurosat": eurosat_rows})
-        write_png(out / "atmocorr_real.png", reports, methods)
         print(f"\nwrote {out / 'atmocorr_real.json'} and {out / 'atmocorr_real.png'}")
     except EotwinError as exc:
         print(f"error: {exc}", file=sys.stderr)
