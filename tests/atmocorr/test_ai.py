@@ -330,7 +330,8 @@ def test_a_short_training_lowers_the_error_and_exports(tmp_path, ben_mock_dir):
     assert result.onnx_path.is_file() and result.weights_path.is_file() and result.steps == 30
     model, record = load_torch_model(result.weights_path)
     hist = record["history"]
-    assert record["train_patches"] and not any("_26_57" in p for p in record["train_patches"])  # test split out
+    assert record["train_sources"] == ["ben"] and list(record["train_patches"]) == ["ben"]
+    assert record["train_patches"]["ben"] and not any("_26_57" in p for p in record["train_patches"]["ben"])  # test split out
     assert np.isfinite(result.final_loss) and hist[-1]["step"] == 30
     assert record["validation"]["boa_rmse"] < record["validation_initial"]["boa_rmse"]
     onnx_model = OnnxModel(result.onnx_path, threads=1, lut_path=LUT)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,14 +238,26 @@ def spectral_tilt(surface: np.ndarray, rng: np.random.Generator, half_ranges: di
     return surface * factor[:, None, None]
 
 
-def mosaic(surfaces: Sequence[np.ndarray], rng: np.random.Generator, layout: tuple[int, int],
-           tilt: dict[str, float] | None = None) -> np.ndarray:
+def mosaic(surfaces: Sequence[np.ndarray] | Mapping[str, Sequence[np.ndarray]], rng: np.random.Generator,
+           layout: tuple[int, int], tilt: dict[str, float] | None = None) -> np.ndarray:
     """Surfaces in random order, flips and turns (and each its own :func:`spectral_tilt` when ``tilt``
-    is given), tiled into one (12, rows*120, cols*120) scene."""
+    is given), tiled into one (12, rows*120, cols*120) scene.
+
+    ``surfaces`` by source (:mod:`eotwin.atmocorr.ai.surfaces`): each tile from a source drawn with equal
+    odds, then one of its patches, so a source of two patches weighs as much as one of a hundred.
+    """
     rows, cols = layout
-    order = rng.permutation(len(surfaces))
-    size = surfaces[0].shape[1]
-    tiles = [augment(surfaces[order[i % len(surfaces)]], size, rng) for i in range(rows * cols)]
+    if isinstance(surfaces, Mapping):
+        groups = [g for g in surfaces.values() if len(g)]
+        if not groups:
+            raise EotwinError("no surface patch to build scenes from")
+        picks = [groups[int(rng.integers(len(groups)))] for _ in range(rows * cols)]
+        chosen = [g[int(rng.integers(len(g)))] for g in picks]
+    else:
+        order = rng.permutation(len(surfaces))
+        chosen = [surfaces[order[i % len(surfaces)]] for i in range(rows * cols)]
+    size = chosen[0].shape[1]
+    tiles = [augment(surface, size, rng) for surface in chosen]
     if tilt:
         tiles = [spectral_tilt(t, rng, tilt) for t in tiles]
     return np.concatenate([np.concatenate(tiles[r * cols : (r + 1) * cols], axis=2) for r in range(rows)], axis=1)
@@ -373,7 +385,7 @@ def simulate(
 
 
 def make_batch(
-    surfaces: Sequence[np.ndarray],
+    surfaces: Sequence[np.ndarray] | Mapping[str, Sequence[np.ndarray]],
     lut: SixSLut,
     rng: np.random.Generator,
     n: int,
@@ -392,7 +404,8 @@ def make_batch(
         if layout is not None:
             surface = mosaic(surfaces, rng, layout, SAMPLING["surface_jitter"]["tilt"] if jitter else None)  # type: ignore[index]
         else:
-            surface = augment(surfaces[int(rng.integers(len(surfaces)))], crop, rng)
+            pool = [p for g in surfaces.values() for p in g] if isinstance(surfaces, Mapping) else surfaces
+            surface = augment(pool[int(rng.integers(len(pool)))], crop, rng)
         if spectra is not None:
             surface = paint_spectra(surface, spectra, rng)
         if jitter:

@@ -57,6 +57,10 @@ class TrainOptions(BaseModel):
     attention: int = Field(8, ge=0, le=64)  # attention-pooling heads (0: window means and minima only)
     lut: Path | None = None
     ben_dir: Path | None = None
+    # surface sources (eotwin.atmocorr.ai.surfaces.SOURCES); BigEarthNet gives its train + validation
+    # patches, the others all theirs: leave a source out here to judge the model on it (leave-one-source-out)
+    sources: tuple[str, ...] = ("ben",)
+    fixtures: Path | None = None  # the shared fixtures folder holding the real surfaces
     init: Path | None = None  # continue from these weights (.pt); their architecture and normalisation win
 
 
@@ -165,6 +169,7 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
     """Train, save the weights and export the ONNX model; see the module docstring."""
     import torch
 
+    from eotwin.atmocorr.ai import surfaces as surface_library
     from eotwin.atmocorr.ai import synth
     from eotwin.atmocorr.ai.model import AtmoNet, ModelConfig, count_parameters
     from eotwin.atmocorr.ai.onnx_infer import export_onnx
@@ -178,8 +183,10 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
     if options.threads:
         torch.set_num_threads(options.threads)
     lut = load_lut(options.lut)
-    surfaces_by_id = synth.ben_surfaces(options.ben_dir, synth.TRAIN_SPLITS)
-    surfaces = list(surfaces_by_id.values())
+    names = surface_library.parse_sources(options.sources)
+    by_source = {n: surface_library.load_source(n, split="train", root=options.fixtures, ben_dir=options.ben_dir)
+                 for n in names}
+    surfaces = {n: list(p.values()) for n, p in by_source.items()}
     spectra = synth.builtin_spectra()
 
     # input normalisation from a sample of simulated scenes
@@ -250,12 +257,16 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
     with torch.no_grad():
         _, val_parts = loss_terms(model, val_batch, torch)
     seconds = time.perf_counter() - started
+    # a model continued from earlier weights knows their surfaces too (models before the library: BigEarthNet)
+    earlier = tuple(previous.get("train_sources") or ("ben",)) if options.init is not None else ()
+    trained_on = tuple(dict.fromkeys((*earlier, *names)))
     record = {
         "version": MODEL_VERSION,
         "steps": step,
         "seconds": round(seconds, 1),
         "options": json.loads(options.model_dump_json()),
-        "train_patches": sorted(surfaces_by_id),
+        "train_sources": list(trained_on),
+        "train_patches": {n: sorted(p) for n, p in by_source.items()},
         "sampling": {k: v for k, v in synth.SAMPLING.items()},
         "lut": lut.metadata.get("generated", str(options.lut or "committed")),
         "validation": val_parts,
@@ -271,7 +282,8 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(weights_path) as tmp:
         torch.save({"state_dict": model.state_dict(), "config": config.to_dict(), "record": record}, tmp)
-    export_onnx(model, onnx_path, {"version": MODEL_VERSION, "steps": step, "validation": val_parts})
+    export_onnx(model, onnx_path, {"version": MODEL_VERSION, "steps": step, "validation": val_parts,
+                                   "train_sources": list(trained_on)})
     return TrainResult(onnx_path, weights_path, step, seconds, last, val_parts)
 
 

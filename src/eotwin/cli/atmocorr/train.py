@@ -24,6 +24,10 @@ def train_command(
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
     ben_dir: Path | None = typer.Option(None, "--ben-dir", help="BigEarthNet v2 source (default: .eotwin-data/BENv2)."),
     init: Path | None = typer.Option(None, "--init", help="Continue from these weights (.pt of an earlier run)."),
+    sources: str = typer.Option("ben", "--sources", help="Surface sources, comma-separated: ben, majortom, enmap, "
+                                "sahara, water (docs/atmocorr-ai.md)."),
+    hold_out: str | None = typer.Option(None, "--hold-out", help="Leave this source out of --sources (its "
+                                        "leave-one-source-out fold)."),
     windows: str = typer.Option("5,17", "--windows", help="Context windows in cells of 60 m, odd sizes, comma-separated."),
     attention: int = typer.Option(8, "--attention", help="Attention-pooling heads (0: window means and minima only)."),
     hypotheses: int = typer.Option(2, "--hypotheses", help="Hypothesis features: 0 none, 1 continental, 2 both aerosol models."),
@@ -44,7 +48,12 @@ def train_command(
         window_sizes = tuple(int(v) for v in windows.split(","))
     except ValueError:
         raise EotwinError(f"--windows must look like 5,17, got {windows!r}") from None
-    values = dict(windows=window_sizes, attention=attention, hypotheses=hypotheses, steps=steps, batch=batch,
+    from eotwin.atmocorr.ai.surfaces import loso_split, parse_sources
+
+    names = parse_sources(sources)
+    if hold_out is not None:
+        names = loso_split(names, hold_out.strip().lower())[0]
+    values = dict(sources=names, windows=window_sizes, attention=attention, hypotheses=hypotheses, steps=steps, batch=batch,
                   layout=layout, lr=lr, seed=seed, max_minutes=max_minutes, lut=lut, ben_dir=ben_dir, init=init,
                   threads=threads or 1, workers=workers)
     if output is not None:

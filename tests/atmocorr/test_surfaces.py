@@ -1,0 +1,132 @@
+"""Surface library of the AI correction: real sources, the EnMAP convolution, leave-one-source-out splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eotwin.atmocorr.ai import surfaces
+from eotwin.atmocorr.products import L2A_BANDS
+from eotwin.atmocorr.srf import centre_wavelength
+from eotwin.errors import EotwinError
+
+pytest.importorskip("Py6S")  # the Sentinel-2 spectral responses
+REAL = ("majortom", "enmap", "sahara", "water")
+
+
+@pytest.fixture(scope="module")
+def loaded(shared_fixtures):
+    """Each real source read once for the module."""
+    return {name: surfaces.load_source(name, root=shared_fixtures) for name in REAL}
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_each_real_source_loads_whole_patches_of_reflectance(name, loaded, shared_fixtures):
+    patches = loaded[name]
+    assert len(patches) >= 2
+    stack = np.stack(list(patches.values()))
+    assert stack.shape[1:] == (len(L2A_BANDS), surfaces.PATCH, surfaces.PATCH)
+    assert stack.dtype == np.float32 and np.isfinite(stack).all()
+    assert stack.min() >= 0.0 and stack.max() <= 1.0
+    if name in ("water", "sahara"):  # the quick ones: the same patches again, bit for bit
+        again = surfaces.load_source(name, root=shared_fixtures)
+        assert list(again) == list(patches) and all(np.array_equal(again[k], patches[k]) for k in patches)
+
+
+def test_sources_hold_their_own_kind_of_surface(loaded):
+    b = {band: i for i, band in enumerate(L2A_BANDS)}
+    median = {n: np.median(np.stack(list(loaded[n].values())), axis=(0, 2, 3)) for n in REAL}
+    assert median["sahara"][b["B11"]] > 0.35 and median["sahara"][b["B02"]] > 0.1  # bright bare desert
+    for water in ("water", "enmap"):
+        assert median[water][b["B08"]] < 0.02 and median[water][b["B12"]] < 0.02
+        assert median[water][b["B03"]] > median[water][b["B08"]]
+    assert median["majortom"][b["B08"]] > 2 * median["majortom"][b["B04"]]  # T48QUE: vegetated land
+
+
+def test_haze_left_in_an_l2a_is_no_surface(loaded):
+    """Major-TOM's T33NZA cell is haze throughout (B09 far above B8A): none of its patches is kept."""
+    ids = list(loaded["majortom"])
+    assert ids and all(i.startswith("T48QUE_") for i in ids)
+    patch = np.full((12, 8, 8), 0.2, np.float32)
+    assert not surfaces.hazy(patch)
+    patch[L2A_BANDS.index("B09")] = 0.5
+    assert surfaces.hazy(patch)
+
+
+def test_enmap_convolution_keeps_a_flat_spectrum_flat():
+    centres = np.linspace(0.40, 2.50, 300)
+    cube = np.full((300, 3, 4), 0.237, np.float32)
+    out = surfaces.enmap_to_s2(cube, centres, np.ones(300, bool))
+    np.testing.assert_allclose(out, 0.237, rtol=1e-6)
+
+
+def test_enmap_convolution_of_a_linear_spectrum_is_its_value_at_each_band_centre():
+    centres = np.linspace(0.40, 2.50, 300)
+    a, slope = 0.05, 0.12
+    cube = (a + slope * centres)[:, None, None].astype(np.float32) * np.ones((1, 2, 2), np.float32)
+    out = surfaces.enmap_to_s2(cube, centres, np.ones(300, bool))
+    expected = [a + slope * centre_wavelength("S2A", band) for band in L2A_BANDS]
+    np.testing.assert_allclose(out[:, 0, 0], expected, rtol=1e-5)
+
+
+def test_enmap_convolution_puts_a_line_only_where_a_band_responds():
+    meta = surfaces.json.loads(surfaces.ENMAP_CENTRES_PATH.read_text())
+    centres = np.asarray(meta["centres"])
+    keep = surfaces.enmap_band_selection(centres, meta["vnir_bands"], np.ones(centres.size, bool))
+    assert np.all(np.diff(centres[keep]) > 0)
+    red = int(np.argmin(np.abs(centres - 0.6666)))  # EnMAP band 48, inside B04 only
+    cube = np.zeros((centres.size, 1, 1), np.float32)
+    cube[red] = 1.0
+    out = surfaces.enmap_to_s2(cube, centres, keep)[:, 0, 0]
+    assert out[L2A_BANDS.index("B04")] > 0.05
+    assert np.all(np.delete(out, L2A_BANDS.index("B04")) == 0)
+    far = int(np.argmin(np.abs(centres - 1.2)))  # between B09 and B11: no Sentinel-2 band sees it
+    cube[:] = 0.0
+    cube[far] = 1.0
+    assert np.all(surfaces.enmap_to_s2(cube, centres, keep) == 0)
+
+
+def test_enmap_absorption_bands_stay_out():
+    """The water-vapour bands (1.33-1.46 and 1.76-1.94 um) are no data in the product and never used."""
+    meta = surfaces.json.loads(surfaces.ENMAP_CENTRES_PATH.read_text())
+    centres = np.asarray(meta["centres"])
+    usable = np.ones(centres.size, bool)
+    usable[(centres > 1.33) & (centres < 1.46)] = False
+    keep = surfaces.enmap_band_selection(centres, meta["vnir_bands"], usable)
+    assert not keep[(centres > 1.33) & (centres < 1.46)].any()
+    # the SWIR detector's bands below the VNIR detector's last one are not used twice
+    assert keep[: meta["vnir_bands"]].all() and not keep[meta["vnir_bands"]:][centres[meta["vnir_bands"]:] < 0.99].any()
+
+
+def test_leave_one_source_out_never_trains_on_the_held_out_source():
+    for held_out in surfaces.SOURCES:
+        train, evaluate = surfaces.loso_split(surfaces.SOURCES, held_out)
+        assert evaluate == (held_out,) and held_out not in train
+        assert set(train) | set(evaluate) == set(surfaces.SOURCES)
+    with pytest.raises(EotwinError, match="not among"):
+        surfaces.loso_split(("ben", "water"), "sahara")
+    with pytest.raises(EotwinError, match="unknown surface source"):
+        surfaces.parse_sources("ben,moon")
+    assert surfaces.parse_sources(" Ben, water,ben") == ("ben", "water")
+
+
+def test_a_fold_model_never_trains_on_its_held_out_source(tmp_path, shared_fixtures):
+    """``atmocorr train --hold-out``: the held-out source is in neither the weights' record nor the ONNX
+    metadata, and the leave-one-source-out evaluation calls only that source held out."""
+    pytest.importorskip("torch")
+    from eotwin.atmocorr.ai.evaluate import model_sources
+    from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+    from eotwin.atmocorr.ai.train import load_torch_model
+    from eotwin.cli.main import run
+
+    out = tmp_path / "fold.onnx"
+    code = run(["-q", "atmocorr", "train", "-o", str(out), "--sources", "water,sahara,enmap", "--hold-out", "enmap",
+                "--steps", "2", "--batch", "1", "--mosaic", "1x1", "--workers", "0", "--windows", "3,5",
+                "--attention", "1"])
+    assert code == 0
+    _, record = load_torch_model(out.with_suffix(".pt"))
+    assert record["train_sources"] == ["water", "sahara"] and sorted(record["train_patches"]) == ["sahara", "water"]
+    trained = model_sources(OnnxModel(out).metadata)
+    assert trained == ("water", "sahara") and "enmap" not in trained
+    code = run(["-q", "atmocorr", "train", "-o", str(tmp_path / "bad.onnx"), "--sources", "water", "--hold-out", "water"])
+    assert code != 0 and not (tmp_path / "bad.onnx").exists()
