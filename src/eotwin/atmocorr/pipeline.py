@@ -498,6 +498,8 @@ def _publish(staging: Path, target: Path) -> dict[str, Path]:
     else:
         for name in names:
             os.replace(staging / name, target / name)
+        for stale in set(FILES.values()) - set(names):  # an earlier run's file this run did not make (e.g. evaluation)
+            (target / stale).unlink(missing_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
     return {n: target / n for n in names}
 

@@ -1,0 +1,21 @@
+"""A rerun into the same output folder leaves no file of an earlier run that this run did not make."""
+
+from __future__ import annotations
+
+from eotwin.atmocorr import pipeline
+
+
+def test_publish_removes_stale_outputs_of_an_earlier_run_only(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    for name in ("l2a.tif", "evaluation.json", "evaluation.png", "notes.txt"):
+        (target / name).write_text("old")
+    staging = tmp_path / ".out.part-x"
+    staging.mkdir()
+    for name in ("l2a.tif", "tci.tif", "item.json"):
+        (staging / name).write_text("new")
+    published = pipeline._publish(staging, target)
+    assert sorted(published) == ["item.json", "l2a.tif", "tci.tif"]
+    assert sorted(p.name for p in target.iterdir()) == ["item.json", "l2a.tif", "notes.txt", "tci.tif"]
+    assert (target / "l2a.tif").read_text() == "new" and (target / "notes.txt").read_text() == "old"
+    assert not staging.exists()
