@@ -73,10 +73,16 @@ def pair_table(report: dict, methods: list[str]) -> str:
                      + "; within spec " + ", ".join(f"{c} {100 * flat['within_spec'][c]:.0f}%" for c in cols)
                      + "; better than TOA in " + ", ".join(
                          f"{c} {sum(flat['rmse'][c][b] < flat['rmse'][TOA_METHOD][b] for b in bands)}/{len(bands)}"
+                         + "[not " + " ".join(b for b in bands if flat["rmse"][c][b] >= flat["rmse"][TOA_METHOD][b]) + "]"
                          for c in methods)
                      + "; bias B02/B04/B08 " + ", ".join(
                          f"{c} " + "/".join(f"{flat['bias'][c][b]:+.3f}" for b in ("B02", "B04", "B08"))
                          for c in cols))
+        o = flat["oracle"]
+        lines.append(f"  diagnostic, flat-terrain oracle (per band the line TOA -> sen2cor BOA fitted on those pixels, "
+                     f"applied to all {o['pixels']} clear pixels): mean RMSE {o['mean_rmse']:.4f}, within spec "
+                     f"{100 * o['within_spec']:.1f}%, better than TOA unchanged in {len(bands) - len(o['worse_than_toa'])}"
+                     f"/{len(bands)} bands" + (f" (not in {' '.join(o['worse_than_toa'])})" if o["worse_than_toa"] else ""))
     return "\n".join(lines)
 
 
@@ -103,6 +109,19 @@ def flat_terrain(pair, report: dict, methods: list[str]) -> dict | None:
     # for the picture only (not in the JSON): sen2cor's B12 gain and the pixels kept
     report["_maps"] = {"gain": np.where(np.isin(data.get("scl", 4), SCL_CLEAR), gain, np.nan), "flat": mask}
     out = {"pixels": int(mask.sum()), "mean_rmse": {}, "bias": {}}
+    # the flat-terrain oracle: per band, the straight line TOA -> BOA that fits sen2cor's own result on those
+    # pixels (what a perfect uniform-atmosphere correction can do), applied to every clear pixel
+    clear = np.isin(data.get("scl", np.full(mask.shape, SCL_CLEAR[0])), SCL_CLEAR)
+    clear &= np.isfinite(data["ref"][idx]).all(axis=0) & np.isfinite(data["toa"][idx]).all(axis=0)
+    oracle = np.stack([np.polyval(np.polyfit(data["toa"][k][mask], data["ref"][k][mask], 1), data["toa"][k])
+                       for k in idx])
+    acc_oracle, acc_toa = MetricsAccumulator(bands), MetricsAccumulator(bands)
+    acc_oracle.add(oracle, data["ref"][idx], clear)
+    acc_toa.add(data["toa"][idx], data["ref"][idx], clear)
+    o, t = acc_oracle.result(), acc_toa.result()
+    out["oracle"] = {"pixels": o["pixels"], "mean_rmse": o["mean_rmse"], "within_spec": o["within_spec"],
+                     "rmse": {b: v["rmse"] for b, v in o["bands"].items()},
+                     "worse_than_toa": [b for b in bands if o["bands"][b]["rmse"] >= t["bands"][b]["rmse"]]}
     for c in [TOA_METHOD, *methods]:
         pred = data["toa"] if c == TOA_METHOD else read_reflectance(pair, Path(report["methods"][c]["l2a"]))["boa"]
         acc = MetricsAccumulator(bands)
