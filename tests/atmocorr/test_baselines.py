@@ -130,6 +130,141 @@ def test_ddv_falls_back_to_the_default_aot_without_vegetation(lut):
     toa = _toa(lut, surface, **ATMOSPHERE)
     result = baselines.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, wv=1.5)
     assert result.fallback and result.n_dark == 0 and result.aot == baselines.DEFAULT_AOT
+    assert result.retrieval.source.startswith("default (too few dark pixels: 0 < 50)")
+    assert result.aerosol == "continental" and result.retrieval.swir_range is None
+
+
+def _vegetation(surface: np.ndarray) -> np.ndarray:
+    """The dark dense vegetation of :func:`_ddv_scene` (its only pixels with SWIR between 0.015 and 0.045)."""
+    swir = surface[S2_BANDS.index("B12")]
+    return (swir >= 0.0149) & (swir <= 0.0451)
+
+
+def _swap_ddv(surface: np.ndarray, share: float, seed: int, **spectrum: float) -> np.ndarray:
+    """``surface`` with a random ``share`` of its dark vegetation pixels given another spectrum."""
+    band = {b: i for i, b in enumerate(S2_BANDS)}
+    veg = np.flatnonzero(_vegetation(surface).ravel())
+    pick = np.random.default_rng(seed).choice(veg, size=round(share * veg.size), replace=False)
+    out = surface.reshape(surface.shape[0], -1).copy()
+    for name, value in spectrum.items():
+        out[band[name], pick] = value
+    return out.reshape(surface.shape)
+
+
+def test_ddv_widens_the_swir_range_in_turn_like_sen2cor(lut):
+    surface = _ddv_scene(seed=3, size=60)
+    band = {b: i for i, b in enumerate(S2_BANDS)}
+    veg = _vegetation(surface)
+    # the vegetation's SWIR reflectance raised to 0.06-0.09 (Kaufman's ratios kept): beyond sen2cor's first range
+    swir = surface[band["B12"]][veg] + 0.045
+    surface[band["B12"]][veg], surface[band["B04"]][veg], surface[band["B02"]][veg] = swir, 0.5 * swir, 0.25 * swir
+    result = baselines.ddv_correction(_toa(lut, surface, **ATMOSPHERE), S2_BANDS, lut, sensor="S2A", **GEOMETRY,
+                                      wv=1.5, o3=0.33)
+    assert result.swir_range == (0.01, 0.10) and not result.fallback
+    assert result.aot == pytest.approx(0.25, abs=0.01)
+
+
+def test_ddv_sets_water_aside(lut):
+    """Pixels that pass the SWIR and NDVI tests but are water (NIR < 0.05, SWIR-1 < 0.03, NDWI > 0) and
+    brighter in the visible than Kaufman's ratios would pull the AOT down if they were counted."""
+    surface = _ddv_scene(seed=4, size=60)
+    band = {b: i for i, b in enumerate(S2_BANDS)}
+    n_veg = int(_vegetation(surface).sum())
+    n_water_before = int((surface[band["B08"]] < 0.05).sum())
+    surface = _swap_ddv(surface, 0.45, 1, B02=0.03, B03=0.06, B04=0.014, B08=0.045, B8A=0.045, B09=0.045,
+                        B11=0.025, B12=0.02)
+    toa = _toa(lut, surface, **ATMOSPHERE)
+    retrieval = baselines.estimate_aot_ddv(toa, S2_BANDS, lut, sensor="S2A", aerosol="continental", wv=1.5,
+                                           o3=0.33, **GEOMETRY)
+    n_swapped = round(0.45 * n_veg)
+    assert retrieval.excluded["water"] == n_water_before + n_swapped
+    assert retrieval.n_found == n_veg - n_swapped  # only the vegetation left is dark dense vegetation
+    assert retrieval.source == "ddv" and retrieval.aot == pytest.approx(0.25, abs=0.01)
+
+
+@pytest.mark.parametrize("aerosol", ["continental", "maritime"])
+def test_ddv_picks_the_aerosol_model_the_scene_was_made_with(lut, aerosol):
+    surface = _ddv_scene(seed=6, size=60)
+    terms = lut.terms_for("S2A", S2_BANDS, aerosol, **{**ATMOSPHERE, "aot": 0.3})
+    toa = physics.forward(surface, terms).astype(np.float32)
+    result = baselines.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
+    other = "maritime" if aerosol == "continental" else "continental"
+    assert result.aerosol == aerosol and result.retrieval.aerosol == aerosol
+    assert result.retrieval.mismatch[aerosol] < 0.005 < 0.03 < result.retrieval.mismatch[other]
+    assert result.aot == pytest.approx(0.3, abs=0.01) and result.wv == pytest.approx(1.5, abs=0.1)
+    l2a = [i for i, b in enumerate(S2_BANDS) if b != "B10"]
+    assert np.abs(result.boa[l2a] - surface[l2a]).max() < 0.004
+
+
+def test_ddv_falls_back_when_the_red_and_blue_ratios_disagree(lut):
+    """Dark vegetation far bluer than Kaufman's ratio: its blue asks for no aerosol, its red for 0.25."""
+    surface = _ddv_scene(seed=7, size=60)
+    band = {b: i for i, b in enumerate(S2_BANDS)}
+    veg = _vegetation(surface)
+    surface[band["B02"]][veg] = surface[band["B12"]][veg] * 0.25 + 0.06
+    retrieval = baselines.estimate_aot_ddv(_toa(lut, surface, **ATMOSPHERE), S2_BANDS, lut, sensor="S2A",
+                                           aerosol=None, wv=1.5, o3=0.33, **GEOMETRY)
+    assert retrieval.fallback and retrieval.source.startswith("default (dark pixels disagree")
+    assert retrieval.aot == baselines.DEFAULT_AOT and retrieval.n_used == 0 and retrieval.n_found > 1000
+
+
+def test_ddv_aot_never_exceeds_what_the_darkest_pixels_allow(lut):
+    """Vegetation brighter in red and blue than Kaufman's ratios reads as a thick haze; black water
+    (1 % of the scene, surface 0.002 in blue and red) shows the path can be no brighter than that."""
+    surface = _ddv_scene(seed=8, size=60)
+    band = {b: i for i, b in enumerate(S2_BANDS)}
+    veg = _vegetation(surface)
+    surface[band["B04"]][veg] *= 2.0
+    surface[band["B02"]][veg] *= 2.0
+    water = surface[band["B08"]] < 0.01
+    surface[band["B02"]][water] = surface[band["B04"]][water] = 0.002
+    aot = 0.1
+    toa = _toa(lut, surface, **{**ATMOSPHERE, "aot": aot})
+    retrieval = baselines.estimate_aot_ddv(toa, S2_BANDS, lut, sensor="S2A", aerosol="continental", wv=1.5,
+                                           o3=0.33, **GEOMETRY)
+    uncapped = 0.5 * (retrieval.aot_red + retrieval.aot_blue)
+    assert retrieval.source == "ddv, capped by the darkest pixels"
+    assert aot < retrieval.aot == retrieval.cap < 0.2 < uncapped  # the cap allows 0.007 below black water
+
+
+def test_water_vapour_beyond_the_table_is_flagged_not_silently_clamped(lut):
+    surface = _ddv_scene(seed=9, size=40)
+    wv_max = float(lut.axes["wv"][-1])
+    toa = _toa(lut, surface, **{**ATMOSPHERE, "wv": wv_max})
+    b09 = S2_BANDS.index("B09")
+    inside = baselines.retrieve_water_vapour(toa[S2_BANDS.index("B8A")], toa[b09], lut, sensor="S2A",
+                                             aerosol="continental", aot=0.25, o3=0.33, **GEOMETRY)
+    assert inside.wv == pytest.approx(wv_max, abs=0.1)
+    wetter = toa.copy()
+    wetter[b09] *= 0.85  # more absorption at 945 nm than the wettest node gives
+    result = baselines.ddv_correction(wetter, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
+    water = result.water
+    assert water.edge == "upper" and result.wv == wv_max
+    assert water.above == water.pixels > 1000 and water.below == 0
+    assert water.warning(lut.axes["wv"]).startswith(
+        f"water vapour clamped to the 6S table's upper edge ({wv_max:g} g/cm2): {water.pixels} of"
+    )
+    drier = baselines.ddv_correction(_toa(lut, surface, **ATMOSPHERE), S2_BANDS, lut, sensor="S2A", **GEOMETRY,
+                                     o3=0.33)
+    assert drier.water.edge is None and drier.water.above == drier.water.below == 0
+    assert drier.water.warning(lut.axes["wv"]) is None
+
+
+def test_dos_through_6s_beats_no_correction_in_every_band_where_plain_dos_does_not(lut):
+    surface = _ddv_scene(seed=10, size=60)
+    toa = _toa(lut, surface, **ATMOSPHERE)
+    l2a = [i for i, b in enumerate(S2_BANDS) if b != "B10"]
+    bands = [S2_BANDS[i] for i in l2a]
+    result = baselines.dos_correction(toa[l2a], bands, lut, sensor="S2A", **GEOMETRY, o3=0.33)
+    plain, _ = baselines.dark_object_subtraction(toa[l2a], bands=bands)
+
+    def bias(img: np.ndarray) -> np.ndarray:
+        return (img - surface[l2a]).reshape(len(l2a), -1).mean(axis=1)
+
+    assert result.retrieval.source == "dark object" and 0.15 < result.aot < 0.35
+    assert (np.abs(bias(result.boa)) < np.abs(bias(toa[l2a]))).all()
+    nir = bands.index("B08")
+    assert abs(bias(plain)[nir]) > abs(bias(toa[l2a])[nir])  # plain DOS: worse than nothing in the NIR
 
 
 def test_bad_inputs_are_one_line_errors(lut):

@@ -94,6 +94,14 @@ def test_ddv_estimates_the_atmosphere_and_beats_toa_against_the_reference(sample
     result = _run(sample.l1c, tmp_path / "ddv", method="6s-ddv", reference=sample.truth)
     atm = result.atmosphere
     assert atm["aot_source"] == "ddv" and atm["ddv_pixels"] > 0
+    # the sample's vegetation is redder and bluer than Kaufman's ratios: the two AOTs bracket the truth
+    assert atm["ddv_aot_red"] < 0.2 < atm["ddv_aot_blue"] and atm["ddv_excluded"]["cloud"] > 0
+    assert (atm["aerosol"], atm["aerosol_source"]) == ("continental", "blue/red DDV agreement")
+    assert atm["wv_edge"] == "none" and atm["wv_pixels_above_table"] == 0 and "warning" not in atm
+    with rasterio.open(result.files["l2a"]) as ds:
+        tags = ds.tags()
+    assert tags["ATMOCORR_AEROSOL"] == "continental" and tags["ATMOCORR_WV_EDGE"] == "none"
+    assert int(tags["ATMOCORR_DDV_PIXELS"]) == atm["ddv_pixels"]
     assert (atm["ozone"], atm["ozone_source"]) == (0.33, "OZONE tag")  # no --ozone: the product's own
     assert abs(atm["aot"] - 0.2) < 0.05 and abs(atm["wv"] - 1.5) < 0.3
     metrics = json.loads(result.files["evaluation"].read_text())
@@ -130,11 +138,17 @@ def test_metrics_are_exact_on_a_known_difference(sample, tmp_path):
     assert bands["B02"]["r2"] == pytest.approx(1.0, abs=1e-6)
 
 
-def test_dos_runs_and_reports_its_haze(sample, tmp_path):
-    result = _run(sample.l1c, tmp_path / "dos", method="dos")
-    haze = result.atmosphere["haze"]
-    assert set(haze) == set(L2A_BANDS) and all(v >= 0 for v in haze.values())
-    assert haze["B01"] > haze["B12"]  # path radiance falls with wavelength
+def test_dos_reads_the_dark_object_as_an_aot_and_is_within_the_no_correction_error_in_every_band(sample, tmp_path):
+    result = _run(sample.l1c, tmp_path / "dos", method="dos", reference=sample.truth)
+    atm = result.atmosphere
+    assert atm["aot_source"] == "dark object" and atm["aerosol"] == "continental"
+    assert 0.15 < atm["aot"] < 0.3  # the scene was made with 0.2
+    corrected, toa = result.metrics["corrected"]["bands"], result.metrics["toa_unchanged"]["bands"]
+    for band in L2A_BANDS:
+        assert abs(corrected[band]["bias"]) < abs(toa[band]["bias"]), band
+        assert corrected[band]["rmse"] < toa[band]["rmse"], band
+    with rasterio.open(result.files["l2a"]) as ds:
+        assert ds.tags()["ATMOCORR_AOT_SOURCE"] == "dark object"
 
 
 def _ai_model_ready() -> bool:

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import importlib
 import importlib.util
+import logging
 import math
 import os
 import shutil
@@ -65,7 +66,10 @@ from eotwin.io.files import ensure_writable_dir, write_json_atomic
 from eotwin.io.raster import gdal_cache_env
 from eotwin.progress import ProgressReporter, ensure_progress
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
+    from eotwin.atmocorr.baselines import AotRetrieval
     from eotwin.atmocorr.lut import SixSLut
 
 SAMPLE_MAX_SIDE = 1500  # the scene's atmosphere is estimated on an overview at most this many pixels wide
@@ -98,7 +102,8 @@ class RunOptions(BaseModel):
     resolution: Literal[10, 20] | None = None  # default: 10 m for SAFE, the stack's own grid for stacks
     method: str | None = None  # default: "ai" when available, else "6s-ddv"
     reference: Path | None = None
-    aerosol: Literal["continental", "maritime"] = "continental"
+    # 6S aerosol model; "auto": 6s-ddv keeps the table's model under which its blue and red AOTs agree best
+    aerosol: Literal["auto", "continental", "maritime"] = "auto"
     aot: float | None = Field(None, ge=0.0, le=5.0)  # 6s-ddv: given AOT at 550 nm instead of DDV
     wv: float | None = Field(None, gt=0.0, le=10.0)  # 6s-ddv: given water vapour (g/cm2) instead of B09/B8A
     # total ozone column (cm-atm) when known, e.g. ECMWF's of the L1C's auxiliary data (sen2cor uses it);
@@ -163,20 +168,23 @@ class SixSCorrector:
 
     The 6S terms are computed at the angle-grid nodes (per band, with that band's viewing angles) and
     interpolated bilinearly to the pixels by two small matrix products per term, so a full tile costs
-    a few multiply-adds per pixel and band instead of a multilinear table lookup.
+    a few multiply-adds per pixel and band instead of a multilinear table lookup. ``aot_estimator``
+    "dark-object" makes it the ``dos`` method: the AOT from the darkest visible pixels instead of DDV.
     """
 
     lut_path: Path | None = None
-    aerosol: str = "continental"
+    aerosol: str = "auto"  # "auto": the DDV picks the table's model per scene (continental when it cannot)
     aot: float | None = None
     wv: float | None = None
     ozone: float | None = None  # cm-atm as given (--ozone); None: the product's own, else a climatology
     name: str = "6s-ddv"
+    aot_estimator: Literal["ddv", "dark-object"] = "ddv"
     overlap: int = 0
     gives_aot_map: bool = False
     _nodes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _angles: AngleGrid | None = field(default=None, repr=False)
     _ozone: float = 0.0  # the ozone used for the product being corrected (set by prepare)
+    _aerosol: str = "continental"  # the aerosol model in use (set by prepare)
 
     def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]:
         from eotwin.atmocorr import baselines
@@ -190,44 +198,61 @@ class SixSCorrector:
             "vza": min(means["view_zenith"], float(lut.axes["vza"][-1])),
             "raa": float(_raa(means["sun_azimuth"], means["view_azimuth"])),
         }
-        info: dict[str, object] = {"aerosol": self.aerosol, "ozone": self._ozone, "ozone_source": ozone_source}
+        info: dict[str, object] = {"ozone": self._ozone, "ozone_source": ozone_source}
+        chosen = None if self.aerosol == "auto" else self.aerosol
+        aerosol = chosen or lut.aerosols[0]
         aot, wv = self.aot, self.wv
+        water = None
+        warnings: list[str] = []
         if aot is None:
-            result = baselines.ddv_correction(
-                sample.toa,
-                L2A_BANDS,
-                lut,
-                sensor=product.spacecraft,
-                aerosol=self.aerosol,
-                wv=wv,
-                o3=self._ozone,
-                valid=sample.valid,
-                **geometry,
-            )
-            aot, wv = result.aot, result.wv
-            info.update(
-                {
-                    "aot_source": "ddv" if not result.fallback else "default (no dark vegetation found)",
-                    "ddv_pixels": result.n_dark,
-                    "ddv_swir_range": list(result.swir_range) if result.swir_range else None,
-                }
+            common = dict(sensor=product.spacecraft, wv=wv, o3=self._ozone, valid=sample.valid, **geometry)
+            if self.aot_estimator == "dark-object":
+                result = baselines.dos_correction(sample.toa, L2A_BANDS, lut, aerosol=aerosol, **common)
+            else:
+                result = baselines.ddv_correction(sample.toa, L2A_BANDS, lut, aerosol=chosen, **common)
+            aot, wv, aerosol, water, retrieval = result.aot, result.wv, result.aerosol, result.water, result.retrieval
+            info.update(_retrieval_info(retrieval, self.aot_estimator))
+            if retrieval.fallback:
+                warnings.append(f"AOT: {retrieval.source}")
+            info["aerosol_source"] = (
+                "given" if chosen else "blue/red DDV agreement" if retrieval.mismatch and not retrieval.fallback
+                else f"default ({'no retrieval chose it' if self.aot_estimator == 'ddv' else 'dos assumes it'})"
             )
         else:
             info["aot_source"] = "given"
+            info["aerosol_source"] = "given" if chosen else "default (AOT given)"
             if wv is None:
-                wv = baselines.estimate_water_vapour(
+                water = baselines.retrieve_water_vapour(
                     sample.toa[L2A_BANDS.index("B8A")],
                     sample.toa[L2A_BANDS.index("B09")],
                     lut,
                     sensor=product.spacecraft,
-                    aerosol=self.aerosol,
+                    aerosol=aerosol,
                     aot=aot,
                     o3=self._ozone,
                     valid=sample.valid,
                     **geometry,
                 )
+                wv = water.wv
+        self._aerosol = aerosol
+        info["aerosol"] = aerosol
         info["wv_source"] = "given" if self.wv is not None else "B09/B8A"
+        if water is not None:
+            info.update(
+                {
+                    "wv_edge": water.edge or "none",
+                    "wv_pixels": water.pixels,
+                    "wv_pixels_below_table": water.below,
+                    "wv_pixels_above_table": water.above,
+                }
+            )
+            if (line := water.warning(lut.axes["wv"])) is not None:
+                warnings.append(line)
         info.update({"aot": round(float(aot), 5), "wv": round(float(wv), 5)})
+        if warnings:
+            info["warning"] = "; ".join(warnings)
+            for line in warnings:
+                logger.warning("%s: %s", product.product_id, line)
         # 6S terms at the angle nodes, per band
         angles = product.angles
         sza = angles.sun_zenith
@@ -235,9 +260,7 @@ class SixSCorrector:
         for band in L2A_BANDS:
             vza = np.minimum(angles.view_zenith[band], vza_max)  # S2's widest view is at the table's edge
             raa = _raa(angles.sun_azimuth, angles.view_azimuth[band])
-            terms = lut.terms_for(
-                product.spacecraft, (band,), self.aerosol, aot, sza, vza, raa, wv, self._ozone
-            )
+            terms = lut.terms_for(product.spacecraft, (band,), aerosol, aot, sza, vza, raa, wv, self._ozone)
             gain = (terms.tg * terms.t_down * terms.t_up)[0].astype(np.float64)
             self._nodes[band] = (terms.path[0].astype(np.float64), gain, terms.s_alb[0].astype(np.float64))
         self._angles = angles
@@ -259,28 +282,25 @@ class SixSCorrector:
         return BlockResult(boa)
 
 
-@dataclass
-class DosCorrector:
-    """Dark object subtraction: a per-band haze from the scene's darkest pixels, subtracted everywhere."""
-
-    name: str = "dos"
-    overlap: int = 0
-    gives_aot_map: bool = False
-    haze: np.ndarray | None = None
-
-    def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]:
-        from eotwin.atmocorr import baselines
-
-        _, haze = baselines.dark_object_subtraction(sample.toa, sample.valid)
-        self.haze = haze.astype(np.float32)
-        return {"haze": {b: round(float(h), 5) for b, h in zip(L2A_BANDS, haze, strict=True)}}
-
-    def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
-        if self.haze is None:
-            raise EotwinError("the DOS corrector was not prepared")
-        boa = toa - self.haze[:, None, None]
-        np.copyto(boa, np.float32(np.nan), where=~valid)  # broadcast over the bands, no gather
-        return BlockResult(boa)
+def _retrieval_info(retrieval: AotRetrieval, estimator: str) -> dict[str, object]:
+    """The run info of an aerosol retrieval: where the AOT came from and the figures behind it."""
+    info: dict[str, object] = {"aot_source": retrieval.source}
+    if estimator != "ddv":
+        return info
+    info.update(
+        {
+            "ddv_pixels": retrieval.n_used,
+            "ddv_pixels_found": retrieval.n_found,
+            "ddv_swir_range": list(retrieval.swir_range) if retrieval.swir_range else None,
+            "ddv_aot_red": retrieval.aot_red,
+            "ddv_aot_blue": retrieval.aot_blue,
+            "ddv_aot_spread": retrieval.spread,
+            "ddv_aot_cap": None if retrieval.cap is None else round(retrieval.cap, 4),
+            "ddv_excluded": dict(retrieval.excluded),
+        }
+    )
+    info.update({f"aerosol_mismatch_{m}": v for m, v in retrieval.mismatch.items()})
+    return info
 
 
 def resolve_ozone(
@@ -323,7 +343,8 @@ def _ai_factory(options: RunOptions) -> Corrector:
 
 METHODS: dict[str, Callable[[RunOptions], Corrector]] = {
     "6s-ddv": lambda o: SixSCorrector(lut_path=o.lut, aerosol=o.aerosol, aot=o.aot, wv=o.wv, ozone=o.ozone),
-    "dos": lambda o: DosCorrector(),
+    "dos": lambda o: SixSCorrector(lut_path=o.lut, aerosol=o.aerosol, wv=o.wv, ozone=o.ozone, name="dos",
+                                   aot_estimator="dark-object"),
     "ai": _ai_factory,
 }
 

@@ -23,7 +23,8 @@ def run_command(
                                       "dos (dark object subtraction) or ai (default once a model exists)."),
     reference: Path | None = typer.Option(None, "--reference", help="Reference L2A (SAFE, zip or stack with "
                                           "BOA_ADD_OFFSET): writes evaluation.json and evaluation.png."),
-    aerosol: str = typer.Option("continental", "--aerosol", help="6S aerosol model: continental or maritime."),
+    aerosol: str = typer.Option("auto", "--aerosol", help="6S aerosol model: auto (6s-ddv picks continental or "
+                                "maritime per scene from its dark pixels), continental or maritime."),
     aot: float | None = typer.Option(None, "--aot", help="6s-ddv: use this AOT at 550 nm instead of estimating it."),
     wv: float | None = typer.Option(None, "--wv", help="6s-ddv: use this water vapour (g/cm2) instead of B09/B8A."),
     ozone: float | None = typer.Option(None, "--ozone", help="Total ozone column (cm-atm) when known, e.g. ECMWF's "
