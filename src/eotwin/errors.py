@@ -17,3 +17,7 @@ class EotwinError(Exception):
         super().__init__(" ".join(str(message).split()))
         if exit_code is not None:
             self.exit_code = exit_code
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a container stop, ``kill``): unwinds like Ctrl-C so staging files are removed."""

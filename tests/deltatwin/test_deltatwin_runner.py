@@ -88,6 +88,10 @@ STEP_PY = textwrap.dedent('''
     if mode == "cpus":
         import os
         mode = f"cpus={len(os.sched_getaffinity(0))} omp={os.environ['OMP_NUM_THREADS']}"
+    if mode == "sleep":
+        import os, time
+        pathlib.Path(out).write_text(str(os.getpid()))
+        time.sleep(120)
     if mode == "env":
         import os
         mode = " ".join(sorted(os.environ))
@@ -335,3 +339,27 @@ def test_models_get_only_declared_environment(tmp_path, monkeypatch):
     assert not names & {"CDSE_S3_ACCESS_KEY", "CDSE_S3_SECRET_KEY", "EDH_TOKEN", "AWS_SECRET_ACCESS_KEY",
                         "GITHUB_TOKEN", "EOTWIN_API_KEY", "SOME_UNRELATED_VAR"}
     assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+
+
+def test_sigterm_stops_the_run_and_its_models(tmp_path):
+    """A container stop (SIGTERM) ends the runner with 143 and takes the model's process group with it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = chain(tmp_path, {"a": "sleep", "b": "ok", "c": "ok"})
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "eotwin", "-q", "deltatwin", "run", str(root), "-i",
+                             str(_chain_inputs(tmp_path)), "-o", str(run_dir)], stderr=subprocess.PIPE, text=True)
+    pid_file = run_dir / "nodes" / "a" / "work" / "out.txt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (pid_file.exists() and pid_file.read_text().strip()):
+        time.sleep(0.1)
+    model_pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(model_pid, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -16,7 +17,7 @@ from eotwin.cli.deltatwin import app as deltatwin_app
 from eotwin.cli.demo import demo_command
 from eotwin.cli.pointcloud import app as pointcloud_app
 from eotwin.cli.sample import sample_command
-from eotwin.errors import EotwinError
+from eotwin.errors import EotwinError, Terminated
 
 app = typer.Typer(
     name="eotwin",
@@ -58,6 +59,7 @@ app.add_typer(deltatwin_app, name="deltatwin")
 def run(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one line on stderr and a non-zero exit."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    previous = _on_sigterm_unwind()
     try:
         result = app(args=argv, standalone_mode=False)
     except EotwinError as exc:
@@ -73,6 +75,9 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _common.err.print("interrupted")
         return 130
+    except Terminated:
+        _common.err.print("terminated")
+        return 143
     except OSError as exc:  # disk full, permission denied, vanished file: the user's environment, not a bug
         if debug:
             raise
@@ -90,7 +95,23 @@ def run(argv: list[str] | None = None) -> int:
                           "(run with --debug for the traceback)",
                           highlight=False, soft_wrap=True)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return result if isinstance(result, int) else 0
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _on_sigterm_unwind():
+    """SIGTERM raises :class:`Terminated` in the main thread, so every ``finally`` and staging clean-up runs."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def entry() -> None:  # pragma: no cover - console-script shim

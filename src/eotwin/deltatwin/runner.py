@@ -610,17 +610,22 @@ def _spawn(command: str, work: Path, env: dict[str, str], log_path: Path, ram: i
             root = psutil.Process(proc.pid)
         except psutil.Error:
             root = None
-        while proc.poll() is None:
-            rss, vms = _tree_memory(root) if root is not None else (0, 0)
-            peak, peak_vms = max(peak, rss), max(peak_vms, vms)
-            if ram is not None and rss > ram and watchdog is None:
-                watchdog = f"resident memory {rss} bytes passed the limit of {ram} bytes"
-                _kill_group(proc)
-            timeout = ctx.options.node_timeout_s
-            if timeout and time.monotonic() - started > timeout and watchdog is None:
-                watchdog = f"ran past the {timeout:g} s timeout"
-                _kill_group(proc)
-            time.sleep(0.05)
+        try:
+            while proc.poll() is None:
+                rss, vms = _tree_memory(root) if root is not None else (0, 0)
+                peak, peak_vms = max(peak, rss), max(peak_vms, vms)
+                if ram is not None and rss > ram and watchdog is None:
+                    watchdog = f"resident memory {rss} bytes passed the limit of {ram} bytes"
+                    _kill_group(proc)
+                timeout = ctx.options.node_timeout_s
+                if timeout and time.monotonic() - started > timeout and watchdog is None:
+                    watchdog = f"ran past the {timeout:g} s timeout"
+                    _kill_group(proc)
+                time.sleep(0.05)
+        except BaseException:  # Ctrl-C, SIGTERM: the model runs in its own session and would outlive the runner
+            _kill_group(proc)
+            proc.wait()
+            raise
         pump.join(timeout=10)
     code = proc.returncode
     # peak_rss_bytes: the whole tree's resident memory (what the service's container limit counts);

@@ -1,0 +1,27 @@
+"""SIGTERM (a container stop) unwinds like Ctrl-C: staging files are removed, the exit status is 143."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+
+def test_sigterm_mid_atmocorr_run_leaves_no_staging(tmp_path):
+    sample = tmp_path / "s"
+    made = subprocess.run([sys.executable, "-m", "eotwin", "-q", "atmocorr", "sample-l1c", "-o", str(sample)],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    l1c = next(sample.glob("*l1c*.tif"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "eotwin", "-q", "atmocorr", "run", str(l1c), "-o", str(out),
+                             "--method", "6s-ddv", "--block-rows", "16"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".out.part-*")) and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert not list(tmp_path.glob(".out.part-*")) and not out.exists()
