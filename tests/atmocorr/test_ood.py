@@ -191,7 +191,7 @@ def test_pipeline_falls_back_to_ddv_and_says_so(sample_l1c, stats, lut, tmp_path
 
     angles = np.array([a["sun_zenith"], a["view_zenith"], relative_azimuth(a["sun_azimuth"], a["view_azimuth"])],
                       np.float32).reshape(3, 1, 1)
-    assert info["ood_pixel_step"] == 1
+    assert info["ood_scored_on"] == "the whole scene"
     assert ood.scene_score(toa, angles, lut, "S2A", stats)[0] == pytest.approx(info["ood_score"], abs=1e-4)
 
 
@@ -234,3 +234,39 @@ def test_threshold_option_and_a_model_without_statistics(sample_l1c, tmp_path):
                                                       method="6s-ddv", ood_threshold=1.0))
     with pytest.raises(EotwinError, match="ood_threshold"):
         pipeline.make_options(input=sample_l1c.l1c, output=tmp_path / "x", method="ai", ood_threshold=-1.0)
+
+
+def test_large_scenes_are_scored_on_full_resolution_windows(sample_l1c, tmp_path, monkeypatch):
+    """Beyond the overview's size the score reads full-resolution windows (a decimated view would make
+    every scene look foreign); a window as large as the scene gives the whole-scene score."""
+    import functools
+
+    from eotwin.atmocorr import pipeline
+
+    whole = pipeline.run_correction(pipeline.make_options(input=sample_l1c.l1c, output=tmp_path / "whole",
+                                                          method="ai", lut=LUT, ood_fallback=False))
+    monkeypatch.setattr(pipeline, "read_scene_sample",
+                        functools.partial(pipeline.read_scene_sample, max_side=100))  # a decimated overview
+    windowed = pipeline.run_correction(pipeline.make_options(input=sample_l1c.l1c, output=tmp_path / "win",
+                                                             method="ai", lut=LUT, ood_fallback=False))
+    assert windowed.atmosphere["ood_scored_on"] == "1 windows of 200 x 200 px"
+    assert windowed.atmosphere["ood_score"] == whole.atmosphere["ood_score"]
+    assert windowed.atmosphere["ood_cells"] == whole.atmosphere["ood_cells"] > 0
+
+
+def test_windows_spread_over_a_tile_on_whole_tiles():
+    windows = ood.sample_windows(10980, 10980)
+    assert len(windows) == 9 and all(h == w == 512 for _, _, h, w in windows)
+    assert all(r % 256 == 0 and c % 256 == 0 and r + 512 <= 10980 and c + 512 <= 10980 for r, c, _, _ in windows)
+    rows = sorted({r for r, _, _, _ in windows})
+    assert rows[0] < 10980 / 3 < rows[1] < 2 * 10980 / 3 < rows[2]
+    assert ood.sample_windows(200, 900) == [(0, 0, 200, 512), (0, 256, 200, 512)]
+
+
+def test_decimation_raises_the_score_of_held_out_scenes(lut, stats, ben_mock_dir):
+    """Why the windows: the same held-out scene, every 3rd pixel, scores far higher (cells cover 9x the ground)."""
+    from eotwin.atmocorr.ai import evaluate
+
+    (scene,) = evaluate.make_test_scenes(lut, 1, seed=7070, ben_dir=ben_mock_dir)
+    full = _score(scene.toa, scene.atmosphere, lut, stats)[0]
+    assert _score(scene.toa[:, ::3, ::3], scene.atmosphere, lut, stats)[0] > 1.4 * full

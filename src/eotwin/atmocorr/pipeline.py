@@ -139,9 +139,11 @@ class SceneSample:
     toa: np.ndarray  # (12, 1, n) float32 TOA of L2A_BANDS at n valid pixels spread over the scene
     valid: np.ndarray  # (1, n) bool
     angles: dict[str, float]  # scene means: sun_zenith, sun_azimuth, view_zenith, view_azimuth
-    # the decimated view itself (12, h, w), every ``overview_step``-th pixel: the AI's OOD score needs cells
+    # the decimated view itself (12, h, w), every ``overview_step``-th pixel, and a reader of full-resolution
+    # windows (TOA (12, h, w) of a Window): the AI's OOD score needs cells at full resolution
     overview: np.ndarray | None = None
     overview_step: int = 1
+    read_window: Callable[[Window], np.ndarray] | None = None
 
 
 @dataclass
@@ -497,7 +499,8 @@ def read_scene_sample(
     if flat.size > SAMPLE_MAX_PIXELS:
         flat = flat[np.linspace(0, flat.size - 1, SAMPLE_MAX_PIXELS).astype(np.int64)]
     pixels = toa.reshape(toa.shape[0], -1)[:, flat]
-    return SceneSample(pixels[:, None, :], np.ones((1, flat.size), dtype=bool), product.angles.means(), toa, step)
+    return SceneSample(pixels[:, None, :], np.ones((1, flat.size), dtype=bool), product.angles.means(), toa, step,
+                       functools.partial(read_toa, reader, product, L2A_BANDS))
 
 
 def _staging_dir(target: Path) -> Path:

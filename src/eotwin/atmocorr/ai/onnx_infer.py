@@ -293,10 +293,11 @@ class AiCorrector:
         from eotwin.atmocorr.physics import relative_azimuth
 
         path = ood.stats_path(self._model.path)
+        whole = sample.overview is not None and sample.overview_step == 1
         if not path.is_file():
             reason = f"unavailable: no OOD statistics {path.name} beside the model"
-        elif sample.overview is None:
-            reason = "unavailable: the scene sample has no overview"
+        elif not whole and sample.read_window is None:
+            reason = "unavailable: the scene sample has neither the whole scene nor a window reader"
         else:
             stats = ood.load_statistics(path)
             try:
@@ -308,11 +309,18 @@ class AiCorrector:
                 angles = np.array([a["sun_zenith"], min(a["view_zenith"], float(self._model.lut.axes["vza"][-1])),
                                    float(relative_azimuth(a["sun_azimuth"], a["view_azimuth"]))],
                                   np.float32).reshape(3, 1, 1)
-                score, cells = ood.scene_score(sample.overview, angles, self._model.lut, product.spacecraft, stats)
+                if whole:
+                    parts, where = sample.overview, "the whole scene"
+                else:  # full-resolution windows: the score is only meaningful on cells of the network's size
+                    windows = ood.sample_windows(product.grid.height, product.grid.width)
+                    parts = [sample.read_window(Window(*w)) for w in windows]
+                    where = f"{len(windows)} windows of {windows[0][2]} x {windows[0][3]} px"
+                score, cells = ood.scene_score(parts, angles, self._model.lut, product.spacecraft, stats)
+                del parts
                 threshold = self.ood_threshold if self.ood_threshold is not None else stats.threshold
                 info: dict[str, object] = {
                     "ood_score": round(score, 4) if math.isfinite(score) else "inf (no usable cell)",
-                    "ood_threshold": threshold, "ood_cells": cells, "ood_pixel_step": sample.overview_step}
+                    "ood_threshold": threshold, "ood_cells": cells, "ood_scored_on": where}
                 if (note := ood.stale_note(stats, self._model.path)) is not None:
                     info["ood_statistics"] = note
                     logger.warning("%s: OOD statistics %s %s", product.product_id, path.name, note)

@@ -177,18 +177,43 @@ def distances(feats: np.ndarray, stats: OodStatistics) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0.0) / z.shape[0])
 
 
-def scene_score(toa: np.ndarray, angles: np.ndarray, lut, sensor: str, stats: OodStatistics,
-                valid: np.ndarray | None = None) -> tuple[float, int]:
+def scene_score(toa: np.ndarray | Sequence[np.ndarray], angles: np.ndarray, lut, sensor: str,
+                stats: OodStatistics, valid: np.ndarray | None = None) -> tuple[float, int]:
     """The scene's OOD score and the number of atmosphere cells it rests on.
 
-    A scene where no atmosphere cell has usable pixels (all cloud, snow or no data) scores infinity:
-    the network has nothing to read there.
+    ``toa``: the scene (12, h, w) at full resolution, or a list of full-resolution windows of it (their
+    atmosphere cells pooled; ``valid`` then unused: no data is NaN). A scene where no atmosphere cell has
+    usable pixels (all cloud, snow or no data) scores infinity: the network has nothing to read there.
     """
-    feats, weights = scene_context(toa, angles, lut, sensor, stats.config, valid)
+    parts = [toa] if isinstance(toa, np.ndarray) else list(toa)
+    contexts = [scene_context(p, angles, lut, sensor, stats.config, valid if len(parts) == 1 else None)
+                for p in parts]
+    feats = np.concatenate([f for f, _ in contexts], axis=1)
+    weights = np.concatenate([w for _, w in contexts])
     if feats.shape[1] == 0:
         return math.inf, 0
     d = distances(feats, stats)
     return float(np.average(d, weights=weights)), int(d.size)
+
+
+def sample_windows(height: int, width: int, size: int = 512, per_side: int = 3) -> list[tuple[int, int, int, int]]:
+    """(row_off, col_off, height, width) of ``per_side`` x ``per_side`` windows of ``size`` px spread evenly
+    over a scene, starting on multiples of 256 px (whole tiles of a stack or staging file).
+
+    The score must see full-resolution cells: on a decimated view a cell covers more ground, its minima
+    rise and its contexts widen, and held-out scenes decimated 3x score above the threshold.
+    """
+    def starts(n: int) -> list[int]:
+        if n <= size:
+            return [0]
+        out = []
+        for i in range(per_side):
+            centre = (i + 0.5) * n / per_side
+            out.append(int(min(max(centre - size / 2, 0), n - size)) // 256 * 256)
+        return sorted(set(out))
+
+    h, w = min(size, height), min(size, width)
+    return [(r, c, h, w) for r in starts(height) for c in starts(width)]
 
 
 # ----------------------------------------------------------------------------- fitting and calibration
