@@ -12,7 +12,10 @@ atmospheres drawn as in training with a seed of their own):
 - ``majortom``: crops of the two real Major-TOM L2A cells (equatorial Africa, South-East Asia) of
   ``../shared/fixtures/s2img/rico-hdl/Major-TOM-Core`` (offset -1000 for N0400; the N9999 cell's offset
   is read from its values);
-- ``demo``: the sample scene of ``eotwin atmocorr sample-l1c`` (AOT 0.2, continental: its defaults).
+- ``demo``: the sample scene of ``eotwin atmocorr sample-l1c`` (AOT 0.2, continental: its defaults);
+- and, without a reference (score and decision only), the real L1C patches: EuroSAT (``../shared/fixtures/
+  s2img/rico-hdl/EuroSAT_MS``, angles not stored: 40/5/90 degrees assumed) and the two Brazilian
+  SSL4EO-style patches (``../shared/fixtures/ac/l1c_ssl4eo_style_sig_brazil``, GEE's mean angles).
 
 Printed per scene: the OOD score, whether the pipeline would fall back (score > threshold), the AI's and
 6s-ddv's mean RMSE over the 12 bands against the true surface, and the Spearman correlation of the score
@@ -37,6 +40,10 @@ FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 SAHARA = FIXTURES / "ac" / "l2a_desert_T29RKH_20200219_riotilerpds"
 WATER = FIXTURES / "ac" / "l2a_hydro_water"
 MAJOR_TOM = FIXTURES / "s2img" / "rico-hdl" / "Major-TOM-Core" / "S2L2A"
+EUROSAT = FIXTURES / "s2img" / "rico-hdl" / "EuroSAT_MS"
+BRAZIL = FIXTURES / "ac" / "l1c_ssl4eo_style_sig_brazil"
+EUROSAT_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
+EUROSAT_ANGLES = (40.0, 5.0, 90.0)  # not stored in the patches: a mid-latitude summer sun, near nadir
 WATER_OFFSETS = {"patch_0": -1000, "patch_10": 0, "patch_100": -1000, "patch_1000": -1000, "patch_10000": -1000,
                  "patch_1": -1000, "patch_100000": -1000}
 CROP = (240, 360)  # the held-out mosaics' size
@@ -97,6 +104,33 @@ def foreign_surfaces(rng: np.random.Generator, per_source: int) -> list[tuple[st
         cell = read_band_files(folder, offset)
         tile = folder.name.split("_")[5]
         out += [(f"majortom-{tile}-{i}", s) for i, s in enumerate(crops(cell, per_source, CROP, rng))]
+    return out
+
+
+def real_l1c() -> list[tuple[str, np.ndarray, tuple[float, float, float]]]:
+    """(name, TOA (12, h, w), (sun zenith, view zenith, relative azimuth)) of the real L1C patches: EuroSAT
+    (64 x 64 px, angles assumed) and the two Brazilian SSL4EO-style patches (264 x 264 px, GEE's mean angles)."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from eotwin.atmocorr.physics import relative_azimuth
+    from eotwin.atmocorr.products import L2A_BANDS
+
+    out = []
+    for path in sorted(EUROSAT.glob("*/*.tif")):
+        with rasterio.open(path) as ds:
+            dn = ds.read().astype(np.float32)
+        out.append((f"eurosat-{path.stem}", dn[[EUROSAT_ORDER.index(b) for b in L2A_BANDS]] / 10000.0, EUROSAT_ANGLES))
+    for folder in sorted(BRAZIL.glob("*/*/")):
+        meta = json.loads((folder / "metadata.json").read_text())
+        meta = meta.get("properties", meta)
+        bands = []
+        for band in L2A_BANDS:
+            with rasterio.open(folder / f"B{band[1:].lstrip('0')}.tif") as ds:
+                bands.append(ds.read(1, out_shape=(264, 264), resampling=Resampling.bilinear).astype(np.float32))
+        raa = float(relative_azimuth(meta["MEAN_SOLAR_AZIMUTH_ANGLE"], meta["MEAN_INCIDENCE_AZIMUTH_ANGLE_B8A"]))
+        angles = (meta["MEAN_SOLAR_ZENITH_ANGLE"], meta["MEAN_INCIDENCE_ZENITH_ANGLE_B8A"], raa)
+        out.append((f"brazil-{folder.name.split('_')[-1]}", np.stack(bands) / 10000.0, angles))
     return out
 
 
@@ -223,8 +257,18 @@ def main() -> None:
     print(f"\nSpearman correlation of score and AI RMSE over all {len(rows)} scenes: "
           f"{spearman([r['score'] for r in rows], [r['ai_rmse'] for r in rows]):+.2f}; of score and "
           f"AI RMSE - DDV RMSE: {spearman([r['score'] for r in rows], [r['ai_rmse'] - r['ddv_rmse'] for r in rows]):+.2f}")
+    real = []
+    print("\nreal L1C patches (no reference: the score, the decision and each method's scene AOT)")
+    for name, toa, (sza, vza, raa) in real_l1c():
+        angles = np.array([sza, vza, raa], np.float32).reshape(3, 1, 1)
+        score, cells = ood.scene_score(toa, angles, lut, "S2A", stats)
+        atmosphere, _ = model.atmosphere(toa, angles, sensor="S2A")
+        real.append({"scene": name, "score": score, "cells": cells, "ai_aot": float(np.mean(atmosphere[0])),
+                     "fallback": bool(score > stats.threshold)})
+        print(f"{name:26s} score {score:7.3f} over {cells:3d} cells  AI AOT {real[-1]['ai_aot']:.3f}  "
+              f"{'fall back to 6s-ddv' if real[-1]['fallback'] else 'ai'}")
     if args.json:
-        args.json.write_text(json.dumps({"threshold": stats.threshold, "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"threshold": stats.threshold, "rows": rows, "real_l1c": real}, indent=1))
 
 
 if __name__ == "__main__":
