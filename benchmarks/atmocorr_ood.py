@@ -258,7 +258,7 @@ def main() -> None:
           f"{spearman([r['score'] for r in rows], [r['ai_rmse'] for r in rows]):+.2f}; of score and "
           f"AI RMSE - DDV RMSE: {spearman([r['score'] for r in rows], [r['ai_rmse'] - r['ddv_rmse'] for r in rows]):+.2f}")
     real = []
-    print("\nreal L1C patches (no reference: the score, the decision and each method's scene AOT)")
+    print("\nreal L1C patches (no reference: the score, the decision and the AI's scene-mean AOT)")
     for name, toa, (sza, vza, raa) in real_l1c():
         angles = np.array([sza, vza, raa], np.float32).reshape(3, 1, 1)
         score, cells = ood.scene_score(toa, angles, lut, "S2A", stats)
