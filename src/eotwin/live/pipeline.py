@@ -55,10 +55,46 @@ class LiveScene:
                            "eo:cloud_cover": c.item["properties"].get("eo:cloud_cover")} for c in self.chosen]}
 
 
+# a full Sentinel-2 tile is 10980 x 10980 = 121 M pixels at 10 m: one build handles that in bounded memory;
+# beyond it the work must be split into tiles, and the number of tiles (Dask tasks) stays sane
+MAX_SINGLE_PIXELS = 150_000_000
+MAX_TILES = 10_000
+MIN_TILE_SIZE_M = 500.0
+
+
 def target_grid(request: LiveRequest) -> Grid:
     west, south, east, north = request.bbox
-    crs = CRS.from_user_input(request.crs) if request.crs else utm_crs_for_lonlat((west + east) / 2, (south + north) / 2)
+    if request.crs:
+        try:
+            crs = CRS.from_user_input(request.crs)
+        except Exception:
+            raise EotwinError(f"--crs {request.crs!r} is not a CRS pyproj knows") from None
+        unit = crs.axis_info[0].unit_name if crs.axis_info else ""
+        if not crs.is_projected or unit not in ("metre", "meter"):
+            raise EotwinError(f"--crs {request.crs} is not a projected CRS in metres (pixels are {request.resolution:g} "
+                              "CRS units); use a UTM zone, e.g. EPSG:32632")
+    else:
+        crs = utm_crs_for_lonlat((west + east) / 2, (south + north) / 2)
     return Grid.from_bounds(transform_bounds(request.bbox, CRS.from_epsg(4326), crs), request.resolution, crs)
+
+
+def check_size(grid: Grid, tile_size_m: float | None = None) -> None:
+    """Refuse, before any request, work that cannot finish in bounded memory or time (estimated from the grid)."""
+    pixels = grid.width * grid.height
+    if tile_size_m is None:
+        if pixels > MAX_SINGLE_PIXELS:
+            raise EotwinError(f"the bbox makes {grid.width} x {grid.height} = {pixels / 1e6:,.0f} M pixels at "
+                              f"{grid.res[0]:g} m, more than one build handles ({MAX_SINGLE_PIXELS / 1e6:.0f} M); "
+                              "give --tile-size (e.g. 10000) or a smaller bbox")
+        return
+    if tile_size_m < MIN_TILE_SIZE_M:
+        raise EotwinError(f"--tile-size {tile_size_m:g} m is below {MIN_TILE_SIZE_M:g} m (each tile is a task with "
+                          "its own requests)")
+    side = max(1, round(tile_size_m / grid.res[0]))
+    tiles = -(-grid.width // side) * -(-grid.height // side)
+    if tiles > MAX_TILES:
+        raise EotwinError(f"the bbox makes {tiles:,} tiles of {tile_size_m:g} m, more than {MAX_TILES:,}; "
+                          "use a larger --tile-size or a smaller bbox")
 
 
 def cached_search(endpoints: Endpoints, request: LiveRequest, cache: Cache, workdir: Path) -> list[dict]:
@@ -126,6 +162,8 @@ def build_from_bbox(request: LiveRequest, output: Path, *, endpoints: Endpoints 
     endpoints = endpoints or Endpoints.from_env()
     credentials = credentials or Credentials()
     cache = cache or Cache(default_cache_dir())
+    if grid is None:
+        check_size(target_grid(request))
     with tempfile.TemporaryDirectory(prefix="eotwin-live-") as tmp:
         scene = fetch_scene(request, endpoints, credentials, cache, Path(tmp), progress, log, grid)
         options = make_options(dem=str(scene.dem), image=(str(scene.red), str(scene.green), str(scene.blue)),

@@ -21,7 +21,7 @@ from eotwin.io.files import write_json_atomic
 from eotwin.live.cache import Cache
 from eotwin.live.credentials import Credentials, redact
 from eotwin.live.endpoints import Endpoints
-from eotwin.live.pipeline import LiveRequest, build_from_bbox, target_grid
+from eotwin.live.pipeline import LiveRequest, build_from_bbox, check_size, target_grid
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,14 @@ def build_tiled(request: LiveRequest, output: Path, tile_size_m: float, *, endpo
 
     progress = ensure_progress(progress)
     output = Path(output)
+    grid = target_grid(request)
+    check_size(grid, tile_size_m)
     tiles_dir = output.parent / f"{output.stem}_tiles"
     tiles_dir.mkdir(parents=True, exist_ok=True)
     fmt = output.suffix.lstrip(".").lower() or "laz"
     for stale in tiles_dir.glob(".*.part.*"):  # left by a run that was killed mid-write (atomic writes never finished)
         stale.unlink(missing_ok=True)
-    tiles = plan_tiles(target_grid(request), tile_size_m)
+    tiles = plan_tiles(grid, tile_size_m)
     paths = {t.name: tiles_dir / f"{output.stem}_{t.name}.{fmt}" for t in tiles}
     todo = [t for t in tiles if not tile_is_done(paths[t.name])]
     skipped = len(tiles) - len(todo)
