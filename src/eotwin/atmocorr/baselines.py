@@ -51,7 +51,8 @@ DDV_PIXEL_AGREEMENT = 0.25  # a pixel's red- and blue-derived AOTs must agree wi
 DDV_SCENE_AGREEMENT = 0.25  # ... and the scene medians of the pixels kept within this
 DDV_MAX_SPREAD = 0.25  # interquartile range of the pixels' AOT beyond which they disagree
 # another aerosol model than the first (continental) only on clear evidence: its blue/red mismatch lower
-# by this much, at an AOT where the models differ more than the surface ratios' own scatter
+# by this much, at an AOT where the models differ more than the surface ratios' own scatter, and with
+# most dark pixels inside the table's AOT range under every model
 DDV_MODEL_MARGIN = 0.02
 DDV_MODEL_MIN_AOT = 0.15
 DDV_CAP_SURFACE = -0.005  # the darkest pixels' blue and red surface may not fall below this
@@ -442,9 +443,19 @@ def estimate_aot_ddv(
         aot_red = _crossings(candidates, red - DDV_RED_RATIO * swir_s)
         aot_blue = _crossings(candidates, blue - DDV_BLUE_RATIO * swir_s)
         per_model[m] = (aot_red, aot_blue)
-        mismatch[m] = round(float(abs(np.median(aot_blue) - np.median(aot_red))), 4)
+    # a pixel whose AOT sits on an end of the table under some model says nothing about the model
+    inside = np.logical_and.reduce(
+        [(a > candidates[0]) & (a < candidates[-1]) for pair in per_model.values() for a in pair]
+    )
+    for m, (aot_red, aot_blue) in per_model.items():
+        keep = inside if inside.sum() >= 0.5 * inside.size else slice(None)
+        mismatch[m] = round(float(abs(np.median(aot_blue[keep]) - np.median(aot_red[keep]))), 4)
     chosen = default_model
-    if len(models) > 1 and np.median(0.5 * sum(per_model[default_model])) >= DDV_MODEL_MIN_AOT:
+    if (
+        len(models) > 1
+        and inside.sum() >= 0.5 * inside.size
+        and np.median(0.5 * sum(per_model[default_model])) >= DDV_MODEL_MIN_AOT
+    ):
         best = min(models, key=lambda m: (mismatch[m], models.index(m)))
         if mismatch[best] + DDV_MODEL_MARGIN < mismatch[default_model]:
             chosen = best
