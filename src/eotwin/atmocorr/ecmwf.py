@@ -57,6 +57,9 @@ def _message_length(data: memoryview, pos: int) -> int | None:
     return None
 
 
+MAX_GRIB_POINTS = 4_000_000  # a global 0.125 deg grid is 2.9 M points; AUX_ECMWFT covers one tile with a few dozen
+
+
 def _tco3_values(data: bytes, name: str) -> list[np.ndarray]:
     """The valid values of every tco3 message in a GRIB byte stream (messages decoded in memory)."""
     ec = _eccodes()
@@ -82,6 +85,10 @@ def _tco3_values(data: bytes, name: str) -> list[np.ndarray]:
             if declared is not None and length != declared:  # ecCodes guessed past a damaged header
                 raise EotwinError(f"{name}: GRIB message {count + 1} is corrupt (inconsistent length)")
             if int(ec.codes_get(handle, "paramId")) == TCO3_PARAM_ID:
+                points = int(ec.codes_get(handle, "numberOfValues"))
+                if not 0 < points <= MAX_GRIB_POINTS:  # a header may declare any size; decoding would allocate it
+                    raise EotwinError(f"{name}: GRIB message {count + 1} declares {points:,} values "
+                                      f"(an AUX_ECMWFT field has at most {MAX_GRIB_POINTS:,})")
                 values = np.asarray(ec.codes_get_values(handle), dtype=np.float64)
                 if int(ec.codes_get(handle, "bitmapPresent")):
                     values = values[values != float(ec.codes_get(handle, "missingValue"))]

@@ -421,6 +421,9 @@ def _quiet_nanmean() -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- SAFE access (folder or zip)
+MAX_METADATA_BYTES = 64 * 2**20  # MTD_TL.xml is ~0.6 MB, AUX_ECMWFT ~0.2 MB: anything far larger is not metadata
+
+
 class SafeArchive:
     """A SAFE product as a folder or a zip: list its files, read small ones, give GDAL paths to big ones."""
 
@@ -452,13 +455,23 @@ class SafeArchive:
     def names(self) -> list[str]:
         return list(self._names)
 
-    def read_bytes(self, name: str) -> bytes:
+    def read_bytes(self, name: str, limit: int = MAX_METADATA_BYTES) -> bytes:
+        """A small member (metadata, auxiliary data), refused beyond ``limit`` bytes: a zip bomb never inflates."""
         try:
             if self.is_zip:
                 with zipfile.ZipFile(self.path) as zf:
+                    size = zf.getinfo(name).file_size  # zipfile never inflates past the declared size
+                    if size > limit:
+                        raise EotwinError(f"{self.path}: {name} declares {size:,} bytes, more than the "
+                                          f"{limit:,} a metadata file may have")
                     return zf.read(name)
-            return (self.path / name).read_bytes()
-        except (KeyError, OSError, zipfile.BadZipFile) as exc:
+            path = self.path / name
+            size = path.stat().st_size
+            if size > limit:
+                raise EotwinError(f"{self.path}: {name} has {size:,} bytes, more than the {limit:,} a metadata "
+                                  "file may have")
+            return path.read_bytes()
+        except (KeyError, OSError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
             raise EotwinError(f"{self.path}: cannot read {name} ({exc})") from None
 
     def gdal_path(self, name: str) -> str:
