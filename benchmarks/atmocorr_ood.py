@@ -164,10 +164,14 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 def fit(lut, model, held_out: int) -> None:
     from eotwin.atmocorr.ai import evaluate, ood, synth
+    from eotwin.atmocorr.ai import surfaces as library
 
     t0 = time.perf_counter()
-    surfaces = list(synth.ben_surfaces(None, synth.TRAIN_SPLITS).values())
-    stats = ood.fit_statistics(surfaces, lut, model.metadata["config"], spectra=synth.builtin_spectra())
+    # the model's training sources (models from before the surface library: BigEarthNet only)
+    sources = model.metadata.get("train_sources") or ["ben"]
+    surfaces = library.load_sources(sources, split="train")
+    stats = ood.fit_statistics(surfaces, lut, model.metadata["config"], spectra=synth.builtin_spectra(),
+                               layout=(2, 2))  # train.py's default mosaics (the ONNX metadata does not record it)
     scenes = evaluate.make_test_scenes(lut, held_out, seed=1000)
     scores = []
     for s in scenes:

@@ -95,6 +95,18 @@ def test_statistics_of_other_cells_or_features_are_refused(stats, tmp_path):
     assert ood.calibrate_threshold(other, [0.3, 0.5]) == 0.625 and other.threshold == 0.625
 
 
+def test_fit_statistics_from_training_scenes_by_source(lut, ben_mock_dir):
+    """What the trainer calls after a retraining: its surfaces by source, drawn as training draws them."""
+    surfaces = {"ben": list(synth.ben_surfaces(ben_mock_dir, synth.TRAIN_SPLITS).values())}
+    config = {"cell": 6, "out_stride": 4, "bright_toa": 0.3, "hypotheses": 2, "windows": [5, 17]}
+    fitted = ood.fit_statistics(surfaces, lut, config, scenes=4, seed=3, spectra=synth.builtin_spectra(), batch=2)
+    assert fitted.training["contexts"] == 400 and fitted.training["surfaces"] == {"ben": 12}
+    assert fitted.mean.size == 104 and np.allclose(fitted.precision, fitted.precision.T)
+    assert fitted.config == ood.model_cell_config(config) and math.isinf(fitted.threshold)  # not calibrated yet
+    again = ood.fit_statistics(surfaces, lut, config, scenes=4, seed=3, spectra=synth.builtin_spectra(), batch=2)
+    assert np.array_equal(again.precision, fitted.precision)
+
+
 # ----------------------------------------------------------------------------- scores
 def test_score_is_deterministic(lut, stats, ben_mock_dir, tmp_path):
     from eotwin.atmocorr.ai import evaluate

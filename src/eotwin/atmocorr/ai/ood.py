@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,13 +229,14 @@ def fit_from_features(feats: np.ndarray, config: dict, shrinkage: float = SHRINK
     return OodStatistics(mean, scale, np.linalg.inv(corr), model_cell_config(config))
 
 
-def fit_statistics(surfaces: Sequence[np.ndarray], lut, config: dict, *, scenes: int = 240, seed: int = 7,
+def fit_statistics(surfaces: Sequence[np.ndarray] | Mapping[str, Sequence[np.ndarray]], lut, config: dict, *,
+                   scenes: int = 240, seed: int = 7,
                    spectra: np.ndarray | None = None, layout: tuple[int, int] = (2, 2), jitter: bool = True,
                    batch: int = 8) -> OodStatistics:
     """Statistics of the contexts of ``scenes`` training scenes drawn as :mod:`~eotwin.atmocorr.ai.train`
     draws them (:func:`synth.make_batch`: mosaics of ``layout`` training surfaces with the built-in spectra
-    painted in and the surface jitter, each under its own atmosphere). The trainer calls it with its
-    surfaces and layout after a retraining."""
+    painted in and the surface jitter, each under its own atmosphere; ``surfaces`` a list, or lists by
+    source as the trainer passes them). The trainer calls it with its surfaces and layout after a retraining."""
     from eotwin.atmocorr.ai import synth
 
     rng = np.random.default_rng(seed)
@@ -248,7 +249,9 @@ def fit_statistics(surfaces: Sequence[np.ndarray], lut, config: dict, *, scenes:
             parts.append(feats)
     stats = fit_from_features(np.concatenate(parts, axis=1), config)
     stats.training = {"scenes": scenes, "seed": seed, "layout": list(layout), "jitter": jitter,
-                      "spectra": spectra is not None, "surfaces": len(surfaces),
+                      "spectra": spectra is not None,
+                      "surfaces": {k: len(v) for k, v in surfaces.items()} if isinstance(surfaces, Mapping)
+                      else len(surfaces),
                       "contexts": int(sum(p.shape[1] for p in parts))}
     return stats
 
