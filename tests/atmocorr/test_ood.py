@@ -282,3 +282,19 @@ def test_decimation_raises_the_score_of_held_out_scenes(lut, stats, ben_mock_dir
     (scene,) = evaluate.make_test_scenes(lut, 1, seed=7070, ben_dir=ben_mock_dir)
     full = _score(scene.toa, scene.atmosphere, lut, stats)[0]
     assert _score(scene.toa[:, ::3, ::3], scene.atmosphere, lut, stats)[0] > 1.4 * full
+
+
+def test_a_fallback_that_cannot_run_keeps_the_ai_and_says_so(sample_l1c, tmp_path):
+    """Beyond the threshold, when 6s-ddv itself fails on the scene (here: its table is missing), the AI's
+    result is kept and the run info says why: never a silent substitution."""
+    from eotwin.atmocorr.ai.onnx_infer import AiCorrector
+    from eotwin.atmocorr.pipeline import SixSCorrector, read_scene_sample
+    from eotwin.atmocorr.products import BandReader, open_l1c
+
+    product = open_l1c(sample_l1c.l1c)
+    with BandReader({b: product.bands[b] for b in L2A_BANDS}, product.grid) as reader:
+        sample = read_scene_sample(reader, product)
+        corrector = AiCorrector(lut_path=LUT, fallback=lambda: SixSCorrector(lut_path=tmp_path / "missing.npz"))
+        info = corrector.prepare(product, sample)
+    assert corrector.name == "ai" and corrector.gives_aot_map
+    assert info["fallback"].startswith("failed: 6s-ddv") and info["ood_score"] > info["ood_threshold"]
