@@ -298,3 +298,24 @@ def test_a_fallback_that_cannot_run_keeps_the_ai_and_says_so(sample_l1c, tmp_pat
         info = corrector.prepare(product, sample)
     assert corrector.name == "ai" and corrector.gives_aot_map
     assert info["fallback"].startswith("failed: 6s-ddv") and info["ood_score"] > info["ood_threshold"]
+
+
+def test_statistics_of_another_model_file_are_used_and_noted(sample_l1c, stats, tmp_path):
+    """A retrained model with the same cells: the score still says "unlike the old training scenes", and the
+    run info says the statistics are another model's (refit them)."""
+    from eotwin.atmocorr.ai.onnx_infer import AiCorrector
+    from eotwin.atmocorr.pipeline import read_scene_sample
+    from eotwin.atmocorr.products import BandReader, open_l1c
+
+    model = tmp_path / "retrained.onnx"
+    shutil.copyfile(DEFAULT_MODEL_PATH, model)
+    other = copy.deepcopy(stats)
+    other.training["model_sha256"] = "0" * 64
+    ood.write_statistics(ood.stats_path(model), other)
+    product = open_l1c(sample_l1c.l1c)
+    with BandReader({b: product.bands[b] for b in L2A_BANDS}, product.grid) as reader:
+        info = AiCorrector(model_path=model, lut_path=LUT, ood_fallback=False).prepare(
+            product, read_scene_sample(reader, product))
+    assert info["ood_statistics"].startswith("computed for another model file")
+    assert info["ood_score"] > info["ood_threshold"] == stats.threshold
+    assert info["fallback"].startswith("disabled")
