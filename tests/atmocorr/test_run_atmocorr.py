@@ -138,6 +138,32 @@ def test_metrics_are_exact_on_a_known_difference(sample, tmp_path):
     assert bands["B02"]["r2"] == pytest.approx(1.0, abs=1e-6)
 
 
+def test_water_vapour_beyond_the_table_is_flagged_in_the_run_info_and_tags(sample, tmp_path):
+    """The sample stack with B09 darkened (far more absorption at 945 nm than the table's 5 g/cm2 gives)."""
+    wet = tmp_path / "wet.tif"
+    with rasterio.open(sample.l1c) as ds:
+        data, profile, tags, descriptions = ds.read(), ds.profile, ds.tags(), ds.descriptions
+    offset = int(tags.get("RADIO_ADD_OFFSET", 0))
+    b09 = descriptions.index("B09")
+    valid = data[b09] > 0
+    toa_dn = data[b09][valid].astype(np.int64) + offset
+    data[b09][valid] = np.clip(np.rint(toa_dn * 0.3) - offset, 1, None).astype(data.dtype)
+    with rasterio.open(wet, "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(**tags)
+        for i, d in enumerate(descriptions, start=1):
+            dst.set_band_description(i, d)
+    result = _run(wet, tmp_path / "out", method="6s-ddv", aot=0.2)
+    atm = result.atmosphere
+    assert atm["wv"] == pytest.approx(5.0, abs=1e-4) and atm["wv_edge"] == "upper"
+    assert atm["wv_pixels_above_table"] > 0.9 * atm["wv_pixels"] and atm["wv_pixels_below_table"] == 0
+    assert atm["warning"].startswith("water vapour clamped to the 6S table's upper edge (5 g/cm2)")
+    with rasterio.open(result.files["l2a"]) as ds:
+        tags = ds.tags()
+    assert tags["ATMOCORR_WV_EDGE"] == "upper" and tags["ATMOCORR_WARNING"] == atm["warning"]
+    assert int(tags["ATMOCORR_WV_PIXELS_ABOVE_TABLE"]) == atm["wv_pixels_above_table"]
+
+
 def test_dos_reads_the_dark_object_as_an_aot_and_is_within_the_no_correction_error_in_every_band(sample, tmp_path):
     result = _run(sample.l1c, tmp_path / "dos", method="dos", reference=sample.truth)
     atm = result.atmosphere
