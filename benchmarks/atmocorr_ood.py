@@ -145,6 +145,10 @@ def scene_row(name: str, toa: np.ndarray, truth: np.ndarray, atm, lut, model, st
     valid = np.isfinite(toa).all(axis=0) if valid is None else valid
     score, n_cells = ood.scene_score(toa, angles, lut, atm.sensor, stats, valid)
     ai = model.predict(toa, np.broadcast_to(angles, (3, *toa.shape[1:])), valid, sensor=atm.sensor, ozone=atm.o3)[0]
+    # the alternatives read from the network's own output: the spread of its AOT over the scene and its
+    # uncertainty about the aerosol model, P(maritime) x (1 - P(maritime))
+    atmosphere, _ = model.atmosphere(toa, angles, valid, sensor=atm.sensor, ozone=atm.o3)
+    p_maritime = atmosphere[3]
     mean = lambda pred: float(np.mean([m["rmse"] for m in band_metrics(pred, truth).values()]))  # noqa: E731
     try:
         ddv = mean(baselines.ddv_correction(toa, tuple(model.metadata["bands"]), lut, sensor=atm.sensor, sza=atm.sza,
@@ -154,11 +158,16 @@ def scene_row(name: str, toa: np.ndarray, truth: np.ndarray, atm, lut, model, st
     except EotwinError as exc:  # 6s-ddv refuses the scene (e.g. open water: no B8A signal for water vapour)
         ddv, ddv_error = math.nan, str(exc)
     return {"scene": name, "source": name.rsplit("-", 1)[0].split("-T")[0], "score": score, "cells": n_cells, "aerosol": atm.aerosol, "aot": atm.aot,
+            "aot_log_spread": float(np.std(np.log(atmosphere[0]))),
+            "aerosol_uncertainty": float(np.mean(p_maritime * (1 - p_maritime))),
             "ai_rmse": mean(ai), "ddv_rmse": ddv, "ddv_error": ddv_error, "fallback": bool(score > stats.threshold)}
 
 
 def spearman(x: list[float], y: list[float]) -> float:
-    rank = lambda v: np.argsort(np.argsort(np.nan_to_num(np.asarray(v, float), posinf=1e9)))  # noqa: E731
+    """Rank correlation over the pairs where both are known (an infinite score ranks highest)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = ~np.isnan(x) & ~np.isnan(y)
+    rank = lambda v: np.argsort(np.argsort(np.nan_to_num(v[keep], posinf=1e9)))  # noqa: E731
     return float(np.corrcoef(rank(x), rank(y))[0, 1])
 
 
@@ -261,6 +270,11 @@ def main() -> None:
     print(f"\nSpearman correlation of score and AI RMSE over all {len(rows)} scenes: "
           f"{spearman([r['score'] for r in rows], [r['ai_rmse'] for r in rows]):+.2f}; of score and "
           f"AI RMSE - DDV RMSE: {spearman([r['score'] for r in rows], [r['ai_rmse'] - r['ddv_rmse'] for r in rows]):+.2f}")
+    for key, label in (("aot_log_spread", "spread of the AI's log AOT"),
+                       ("aerosol_uncertainty", "the AI's aerosol-model uncertainty P(1-P)")):
+        print(f"Spearman correlation of {label} and AI RMSE: "
+              f"{spearman([r[key] for r in rows], [r['ai_rmse'] for r in rows]):+.2f}; and AI RMSE - DDV RMSE: "
+              f"{spearman([r[key] for r in rows], [r['ai_rmse'] - r['ddv_rmse'] for r in rows]):+.2f}")
     real = []
     print("\nreal L1C patches (no reference: the score, the decision and the AI's scene-mean AOT)")
     for name, toa, (sza, vza, raa) in real_l1c():
