@@ -193,6 +193,20 @@ def test_tiled_dask_build_equals_one_run_and_resumes(world, servers, endpoints, 
     assert vpc["type"] == "FeatureCollection" and len(vpc["features"]) == n_tiles
     assert sum(f["properties"]["pc:count"] for f in vpc["features"]) == len(single)
     assert all((result.vpc.parent / f["assets"]["data"]["href"]).exists() for f in vpc["features"])
+    # another request on the same output never takes these tiles as done: they are rebuilt from its own data
+    sampled = build_tiled(request, out, 1000.0, endpoints=endpoints, credentials=credentials, cache=cache, workers=2,
+                          format="laz", sampled_fraction=0.5)
+    assert sampled.skipped == 0
+    assert sampled.count == sum(len(points(p0)) for p0 in sampled.tiles)
+    assert abs(sampled.count - len(single) / 2) <= len(sampled.tiles)  # each tile keeps round(0.5 x its pixels)
+    # a second run on the same output while one is writing stops at once with one line
+    import fcntl
+
+    with open(out.parent / "area_tiles" / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(EotwinError, match="another run is writing"):
+            build_tiled(request, out, 1000.0, endpoints=endpoints, credentials=credentials, cache=cache, workers=2,
+                        format="laz")
 
 
 def test_a_killed_tiled_run_resumes(world, servers, endpoints, credentials, tmp_path):
@@ -214,7 +228,7 @@ def test_a_killed_tiled_run_resumes(world, servers, endpoints, credentials, tmp_
     proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tiles = out.parent / "area_tiles"
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(tiles.glob("*.json"))) < 1:
+    while time.time() < deadline and len(list(tiles.glob("*.laz.json"))) < 1:
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

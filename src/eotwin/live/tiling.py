@@ -18,7 +18,7 @@ from pyproj import CRS
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds
 from eotwin.io.files import write_json_atomic
-from eotwin.live.cache import Cache
+from eotwin.live.cache import Cache, request_key
 from eotwin.live.credentials import Credentials, redact
 from eotwin.live.endpoints import Endpoints
 from eotwin.live.pipeline import LiveRequest, build_from_bbox, check_size, target_grid
@@ -91,8 +91,14 @@ def build_tiled(request: LiveRequest, output: Path, tile_size_m: float, *, endpo
     tiles_dir = output.parent / f"{output.stem}_tiles"
     tiles_dir.mkdir(parents=True, exist_ok=True)
     fmt = output.suffix.lstrip(".").lower() or "laz"
+    lock = _lock_tiles(tiles_dir)  # held until this function returns (the file object closes with it)
     for stale in tiles_dir.glob(".*.part.*"):  # left by a run that was killed mid-write (atomic writes never finished)
         stale.unlink(missing_ok=True)
+    key = request_key(bbox=list(request.bbox), datetime=request.datetime, collection=request.collection,
+                      max_cloud=request.max_cloud, crs=request.crs, resolution=request.resolution,
+                      use_scl=request.use_scl, tile_size=tile_size_m, format=fmt, stem=output.stem,
+                      options={k: options[k] for k in sorted(options)}, stac=endpoints.stac_url)
+    _forget_other_runs(tiles_dir, output.stem, key, log)
     tiles = plan_tiles(grid, tile_size_m)
     paths = {t.name: tiles_dir / f"{output.stem}_{t.name}.{fmt}" for t in tiles}
     todo = [t for t in tiles if not tile_is_done(paths[t.name])]
@@ -133,7 +139,44 @@ def build_tiled(request: LiveRequest, output: Path, tile_size_m: float, *, endpo
     built = [paths[t.name] for t in tiles if paths[t.name].exists()]
     vpc = write_vpc(output.with_suffix(".vpc"), built)
     count = sum(json.loads(Path(str(p) + ".json").read_text())["properties"]["pc:count"] for p in built)
+    lock.close()
     return TiledResult(vpc, built, count, skipped, len(tiles))
+
+
+RUN_FILE = "run.json"  # the request that made the tiles in this folder
+
+
+def _lock_tiles(tiles_dir: Path):
+    """An exclusive lock on the tiles folder: a second run on the same output stops instead of racing the first."""
+    import fcntl
+
+    handle = open(tiles_dir / ".lock", "a")  # noqa: SIM115 - closed when the run ends (or the process dies)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise EotwinError(f"another run is writing {tiles_dir}; wait for it or choose another -o") from None
+    return handle
+
+
+def _forget_other_runs(tiles_dir: Path, stem: str, key: str, log) -> None:
+    """Tiles made by another request (bbox, dates, options) are never taken as done: they are removed first."""
+    import re
+
+    record = tiles_dir / RUN_FILE
+    try:
+        previous = json.loads(record.read_text()).get("key") if record.exists() else None
+    except (OSError, ValueError, AttributeError):
+        previous = "unreadable"
+    if previous == key:
+        return
+    ours = re.compile(rf"^{re.escape(stem)}_r\d+_c\d+\.[a-z]+(\.json|\.empty)?$")
+    removed = [p for p in tiles_dir.iterdir() if p.is_file() and ours.match(p.name)]
+    for path in removed:
+        path.unlink()
+    if removed and log:
+        log(f"{len(removed)} files of an earlier run with another request removed from {tiles_dir}")
+    write_json_atomic(record, {"key": key})
 
 
 def write_vpc(path: Path, clouds: list[Path]) -> Path:
