@@ -42,7 +42,9 @@ from eotwin.errors import EotwinError
 FEATURES = "ood-context-1"  # the feature definition below; statistics of another one are refused
 STATS_SUFFIX = ".ood.json"
 SHRINKAGE = 0.05  # the correlation matrix is shrunk towards the identity by this much (rank, noise)
-MIN_WINDOW_WEIGHT = 0.25  # an atmosphere cell counts when its window holds this share of usable cells
+# an atmosphere cell counts when its window holds this share of usable cells, or half the best share in
+# the scene when the scene is smaller than the window (a 24 x 42 px scene fills a tenth of it)
+MIN_WINDOW_WEIGHT = 0.25
 CONFIG_KEYS = ("cell", "out_stride", "bright_toa", "hypotheses", "windows")
 
 
@@ -166,7 +168,8 @@ def scene_context(toa: np.ndarray, angles: np.ndarray, lut, sensor: str, config:
         toa, valid, angles, lut, sensor, cell=int(config["cell"]), out_stride=int(config["out_stride"]),
         bright_toa=float(config["bright_toa"]), hypotheses=int(config.get("hypotheses", 0)))
     feats, share = context_features(cells, config)
-    keep = share.ravel() >= MIN_WINDOW_WEIGHT
+    best = float(share.max()) if share.size else 0.0
+    keep = (share.ravel() >= min(MIN_WINDOW_WEIGHT, 0.5 * best)) & (share.ravel() > 0)
     return feats.reshape(feats.shape[0], -1)[:, keep], share.ravel()[keep]
 
 
