@@ -150,7 +150,8 @@ def test_local_item_with_relative_hrefs(world, safe_dos, tmp_path):
 
 
 def test_item_gives_the_l2a_of_the_same_bands_as_a_stack(world, tmp_path):
-    """DOS does not use the angles: the item and an L1C stack of its bands on the 10 m grid agree exactly."""
+    """The item and an L1C stack of its bands on the 10 m grid, given the item's scene-mean angles, agree
+    to within what the item's per-pixel, per-band angles change (DOS corrects through the 6S table)."""
     access = stac_input.RemoteAccess.resolve(s3_endpoint=f"http://{world.s3.endpoint}", s3_access_key=ACCESS_KEY,
                                              s3_secret_key=SECRET_KEY, environ={})
     product = open_l1c(world.item_path, access=access)
@@ -164,12 +165,15 @@ def test_item_gives_the_l2a_of_the_same_bands_as_a_stack(world, tmp_path):
         ds.write(dn.astype(np.uint16))
         for i, band in enumerate(S2_BANDS, start=1):
             ds.set_band_description(i, band)
-        ds.update_tags(RADIO_ADD_OFFSET=-1000, SUN_ZENITH=60, SUN_AZIMUTH=160, VIEW_ZENITH=5, VIEW_AZIMUTH=100,
+        means = product.angles.means()
+        ds.update_tags(RADIO_ADD_OFFSET=-1000, SUN_ZENITH=means["sun_zenith"], SUN_AZIMUTH=means["sun_azimuth"],
+                       VIEW_ZENITH=means["view_zenith"], VIEW_AZIMUTH=means["view_azimuth"],
                        SPACECRAFT="Sentinel-2A", PRODUCT_ID=PRODUCT_ID)
     assert run(["-q", "atmocorr", "run", str(stack), "-o", str(tmp_path / "stack"), "--method", "dos"]) == 0
     assert world.cli(str(world.item_path), "-o", str(tmp_path / "item"), "--method", "dos") == 0
     (a, _), (b, _) = _l2a(tmp_path / "stack"), _l2a(tmp_path / "item")
-    np.testing.assert_array_equal(a, b)
+    diff = np.abs(a.astype(np.int64) - b)
+    assert np.median(diff) == 0 and diff.max() <= 20  # 20 DN = 0.002; a wrong band would be off by hundreds
     assert (a > 0).all()
 
 
