@@ -418,7 +418,10 @@ def ai_model_available_for_tests() -> bool:
 
 # ----------------------------------------------------------------------------- the committed model
 def test_committed_model_corrects_a_held_out_scene(lut, ben_mock_dir):
-    """Held-out surfaces under a held-out atmosphere: far better than TOA or DOS, near the 6S oracle."""
+    """Held-out surfaces under a held-out atmosphere: far better than TOA, near the 6S oracle.
+
+    (DOS is no longer a low bar here: read through the 6S table it scores 0.0010 on these two scenes
+    against the AI's 0.0024, as measured when it changed; see docs/atmocorr-ai.md.)"""
     from eotwin.atmocorr.ai import DEFAULT_MODEL_PATH, evaluate
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel
 
@@ -431,7 +434,7 @@ def test_committed_model_corrects_a_held_out_scene(lut, ben_mock_dir):
             boa = evaluate.correct_scene(method, scene, lut, model)
             rmse[method].append(np.sqrt(np.nanmean((boa - scene.boa) ** 2, axis=(1, 2))))
     mean = {m: float(np.mean(v)) for m, v in rmse.items()}
-    assert mean["ai"] < 0.3 * mean["dos"] and mean["ai"] < 0.2 * mean["none"]
+    assert mean["ai"] < 0.2 * mean["none"] and mean["dos"] < 0.2 * mean["none"]
     assert mean["6s-oracle"] < mean["ai"] < AI_MEAN_RMSE_BOUND
 
 
