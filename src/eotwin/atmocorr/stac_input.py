@@ -133,15 +133,10 @@ def sigv4_headers(
 def _session(endpoints: Endpoints):
     import requests
     from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
 
-    retry = Retry(
-        total=endpoints.max_retries,
-        backoff_factor=endpoints.backoff_s,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=None,
-        raise_on_status=False,
-    )
+    from eotwin.live.endpoints import http_retry
+
+    retry = http_retry(endpoints)
     session = requests.Session()
     session.mount("http://", HTTPAdapter(max_retries=retry))
     session.mount("https://", HTTPAdapter(max_retries=retry))
@@ -166,27 +161,50 @@ def _get(access: RemoteAccess, url: str, what: str, headers: Callable[[], dict[s
          s3: bool = False) -> bytes:
     """GET ``url`` with retries (statuses by urllib3; cut or timed-out transfers here); one-line errors."""
     import requests
+    import urllib3
+
+    from eotwin.live.endpoints import FETCH_DEADLINE_S, MAX_FETCH_BYTES
 
     endpoints = access.endpoints
     delay = endpoints.backoff_s
+    deadline = time.monotonic() + FETCH_DEADLINE_S
     with _session(endpoints) as session:
         for attempt in range(endpoints.max_retries + 1):
             try:
-                response = session.get(url, headers=headers() if headers else None, timeout=endpoints.timeout_s)
-                if response.status_code >= 400:
-                    code = response.status_code
-                    meaning = _refusal(access, code, s3) if code in (401, 403) else (
-                        "not found" if code == 404 else "request failed")
-                    raise EotwinError(f"{what}: {meaning} (HTTP {code})")
-                return response.content
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                if attempt == endpoints.max_retries:
+                with session.get(url, headers=headers() if headers else None, timeout=endpoints.timeout_s,
+                                 stream=True) as response:
+                    if response.status_code >= 400:
+                        code = response.status_code
+                        meaning = _refusal(access, code, s3) if code in (401, 403) else (
+                            "not found" if code == 404 else "request failed")
+                        raise EotwinError(f"{what}: {meaning} (HTTP {code})")
+                    return _bounded_body(response, what, MAX_FETCH_BYTES, deadline)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    urllib3.exceptions.HTTPError) as exc:  # the body is read from urllib3 directly
+                if attempt == endpoints.max_retries or time.monotonic() > deadline:
                     raise EotwinError(
                         f"{what}: {_scrub(access, type(exc).__name__)} after {attempt + 1} attempts"
                     ) from None
                 time.sleep(delay)
                 delay *= 2
     raise AssertionError("unreachable")
+
+
+def _bounded_body(response, what: str, limit: int, deadline: float) -> bytes:
+    """The body, refused past ``limit`` bytes (declared or received) or past the fetch's ``deadline``."""
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise EotwinError(f"{what}: the server announces {int(declared):,} bytes, more than the {limit:,} "
+                          "a metadata file may have")
+    chunks, size = [], 0
+    while chunk := response.raw.read1(1 << 16, decode_content=True):  # what has arrived: a drip is noticed at once
+        size += len(chunk)
+        if size > limit:
+            raise EotwinError(f"{what}: more than {limit:,} bytes, more than a metadata file may have")
+        if time.monotonic() > deadline:
+            raise EotwinError(f"{what}: the transfer ran past its deadline (a server sending too slowly)")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def fetch_bytes(access: RemoteAccess, href: str, what: str) -> bytes:

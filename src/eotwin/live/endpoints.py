@@ -39,3 +39,22 @@ class Endpoints:
             values["dem_url"] = env["EOTWIN_DEM_URL"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+MAX_RETRY_AFTER_S = 30.0  # a server may ask for any wait; a user waits this long at most per retry
+MAX_FETCH_BYTES = 64 * 2**20  # items and metadata are kilobytes; anything far larger is not what we asked for
+FETCH_DEADLINE_S = 300.0  # one fetch, retries included: a server dripping a byte per timeout never hangs a run
+MAX_SEARCH_ITEMS = 5_000  # STAC paging stops here: a query this broad is narrowed by the user, not paged forever
+
+
+def http_retry(endpoints: Endpoints):
+    """The one retry policy for HTTP (STAC API, metadata): transient statuses, backoff, Retry-After capped."""
+    from urllib3.util.retry import Retry
+
+    class CappedRetry(Retry):
+        def get_retry_after(self, response):
+            after = super().get_retry_after(response)
+            return None if after is None else min(after, MAX_RETRY_AFTER_S)
+
+    return CappedRetry(total=endpoints.max_retries, backoff_factor=endpoints.backoff_s,
+                       status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None, raise_on_status=False)

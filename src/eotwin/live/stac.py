@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eotwin.errors import EotwinError
-from eotwin.live.endpoints import Endpoints
+from eotwin.live.endpoints import MAX_SEARCH_ITEMS, Endpoints
 
 BBox = tuple[float, float, float, float]
 
@@ -78,7 +78,12 @@ def search(endpoints: Endpoints, collection: str, bbox: BBox, datetime: str, max
         client = Client.open(endpoints.stac_url, stac_io=_stac_io(endpoints))
         found = client.search(collections=[collection], bbox=list(bbox), datetime=datetime, query=query, limit=limit,
                               method="POST")
-        items = [item for page in found.pages_as_dicts() for item in page.get("features", [])]
+        items = []
+        for page in found.pages_as_dicts():
+            items.extend(page.get("features", []))
+            if len(items) > MAX_SEARCH_ITEMS:
+                raise EotwinError(f"the STAC search at {endpoints.stac_url} matches more than {MAX_SEARCH_ITEMS:,} "
+                                  f"{collection} items; narrow the bbox, the dates or --max-cloud")
     except APIError as exc:
         status = getattr(exc, "status_code", None)
         raise EotwinError(f"STAC search at {endpoints.stac_url} failed{f' (HTTP {status})' if status else ''}: "
