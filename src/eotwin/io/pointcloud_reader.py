@@ -83,37 +83,61 @@ def _read_las(path: Path, max_points: int | None, seed: int, chunk_size: int) ->
     return PointSample(xyz.astype(np.float64), rgb, total, crs_wkt)
 
 
+MAX_PLY_HEADER_BYTES = 1 << 20  # our headers are < 1 KB; a header that never ends is not a point cloud
+
+
 def parse_ply_header(path: Path) -> tuple[int, np.dtype, int, list[str]]:
-    """(vertex count, vertex dtype, byte offset of the data, comments) of a binary little-endian PLY."""
+    """(vertex count, vertex dtype, byte offset of the data, comments) of a binary little-endian PLY.
+
+    Nothing in the header is trusted: sizes are checked against the file before any data is mapped.
+    """
     with path.open("rb") as fh:
-        if fh.readline().strip() != b"ply":
+        if fh.readline(16).strip() != b"ply":
             raise EotwinError(f"{path}: not a PLY file")
-        fmt, count, fields, comments, element = None, 0, [], [], None
+        fmt, count, fields, comments, element = None, None, [], [], None
         while True:
-            line = fh.readline()
+            line = fh.readline(MAX_PLY_HEADER_BYTES)
             if not line:
                 raise EotwinError(f"{path}: truncated PLY header")
+            if fh.tell() > MAX_PLY_HEADER_BYTES:
+                raise EotwinError(f"{path}: PLY header longer than {MAX_PLY_HEADER_BYTES:,} bytes")
             words = line.decode("ascii", "replace").split()
             if not words:
                 continue
-            if words[0] == "format":
-                fmt = words[1]
-            elif words[0] == "comment":
-                comments.append(" ".join(words[1:]))
-            elif words[0] == "element":
-                element = words[1]
-                if element == "vertex":
-                    count = int(words[2])
-            elif words[0] == "property" and element == "vertex":
-                if words[1] == "list":
-                    raise EotwinError(f"{path}: list properties on vertices are not supported")
-                fields.append((words[2], "<" + _PLY_TYPES[words[1]]))
-            elif words[0] == "end_header":
-                offset = fh.tell()
-                break
+            try:
+                if words[0] == "format":
+                    fmt = words[1]
+                elif words[0] == "comment":
+                    comments.append(" ".join(words[1:]))
+                elif words[0] == "element":
+                    element = words[1]
+                    if element == "vertex":
+                        count = int(words[2])
+                elif words[0] == "property" and element == "vertex":
+                    if words[1] == "list":
+                        raise EotwinError(f"{path}: list properties on vertices are not supported")
+                    if words[1] not in _PLY_TYPES:
+                        raise EotwinError(f"{path}: unknown PLY property type {words[1][:20]!r}")
+                    fields.append((words[2], "<" + _PLY_TYPES[words[1]]))
+                elif words[0] == "end_header":
+                    offset = fh.tell()
+                    break
+            except (IndexError, ValueError):
+                raise EotwinError(f"{path}: malformed PLY header line {line[:60]!r}") from None
     if fmt != "binary_little_endian":
         raise EotwinError(f"{path}: only binary_little_endian PLY is supported (found {fmt})")
-    return count, np.dtype(fields), offset, comments
+    if count is None or count < 0:
+        raise EotwinError(f"{path}: PLY header has no valid vertex count")
+    names = [name for name, _ in fields]
+    if not fields or len(set(names)) != len(names):
+        raise EotwinError(f"{path}: PLY vertex properties are missing or repeated")
+    dtype = np.dtype(fields)
+    needed = offset + count * dtype.itemsize
+    size = path.stat().st_size
+    if size < needed:
+        raise EotwinError(f"{path}: PLY header declares {count:,} vertices ({needed:,} bytes) but the file has "
+                          f"{size:,} bytes (truncated or corrupt)")
+    return count, dtype, offset, comments
 
 
 def ply_origin(comments: list[str]) -> tuple[float, float, float]:
@@ -121,7 +145,13 @@ def ply_origin(comments: list[str]) -> tuple[float, float, float]:
     for comment in comments:
         words = comment.split()
         if len(words) == 4 and words[0].lower() == "origin":
-            return (float(words[1]), float(words[2]), float(words[3]))
+            try:
+                origin = (float(words[1]), float(words[2]), float(words[3]))
+            except ValueError:
+                raise EotwinError(f"malformed PLY origin comment {comment[:80]!r}") from None
+            if not all(np.isfinite(origin)):
+                raise EotwinError(f"PLY origin comment is not finite: {comment[:80]!r}")
+            return origin
     return (0.0, 0.0, 0.0)
 
 
@@ -149,7 +179,12 @@ def _read_ply(path: Path, max_points: int | None, seed: int, chunk_size: int) ->
     sidecar = path.with_suffix(path.suffix + ".json")
     for candidate in (sidecar, path.with_suffix(".json")):
         if candidate.exists():
-            meta = json.loads(candidate.read_text())
+            try:
+                meta = json.loads(candidate.read_text())
+            except (ValueError, UnicodeDecodeError):
+                raise EotwinError(f"{candidate}: not valid JSON (the PLY's CRS sidecar)") from None
+            if not isinstance(meta, dict):
+                raise EotwinError(f"{candidate}: not a JSON object (the PLY's CRS sidecar)")
             crs_wkt = (meta.get("crs_wkt") or meta.get("crs") or meta.get("proj:wkt2")
                        or meta.get("properties", {}).get("proj:wkt2"))
             if isinstance(crs_wkt, dict):
