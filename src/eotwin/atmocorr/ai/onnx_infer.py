@@ -100,7 +100,7 @@ class OnnxModel:
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if raw is None:
             raise EotwinError(f"{self.path} is not an eotwin atmospheric-correction model (no {METADATA_KEY} metadata)")
-        self.metadata = json.loads(raw)
+        self.metadata = _checked_metadata(raw, self.path)
         if self.metadata.get("format") != MODEL_FORMAT:
             raise EotwinError(f"{self.path} is an older model format ({self.metadata.get('format', 'atmonet-1')}), "
                               f"expected {MODEL_FORMAT}: retrain it with `eotwin atmocorr train`")
@@ -354,3 +354,29 @@ class AiCorrector:
                 toa[:, skip:], angles, valid[skip:], sensor=self._sensor, cell_angles=True,
                 rows=(first - skip, last - skip), ozone=self._ozone)
         return BlockResult(boa, aot)
+
+
+def _checked_metadata(raw: str, path: Path) -> dict:
+    """The model's metadata, checked before use: it is text in a file anyone can write."""
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise EotwinError(f"{path}: the model's {METADATA_KEY} metadata is not JSON") from None
+    try:
+        config = meta["config"]
+        checks = {
+            "bands": isinstance(meta["bands"], list) and all(isinstance(b, str) for b in meta["bands"]),
+            "stride": isinstance(meta["stride"], int) and 1 <= meta["stride"] <= 512,
+            "config.cell": isinstance(config["cell"], int) and 1 <= config["cell"] <= 64,
+            "config.out_stride": isinstance(config["out_stride"], int) and 1 <= config["out_stride"] <= 64,
+            "config.windows": isinstance(config["windows"], list) and 0 < len(config["windows"]) <= 8
+            and all(isinstance(w, int) and 1 <= w <= 129 and w % 2 == 1 for w in config["windows"]),
+            "config.bright_toa": isinstance(config["bright_toa"], int | float) and 0 < config["bright_toa"] <= 2,
+            "config.hypotheses": isinstance(config.get("hypotheses", 0), int) and 0 <= config.get("hypotheses", 0) <= 8,
+        }
+    except (KeyError, TypeError):
+        raise EotwinError(f"{path}: the model's {METADATA_KEY} metadata lacks bands, stride or config") from None
+    wrong = [name for name, ok in checks.items() if not ok]
+    if wrong:
+        raise EotwinError(f"{path}: the model's metadata has invalid {', '.join(wrong)}")
+    return meta
