@@ -368,12 +368,14 @@ def estimate_aot_ddv(
     2. DDV pixels: B12 surface 0.01 to 0.05 and NDVI > 0.4; too few (under 2 % of the valid pixels,
        or under 50) and the upper bound widens to 0.10, then 0.12; still too few: the default AOT.
     3. For every DDV pixel and aerosol model, the AOT at which its red (B04 = 0.5 B12) and its blue
-       (B02 = 0.25 B12) Kaufman ratio hold. ``aerosol=None`` keeps the table's model whose blue and
-       red AOTs agree best (the spectral slope of its extinction matches the scene's).
-    4. Pixels whose red and blue AOTs differ by more than 0.15 are dropped (the ratio fails there);
-       when fewer than half remain, when the remaining pixels' red and blue medians differ by more
-       than 0.10 or when their AOTs spread widely (interquartile range over 0.25), the dark pixels
-       disagree and the default AOT is used. Otherwise the scene AOT is their median.
+       (B02 = 0.25 B12) Kaufman ratio hold. ``aerosol=None`` keeps the table's first (continental)
+       model unless another's blue and red AOTs agree clearly better (``DDV_MODEL_*``): the spectral
+       slope of its extinction then matches the scene's.
+    4. Pixels whose red and blue AOTs differ by more than ``DDV_PIXEL_AGREEMENT`` are dropped (the
+       ratios fail there); when fewer than half remain, when the remaining pixels' red and blue medians
+       differ by more than ``DDV_SCENE_AGREEMENT`` or when their AOTs spread widely (interquartile range
+       over ``DDV_MAX_SPREAD``), the dark pixels disagree and the default AOT is used. Otherwise the
+       scene AOT is the median of the kept pixels' mean of the two.
     5. The AOT never exceeds what the scene's darkest blue and red pixels allow (their surface would
        turn negative): the default and the retrieval are capped there.
     """
