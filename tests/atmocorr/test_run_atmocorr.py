@@ -308,6 +308,11 @@ def test_demo_step_writes_its_figures_and_evaluation(tmp_path, monkeypatch):
     evaluation = json.loads((tmp_path / "atmocorr" / "6s-ddv" / "evaluation.json").read_text())
     assert evaluation["corrected"]["mean_rmse"] < evaluation["toa_unchanged"]["mean_rmse"]
     assert "6s-ddv estimated AOT" in context.notes[0]
+    # the same side by side on a real surface (Major-TOM T48QUE) under a maritime atmosphere
+    titles = [a.title for a in images]
+    assert any("Major-TOM" in t for t in titles) and "Major-TOM cell T48QUE" in context.notes[1]
+    real = json.loads((tmp_path / "atmocorr" / "majortom_6s-ddv" / "evaluation.json").read_text())
+    assert real["corrected"]["mean_rmse"] < real["toa_unchanged"]["mean_rmse"]
 
 
 def test_scene_sample_of_a_stack_is_an_even_decimation_read_in_blocks(sample):

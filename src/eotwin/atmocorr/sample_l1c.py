@@ -103,18 +103,42 @@ def make_sample_l1c(
 ) -> SampleL1C:
     """Write ``l1c_stack.tif`` and ``l2a_truth.tif`` for the sample scene into ``directory`` (the stack
     with the ``OZONE`` tag unless ``ozone_tag`` is false)."""
-    from eotwin.atmocorr.srf import normalise_sensor
-
     atm = {**DEFAULT_ATMOSPHERE, **(atmosphere or {})}
     geo = {**DEFAULT_GEOMETRY, **(geometry or {})}
     unknown = set(atm) - set(DEFAULT_ATMOSPHERE) | set(geo) - set(DEFAULT_GEOMETRY)
     if unknown:
         raise EotwinError(f"unknown atmosphere or geometry keys: {', '.join(sorted(unknown))}")
+    scene = scene or make_scene(size=size, seed=seed)
+    return make_l1c_from_surface(
+        directory, scene.surface_reflectance, ~scene.nodata, scene.image_grid, spacecraft=spacecraft, atmosphere=atm,
+        geometry=geo, lut_path=lut_path, ozone_tag=ozone_tag, product_id="EOTWIN_SAMPLE",
+        simulation="sample-scene surface through the 6S LUT forward model (eotwin.atmocorr.sample_l1c)",
+    )
+
+
+def make_l1c_from_surface(
+    directory: str | Path,
+    surface: np.ndarray,
+    valid: np.ndarray,
+    grid,
+    *,
+    spacecraft: str = "Sentinel-2A",
+    atmosphere: dict[str, object] | None = None,
+    geometry: dict[str, float] | None = None,
+    lut_path: Path | None = None,
+    ozone_tag: bool = True,
+    product_id: str = "EOTWIN_SIMULATED",
+    simulation: str = "a known surface through the 6S LUT forward model (eotwin.atmocorr.sample_l1c)",
+) -> SampleL1C:
+    """``l1c_stack.tif`` (TOA of ``surface`` (13, H, W) under the atmosphere) and ``l2a_truth.tif`` (the surface)."""
+    from eotwin.atmocorr.srf import normalise_sensor
+
+    atm = {**DEFAULT_ATMOSPHERE, **(atmosphere or {})}
+    geo = {**DEFAULT_GEOMETRY, **(geometry or {})}
     sensor = normalise_sensor(spacecraft)
     directory = ensure_writable_dir(Path(directory))
-    scene = scene or make_scene(size=size, seed=seed)
     lut = load_lut(lut_path)
-    surface = scene.surface_reflectance.astype(np.float32)
+    surface = np.asarray(surface, dtype=np.float32)
     toa = simulate_toa(
         surface,
         lut,
@@ -125,28 +149,23 @@ def make_sample_l1c(
         o3=float(atm["o3"]),
         **geo,
     )
-    valid = ~scene.nodata
     dn = np.clip(np.rint(toa * QUANTIFICATION - RADIO_ADD_OFFSET), 1, 65535).astype(np.uint16)
     dn[:, ~valid] = 0
-    tags = l1c_stack_tags("EOTWIN_SAMPLE_L1C", spacecraft, geo, atm,
-                          "sample-scene surface through the 6S LUT forward model (eotwin.atmocorr.sample_l1c)",
-                          ozone_tag=ozone_tag)
-    l1c = write_geotiff(
-        directory / "l1c_stack.tif", dn, scene.image_grid, nodata=0, descriptions=list(S2_BANDS), tags=tags
-    )
+    tags = l1c_stack_tags(f"{product_id}_L1C", spacecraft, geo, atm, simulation, ozone_tag=ozone_tag)
+    l1c = write_geotiff(directory / "l1c_stack.tif", dn, grid, nodata=0, descriptions=list(S2_BANDS), tags=tags)
     truth_bands = [S2_BANDS.index(b) for b in L2A_BANDS]
     truth_dn = boa_to_dn(surface[truth_bands], valid)
     truth = write_geotiff(
         directory / "l2a_truth.tif",
         truth_dn,
-        scene.image_grid,
+        grid,
         nodata=0,
         descriptions=list(L2A_BANDS),
         tags={
             "BOA_ADD_OFFSET": BOA_ADD_OFFSET,
             "BOA_QUANTIFICATION_VALUE": int(QUANTIFICATION),
             "PROCESSING_LEVEL": "L2A",
-            "PRODUCT_ID": "EOTWIN_SAMPLE_SURFACE",
+            "PRODUCT_ID": f"{product_id}_SURFACE",
         },
     )
     return SampleL1C(l1c, truth, surface, valid, atm, geo, spacecraft)

@@ -181,21 +181,26 @@ def _upsample(band: np.ndarray, size: int) -> np.ndarray:
     return resample(band.astype(np.float32), size, "bilinear")
 
 
+def read_majortom_cell(cell: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """One Major-TOM L2A cell: surface reflectance (12, H, W) float32 on the 10 m grid, and its cloud mask."""
+    raw = {b: _read_band(cell / f"{b}.tif") for b in L2A_BANDS}
+    size = raw["B02"].shape[0]
+    baseline = cell.name.split("_")[3]  # N0400, N9999, ...
+    darkest = min(int(a.min()) for a in raw.values())
+    # baseline 04.00+ adds 1000 DN, but a reprocessed N9999 product may not: its values decide
+    offset = -1000 if baseline >= "N0400" and darkest >= 1000 else 0
+    cloud = _read_band(cell / "cloud_mask.tif") if (cell / "cloud_mask.tif").is_file() else None
+    image = np.stack([_upsample(raw[b], size) for b in L2A_BANDS])
+    return np.clip((image + offset) / 10000.0, 0.0, 1.0).astype(np.float32), cloud
+
+
 def _read_majortom(root: Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     cells = sorted(p for p in (root / MAJORTOM_DIR).glob("*/*/*") if p.is_dir())
     if not cells:
         raise EotwinError(f"no Major-TOM cell under {root / MAJORTOM_DIR}")
     for cell in cells:
-        raw = {b: _read_band(cell / f"{b}.tif") for b in L2A_BANDS}
-        size = raw["B02"].shape[0]
-        baseline = cell.name.split("_")[3]  # N0400, N9999, ...
-        darkest = min(int(a.min()) for a in raw.values())
-        # baseline 04.00+ adds 1000 DN, but a reprocessed N9999 product may not: its values decide
-        offset = -1000 if baseline >= "N0400" and darkest >= 1000 else 0
-        cloud = _read_band(cell / "cloud_mask.tif") if (cell / "cloud_mask.tif").is_file() else None
-        image = np.stack([_upsample(raw[b], size) for b in L2A_BANDS])
-        image = np.clip((image + offset) / 10000.0, 0.0, 1.0).astype(np.float32)
+        image, cloud = read_majortom_cell(cell)
         clear = tile((cloud == 0)[None]) if cloud is not None else None
         for k, patch in enumerate(tile(image)):
             if (clear is None or clear[k].all()) and not hazy(patch):
