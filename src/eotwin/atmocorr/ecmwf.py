@@ -70,6 +70,8 @@ def _tco3_values(data: bytes, name: str) -> list[np.ndarray]:
     found: list[np.ndarray] = []
     count = 0
     while pos >= 0:
+        if len(data) - pos < 8 or data[pos + 7] not in (1, 2):  # ecCodes would print its own errors on stderr
+            raise EotwinError(f"{name}: GRIB message {count + 1} is corrupt (no GRIB edition 1 or 2 header)")
         declared = _message_length(view, pos)
         if declared is not None and (
             declared < 16

@@ -62,8 +62,14 @@ def _local(tag: str) -> str:
 
 
 def _parse_xml(data: bytes, name: str) -> ElementTree.Element:
+    """Parse untrusted product XML: no DTD, no entities (billion laughs, external files) are ever expanded."""
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import fromstring
+
     try:
-        return ElementTree.fromstring(data)
+        return fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise EotwinError(f"{name}: refused, the XML declares a DTD or entities ({type(exc).__name__})") from None
     except ElementTree.ParseError as exc:
         raise EotwinError(f"{name}: not valid XML ({exc})") from None
 
@@ -667,8 +673,9 @@ def _open_stack(path: Path, resolution: int | None) -> L1CProduct:
     if absent:
         raise EotwinError(f"{name}: no angles: tags {', '.join(absent)} missing (degrees)")
     angles = {t: _float_tag(info.tags, t, name) for t in ANGLE_TAGS}
-    if not 0.0 <= angles["SUN_ZENITH"] < 90.0 or not 0.0 <= angles["VIEW_ZENITH"] < 90.0:
-        raise EotwinError(f"{name}: zenith angles must be in [0, 90) degrees")
+    for tag in ("SUN_ZENITH", "VIEW_ZENITH"):
+        if not 0.0 <= angles[tag] < 90.0:
+            raise EotwinError(f"{name}: tag {tag}={angles[tag]:g} must be in [0, 90) degrees")
     if "SPACECRAFT" not in info.tags:
         raise EotwinError(f"{name}: tag SPACECRAFT is missing (Sentinel-2A, Sentinel-2B or Sentinel-2C)")
     offset = _float_tag(info.tags, "RADIO_ADD_OFFSET", name, 0.0)

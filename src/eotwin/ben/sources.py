@@ -159,6 +159,8 @@ def read_metadata(path: Path, snow_cloud: Path | None = None) -> pd.DataFrame:
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise EotwinError(f"cannot read metadata {file}: {type(exc).__name__}: {exc}") from None
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if frames[0].empty:  # every later step would report a missing patch instead of the empty table
+        raise EotwinError(f"metadata {path} has no rows (no patches)")
     return normalise_metadata(frame)
 
 
@@ -274,19 +276,7 @@ class LmdbSource(BenSource):
             return bytes(value)
 
     def read(self, patch_id: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        from safetensors.numpy import load
-
-        try:
-            arrays = load(self.raw(patch_id))
-        except EotwinError:
-            raise
-        except Exception as exc:
-            raise EotwinError(f"patch '{patch_id}' in {self.env_dir} is not valid safetensors: {exc}") from None
-        wanted = bands or ALL_BANDS
-        missing = [band for band in wanted if band not in arrays]
-        if missing:
-            raise EotwinError(f"patch '{patch_id}' in {self.env_dir} lacks band(s) {', '.join(missing)}")
-        return {band: arrays[band] for band in wanted}
+        return decode_patch(self.raw(patch_id), patch_id, str(self.env_dir), bands)
 
     def close(self) -> None:
         if self._env is not None and self._pid == os.getpid():
@@ -294,9 +284,68 @@ class LmdbSource(BenSource):
         self._env = None
 
 
+def decode_patch(data: bytes, patch_id: str, where: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The bands of one stored patch (safetensors bytes), checked: an entry of another shape or dtype would
+    otherwise fail deep inside resampling or a DataLoader worker, far from the file that holds it."""
+    from safetensors.numpy import load
+
+    from eotwin.ben.bands import NATIVE_SIZE
+
+    try:
+        arrays = load(bytes(data))
+    except Exception as exc:  # safetensors raises its own error types (and ValueError/OverflowError) on bad bytes
+        raise EotwinError(f"patch '{patch_id}' in {where} is not valid safetensors: "
+                          f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+    wanted = bands or ALL_BANDS
+    missing = [band for band in wanted if band not in arrays]
+    if missing:
+        raise EotwinError(f"patch '{patch_id}' in {where} lacks band(s) {', '.join(missing)}")
+    for band in wanted:
+        array = arrays[band]
+        size = NATIVE_SIZE.get(band, 120)
+        if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] not in (size, 120):
+            sizes = f"({size}, {size})" + (" or (120, 120)" if size != 120 else "")
+            raise EotwinError(f"patch '{patch_id}' in {where}: band {band} has shape {array.shape}, expected {sizes}")
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise EotwinError(f"patch '{patch_id}' in {where}: band {band} has dtype {array.dtype}, expected numbers")
+    return {band: arrays[band] for band in wanted}
+
+
 # LMDB allows one environment per path and process, so readers of the same database share it.
 _ENVS: dict[tuple[str, int], list] = {}
 _ENVS_LOCK = threading.Lock()
+
+
+LMDB_MAGIC = 0xBEEFC0DE
+
+
+def check_lmdb_file(env_dir: Path) -> None:
+    """Refuse a ``data.mdb`` shorter than its own meta pages say: LMDB maps the file and reading a page past
+    its end kills the interpreter with SIGBUS (a truncated copy or download) instead of raising."""
+    import struct
+
+    path = Path(env_dir) / "data.mdb"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(2 * 65536)
+    except OSError as exc:
+        raise EotwinError(f"cannot read LMDB {path}: {exc.strerror or exc}") from None
+    metas = []
+    page_size = struct.unpack_from("<I", head, 40)[0] if len(head) >= 44 else 0  # the free DB's md_pad: page size
+    for offset in (0, page_size):  # meta pages 0 and 1; the one with the later transaction is current
+        if not 0 <= offset <= len(head) - 152:
+            continue
+        magic, _version = struct.unpack_from("<II", head, offset + 16)
+        if magic == LMDB_MAGIC:
+            last_page, txn = struct.unpack_from("<QQ", head, offset + 136)
+            metas.append((txn, last_page))
+    if not metas:
+        raise EotwinError(f"{path}: not an LMDB database (no meta page)")
+    _txn, last_page = max(metas)
+    if not 512 <= page_size <= 65536 or (last_page + 1) * page_size > size:
+        raise EotwinError(f"{path}: truncated or corrupt LMDB ({size:,} bytes; its meta page needs "
+                          f"{(last_page + 1) * page_size:,})")
 
 
 def _acquire_env(env_dir: Path):
@@ -306,6 +355,7 @@ def _acquire_env(env_dir: Path):
     with _ENVS_LOCK:
         entry = _ENVS.get(key)
         if entry is None:
+            check_lmdb_file(Path(key[0]))
             try:
                 env = lmdb.open(key[0], readonly=True, lock=False, readahead=False, meminit=False,
                                 max_readers=256, subdir=True)

@@ -118,38 +118,44 @@ def encode(
         if fresh:  # leave nothing behind that would later look like a foreign folder
             shutil.rmtree(store_dir, ignore_errors=True)
         raise EotwinError(f"cannot open {store_dir} for writing: {exc}") from None
-    try:
-        with env.begin() as txn:
-            existing = {bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)}
-        todo = [pid for pid in patch_ids if pid not in existing]
-        skipped = len(patch_ids) - len(todo)
-        manifest: dict[str, Any] = {
-            "format": STORE_FORMAT, "version": STORE_VERSION, "eotwin": __version__,
-            "layout": "LMDB (rico-hdl): key = S2 patch id, value = safetensors {band: array}, native resolution",
-            "bands": list(bands), "patches": len(patch_ids), "written": skipped, "complete": not todo,
-            "selection": selection,
-        }
-        write_json_atomic(store_dir / MANIFEST_NAME, manifest)
+    written = 0
+    try:  # a fresh store that fails before its first batch is committed leaves nothing behind (nothing to resume)
+        try:
+            with env.begin() as txn:
+                existing = {bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)}
+            todo = [pid for pid in patch_ids if pid not in existing]
+            skipped = len(patch_ids) - len(todo)
+            manifest: dict[str, Any] = {
+                "format": STORE_FORMAT, "version": STORE_VERSION, "eotwin": __version__,
+                "layout": "LMDB (rico-hdl): key = S2 patch id, value = safetensors {band: array}, native resolution",
+                "bands": list(bands), "patches": len(patch_ids), "written": skipped, "complete": not todo,
+                "selection": selection,
+            }
+            write_json_atomic(store_dir / MANIFEST_NAME, manifest)
 
-        def work(patch_id: str) -> bytes:
-            return encode_patch(source.read(patch_id, bands), patch_id)
+            def work(patch_id: str) -> bytes:
+                return encode_patch(source.read(patch_id, bands), patch_id)
 
-        written = 0
-        with progress.task(f"encode {len(todo)} patches", total=len(todo)) as task, \
-                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ben-encode") as pool:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start:start + batch_size]
-                blobs = list(pool.map(work, chunk))  # ordered; an error aborts before this batch is committed
-                with env.begin(write=True) as txn:
-                    for patch_id, blob in zip(chunk, blobs, strict=True):
-                        txn.put(patch_id.encode("ascii"), blob)
-                written += len(chunk)
-                task.advance(len(chunk))
-                manifest["written"] = skipped + written
-                write_json_atomic(store_dir / MANIFEST_NAME, manifest)
-        env.sync(True)
-    finally:
-        env.close()
+            written = 0
+            with progress.task(f"encode {len(todo)} patches", total=len(todo)) as task, \
+                    ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ben-encode") as pool:
+                for start in range(0, len(todo), batch_size):
+                    chunk = todo[start:start + batch_size]
+                    blobs = list(pool.map(work, chunk))  # ordered; an error aborts before this batch is committed
+                    with env.begin(write=True) as txn:
+                        for patch_id, blob in zip(chunk, blobs, strict=True):
+                            txn.put(patch_id.encode("ascii"), blob)
+                    written += len(chunk)
+                    task.advance(len(chunk))
+                    manifest["written"] = skipped + written
+                    write_json_atomic(store_dir / MANIFEST_NAME, manifest)
+            env.sync(True)
+        finally:
+            env.close()
+    except EotwinError:
+        if fresh and written == 0:
+            shutil.rmtree(store_dir, ignore_errors=True)
+        raise
     manifest.update(written=len(patch_ids), complete=True)
     write_json_atomic(store_dir / MANIFEST_NAME, manifest)
     size = sum(p.stat().st_size for p in store_dir.iterdir() if p.is_file())

@@ -88,6 +88,13 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the CLI is the one boundary: report, never a raw traceback
         if debug:
             raise
+        kinds = {k.__name__ for k in type(exc).__mro__}  # typer vendors click: match its usage errors by name
+        if "UsageError" in kinds and "NoArgsIsHelpError" not in kinds and hasattr(exc, "format_message"):
+            # a bad option value is a user error like any other: one line, naming the option (scripts grep it)
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _common.err.print(f"[bold red]error:[/] {escape(' '.join(exc.format_message().split()))}{escape(where)}",
+                              highlight=False, soft_wrap=True)
+            return exc.exit_code
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):  # click/typer usage errors
             exc.show()
             return exc.exit_code

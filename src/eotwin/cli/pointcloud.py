@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
@@ -28,6 +29,8 @@ def _parse_range(text: str) -> tuple[float, float]:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
         raise EotwinError(f"--stretch-range must be LOW,HIGH reflectance, got {text!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise EotwinError(f"--stretch-range needs finite numbers, got {text!r}")
     if not high > low:
         raise EotwinError(f"--stretch-range needs LOW < HIGH, got {text!r}")
     return (low, high)

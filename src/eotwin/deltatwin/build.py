@@ -472,6 +472,21 @@ def source_root() -> Path:
     return root
 
 
+def check_wheel(wheel: Path) -> None:
+    """A wheel to ship must be a zip holding eotwin's ``.dist-info/METADATA``: a component built around a
+    renamed or damaged file passes the validator but fails in every container at ``run.sh``."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            metadata = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+            text = zf.read(metadata[0]).decode("utf-8", "replace") if len(metadata) == 1 else ""
+    except (zipfile.BadZipFile, OSError, KeyError) as exc:
+        raise EotwinError(f"{wheel}: not a wheel (not a readable zip: {exc})") from None
+    if not any(line.strip().lower() == "name: eotwin" for line in text.splitlines()[:20]):
+        raise EotwinError(f"{wheel}: not an eotwin wheel (no .dist-info/METADATA naming eotwin)")
+
+
 def build_wheel(dest: Path, source: Path | None = None) -> Path:
     """Build eotwin's wheel from a clean copy of the source tree; fixed timestamps make it reproducible."""
     source = source or source_root()
@@ -742,6 +757,7 @@ def build_components(options: BuildOptions, progress: ProgressReporter | None = 
             if not Path(options.wheel).is_file() or not Path(options.wheel).name.startswith("eotwin-"):
                 raise EotwinError(f"{options.wheel}: not an eotwin wheel file")
             wheel = Path(options.wheel)
+            check_wheel(wheel)
         else:
             wheel = build_wheel(Path(tmp))
         with progress.task("building DeltaTwin components", total=len(blueprints)) as task:

@@ -283,6 +283,10 @@ def _local_data_path(url: str, source: Path | None, name: str) -> Path:
         raise EotwinError(f"Data input '{name}' is remote ({url.split('://')[0]}): the offline runner does not "
                           "download; fetch it and give a file path")
     path = Path(url.removeprefix("file://")).expanduser()
+    if not path.is_absolute() and ".." in path.parts:
+        # an inputs file handed over with a component must not reach files beside it (../../etc/passwd)
+        raise EotwinError(f"Data input '{name}': relative path {url} climbs outside the inputs file's folder; "
+                          "give an absolute path")
     if not path.is_absolute():
         beside = (Path(source).parent / path) if source else None
         path = beside if beside is not None and beside.exists() else Path.cwd() / path

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from eotwin.errors import EotwinError
 from eotwin.io.files import atomic_path, ensure_writable_dir
 
 
@@ -86,6 +87,9 @@ class Cache:
         return found
 
     def info(self) -> dict:
+        if self.root.exists() and not self.root.is_dir():
+            raise EotwinError(f"cache folder {self.root} is a file ($EOTWIN_CACHE_DIR or ~/.cache/eotwin): "
+                              "point it to a folder")
         files = [p for p in self._own_files() if _ENTRY.match(p.name) and not p.name.endswith(".sha256")]
         kinds: dict[str, int] = {}
         for p in files:

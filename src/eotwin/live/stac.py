@@ -34,6 +34,8 @@ def parse_bbox(text: str) -> BBox:
     if len(values) != 4:
         raise EotwinError(f"--bbox must have 4 numbers, got {len(values)}")
     west, south, east, north = values
+    if west > east and east >= -180 and west <= 180:
+        raise EotwinError(f"--bbox {text!r} has west > east: inverted, or crossing the antimeridian (split it into two boxes)")
     if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
         raise EotwinError(f"--bbox {text!r} is not a valid lon/lat box (west < east, south < north, in range)")
     return values  # type: ignore[return-value]
@@ -45,22 +47,25 @@ def parse_date(text: str) -> str:
     if len(parts) not in (1, 2):
         raise EotwinError(f"--date must be START or START/END, got {text!r}")
     try:
-        days = [dt.date.fromisoformat(p[:10]) for p in parts]
+        days = [dt.date.fromisoformat(p) if len(p) <= 10 else dt.datetime.fromisoformat(p.replace("Z", "+00:00")).date()
+                for p in parts]
     except ValueError:
         raise EotwinError(f"--date must be ISO dates (YYYY-MM-DD), got {text!r}") from None
     start, end = days[0], days[-1]
     if end < start:
         raise EotwinError(f"--date ends before it starts: {text!r}")
+    today = dt.datetime.now(dt.UTC).date()
+    if start > today:
+        raise EotwinError(f"--date {text!r} is in the future (today is {today.isoformat()}): no acquisitions yet")
     return f"{start.isoformat()}T00:00:00Z/{end.isoformat()}T23:59:59Z"
 
 
 def _stac_io(endpoints: Endpoints):
     from pystac_client.stac_api_io import StacApiIO
-    from urllib3.util.retry import Retry
 
-    retry = Retry(total=endpoints.max_retries, backoff_factor=endpoints.backoff_s,
-                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None, raise_on_status=False)
-    return StacApiIO(timeout=endpoints.timeout_s, max_retries=retry)
+    from eotwin.live.endpoints import http_retry
+
+    return StacApiIO(timeout=endpoints.timeout_s, max_retries=http_retry(endpoints))
 
 
 def search(endpoints: Endpoints, collection: str, bbox: BBox, datetime: str, max_cloud: float | None,

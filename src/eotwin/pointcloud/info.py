@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,25 @@ def _crs_summary(crs) -> dict:
     return {"epsg": crs.to_epsg(), "name": crs.name, "wkt": crs.to_wkt()}
 
 
+@contextlib.contextmanager
+def _corrupt_points_are_errors(path: Path) -> Iterator[None]:
+    """A truncated or corrupt point block (lazrs/laspy errors) is the file's fault: one line, and laspy's own
+    ERROR log lines (printed before the exception) are held back."""
+    import logging
+
+    logger = logging.getLogger("laspy")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except EotwinError:
+        raise
+    except Exception as exc:  # lazrs.LazrsError, laspy.LaspyException, ValueError from a short buffer
+        raise EotwinError(f"{path}: corrupt or truncated point data ({type(exc).__name__}: {exc})") from None
+    finally:
+        logger.setLevel(level)
+
+
 def _las_info(path: Path, chunk_size: int) -> dict:
     import laspy
 
@@ -37,7 +58,7 @@ def _las_info(path: Path, chunk_size: int) -> dict:
         reader_cm = laspy.open(path)
     except Exception as exc:  # laspy raises several types for a non-LAS file
         raise EotwinError(f"{path}: not a readable LAS/LAZ file ({exc})") from None
-    with reader_cm as reader:
+    with reader_cm as reader, _corrupt_points_are_errors(path):
         header = reader.header
         rgb_min = np.full(3, np.iinfo(np.uint16).max, dtype=np.int64)
         rgb_max = np.zeros(3, dtype=np.int64)

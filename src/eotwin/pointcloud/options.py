@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from eotwin.pointcloud.sources import DEFAULT_EXCLUDED_SCL
 
@@ -47,6 +47,13 @@ class BuildOptions(BaseModel):
         if not value > 0:
             raise ValueError(f"z scale must be positive, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _output_suffix(self) -> BuildOptions:
+        # without --format the suffix decides: LAZ bytes in a file named .xyz mislead every tool that trusts it
+        if self.format is None and self.output.suffix.lower() not in (".laz", ".las", ".ply"):
+            raise ValueError(f"output {self.output.name!r} must end in .laz, .las or .ply (or give --format)")
+        return self
 
     @property
     def resolved_format(self) -> str:

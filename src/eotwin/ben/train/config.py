@@ -30,7 +30,7 @@ class DataConfig(_Strict):
 
     source: Path = Path(".eotwin-data/BENv2")  # LMDB folder, GeoTIFF folder, v1 folder or eotwin store
     metadata: Path | None = None
-    bands: tuple[str, ...] = ("s2-10",)
+    bands: tuple[str, ...] = Field(("s2-10",), validate_default=True)  # resolved like a given value
     resampling: Literal["nearest", "bilinear"] = "nearest"
     class_order: Literal["original", "alphabetical"] = "original"
     train_split: SplitName = "train"
