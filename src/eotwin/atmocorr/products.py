@@ -70,8 +70,8 @@ def _parse_xml(data: bytes, name: str) -> ElementTree.Element:
         return fromstring(data, forbid_dtd=True)
     except DefusedXmlException as exc:
         raise EotwinError(f"{name}: refused, the XML declares a DTD or entities ({type(exc).__name__})") from None
-    except ElementTree.ParseError as exc:
-        raise EotwinError(f"{name}: not valid XML ({exc})") from None
+    except (ElementTree.ParseError, LookupError, ValueError) as exc:  # LookupError: an unknown declared encoding
+        raise EotwinError(f"{name}: not valid XML ({str(exc)[:200]})") from None
 
 
 def _find_all(root: ElementTree.Element, local_name: str) -> list[ElementTree.Element]:
@@ -137,7 +137,14 @@ def parse_product_metadata(data: bytes, name: str = "MTD_MSIL1C.xml") -> Product
         raise EotwinError(f"{name}: bad quantification value {quant_text!r}") from None
     offsets = dict.fromkeys(S2_BANDS, 0.0)  # no offsets before processing baseline 04.00
     for el in _find_all(root, offset_tag):
-        offsets[_band_from_id(el.get("band_id"), name)] = float((el.text or "0").strip())
+        text = (el.text or "0").strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise EotwinError(f"{name}: {offset_tag} {text[:40]!r} is not a number") from None
+        if not math.isfinite(value):
+            raise EotwinError(f"{name}: {offset_tag} {text[:40]!r} is not finite")
+        offsets[_band_from_id(el.get("band_id"), name)] = value
     image_files: dict[tuple[str, int], str] = {}
     for el in _find_all(root, "IMAGE_FILE"):
         rel = (el.text or "").strip()
