@@ -303,3 +303,23 @@ def test_bad_inputs_are_one_line_errors(lut):
             wv=1.0,
             **GEOMETRY,
         )
+
+
+def test_open_water_gets_a_flagged_default_water_vapour_and_aot(lut):
+    """No pixel bright enough in B8A to measure water vapour (open water): the table's reference water
+    vapour and the default AOT (no higher than the dark water allows), each saying it is a default."""
+    water = np.array([0.05, 0.045, 0.04, 0.022, 0.012, 0.006, 0.004, 0.003, 0.002, 0.002, 0.001, 0.002, 0.001])
+    surface = np.broadcast_to(water[:, None, None], (13, 30, 30)) * np.random.default_rng(11).uniform(
+        0.9, 1.1, (13, 30, 30)
+    )
+    toa = _toa(lut, surface, **ATMOSPHERE)
+    b8a, b09 = toa[S2_BANDS.index("B8A")], toa[S2_BANDS.index("B09")]
+    kwargs = dict(sensor="S2A", aerosol="continental", **GEOMETRY)
+    with pytest.raises(EotwinError, match=r"at least 10 valid pixels with B8A reflectance above 0\.02"):
+        baselines.retrieve_water_vapour(b8a, b09, lut, **kwargs)
+    result = baselines.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
+    assert result.wv == lut.wv_ref and result.water.source.startswith("default (only 0 pixels with B8A")
+    assert result.water.warning(lut.axes["wv"]).startswith(f"water vapour {lut.wv_ref:g} g/cm2 is a default")
+    assert result.retrieval.source.startswith("default (too few dark pixels")
+    assert result.retrieval.excluded["water"] == 900
+    assert result.aot == min(baselines.DEFAULT_AOT, result.retrieval.cap)

@@ -151,9 +151,13 @@ class WaterVapour:
     below: int  # pixels whose own B09 asks for less water vapour than the table's lowest node
     above: int  # ... for more than its highest node
     edge: str | None  # "lower" or "upper" when the scene estimate is clamped to that end of the table
+    source: str = "B09/B8A"  # or "default (...)" when the scene has too few pixels to measure it
 
     def warning(self, nodes: np.ndarray) -> str | None:
-        """One line for the run info when the estimate sits on a table edge (it is then a bound, not a value)."""
+        """One line for the run info when the estimate sits on a table edge (it is then a bound, not a
+        value) or is a default."""
+        if self.source != "B09/B8A":
+            return f"water vapour {self.wv:g} g/cm2 is a {self.source}"
         if self.edge is None:
             return None
         value, count = (nodes[0], self.below) if self.edge == "lower" else (nodes[-1], self.above)
@@ -213,6 +217,7 @@ def retrieve_water_vapour(
     aot: float = DEFAULT_AOT,
     o3: float = DEFAULT_OZONE,
     valid: np.ndarray | None = None,
+    default: float | None = None,
 ) -> WaterVapour:
     """Scene water vapour (g/cm2) from the B09/B8A ratio, assuming a flat surface between 865 and 945 nm.
 
@@ -221,7 +226,8 @@ def retrieve_water_vapour(
     ``WV_MAX_SAMPLE`` valid pixels, evenly spread over the input, enter the medians, and candidates are
     taken a few at a time, so memory stays bounded on a full tile. A scene beyond the table's range is
     clamped to its edge, never silently: ``edge`` says so and ``below``/``above`` count the pixels
-    whose own B09 lies beyond the lowest or highest node.
+    whose own B09 lies beyond the lowest or highest node. With fewer than 10 pixels bright enough in
+    B8A (open water) it is an error, or ``default`` when given, and ``source`` then says so.
     """
     b8a = np.asarray(toa_b8a, dtype=np.float64).reshape(-1)
     b09 = np.asarray(toa_b09, dtype=np.float64).reshape(-1)
@@ -229,6 +235,9 @@ def retrieve_water_vapour(
     if valid is not None:
         mask &= np.asarray(valid, dtype=bool).reshape(-1)
     if mask.sum() < 10:
+        if default is not None:
+            reason = f"default (only {int(mask.sum())} pixels with B8A reflectance above 0.02: too dark to measure)"
+            return WaterVapour(float(default), int(mask.sum()), 0, 0, None, reason)
         raise EotwinError(
             "water vapour estimation needs at least 10 valid pixels with B8A reflectance above 0.02"
         )
@@ -517,7 +526,7 @@ def ddv_correction(
         if estimate_wv:
             water = retrieve_water_vapour(
                 toa[list(bands).index("B8A")], toa[list(bands).index("B09")], lut, sensor=sensor,
-                aerosol=model, aot=aot, o3=o3, valid=valid, **mean,
+                aerosol=model, aot=aot, o3=o3, valid=valid, default=lut.wv_ref, **mean,
             )
             wv = water.wv
         retrieval = estimate_aot_ddv(
@@ -603,7 +612,7 @@ def dos_correction(
             raise EotwinError("water vapour estimation needs bands B8A and B09 (or pass wv)")
         water = retrieve_water_vapour(
             toa[list(bands).index("B8A")], toa[list(bands).index("B09")], lut, sensor=sensor, aerosol=aerosol,
-            o3=o3, valid=valid, **mean,
+            o3=o3, valid=valid, default=lut.wv_ref, **mean,
         )
         wv = water.wv
     retrieval = estimate_aot_dark_object(

@@ -233,12 +233,13 @@ class SixSCorrector:
                     aot=aot,
                     o3=self._ozone,
                     valid=sample.valid,
+                    default=lut.wv_ref,
                     **geometry,
                 )
                 wv = water.wv
         self._aerosol = aerosol
         info["aerosol"] = aerosol
-        info["wv_source"] = "given" if self.wv is not None else "B09/B8A"
+        info["wv_source"] = "given" if self.wv is not None else water.source if water is not None else "B09/B8A"
         if water is not None:
             info.update(
                 {
