@@ -14,10 +14,11 @@ from eotwin.cli.atmocorr import app
 def train_command(
     output: Path = typer.Option(None, "--output", "-o", help="ONNX file to write (default: the committed model "
                                 "src/eotwin/atmocorr/data/ai_atmocorr.onnx); the weights go beside it as .pt."),
-    steps: int = typer.Option(1500, "--steps", help="Optimiser steps (fresh simulated scenes every step)."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimiser steps (fresh simulated scenes every step; "
+                                     "default 1500, with --pairs 60)."),
     batch: int = typer.Option(8, "--batch", help="Scenes per step."),
     mosaic: str = typer.Option("2x2", "--mosaic", help="Scene layout: ROWSxCOLS BigEarthNet patches of 120 px."),
-    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (cosine decay)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (cosine decay; default 3e-3, with --pairs 1e-3)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (scenes, atmospheres, initial weights)."),
     max_minutes: float = typer.Option(18.0, "--max-minutes", help="Stop after this many minutes even if steps remain."),
     threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads (default 1: fastest on a shared machine)."),
@@ -33,6 +34,10 @@ def train_command(
     hypotheses: int = typer.Option(2, "--hypotheses", help="Hypothesis features: 0 none, 1 continental, 2 both aerosol models."),
     workers: int = typer.Option(1, "--workers", help="Processes simulating the next batches while torch trains "
                                 "(0: inline; the committed model used 2 on a 2-core machine)."),
+    pairs: Path | None = typer.Option(None, "--pairs", help="Fine-tune --init (default: the committed weights) on "
+                                      "the real pairs DIR/<pair_id>/{l1c.tif,l2a.tif,pair.json} instead."),
+    scl: str = typer.Option("4,5", "--scl", help="With --pairs: SCL classes whose pixels count (6: water too)."),
+    as_json: bool = typer.Option(False, "--json", help="With --pairs: print the before/after summary as JSON."),
 ) -> None:
     """Train the AI atmospheric correction on simulated scenes: real surfaces + sampled 6S atmospheres."""
     from pydantic import ValidationError
@@ -40,6 +45,14 @@ def train_command(
     from eotwin.atmocorr.ai.train import TrainOptions, train
     from eotwin.errors import EotwinError
 
+    if pairs is not None:
+        from eotwin.cli.atmocorr.finetune import run_finetune
+
+        run_finetune(pairs=pairs, output=output, init=init, steps=steps, lr=lr, seed=seed, max_minutes=max_minutes,
+                     threads=threads, lut=lut, scl=scl, as_json=as_json)
+        return
+    if as_json:
+        raise EotwinError("--json is only for fine-tuning (--pairs)")
     try:
         layout = tuple(int(v) for v in mosaic.lower().split("x"))
     except ValueError:
@@ -53,8 +66,9 @@ def train_command(
     names = parse_sources(sources)
     if hold_out is not None:
         names = loso_split(names, hold_out.strip().lower())[0]
-    values = dict(sources=names, windows=window_sizes, attention=attention, hypotheses=hypotheses, steps=steps, batch=batch,
-                  layout=layout, lr=lr, seed=seed, max_minutes=max_minutes, lut=lut, ben_dir=ben_dir, init=init,
+    values = dict(sources=names, windows=window_sizes, attention=attention, hypotheses=hypotheses,
+                  steps=1500 if steps is None else steps, batch=batch, layout=layout, lr=3e-3 if lr is None else lr,
+                  seed=seed, max_minutes=max_minutes, lut=lut, ben_dir=ben_dir, init=init,
                   threads=threads or 1, workers=workers)
     if output is not None:
         values["output"] = output
