@@ -487,8 +487,9 @@ def _cases() -> list[Case]:
         lambda w, d: ["atmocorr", "run", str(w.stack), "-o", str(d / "out"), "--method", "magic"])
     add("ac-aot-negative", "atmocorr run", r"(?i)aot")(
         lambda w, d: ["atmocorr", "run", str(w.stack), "-o", str(d / "out"), "--method", "6s-ddv", "--aot", "-1"])
-    add("ac-item-id-unreachable", "atmocorr run", r"(?i)stac|item")(
-        lambda w, d: ["atmocorr", "run", "-o", str(d / "out"), "--item-id", "S2A_X", "--stac-url", DEAD_URL])
+    add("ac-item-id-not-found", "atmocorr run", r"S2A_NO_SUCH_ITEM")(
+        lambda w, d: ["atmocorr", "run", "-o", str(d / "out"), "--item-id", "S2A_NO_SUCH_ITEM", "--stac-url",
+                      w.empty_stac_url, "--s3-endpoint", "127.0.0.1:9"])
     # ---- atmocorr run: SAFE
     add("ac-safe-no-tile-metadata", "atmocorr run", r"MTD_TL")(
         lambda w, d: acrun(copy_safe(w, d, lambda s: _tile_xml(s).unlink()), d))

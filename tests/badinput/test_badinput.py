@@ -20,13 +20,13 @@ TIMEOUT_S = 120
 
 def eotwin(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``python -m eotwin -q ARGS`` with a wide terminal (no wrapping decides a pass)."""
-    full = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
+    full = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1", **(env or {})}  # warnings shown, as a user sees them
     return subprocess.run([sys.executable, "-m", "eotwin", "-q", *args], capture_output=True, text=True,
                           env=full, cwd=cwd, timeout=TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, shared_fixtures, ben_mock_dir, sample_scene) -> World:
+def world(tmp_path_factory, shared_fixtures, ben_mock_dir) -> World:
     from eotwin.atmocorr.sample_l1c import make_sample_l1c
     from eotwin.sample.files import write_sample
     from eotwin.sample.scene import make_scene

@@ -222,6 +222,32 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def check_checkpoint(path: Path) -> None:
+    """Refuse a truncated, foreign or pickled-code file with torch alone (weights only, memory-mapped), before
+    Lightning and timm are imported: a one-line reason in seconds instead of a half-minute import first."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing: the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                payload = torch.load(path, map_location="cpu", weights_only=True)  # an old (non-zip) torch.save
+    except Exception as exc:  # torch.load raises many types for a damaged or unsafe file
+        text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        if "Weights only load failed" in text:
+            text = "it holds pickled objects other than tensors: refused, weights only"
+        raise EotwinError(f"{path}: not a loadable checkpoint ({text})") from None
+    hparams = payload.get("hyper_parameters") if isinstance(payload, dict) else None
+    if not isinstance(hparams, dict) or not {"config", "data"} <= set(hparams):
+        raise EotwinError(f"{path}: not an eotwin BigEarthNet checkpoint (no eotwin training config in it)")
+
+
 def load_classifier(checkpoint: str | Path, device: str = "cpu"):
     """A trained :class:`BenClassifier` in eval mode (pretrained files are not needed any more)."""
     import pickle
@@ -232,6 +258,7 @@ def load_classifier(checkpoint: str | Path, device: str = "cpu"):
     path = Path(checkpoint)
     if not path.is_file():
         raise EotwinError(f"{path}: no such checkpoint")
+    check_checkpoint(path)
     try:
         module = BenClassifier.load_from_checkpoint(str(path), map_location="cpu", load_weights=False, weights_only=True)
     except (KeyError, RuntimeError, TypeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
