@@ -323,3 +323,18 @@ def test_open_water_gets_a_flagged_default_water_vapour_and_aot(lut):
     assert result.retrieval.source.startswith("default (too few dark pixels")
     assert result.retrieval.excluded["water"] == 900
     assert result.aot == min(baselines.DEFAULT_AOT, result.retrieval.cap)
+
+
+def test_dos_without_a_dark_object_takes_the_default_aot_and_says_so(lut):
+    """A bright desert (no pixel near 1 % in the visible): the dark object would read it all as haze."""
+    sand = np.array([0.15, 0.18, 0.24, 0.32, 0.36, 0.38, 0.40, 0.42, 0.44, 0.44, 0.05, 0.55, 0.50])
+    surface = np.broadcast_to(sand[:, None, None], (13, 30, 30)) * np.random.default_rng(12).uniform(
+        0.85, 1.15, (13, 30, 30)
+    )
+    toa = _toa(lut, surface, **ATMOSPHERE)
+    result = baselines.dos_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
+    assert result.retrieval.source.startswith("default (no dark object")
+    assert result.aot == baselines.DEFAULT_AOT
+    dos = baselines.estimate_aot_dark_object(toa, S2_BANDS, lut, sensor="S2A", aerosol="continental", wv=1.5,
+                                             o3=0.33, **GEOMETRY)
+    assert dos.fallback

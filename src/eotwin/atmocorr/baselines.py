@@ -564,7 +564,9 @@ def estimate_aot_dark_object(
     dark_reflectance: float = DOS_DARK_REFLECTANCE,
 ) -> AotRetrieval:
     """Chavez's dark object read through 6S: the AOT at which the darkest pixels of a visible band have
-    1 % reflectance (the lowest over B02-B04: no band is over-corrected).
+    1 % reflectance (the lowest over B02-B04: no band is over-corrected). A scene with no dark object
+    (a desert: the darkest pixels stay above 1 % even under the table's thickest haze) gets the default
+    AOT, and ``source`` says so.
 
     Plain DOS subtracts each band's haze and nothing else; its scattering model must guess the haze of
     the red-edge, NIR and SWIR bands, and no transmittance or gas is corrected, so on bright vegetation
@@ -585,6 +587,9 @@ def estimate_aot_dark_object(
     aot = _dark_object_aot(
         dark, refs, lut, dark_reflectance, sensor=sensor, aerosol=aerosol, sza=sza, vza=vza, raa=raa, wv=wv, o3=o3
     )
+    if aot >= lut.axes["aot"][-1] - 1e-9:  # a desert: nothing dark enough, the haze would exceed the table
+        reason = "no dark object: even the table's thickest haze leaves the darkest pixels above 1 %"
+        return AotRetrieval(DEFAULT_AOT, str(aerosol).lower(), f"default ({reason})", 0, 0, None)
     return AotRetrieval(aot, str(aerosol).lower(), "dark object", 0, 0, None)
 
 
