@@ -10,7 +10,7 @@ The 6S-made scenes cost 36 6S runs each (about 15-20 s).
 Usage: ``.venv/bin/python benchmarks/atmocorr_accuracy.py [--scenes 8] [--sixs 12] [-o OUTDIR]``
 
 ``--loso`` instead: leave-one-source-out (issue 13). Scenes made with the real 6S code over every surface
-source of :mod:`eotwin.atmocorr.ai.surfaces` (BigEarthNet test patches, Major-TOM, EnMAP, Sahara, water)
+source of :mod:`eotwin.atmocorr.ai.surfaces` (BigEarthNet test patches, Major-TOM, EnMAP, Sahara, water, PROSAIL canopies)
 under the same six atmospheres (continental and maritime, AOT 0.05, 0.17, 0.6); per source and aerosol
 model the RMSE per band and mean of ai, 6s-ddv, dos, the 6S oracle and TOA unchanged, and the acceptance
 (ai <= 0.005 on B02-B8A, <= 0.01 on B11-B12 for every source and aerosol model, better than 6s-ddv on
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("-o", "--output", type=Path, default=Path("atmocorr_accuracy"))
     parser.add_argument("--loso", action="store_true", help="leave-one-source-out evaluation (issue 13)")
-    parser.add_argument("--sources", default="ben,majortom,enmap,sahara,water", help="surface sources (--loso)")
+    parser.add_argument("--sources", default="ben,majortom,enmap,sahara,water,prosail", help="surface sources (--loso)")
     parser.add_argument("--fold-models", default="", help="SOURCE=MODEL.onnx,...: the model that judges each source")
     args = parser.parse_args()
     t0 = time.perf_counter()

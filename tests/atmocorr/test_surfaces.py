@@ -199,3 +199,26 @@ def test_sixs_terms_are_cached_per_atmosphere(tmp_path, monkeypatch):
     for x, y in zip(first, again, strict=True):
         np.testing.assert_array_equal(x, y)
     assert first[0].shape == (12, 1, 1) and np.all(first[1] > 0) and np.all(first[1] < 1)
+
+
+def test_prosail_canopies_follow_a_real_patch_and_behave_like_vegetation(shared_fixtures):
+    pytest.importorskip("prosail")
+    patches = surfaces.load_source("prosail", root=shared_fixtures)
+    assert len(patches) == surfaces.PROSAIL_PATCHES
+    stack = np.stack(list(patches.values()))
+    assert stack.shape[1:] == (12, surfaces.PATCH, surfaces.PATCH) and stack.min() >= 0 and stack.max() <= 1
+    spectra = surfaces.prosail_spectra(np.random.default_rng([0, 3]))
+    b = {band: i for i, band in enumerate(L2A_BANDS)}
+    assert np.all(np.diff(spectra[:, b["B08"]]) > 0)  # more leaves, brighter NIR
+    assert spectra[-1, b["B04"]] < spectra[0, b["B04"]]  # and a darker red than the bare soil
+    lai = np.array([[0.0, 1.0], [4.5, 6.0]], np.float32)
+    canopy = surfaces.canopy_patch(spectra, lai)  # at the LAI nodes: exactly the node spectra
+    for (r, c), node in (((0, 0), 0), ((0, 1), 3), ((1, 0), 7), ((1, 1), 8)):
+        np.testing.assert_allclose(canopy[:, r, c], spectra[node], rtol=1e-6)
+    half = surfaces.canopy_patch(spectra, np.full((1, 1), 0.75, np.float32))[:, 0, 0]
+    np.testing.assert_allclose(half, 0.5 * (spectra[2] + spectra[3]), rtol=1e-5)
+    real = next(iter(surfaces.load_source("majortom", root=shared_fixtures).values()))
+    ndvi = (real[b["B08"]] - real[b["B04"]]) / (real[b["B08"]] + real[b["B04"]])
+    lai_real = surfaces.lai_map(real)
+    assert lai_real.min() == 0.0 and lai_real.max() == 6.0
+    assert lai_real[ndvi > np.percentile(ndvi, 95)].min() == 6.0 and lai_real[ndvi < np.percentile(ndvi, 5)].max() == 0

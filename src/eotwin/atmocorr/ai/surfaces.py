@@ -23,11 +23,16 @@ Every source yields patches of :data:`PATCH` x :data:`PATCH` pixels, 12 bands in
            whose offset the fixture README settles (patch_0, patch_100, patch_1000 with the -1000
            offset, patch_10 without); the cloud patches (patch_1, patch_100000) and the sea ice of
            ambiguous offset (patch_10000) are left out
+``prosail`` physically generated canopies (PyPI ``prosail``: PROSPECT-5 leaves in 4SAIL canopies over its
+           dry/wet soil mixture of drawn brightness and moisture), :data:`PROSAIL_PATCHES` patches, each
+           with its own drawn leaves, soil and sun/view geometry, at LAI 0-6, convolved like EnMAP and
+           placed with the spatial structure of a real patch: the NDVI of a Major-TOM T48QUE patch
+           stretched to a vegetation fraction, LAI = 6 x fraction^1.5, spectra interpolated in LAI
 =========  =========================================================================================
 
 Small negative reflectances of dark water (L2A noise, EnMAP's over-corrected NIR) are clipped to 0:
 a surface below zero cannot be simulated. Reading files happens in the ``_read_*`` functions only;
-:func:`enmap_to_s2`, :func:`tile` and :func:`loso_split` are pure.
+:func:`enmap_to_s2`, :func:`tile`, :func:`lai_map`, :func:`canopy_patch` and :func:`loso_split` are pure.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from eotwin.atmocorr.products import L2A_BANDS
 from eotwin.errors import EotwinError
 
 PATCH = 120
-SOURCES: tuple[str, ...] = ("ben", "majortom", "enmap", "sahara", "water")
+SOURCES: tuple[str, ...] = ("ben", "majortom", "enmap", "sahara", "water", "prosail")
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[5] / "shared" / "fixtures"
 ENMAP_CENTRES_PATH = Path(__file__).resolve().parent.parent / "data" / "enmap_band_centres.json"
 MAJORTOM_DIR = "s2img/rico-hdl/Major-TOM-Core/S2L2A"
@@ -56,6 +61,14 @@ WATER_PATCHES: dict[str, int] = {"patch_0": -1000, "patch_10": 0, "patch_100": -
 SCL_REJECT = (0, 1, 3, 8, 9, 10, 11)
 ENMAP_NODATA = -32768
 HAZE_B09_B8A = 1.3
+PROSAIL_PATCHES = 16
+PROSAIL_LAI = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.5, 6.0)
+# drawn per patch, uniform: the ranges of common PROSAIL look-up tables for crops and forests
+PROSAIL_RANGES: dict[str, tuple[float, float]] = {
+    "n": (1.2, 2.2), "cab": (10.0, 70.0), "car": (4.0, 15.0), "cbrown": (0.0, 0.6), "cw": (0.004, 0.03),
+    "cm": (0.003, 0.012), "lidfa": (35.0, 70.0), "rsoil": (0.3, 1.8), "psoil": (0.0, 1.0),
+    "tts": (20.0, 60.0), "tto": (0.0, 10.0), "psi": (0.0, 180.0),
+}
 
 
 # ----------------------------------------------------------------------------- pure cores
@@ -124,6 +137,25 @@ def enmap_band_selection(centres: np.ndarray, vnir_bands: int, usable: np.ndarra
     keep[:vnir_bands] = True
     keep[vnir_bands:] = centres[vnir_bands:] > centres[vnir_bands - 1]
     return keep & np.asarray(usable, bool)
+
+
+def lai_map(patch: np.ndarray) -> np.ndarray:
+    """(h, w) leaf area index 0-6 following a real (12, h, w) patch's NDVI: its 5th-95th percentile range
+    stretched to a vegetation fraction f, LAI = 6 f^1.5 (dense canopies are rarer than bare or sparse)."""
+    red, nir = patch[L2A_BANDS.index("B04")], patch[L2A_BANDS.index("B08")]
+    ndvi = (nir - red) / np.maximum(nir + red, 1e-4)
+    lo, hi = np.percentile(ndvi, [5, 95])
+    frac = np.clip((ndvi - lo) / max(hi - lo, 1e-3), 0.0, 1.0)
+    return (PROSAIL_LAI[-1] * frac**1.5).astype(np.float32)
+
+
+def canopy_patch(spectra: np.ndarray, lai: np.ndarray) -> np.ndarray:
+    """(12, h, w) surface: per pixel the band spectra (len(PROSAIL_LAI), 12) interpolated linearly in LAI."""
+    nodes = np.asarray(PROSAIL_LAI)
+    idx = np.clip(np.searchsorted(nodes, lai, side="right") - 1, 0, nodes.size - 2)
+    w = ((lai - nodes[idx]) / (nodes[idx + 1] - nodes[idx])).astype(np.float32)
+    out = spectra[idx] * (1 - w)[..., None] + spectra[idx + 1] * w[..., None]
+    return np.ascontiguousarray(np.moveaxis(out, -1, 0), dtype=np.float32)
 
 
 def hazy(patch: np.ndarray, limit: float = HAZE_B09_B8A) -> bool:
@@ -272,6 +304,34 @@ def _read_water(root: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def prosail_spectra(rng: np.random.Generator) -> np.ndarray:
+    """(len(PROSAIL_LAI), 12) band reflectances of one drawn leaf, soil and geometry at each LAI node."""
+    import prosail
+
+    p = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in PROSAIL_RANGES.items()}
+    wavelengths = tuple(np.round(np.arange(400, 2501) / 1000.0, 4))  # prosail's 1 nm grid, micrometres
+    weights = s2_weights(wavelengths)
+    out = []
+    for lai in PROSAIL_LAI:
+        rho = prosail.run_prosail(p["n"], p["cab"], p["car"], p["cbrown"], p["cw"], p["cm"], lai, p["lidfa"],
+                                  0.05, p["tts"], p["tto"], p["psi"], typelidf=2, rsoil=p["rsoil"],
+                                  psoil=p["psoil"], factor="SDR")
+        out.append(weights @ np.asarray(rho, dtype=np.float64))
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def _make_prosail(root: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    structure = list(_read_majortom(root).values())
+    if not structure:
+        raise EotwinError("PROSAIL patches need Major-TOM patches for their spatial structure")
+    out: dict[str, np.ndarray] = {}
+    for k in range(PROSAIL_PATCHES):
+        spectra = prosail_spectra(np.random.default_rng([seed, k]))
+        lai = lai_map(structure[(k * len(structure)) // PROSAIL_PATCHES])
+        out[f"prosail_{k:02d}"] = canopy_patch(spectra, lai)
+    return out
+
+
 def load_source(name: str, *, split: str = "train", root: str | Path | None = None,
                 ben_dir: str | Path | None = None) -> dict[str, np.ndarray]:
     """Patches (12, PATCH, PATCH) float32 of one source by patch id. ``split`` only matters for ``ben``
@@ -284,7 +344,8 @@ def load_source(name: str, *, split: str = "train", root: str | Path | None = No
         raise EotwinError(f"split must be train or test, got {split!r}")
     if name == "ben":
         return synth.ben_surfaces(ben_dir, synth.TRAIN_SPLITS if split == "train" else synth.TEST_SPLITS)
-    readers = {"majortom": _read_majortom, "enmap": _read_enmap, "sahara": _read_sahara, "water": _read_water}
+    readers = {"majortom": _read_majortom, "enmap": _read_enmap, "sahara": _read_sahara, "water": _read_water,
+               "prosail": _make_prosail}
     patches = readers[name](fixtures_root(root))
     if not patches:
         raise EotwinError(f"surface source {name!r} gave no usable patch")
