@@ -31,6 +31,7 @@ from eotwin.errors import EotwinError
 
 DOS_DARK_REFLECTANCE = 0.01
 DOS_PERCENTILE = 0.1  # percent of valid pixels taken as "dark": robust against a few dead pixels
+DOS_NO_DARK_MARGIN = 0.02  # no dark object: the darkest pixels above 1 % + this under the table's thickest haze
 DOS_REFERENCE_BANDS = ("B01", "B02", "B03", "B04")  # visible: dark objects (water, shadow, forest) exist
 # sen2cor's DDV configuration (L2A_CAL_AC_GIPP.xml): AC_Swir_Refl_Lower_Th, AC_Ddv_Swir_Refl_Th1..3
 DDV_SWIR_RANGES = ((0.01, 0.05), (0.01, 0.10), (0.01, 0.12))  # B12 surface range, widened in turn
@@ -587,8 +588,11 @@ def estimate_aot_dark_object(
     aot = _dark_object_aot(
         dark, refs, lut, dark_reflectance, sensor=sensor, aerosol=aerosol, sza=sza, vza=vza, raa=raa, wv=wv, o3=o3
     )
-    if aot >= lut.axes["aot"][-1] - 1e-9:  # a desert: nothing dark enough, the haze would exceed the table
-        reason = "no dark object: even the table's thickest haze leaves the darkest pixels above 1 %"
+    top = lut.terms_for(sensor, refs, aerosol, lut.axes["aot"][-1], sza, vza, raa, wv, o3)
+    darkest_at_top = float(np.min(physics.toa_to_boa(dark, *_terms_parts(top))))
+    if darkest_at_top > dark_reflectance + DOS_NO_DARK_MARGIN:  # a desert: the haze would exceed the table
+        reason = (f"no dark object: under the table's thickest haze the darkest pixels still read "
+                  f"{darkest_at_top:.3f}")
         return AotRetrieval(DEFAULT_AOT, str(aerosol).lower(), f"default ({reason})", 0, 0, None)
     return AotRetrieval(aot, str(aerosol).lower(), "dark object", 0, 0, None)
 
