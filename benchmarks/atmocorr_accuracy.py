@@ -100,6 +100,9 @@ def loso(args: argparse.Namespace) -> None:
     scenes = make_loso_scenes(lut, patches, args.seed, cache_dir=out / "sixs_cache", progress=progress)
     default = OnnxModel(args.model)
     folds = dict(item.split("=", 1) for item in args.fold_models.split(",") if item)
+    stray = sorted(set(folds) - set(names))
+    if stray:
+        raise SystemExit(f"error: --fold-models names {', '.join(stray)}, not among --sources {', '.join(names)}")
     models = {n: OnnxModel(Path(folds[n])) if n in folds else default for n in names}
     report = evaluate_loso(lut, scenes, models, progress=progress)
     report["seed"] = args.seed

@@ -33,6 +33,10 @@ on its network's own estimate and DDV on a climatological 0.33 cm-atm:
 
 Metrics per band over all valid pixels: RMSE, MAE, bias (method - truth); speed: pixels per second of
 each method over the whole set (one process, its threads as configured). Written as JSON and PNG.
+
+Leave-one-source-out (:func:`make_loso_scenes`, :func:`evaluate_loso`): every surface source of
+:mod:`eotwin.atmocorr.ai.surfaces` under the same six atmospheres made with the real 6S code, each source
+judged by a model whose ``train_sources`` are recorded, so a source it saw is never reported as held out.
 """
 
 from __future__ import annotations

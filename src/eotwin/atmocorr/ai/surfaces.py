@@ -194,6 +194,7 @@ def parse_sources(text: str | Sequence[str]) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- I/O edge
 def fixtures_root(root: str | Path | None = None) -> Path:
+    """The shared fixtures folder (default: ``shared/fixtures`` beside the repository)."""
     path = Path(root) if root is not None else DEFAULT_FIXTURES
     if not path.is_dir():
         raise EotwinError(f"surface fixtures not found at {path} (the shared fixtures folder)")

@@ -9,7 +9,10 @@ Surfaces (the truth the model must recover):
 - 6S's four built-in spectra (green vegetation, clear water, lake water, sand), band-averaged with
   each band's spectral response by 6S itself (:func:`make_builtin_spectra`, stored in
   ``data/sixs_spectra.json``) and painted into the patches as smooth blobs (brightness x 0.6-1.4)
-  so water, bare sand and very bright targets appear that the Austrian June patches lack.
+  so water, bare sand and very bright targets appear that the Austrian June patches lack;
+- any other source of :mod:`eotwin.atmocorr.ai.surfaces` (Major-TOM, EnMAP, Sahara, water, PROSAIL),
+  chosen with ``eotwin atmocorr train --sources``; :func:`mosaic` then draws each tile's source with
+  equal odds.
 
 Atmospheres and geometries, drawn independently for every scene (:data:`SAMPLING`):
 

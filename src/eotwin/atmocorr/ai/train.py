@@ -1,7 +1,8 @@
 """CPU training of the AI correction on simulated scenes (``eotwin atmocorr train``).
 
 Every step draws fresh scenes (:func:`eotwin.atmocorr.ai.synth.make_batch`): 2 x 2 mosaics of the
-training BigEarthNet patches (240 x 240 px) with 6S built-in spectra painted in, each under its own
+training patches of ``sources`` (:mod:`eotwin.atmocorr.ai.surfaces`; each tile a source with equal odds,
+then one of its patches; 240 x 240 px) with 6S built-in spectra painted in, each under its own
 atmosphere and geometry, so the network never sees the same TOA twice. The network's atmosphere goes
 through the 6S table in torch (:class:`~eotwin.atmocorr.ai.model.TableLayer`) and the inversion, so
 the loss is the surface (BOA) error itself, plus auxiliary errors of the AOT, water vapour, ozone and
