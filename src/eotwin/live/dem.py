@@ -60,7 +60,49 @@ def origin_bound_auth(url: str, user: str, token: str):
     return middleware
 
 
-def _open(url: str, credentials: Credentials, timeout_s: float):
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+def retrying(retries: int, backoff_s: float):
+    """An aiohttp middleware retrying one request (a Zarr chunk or metadata file) on transient failures.
+
+    Statuses 429/5xx (Retry-After honoured, capped), dropped connections, timeouts and cut bodies are
+    retried with exponential backoff; the body is read here so that a cut one is noticed and fetched again.
+    Retrying per request, not per DEM slice, keeps a slice of many chunks finishing on a flaky network.
+    """
+    import asyncio
+
+    import aiohttp
+
+    from eotwin.live.endpoints import MAX_RETRY_AFTER_S
+
+    async def middleware(request, handler):
+        delay = backoff_s
+        for attempt in range(retries + 1):
+            last = attempt == retries
+            try:
+                response = await handler(request)
+                if response.status in RETRY_STATUSES and not last:
+                    after = response.headers.get("Retry-After", "")
+                    wait = min(float(after), MAX_RETRY_AFTER_S) if after.isdigit() else delay
+                    response.release()
+                    await asyncio.sleep(wait)
+                    delay *= 2
+                    continue
+                if response.status < 400:
+                    await response.read()
+                return response
+            except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+                if last:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    return middleware
+
+
+def _open(url: str, credentials: Credentials, timeout_s: float, retries: int = 0, backoff_s: float = 0.5):
     import aiohttp
     import xarray as xr
 
@@ -68,10 +110,13 @@ def _open(url: str, credentials: Credentials, timeout_s: float):
     token = url_token or (credentials.edh_token.reveal() if credentials.edh_token else None)
     client_kwargs: dict = {"timeout": aiohttp.ClientTimeout(total=timeout_s)}
     remote = url.startswith(("http://", "https://"))
+    middlewares = [retrying(retries, backoff_s)] if retries else []
     if token and remote:
         if not token_may_go_to(url):
             raise EotwinError(f"refusing to send the EDH token over plain http to {origin(url)[1]}; use https")
-        client_kwargs["middlewares"] = (origin_bound_auth(url, "edh", token),)
+        middlewares.append(origin_bound_auth(url, "edh", token))  # innermost: every retry carries it
+    if middlewares:
+        client_kwargs["middlewares"] = tuple(middlewares)
     dataset = xr.open_dataset(url, engine="zarr", chunks={}, mask_and_scale=False, decode_coords="all",
                               storage_options={"client_kwargs": client_kwargs} if remote else None)
     name = next((v for v in _VAR_NAMES if v in dataset.data_vars), None)
@@ -113,7 +158,8 @@ def dem_slice(bbox_lonlat: tuple[float, float, float, float], endpoints: Endpoin
     delay, last = endpoints.backoff_s, ""
     for attempt in range(endpoints.max_retries + 1):
         try:
-            values, grid = _load(endpoints.dem_url, credentials, endpoints.timeout_s, bbox_lonlat, margin_cells)
+            values, grid = _load(endpoints.dem_url, credentials, endpoints.timeout_s, bbox_lonlat, margin_cells,
+                                 endpoints.max_retries, endpoints.backoff_s)
             break
         except EotwinError:
             raise
@@ -149,8 +195,9 @@ def store_crs(url: str, data_array) -> CRS:
     raise EotwinError("the DEM store has x/y dimensions but no CRS (no grid mapping, no zone in the URL)")
 
 
-def _load(url: str, credentials: Credentials, timeout_s: float, bbox_lonlat, margin_cells: int) -> tuple[np.ndarray, Grid]:
-    data = _open(url, credentials, timeout_s)
+def _load(url: str, credentials: Credentials, timeout_s: float, bbox_lonlat, margin_cells: int, retries: int = 0,
+          backoff_s: float = 0.5) -> tuple[np.ndarray, Grid]:
+    data = _open(url, credentials, timeout_s, retries, backoff_s)
     lat_name, lon_name = _dims(data)
     crs = store_crs(url, data)
     west, south, east, north = transform_bounds(bbox_lonlat, CRS.from_epsg(4326), crs)

@@ -16,7 +16,9 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import random
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -32,9 +34,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# the random mode's faults: server errors, throttling with Retry-After, cut bodies and dropped connections
+RANDOM_MIX: tuple[tuple[str, float], ...] = (("status", 500), ("status", 502), ("status", 503), ("status", 504),
+                                             ("throttle", 1), ("truncate", 0), ("reset", 0))
+
+
 @dataclass
 class Fault:
-    kind: str  # "status", "delay", "truncate"
+    kind: str  # "status", "throttle" (429 with Retry-After: value), "delay", "truncate", "reset"
     value: float = 0
     path_contains: str = ""
 
@@ -48,9 +55,20 @@ class Faults:
     injected: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    rate: float = 0.0  # random mode: this share of all requests fails (after the queued faults)
+    mix: tuple[tuple[str, float], ...] = ()
+    rng: random.Random = field(default_factory=random.Random)
+    by_kind: dict[str, int] = field(default_factory=dict)
+
     def add(self, kind: str, value: float = 0, times: int = 1, path_contains: str = "") -> None:
         with self.lock:
             self.pending.extend(Fault(kind, value, path_contains) for _ in range(times))
+
+    def random(self, rate: float, seed: int, mix: tuple[tuple[str, float], ...] = RANDOM_MIX) -> None:
+        """From now on a seeded ``rate`` of requests fails, with a fault drawn from ``mix`` ((kind, value) pairs)."""
+        with self.lock:
+            self.rate, self.mix, self.rng = rate, mix, random.Random(seed)
+            self.requests, self.injected, self.by_kind = 0, 0, {}  # counts of this mode only
 
     def take(self, path: str) -> Fault | None:
         with self.lock:
@@ -59,6 +77,11 @@ class Faults:
                 if fault.path_contains in path:
                     self.injected += 1
                     return self.pending.pop(i)
+            if self.rate and self.rng.random() < self.rate:
+                kind, value = self.mix[self.rng.randrange(len(self.mix))]
+                self.injected += 1
+                self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+                return Fault(kind, value)
         return None
 
 
@@ -86,6 +109,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+            return True
+        if fault.kind == "throttle":
+            body = b'{"code": 429, "description": "slow down"}'
+            self.send_response(429)
+            self.send_header("Retry-After", str(int(fault.value)))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return True
+        if fault.kind == "reset":  # the connection drops before any answer
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.shutdown(socket.SHUT_RDWR)
             return True
         if fault.kind == "truncate":
             self._truncate_next = True
