@@ -256,7 +256,8 @@ def test_bbox_parser(tally):
     @FUZZ
     @given(text=st.one_of(st.text(max_size=40),
                           st.lists(st.one_of(st.floats(), st.integers(-1000, 1000)), max_size=5).map(
-                              lambda v: ",".join(map(str, v)))))
+                              lambda v: ",".join(map(str, v))),
+                          st.lists(st.floats(-200, 200), min_size=4, max_size=4).map(lambda v: ",".join(map(str, v)))))
     def run(text: str) -> None:
         box = tally.call(parse_bbox, text)
         if box is not None:
