@@ -76,3 +76,34 @@ def test_every_request_failing_is_one_line_and_leaves_nothing(world, servers, pa
             server.faults.random(0.0, 0)
     assert "\n" not in str(info.value)
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_tiled_build_through_random_faults_equals_a_clean_one(world, servers, patient, credentials, tmp_path):
+    from eotwin.live.cache import Cache
+    from eotwin.live.pipeline import LiveRequest
+    from eotwin.live.tiling import build_tiled
+    from tests.live.test_live_faults_tiles import DATES
+    from tests.live.test_live_build import scene_bbox
+
+    request = LiveRequest(bbox=scene_bbox(world), datetime=DATES, max_cloud=50)
+
+    def tiled(folder: str):
+        out = tmp_path / folder / "area.laz"
+        out.parent.mkdir()
+        result = build_tiled(request, out, 1000.0, endpoints=patient, credentials=credentials,
+                             cache=Cache(tmp_path / folder / "cache", enabled=False), workers=2, format="laz")
+        return {p.name: points(p) for p in result.tiles}, {p.name: _item(p.with_name(p.name + ".json"))
+                                                           for p in result.tiles}
+
+    clean_points, clean_items = tiled("clean")
+    for k, server in enumerate(servers.values()):
+        server.faults.random(0.3, 40 + k, MIX)
+    try:
+        faulty_points, faulty_items = tiled("faulty")
+    finally:
+        injected = sum(s.faults.injected for s in servers.values())
+        for server in servers.values():
+            server.faults.random(0.0, 0)
+    assert injected >= 5 and sorted(faulty_points) == sorted(clean_points)
+    assert all((faulty_points[n] == clean_points[n]).all() for n in clean_points)
+    assert faulty_items == clean_items

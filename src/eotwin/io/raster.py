@@ -7,6 +7,7 @@ Opening goes through :func:`open_raster`, which turns GDAL's errors into one-lin
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,17 @@ def grid_of(dataset) -> Grid:
     return Grid(dataset.transform, dataset.width, dataset.height, crs_of(dataset))
 
 
+class RasterOpenError(EotwinError):
+    """A raster that did not open; ``transient`` when a network hiccup (worth a retry) is the cause."""
+
+    transient: bool = False
+
+
+# GDAL's words for a failure of the network rather than of the file (curl errors, server-side statuses)
+_TRANSIENT = re.compile(r"CURL error|HTTP response code: (429|5\d\d)|Connection (reset|refused|timed out)|timed out|"
+                        r"Empty reply|transfer closed", re.IGNORECASE)
+
+
 @contextlib.contextmanager
 def open_raster(path: str | Path, *, require_crs: bool = True) -> Iterator[rasterio.io.DatasetReader]:
     """Open a GDAL-readable raster with one-line errors for the common user mistakes."""
@@ -61,7 +73,9 @@ def open_raster(path: str | Path, *, require_crs: bool = True) -> Iterator[raste
             dataset = rasterio.open(name)
     except RasterioIOError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "unreadable"
-        raise EotwinError(f"{name}: not a readable raster ({first_line})") from None
+        error = RasterOpenError(f"{name}: not a readable raster ({first_line})")
+        error.transient = is_remote and bool(_TRANSIENT.search(first_line))
+        raise error from None
     try:
         if require_crs:
             crs_of(dataset)

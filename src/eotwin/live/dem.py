@@ -108,7 +108,8 @@ def _open(url: str, credentials: Credentials, timeout_s: float, retries: int = 0
 
     url, url_token = strip_userinfo(url)
     token = url_token or (credentials.edh_token.reveal() if credentials.edh_token else None)
-    client_kwargs: dict = {"timeout": aiohttp.ClientTimeout(total=timeout_s)}
+    # per connect and per read, not in total: the retry middleware runs inside one session request
+    client_kwargs: dict = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)}
     remote = url.startswith(("http://", "https://"))
     middlewares = [retrying(retries, backoff_s)] if retries else []
     if token and remote:

@@ -156,11 +156,15 @@ def _with_retries(fetch, retries: int, backoff_s: float, what: str):
 
     from rasterio.errors import RasterioIOError
 
+    from eotwin.io.raster import RasterOpenError
+
     delay = backoff_s
     for attempt in range(retries + 1):
         try:
             return fetch()
-        except RasterioIOError as exc:
+        except (RasterioIOError, RasterOpenError) as exc:
+            if isinstance(exc, RasterOpenError) and not exc.transient:
+                raise
             if attempt == retries:
                 first = str(exc).splitlines()[0] if str(exc) else "read failed"
                 raise EotwinError(f"reading {what} failed after {attempt + 1} attempts: {first}") from None

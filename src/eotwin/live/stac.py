@@ -8,6 +8,7 @@ item is added only if it covers part of the bbox that the chosen ones do not.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,30 +75,51 @@ def search(endpoints: Endpoints, collection: str, bbox: BBox, datetime: str, max
 
     No match is a user error unless ``allow_empty`` (a caller that explains the absence itself).
     """
-    from pystac_client import Client
+    from pystac import STACError, STACTypeError
     from pystac_client.exceptions import APIError
     from requests.exceptions import RequestException
 
     query = {"eo:cloud_cover": {"lte": max_cloud}} if max_cloud is not None else None
-    try:
-        client = Client.open(endpoints.stac_url, stac_io=_stac_io(endpoints))
-        found = client.search(collections=[collection], bbox=list(bbox), datetime=datetime, query=query, limit=limit,
-                              method="POST")
-        items = []
-        for page in found.pages_as_dicts():
-            items.extend(page.get("features", []))
-            if len(items) > MAX_SEARCH_ITEMS:
-                raise EotwinError(f"the STAC search at {endpoints.stac_url} matches more than {MAX_SEARCH_ITEMS:,} "
-                                  f"{collection} items; narrow the bbox, the dates or --max-cloud")
-    except APIError as exc:
-        status = getattr(exc, "status_code", None)
-        raise EotwinError(f"STAC search at {endpoints.stac_url} failed{f' (HTTP {status})' if status else ''}: "
-                          f"{str(exc).splitlines()[0][:200]}") from None
-    except RequestException as exc:
-        raise EotwinError(f"STAC search at {endpoints.stac_url} failed: {type(exc).__name__}") from None
+    delay = endpoints.backoff_s
+    for attempt in range(endpoints.max_retries + 1):
+        # urllib3 retries statuses; a body cut mid-page or a connection dropped while reading is retried here
+        # (the whole search again: it is idempotent)
+        try:
+            items = _search_once(endpoints, collection, bbox, datetime, query, limit)
+            break
+        except APIError as exc:
+            status = getattr(exc, "status_code", None)
+            failure = (f"STAC search at {endpoints.stac_url} failed{f' (HTTP {status})' if status else ''}: "
+                       f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+            if status is not None and status < 500 and status != 429:
+                raise EotwinError(failure) from None
+        except RequestException as exc:
+            failure = f"STAC search at {endpoints.stac_url} failed: {type(exc).__name__}"
+        except (ValueError, STACError, STACTypeError) as exc:  # a cut JSON body, or a landing page that did not arrive whole
+            failure = f"STAC search at {endpoints.stac_url} failed: {type(exc).__name__}"
+        if attempt == endpoints.max_retries:
+            raise EotwinError(f"{failure} (after {attempt + 1} attempts)")
+        time.sleep(delay)
+        delay *= 2
     if not items and not allow_empty:
         cloud = f", cloud cover <= {max_cloud} %" if max_cloud is not None else ""
         raise EotwinError(f"no {collection} items for bbox {list(bbox)} and {datetime}{cloud}")
+    return items
+
+
+def _search_once(endpoints: Endpoints, collection: str, bbox: BBox, datetime: str, query: dict | None,
+                 limit: int) -> list[dict]:
+    from pystac_client import Client
+
+    client = Client.open(endpoints.stac_url, stac_io=_stac_io(endpoints))
+    found = client.search(collections=[collection], bbox=list(bbox), datetime=datetime, query=query, limit=limit,
+                          method="POST")
+    items: list[dict] = []
+    for page in found.pages_as_dicts():
+        items.extend(page.get("features", []))
+        if len(items) > MAX_SEARCH_ITEMS:
+            raise EotwinError(f"the STAC search at {endpoints.stac_url} matches more than {MAX_SEARCH_ITEMS:,} "
+                              f"{collection} items; narrow the bbox, the dates or --max-cloud")
     return items
 
 
