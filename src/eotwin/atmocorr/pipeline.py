@@ -449,16 +449,9 @@ class RunResult:
 
 def make_options(**kwargs: object) -> RunOptions:
     """:class:`RunOptions` from plain values; a validation error is a one-line :class:`EotwinError`."""
-    from pydantic import ValidationError
+    from eotwin.options import validated
 
-    try:
-        return RunOptions(**kwargs)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "options"
-        raise EotwinError(
-            f"{where}: {str(first.get('msg', 'invalid value')).removeprefix('Value error, ')}"
-        ) from None
+    return validated(RunOptions, **kwargs)
 
 
 def auto_block_rows(width: int) -> int:

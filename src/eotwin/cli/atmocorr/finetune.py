@@ -17,9 +17,8 @@ def run_finetune(*, pairs: Path, output: Path | None, init: Path | None, steps: 
                  seed: int, max_minutes: float, threads: int | None, lut: Path | None, scl: str,
                  as_json: bool) -> None:
     """Parse the options the fine-tuning shares with ``train``, run it, print the before/after figures."""
-    from pydantic import ValidationError
-
     from eotwin.atmocorr.ai.finetune import FinetuneOptions, finetune
+    from eotwin.options import validated
 
     if output is None:
         raise EotwinError("--pairs needs -o/--output MODEL.onnx (fine-tuning never replaces the committed model)")
@@ -30,11 +29,7 @@ def run_finetune(*, pairs: Path, output: Path | None, init: Path | None, steps: 
     values: dict = dict(pairs=pairs, output=output, seed=seed, max_minutes=max_minutes, threads=threads or 1,
                         lut=lut, scl=classes)
     values.update({k: v for k, v in (("init", init), ("steps", steps), ("lr", lr)) if v is not None})
-    try:
-        options = FinetuneOptions(**values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise EotwinError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    options = validated(FinetuneOptions, **values)
     result = finetune(options, progress=_common.progress())
     summary = result.summary
     if as_json:

@@ -40,10 +40,9 @@ def train_command(
     as_json: bool = typer.Option(False, "--json", help="With --pairs: print the before/after summary as JSON."),
 ) -> None:
     """Train the AI atmospheric correction on simulated scenes: real surfaces + sampled 6S atmospheres."""
-    from pydantic import ValidationError
-
     from eotwin.atmocorr.ai.train import TrainOptions, train
     from eotwin.errors import EotwinError
+    from eotwin.options import validated
 
     if pairs is not None:
         from eotwin.cli.atmocorr.finetune import run_finetune
@@ -72,11 +71,7 @@ def train_command(
                   threads=threads or 1, workers=workers)
     if output is not None:
         values["output"] = output
-    try:
-        options = TrainOptions(**values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise EotwinError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    options = validated(TrainOptions, **values)
     result = train(options, progress=_common.progress())
     _common.say(f"{result.steps} steps in {result.seconds:.0f} s, final loss {result.final_loss:.4f}")
     _common.out.print(f"validation BOA RMSE {result.validation['boa_rmse']:.4f}, "
