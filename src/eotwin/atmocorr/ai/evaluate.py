@@ -427,6 +427,8 @@ def loso_surface(patches: list[np.ndarray], rng: np.random.Generator, crop: int 
 def make_loso_scenes(lut, sources: dict[str, list[np.ndarray]], seed: int, *, cache_dir: Path | None = None,
                      progress: ProgressReporter | None = None) -> list[LosoScene]:
     """Every source under every :func:`loso_atmospheres` atmosphere, TOA from real 6S terms plus sensor noise."""
+    from eotwin.atmocorr.ai import surfaces as surface_library
+
     atms = loso_atmospheres(lut, seed)
     shape = (2 * LOSO_CROP, 2 * LOSO_CROP)
     scenes: list[LosoScene] = []
@@ -434,8 +436,10 @@ def make_loso_scenes(lut, sources: dict[str, list[np.ndarray]], seed: int, *, ca
         for k, atm in enumerate(atms):
             aot = synth.aot_field(atm, shape, np.random.default_rng([seed, k]), lut)
             path, gain, s_alb = cached_sixs_terms(atm, aot, cache_dir)
-            for j, (name, patches) in enumerate(sources.items()):
-                rng = np.random.default_rng([seed, k, j])
+            for name, patches in sources.items():
+                # seeded by the source's place in SOURCES, not in this run: a run over fewer sources
+                # makes the same scenes for each of them
+                rng = np.random.default_rng([seed, k, surface_library.SOURCES.index(name)])
                 surface = loso_surface(patches, rng)
                 rho = surface.astype(np.float64)
                 toa = synth.add_noise((path + gain * rho / (1 - s_alb * rho)).astype(np.float32), rng)
