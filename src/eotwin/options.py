@@ -11,10 +11,13 @@ from eotwin.errors import EotwinError
 M = TypeVar("M", bound=BaseModel)
 
 
-def validated(model: type[M], **kwargs: object) -> M:
-    """Build ``model`` from plain values; the first validation error becomes a one-line :class:`EotwinError`."""
+def validated(model_class: type[M], /, **kwargs: object) -> M:
+    """Build ``model_class`` from plain values; the first validation error becomes a one-line :class:`EotwinError`.
+
+    Positional-only, so that an options field may itself be called ``model`` (atmocorr's AI model path).
+    """
     try:
-        return model(**kwargs)
+        return model_class(**kwargs)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "options"

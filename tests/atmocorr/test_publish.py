@@ -19,3 +19,10 @@ def test_publish_removes_stale_outputs_of_an_earlier_run_only(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["item.json", "l2a.tif", "notes.txt", "tci.tif"]
     assert (target / "l2a.tif").read_text() == "new" and (target / "notes.txt").read_text() == "old"
     assert not staging.exists()
+
+
+def test_make_options_accepts_a_field_named_model(tmp_path):
+    """Regression: the shared validation helper once took ``model`` as its own first argument."""
+    options = pipeline.make_options(input=tmp_path / "x.tif", output=tmp_path / "o", method="ai",
+                                    model=tmp_path / "m.onnx")
+    assert options.model == tmp_path / "m.onnx"

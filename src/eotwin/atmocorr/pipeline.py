@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -497,11 +498,32 @@ def read_scene_sample(
                        functools.partial(read_toa, reader, product, L2A_BANDS))
 
 
+def _reclaim_staging(parent: Path, name: str) -> list[Path]:
+    """Remove staging folders of earlier runs on the same output whose process is gone (several GB each)."""
+    removed = []
+    for folder in parent.glob(f".{glob_escape(name)}.part-*"):
+        pid_text = folder.name[len(f".{name}.part-"):].split("-", 1)[0]
+        if not folder.is_dir() or folder.is_symlink() or not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # its run is still going
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 def _staging_dir(target: Path) -> Path:
     if target.exists() and not target.is_dir():
         raise EotwinError(f"{target}: exists and is not a directory")
     parent = ensure_writable_dir(target.parent if str(target.parent) else Path("."))
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.part-", dir=parent))
+    _reclaim_staging(parent, target.name)
+    # the owner's process id in the name: a later run knows a folder whose owner died (kill -9, OOM) as stale
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.part-{os.getpid()}-", dir=parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the published folder gets the usual mode
