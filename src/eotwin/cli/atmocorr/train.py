@@ -25,7 +25,7 @@ def train_command(
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
     ben_dir: Path | None = typer.Option(None, "--ben-dir", help="BigEarthNet v2 source (default: .eotwin-data/BENv2)."),
     init: Path | None = typer.Option(None, "--init", help="Continue from these weights (.pt of an earlier run)."),
-    sources: str = typer.Option("ben", "--sources", help="Surface sources, comma-separated: ben, majortom, enmap, "
+    sources: str = typer.Option("ben", "--sources", help="Surface sources, comma-separated: ben, majortom, enmap, prosail, "
                                 "sahara, water (docs/atmocorr-ai.md)."),
     hold_out: str | None = typer.Option(None, "--hold-out", help="Leave this source out of --sources (its "
                                         "leave-one-source-out fold)."),
