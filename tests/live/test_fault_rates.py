@@ -82,8 +82,8 @@ def test_a_tiled_build_through_random_faults_equals_a_clean_one(world, servers, 
     from eotwin.live.cache import Cache
     from eotwin.live.pipeline import LiveRequest
     from eotwin.live.tiling import build_tiled
-    from tests.live.test_live_faults_tiles import DATES
     from tests.live.test_live_build import scene_bbox
+    from tests.live.test_live_faults_tiles import DATES
 
     request = LiveRequest(bbox=scene_bbox(world), datetime=DATES, max_cloud=50)
 
