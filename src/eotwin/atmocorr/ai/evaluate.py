@@ -55,7 +55,6 @@ from eotwin.progress import ProgressReporter, ensure_progress
 
 METHODS = ("ai", "ai-own-ozone", "6s-oracle", "6s-ddv", "6s-ddv-climatology-ozone", "6s-ddv-true-aerosol", "dos",
            "none")
-SEN2COR_DEFAULT_AEROSOL = "continental"  # sen2cor's L2A_GIPP default aerosol type is RURAL
 # acceptance targets of issue 6 (RMSE, reflectance)
 TARGET_RMSE = {**dict.fromkeys(("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A"), 0.005),
                "B11": 0.01, "B12": 0.01}
