@@ -29,6 +29,33 @@ def ensure_writable_dir(directory: Path) -> Path:
     return directory
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def reclaim_dead_parts(target: Path, suffix: str) -> list[Path]:
+    """Remove temporary files beside ``target`` left by writers that were killed (kill -9, out of memory)."""
+    import re
+    from glob import escape
+
+    removed = []
+    # exactly what atomic_path names: .<stem>.<pid>.<mkstemp's dotless random part>.part<suffix>
+    ours = re.compile(rf"^\.{re.escape(target.stem)}\.(\d+)\.[^.]+\.part{re.escape(suffix)}$")
+    for part in target.parent.glob(f"{escape('.' + target.stem)}.*.part{escape(suffix)}"):
+        match = ours.match(part.name)
+        if match and part.is_file() and not part.is_symlink() and not _alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+                removed.append(part)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; rename it onto ``target`` on success.
@@ -39,8 +66,10 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     target = Path(target)
     ensure_writable_dir(target.parent if str(target.parent) else Path("."))
     suffix = target.suffix if suffix is None else suffix
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{suffix}", dir=target.parent)
+    reclaim_dead_parts(target, suffix)
+    try:  # the writer's process id in the name: a later write knows the leftover of a killed one
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.{os.getpid()}.", suffix=f".part{suffix}",
+                                        dir=target.parent)
     except OSError as exc:
         raise EotwinError(f"cannot write {target}: {exc.strerror or exc}") from None
     os.close(fd)
