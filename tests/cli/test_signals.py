@@ -8,15 +8,21 @@ import sys
 import time
 
 
-def test_sigterm_mid_atmocorr_run_leaves_no_staging(tmp_path):
+def _slow_run_argv(tmp_path, out) -> list[str]:
+    """The sample L1C, and an ``atmocorr run`` on it in small blocks (slow enough to be stopped mid-way)."""
     sample = tmp_path / "s"
     made = subprocess.run([sys.executable, "-m", "eotwin", "-q", "atmocorr", "sample-l1c", "-o", str(sample)],
                           capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
     l1c = next(sample.glob("*l1c*.tif"))
+    return [sys.executable, "-m", "eotwin", "-q", "atmocorr", "run", str(l1c), "-o", str(out), "--method", "6s-ddv",
+            "--block-rows", "16"]
+
+
+def test_sigterm_mid_atmocorr_run_leaves_no_staging(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "eotwin", "-q", "atmocorr", "run", str(l1c), "-o", str(out),
-                             "--method", "6s-ddv", "--block-rows", "16"], stderr=subprocess.PIPE, text=True)
+    argv = _slow_run_argv(tmp_path, out)
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".out.part-*")) and proc.poll() is None:
         time.sleep(0.02)
@@ -29,14 +35,8 @@ def test_sigterm_mid_atmocorr_run_leaves_no_staging(tmp_path):
 
 def test_a_killed_atmocorr_run_leaves_staging_that_the_rerun_reclaims(tmp_path):
     """kill -9 (no clean-up possible) mid-run; the next run on the same output removes the dead run's staging."""
-    sample = tmp_path / "s"
-    made = subprocess.run([sys.executable, "-m", "eotwin", "-q", "atmocorr", "sample-l1c", "-o", str(sample)],
-                          capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr
-    l1c = next(sample.glob("*l1c*.tif"))
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "eotwin", "-q", "atmocorr", "run", str(l1c), "-o", str(out), "--method", "6s-ddv",
-            "--block-rows", "16"]
+    argv = _slow_run_argv(tmp_path, out)
     proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.is_dir() and any(p.iterdir()) for p in tmp_path.glob(".out.part-*")):

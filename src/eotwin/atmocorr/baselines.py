@@ -269,27 +269,6 @@ def retrieve_water_vapour(
     return WaterVapour(float(_root(candidates, mismatch)), int(index.size), below, above, edge)
 
 
-def estimate_water_vapour(
-    toa_b8a: np.ndarray,
-    toa_b09: np.ndarray,
-    lut: SixSLut,
-    *,
-    sensor: str,
-    aerosol: str,
-    sza: float,
-    vza: float,
-    raa: float,
-    aot: float = DEFAULT_AOT,
-    o3: float = DEFAULT_OZONE,
-    valid: np.ndarray | None = None,
-) -> float:
-    """The water vapour of :func:`retrieve_water_vapour` alone (g/cm2)."""
-    return retrieve_water_vapour(
-        toa_b8a, toa_b09, lut, sensor=sensor, aerosol=aerosol, sza=sza, vza=vza, raa=raa, aot=aot, o3=o3,
-        valid=valid,
-    ).wv
-
-
 def _root(x: np.ndarray, f: np.ndarray) -> float:
     """Where a sampled, monotonic ``f`` crosses zero (clamped to the ends of ``x``)."""
     if f[0] * f[-1] > 0:

@@ -63,7 +63,7 @@ from eotwin.atmocorr.products import (
 )
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window
-from eotwin.io.files import ensure_writable_dir, write_json_atomic
+from eotwin.io.files import ensure_writable_dir, process_alive, write_json_atomic
 from eotwin.io.raster import gdal_cache_env
 from eotwin.progress import ProgressReporter, ensure_progress
 
@@ -503,15 +503,8 @@ def _reclaim_staging(parent: Path, name: str) -> list[Path]:
     removed = []
     for folder in parent.glob(f".{glob_escape(name)}.part-*"):
         pid_text = folder.name[len(f".{name}.part-"):].split("-", 1)[0]
-        if not folder.is_dir() or folder.is_symlink() or not pid_text.isdigit():
+        if not folder.is_dir() or folder.is_symlink() or not pid_text.isdigit() or process_alive(int(pid_text)):
             continue
-        try:
-            os.kill(int(pid_text), 0)
-            continue  # its run is still going
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # another user's live process
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed

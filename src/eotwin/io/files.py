@@ -29,7 +29,8 @@ def ensure_writable_dir(directory: Path) -> Path:
     return directory
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts as alive): the owner of a leftover is gone when not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -49,7 +50,7 @@ def reclaim_dead_parts(target: Path, suffix: str) -> list[Path]:
     ours = re.compile(rf"^\.{re.escape(target.stem)}\.(\d+)\.[^.]+\.part{re.escape(suffix)}$")
     for part in target.parent.glob(f"{escape('.' + target.stem)}.*.part{escape(suffix)}"):
         match = ours.match(part.name)
-        if match and part.is_file() and not part.is_symlink() and not _alive(int(match.group(1))):
+        if match and part.is_file() and not part.is_symlink() and not process_alive(int(match.group(1))):
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
                 removed.append(part)
