@@ -59,6 +59,7 @@ from eotwin.atmocorr.stac_input import (
     RemoteAccess,
     _metadata_asset,
     _radiometry_from_item,
+    asset_href,
     asset_hrefs,
     band_assets,
     fetch_bytes,
@@ -228,10 +229,7 @@ def open_l2a_item(item: dict, source: str, access: RemoteAccess) -> tuple[L2ARef
         raise EotwinError(f"item {item_id}: no SCL asset (sen2cor's scene classification)")
 
     def href(asset: dict, what: str) -> str:
-        hrefs = asset_hrefs(asset)
-        if not hrefs:
-            raise EotwinError(f"item {item_id}: asset {what} has no href")
-        return resolve_href(hrefs[0], source)
+        return asset_href(item_id, asset, what, source)
 
     product_asset = _metadata_asset(item, "product")
     if product_asset is not None:

@@ -381,6 +381,14 @@ def asset_hrefs(asset: dict) -> list[str]:
     return sorted(dict.fromkeys(hrefs), key=lambda h: 0 if h.startswith("s3://") else 1 if is_url(h) else 2)
 
 
+def asset_href(item_id: str, asset: dict, what: str, base: str | None) -> str:
+    """The first href of an item's asset, resolved against the item's own location; one line when it has none."""
+    hrefs = asset_hrefs(asset)
+    if not hrefs:
+        raise EotwinError(f"item {item_id}: asset {what} has no href")
+    return resolve_href(hrefs[0], base)
+
+
 def resolve_href(href: str, base: str | None) -> str:
     """An href relative to the item (a local file or a URL) made absolute."""
     if "://" in href or href.startswith("/") or base is None:
@@ -447,10 +455,7 @@ def open_stac_item(
         )
 
     def first_href(asset: dict, what: str) -> str:
-        hrefs = asset_hrefs(asset)
-        if not hrefs:
-            raise EotwinError(f"item {item_id}: asset {what} has no href")
-        return resolve_href(hrefs[0], base)
+        return asset_href(item_id, asset, what, base)
 
     tile_asset = _metadata_asset(item, "tile")
     if tile_asset is None:
