@@ -56,13 +56,17 @@ def build(
     s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3 endpoint host[:port] (default CDSE eodata)."),
     dem_url: str | None = typer.Option(None, "--dem-url", help="DEM Zarr store (default EDH GLO-30)."),
     s3_access_key: str | None = typer.Option(None, "--s3-access-key", help="CDSE S3 key (else $CDSE_S3_ACCESS_KEY or ~/.netrc)."),
-    s3_secret_key: str | None = typer.Option(None, "--s3-secret-key", help="CDSE S3 secret (else $CDSE_S3_SECRET_KEY or ~/.netrc)."),
-    edh_token: str | None = typer.Option(None, "--edh-token", help="Earth Data Hub token (else $EDH_TOKEN or ~/.netrc)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output file (.laz, .las or .ply)."),
+    s3_secret_key_file: Path | None = typer.Option(None, "--s3-secret-key-file", help="File holding the CDSE S3 secret "
+                                                   "(else $CDSE_S3_SECRET_KEY or ~/.netrc)."),
+    edh_token_file: Path | None = typer.Option(None, "--edh-token-file", help="File holding the Earth Data Hub token "
+                                               "(else $EDH_TOKEN or ~/.netrc)."),
+    s3_secret_key: str | None = typer.Option(None, "--s3-secret-key", hidden=True),
+    edh_token: str | None = typer.Option(None, "--edh-token", hidden=True),
+    output: Path = typer.Option(..., "--output", "-o", help="Output file (.copc.laz, .laz, .las or .ply)."),
     sampled_fraction: float = typer.Option(1.0, "--sampled-fraction", "-f", help="Fraction of valid pixels kept, in (0, 1]: "
                                            "exactly round(F x valid) points, uniform, no duplicates."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampling (same seed, same points)."),
-    fmt: str | None = typer.Option(None, "--format", help="laz, las or ply (default: from the output suffix)."),
+    fmt: str | None = typer.Option(None, "--format", help="copc, laz, las or ply (default: from the output suffix; .copc.laz is copc)."),
     grid: str = typer.Option("image", "--grid", help="Output grid: 'image' (default) or 'dem'."),
     z_scale: float = typer.Option(1.0, "--z-scale", help="Vertical exaggeration applied to heights."),
     mask: str | None = typer.Option(None, "--mask", help="Class raster (e.g. Sentinel-2 SCL); excluded classes make no point."),
@@ -86,6 +90,7 @@ def build(
     common = dict(format=fmt, sampled_fraction=sampled_fraction, seed=seed, z_scale=z_scale,
                   stretch=stretch, stretch_range=_parse_range(stretch_range), viewer=viewer, preview=preview,
                   block_rows=block_rows)
+    s3_secret_key, edh_token = _secrets_from_files(s3_secret_key, edh_token, s3_secret_key_file, edh_token_file)
     if bbox is not None:
         if dem or image:
             raise EotwinError("give either --bbox/--date (live mode) or --dem/--image (local files), not both")
@@ -116,6 +121,15 @@ def _report(result, as_json: bool = False) -> None:
     for label, path in (("metadata", result.metadata), ("viewer", result.viewer), ("preview", result.preview)):
         if path:
             _common.out.print(f"{label:9s} {path}")
+
+
+def _secrets_from_files(s3_secret_key, edh_token, s3_secret_key_file, edh_token_file) -> tuple[str | None, str | None]:
+    from eotwin.live.credentials import read_secret_file, refuse_secret_on_argv
+
+    refuse_secret_on_argv(s3_secret_key, "--s3-secret-key", "$CDSE_S3_SECRET_KEY, --s3-secret-key-file or ~/.netrc")
+    refuse_secret_on_argv(edh_token, "--edh-token", "$EDH_TOKEN, --edh-token-file or ~/.netrc")
+    return (read_secret_file(s3_secret_key_file, "--s3-secret-key-file") if s3_secret_key_file else None,
+            read_secret_file(edh_token_file, "--edh-token-file") if edh_token_file else None)
 
 
 def _build_live(bbox, date, output, max_cloud, collection, crs, tile_size, scheduler, workers, no_cache, stac_url,
@@ -154,7 +168,7 @@ def _build_live(bbox, date, output, max_cloud, collection, crs, tile_size, sched
 
 @app.command("info")
 def info(
-    file: Path = typer.Argument(..., help="A .laz, .las or .ply point cloud."),
+    file: Path = typer.Argument(..., help="A .copc.laz, .laz, .las or .ply point cloud."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Count, bounds, CRS, point format and colour range of a point cloud (like ``pdal info``)."""
@@ -195,13 +209,51 @@ def mesh(
     z_scale: float = typer.Option(1.0, "--z-scale", help="Vertical exaggeration."),
     mask: str | None = typer.Option(None, "--mask", help="Class raster; masked cells make no triangles."),
     glb: bool = typer.Option(True, "--glb/--no-glb", help="Also write glTF binary (GLB)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (counts, spacing, files) instead of text."),
 ) -> None:
     """A coloured terrain mesh (two triangles per grid cell), with normals; PLY and GLB with the CRS in a sidecar."""
     from eotwin.pointcloud.mesh_pipeline import build_mesh
 
     result = build_mesh(dem, tuple(image), output, resolution=resolution, target_triangles=triangles, z_scale=z_scale,
                         mask=mask, glb=glb, progress=_common.progress())
+    if as_json:
+        _common.out.print(json.dumps({
+            "vertices": result.vertices, "triangles": result.triangles, "spacing": abs(result.grid.transform.a),
+            "grid": [result.grid.height, result.grid.width], "coarsened_from": result.coarsened_from,
+            "ply": str(result.ply) if result.ply else None, "glb": str(result.glb) if result.glb else None,
+        }), soft_wrap=True)
+        return
     _common.out.print(f"{result.vertices:,} vertices, {result.triangles:,} triangles")
     for path in (result.ply, result.glb):
         if path:
             _common.out.print(f"mesh      {path}")
+
+
+@app.command("serve")
+def serve(
+    target: Path = typer.Argument(..., help="A .copc.laz file, or a tiled run's folder (or its .vpc index)."),
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="Port on 127.0.0.1 (default 0: any free port)."),
+    no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser; just print the URL."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON line (url, port, clouds) once listening."),
+) -> None:
+    """Serve COPC clouds on 127.0.0.1 with HTTP range requests and a streaming viewer (level of detail first).
+
+    Ctrl-C (or SIGTERM) stops the server.
+    """
+    import sys
+
+    from eotwin.pointcloud.serve import CloudServer, clouds_to_serve, open_browser
+
+    clouds, title = clouds_to_serve(target)
+    with CloudServer(clouds, port=port, title=title) as server:
+        if as_json:
+            payload = {"url": server.url, "port": server.port, "stats": server.url + "api/stats",
+                       "clouds": [{"name": c.name, "path": str(c.path), "size": c.size} for c in clouds]}
+            _common.out.print(json.dumps(payload), soft_wrap=True)
+        else:
+            total = sum(c.size for c in clouds)
+            _common.out.print(f"serving {len(clouds)} COPC file(s), {total / 1e6:,.1f} MB, at {server.url} (Ctrl-C stops)")
+        sys.stdout.flush()
+        if not no_browser and not open_browser(server.url):
+            _common.say(f"no browser could be opened: open {server.url} yourself")
+        server.serve_forever()

@@ -17,6 +17,8 @@ from pyproj import CRS
 from eotwin.io.files import atomic_path, write_json_atomic
 from eotwin.pointcloud.mesh import TerrainMesh
 
+WRITE_CHUNK = 1 << 20  # vertices or faces per block written to a PLY
+
 
 def write_mesh_ply(mesh: TerrainMesh, path: str | Path, crs: CRS) -> Path:
     origin = mesh.origin
@@ -29,19 +31,23 @@ def write_mesh_ply(mesh: TerrainMesh, path: str | Path, crs: CRS) -> Path:
         f"element face {len(mesh.faces)}", "property list uchar uint vertex_indices", "end_header",
     ]) + "\n"
     vdtype = np.dtype([("p", "<f4", 3), ("n", "<f4", 3), ("c", "u1", 3)])
-    vertices = np.empty(len(mesh.vertices), vdtype)
-    vertices["p"] = mesh.vertices - origin
-    vertices["n"] = mesh.normals
-    vertices["c"] = mesh.colours
     fdtype = np.dtype([("k", "u1"), ("i", "<u4", 3)])
-    faces = np.empty(len(mesh.faces), fdtype)
-    faces["k"] = 3
-    faces["i"] = mesh.faces
     path = Path(path)
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
         fh.write(header.encode("ascii"))
-        fh.write(vertices.tobytes())
-        fh.write(faces.tobytes())
+        for start in range(0, len(mesh.vertices), WRITE_CHUNK):  # in blocks: no whole-mesh copy
+            stop = min(start + WRITE_CHUNK, len(mesh.vertices))
+            block = np.empty(stop - start, vdtype)
+            block["p"] = mesh.vertices[start:stop] - origin
+            block["n"] = mesh.normals[start:stop]
+            block["c"] = mesh.colours[start:stop]
+            fh.write(block.data)
+        for start in range(0, len(mesh.faces), WRITE_CHUNK):
+            stop = min(start + WRITE_CHUNK, len(mesh.faces))
+            block = np.empty(stop - start, fdtype)
+            block["k"] = 3
+            block["i"] = mesh.faces[start:stop]
+            fh.write(block.data)
     _write_sidecar(path, mesh, crs)
     return path
 
@@ -49,25 +55,29 @@ def write_mesh_ply(mesh: TerrainMesh, path: str | Path, crs: CRS) -> Path:
 def write_mesh_glb(mesh: TerrainMesh, path: str | Path, crs: CRS) -> Path:
     """glTF 2.0 binary. glTF is y-up: (x, y, z) map to (x, z, -y) so terrain stands upright in viewers."""
     origin = mesh.origin
-    local = mesh.vertices - origin
-    positions = np.column_stack([local[:, 0], local[:, 2], -local[:, 1]]).astype("<f4")
-    normals = np.column_stack([mesh.normals[:, 0], mesh.normals[:, 2], -mesh.normals[:, 1]]).astype("<f4")
-    colours = np.column_stack([mesh.colours, np.full(len(mesh.colours), 255, np.uint8)]).astype("u1")
-    indices = mesh.faces.astype("<u4").ravel()
-    chunks, views, offset = [], [], 0
-    for array, target in ((positions, 34962), (normals, 34962), (colours, 34962), (indices, 34963)):
-        data = array.tobytes()
-        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(data), "target": target})
-        padded = data + b"\x00" * (-len(data) % 4)
-        chunks.append(padded)
-        offset += len(padded)
-    binary = b"".join(chunks)
+    n = len(mesh.vertices)
+    positions = np.empty((n, 3), dtype="<f4")
+    for axis, (source, sign) in enumerate(((0, 1.0), (2, 1.0), (1, -1.0))):
+        positions[:, axis] = (mesh.vertices[:, source] - origin[source]) * sign
+    normals = np.empty((n, 3), dtype="<f4")
+    for axis, (source, sign) in enumerate(((0, 1.0), (2, 1.0), (1, -1.0))):
+        normals[:, axis] = mesh.normals[:, source] * sign
+    colours = np.empty((n, 4), dtype="u1")
+    colours[:, :3] = mesh.colours
+    colours[:, 3] = 255
+    indices = np.ascontiguousarray(mesh.faces, dtype="<u4").reshape(-1)
+    arrays = ((positions, 34962), (normals, 34962), (colours, 34962), (indices, 34963))
+    views, offset = [], 0
+    for array, target in arrays:
+        views.append({"buffer": 0, "byteOffset": offset, "byteLength": array.nbytes, "target": target})
+        offset += array.nbytes + (-array.nbytes % 4)
+    binary_length = offset
     gltf = {
         "asset": {"version": "2.0", "generator": "eotwin"},
         "scene": 0, "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0, "name": "terrain", "extras": {"origin": origin.tolist(), "crs": crs.to_string()}}],
         "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "NORMAL": 1, "COLOR_0": 2}, "indices": 3, "mode": 4}]}],
-        "buffers": [{"byteLength": len(binary)}],
+        "buffers": [{"byteLength": binary_length}],
         "bufferViews": views,
         "accessors": [
             {"bufferView": 0, "componentType": 5126, "count": len(positions), "type": "VEC3",
@@ -80,12 +90,15 @@ def write_mesh_glb(mesh: TerrainMesh, path: str | Path, crs: CRS) -> Path:
     }
     json_bytes = json.dumps(gltf, separators=(",", ":")).encode("utf-8")
     json_bytes += b" " * (-len(json_bytes) % 4)
-    total = 12 + 8 + len(json_bytes) + 8 + len(binary)
+    total = 12 + 8 + len(json_bytes) + 8 + binary_length
     path = Path(path)
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
         fh.write(struct.pack("<III", 0x46546C67, 2, total))
         fh.write(struct.pack("<II", len(json_bytes), 0x4E4F534A) + json_bytes)
-        fh.write(struct.pack("<II", len(binary), 0x004E4942) + binary)
+        fh.write(struct.pack("<II", binary_length, 0x004E4942))
+        for array, _ in arrays:  # straight from the arrays: no joined copy of the buffer
+            fh.write(array.data)
+            fh.write(b"\x00" * (-array.nbytes % 4))
     _write_sidecar(path, mesh, crs)
     return path
 

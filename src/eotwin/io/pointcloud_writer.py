@@ -8,7 +8,9 @@ nothing behind.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +22,7 @@ from eotwin.errors import EotwinError
 from eotwin.io.files import atomic_path
 from eotwin.pointcloud.core import PointBlock
 
-FORMATS = ("laz", "las", "ply")
+FORMATS = ("laz", "las", "ply", "copc")
 
 
 @dataclass
@@ -69,8 +71,130 @@ def _to_int32(values: np.ndarray, name: str, scale: float) -> np.ndarray:
     return values.astype(np.int32)
 
 
+def quantized(values: np.ndarray, axis: int, scales: np.ndarray, offsets: np.ndarray, name: str) -> np.ndarray:
+    """Coordinates as the LAS int32 of ``axis`` (the one rounding every writer and the COPC octree use)."""
+    return _to_int32(np.rint((values - offsets[axis]) / scales[axis]), name, scales[axis])
+
+
+def las_record(block: PointBlock, point_format, scales: np.ndarray, offsets: np.ndarray):
+    """The block as LAS records (scaled int32 X, Y, Z; 16-bit RGB): pure numpy, shared by the LAS/LAZ and COPC writers."""
+    import laspy
+
+    def scaled(table: np.ndarray, axis: int, name: str) -> np.ndarray:
+        return quantized(table, axis, scales, offsets, name)
+
+    n = len(block)
+    record = laspy.ScaleAwarePointRecord.zeros(n, point_format=point_format, scales=scales, offsets=offsets)
+    if n == 0:
+        return record
+    array = record.array
+    if block.is_rectilinear:  # integer tables per column and per row, gathered once through the mask
+        array["X"] = block.per_column(scaled(block.column_centres(), 0, "x"))
+        array["Y"] = block.per_row(scaled(block.row_centres(), 1, "y"))
+    else:
+        array["X"] = scaled(block.x, 0, "x")
+        array["Y"] = scaled(block.y, 1, "y")
+    z = block.z  # float64 metres x z scale, a fresh array
+    z *= 1.0 / scales[2]
+    z -= offsets[2] / scales[2]
+    array["Z"] = _to_int32(np.rint(z, out=z), "z", scales[2])
+    for band, name in enumerate(("red", "green", "blue")):
+        channel = block.channel(band).astype(np.uint16)
+        channel *= np.uint16(257)  # 8-bit to 16-bit: 255 -> 65535 exactly
+        array[name] = channel
+    return record
+
+
+HEADER_SIZE = 375  # LAS 1.4
+LASZIP_CHUNK_POINTS = 50_000  # LASzip's default chunk: the unit lazrs compresses in parallel
+
+
+def vlr_record(user: str, record_id: int, data: bytes, description: str) -> bytes:
+    """One LAS variable-length record: the 54-byte header, then ``data``."""
+    return struct.pack("<H16sHH32s", 0, user.encode(), record_id, len(data), description.encode()) + data
+
+
+def evlr_record(user: str, record_id: int, data: bytes, description: str) -> bytes:
+    """One LAS 1.4 extended variable-length record: the 60-byte header, then ``data``."""
+    return struct.pack("<H16sHQ32s", 0, user.encode(), record_id, len(data), description.encode()) + data
+
+
+def wkt_vlr(crs: CRS) -> bytes:
+    """The OGC WKT coordinate-system VLR exactly as laspy's ``add_crs`` writes it."""
+    from laspy.vlrs.known import WktCoordinateSystemVlr
+
+    return vlr_record("LASF_Projection", 2112, WktCoordinateSystemVlr(crs.to_wkt()).record_data_bytes(),
+                      "OGC WKT coordinate system")
+
+
+def las14_header(vlrs: bytes, n_vlrs: int, count: int, record_length: int, scales, offsets, mins, maxs,
+                 evlr_start: int = 0, n_evlrs: int = 0) -> bytes:
+    """The 375-byte LAS 1.4 header of a LAZ-compressed point-format-7 file with the WKT bit set."""
+    today = dt.date.today()
+    header = struct.pack(
+        "<4sHH16sBB32s32sHHHIIBHI5I3d3d6dQQIQ15Q",
+        b"LASF", 0, 1 << 4, b"\0" * 16, 1, 4, b"eotwin point cloud", b"eotwin",
+        today.timetuple().tm_yday, today.year, HEADER_SIZE, HEADER_SIZE + len(vlrs), n_vlrs,
+        7 | 0x80, record_length, 0, 0, 0, 0, 0, 0,
+        *scales, *offsets, maxs[0], mins[0], maxs[1], mins[1], maxs[2], mins[2],
+        0, evlr_start, n_evlrs, count, *([0] * 15),
+    )
+    assert len(header) == HEADER_SIZE
+    return header
+
+
+class LazWriter:
+    """LAZ 1.4 point format 7 straight through lazrs, chunks compressed on every core (``ParLasZipCompressor``).
+
+    laspy's own writer is not used for LAZ: per block it sorts the return numbers to count points by return
+    (all zero here) and holds the GIL for it, a tenth of a full tile's build. The header is written last.
+    """
+
+    def __init__(self, handle, crs: CRS, scales: np.ndarray, offsets: np.ndarray) -> None:
+        import laspy
+        import lazrs
+
+        self._fh = handle
+        self.stats = CloudStats()
+        self._point_format = laspy.PointFormat(7)
+        self._scales, self._offsets = np.asarray(scales, np.float64), np.asarray(offsets, np.float64)
+        vlr = lazrs.LazVlr.new_for_compression(7, 0)
+        self._vlrs = vlr_record("laszip encoded", 22204, vlr.record_data(), "lazrs") + wkt_vlr(crs)
+        handle.write(self._header())
+        parallel = (os.cpu_count() or 1) > 1
+        self._compressor = lazrs.ParLasZipCompressor(handle, vlr) if parallel else lazrs.LasZipCompressor(handle, vlr)
+        self._int_mins = np.full(3, np.iinfo(np.int64).max, dtype=np.int64)
+        self._int_maxs = np.full(3, np.iinfo(np.int64).min, dtype=np.int64)
+
+    def _header(self) -> bytes:
+        mins, maxs = (self.stats.mins, self.stats.maxs) if self.stats.count else (np.zeros(3), np.zeros(3))
+        return las14_header(self._vlrs, 2, self.stats.count, self._point_format.size, self._scales, self._offsets,
+                            mins, maxs) + self._vlrs
+
+    def prepare(self, block: PointBlock):
+        return las_record(block, self._point_format, self._scales, self._offsets)
+
+    def write_prepared(self, record) -> None:
+        if not len(record):
+            return
+        array = record.array
+        self._compressor.compress_many(array.view(np.uint8))
+        self.stats.count += len(array)
+        for axis, name in enumerate("XYZ"):
+            self._int_mins[axis] = min(self._int_mins[axis], int(array[name].min()))
+            self._int_maxs[axis] = max(self._int_maxs[axis], int(array[name].max()))
+
+    def finish(self) -> None:
+        self._compressor.done()
+        if self.stats.count:
+            self.stats.mins = self._int_mins * self._scales + self._offsets
+            self.stats.maxs = self._int_maxs * self._scales + self._offsets
+        self._fh.seek(0)
+        self._fh.write(self._header())
+
+
 class LasWriter:
-    """LAS 1.4 point format 7 (XYZ, RGB, GPS time), CRS as an OGC WKT VLR; LAZ via lazrs."""
+    """Uncompressed LAS 1.4 point format 7 (XYZ, RGB, GPS time) through laspy, CRS as an OGC WKT VLR."""
 
     def __init__(self, handle, header) -> None:
         self._writer = handle
@@ -79,33 +203,8 @@ class LasWriter:
         self._scales = np.asarray(header.scales, dtype=np.float64)
         self._offsets = np.asarray(header.offsets, dtype=np.float64)
 
-    def _scaled(self, table: np.ndarray, axis: int, name: str) -> np.ndarray:
-        return _to_int32(np.rint((table - self._offsets[axis]) / self._scales[axis]), name, self._scales[axis])
-
     def prepare(self, block: PointBlock):
-        import laspy
-
-        n = len(block)
-        record = laspy.ScaleAwarePointRecord.zeros(n, point_format=self._point_format, scales=self._scales,
-                                                   offsets=self._offsets)
-        if n == 0:
-            return record
-        array = record.array
-        if block.is_rectilinear:  # integer tables per column and per row, gathered once through the mask
-            array["X"] = block.per_column(self._scaled(block.column_centres(), 0, "x"))
-            array["Y"] = block.per_row(self._scaled(block.row_centres(), 1, "y"))
-        else:
-            array["X"] = self._scaled(block.x, 0, "x")
-            array["Y"] = self._scaled(block.y, 1, "y")
-        z = block.z  # float64 metres x z scale, a fresh array
-        z *= 1.0 / self._scales[2]
-        z -= self._offsets[2] / self._scales[2]
-        array["Z"] = _to_int32(np.rint(z, out=z), "z", self._scales[2])
-        for band, name in enumerate(("red", "green", "blue")):
-            channel = block.channel(band).astype(np.uint16)
-            channel *= np.uint16(257)  # 8-bit to 16-bit: 255 -> 65535 exactly
-            array[name] = channel
-        return record
+        return las_record(block, self._point_format, self._scales, self._offsets)
 
     def write_prepared(self, record) -> None:
         if len(record):
@@ -158,34 +257,55 @@ class PlyWriter:
 
 @contextlib.contextmanager
 def open_point_writer(path: str | Path, fmt: str, crs: CRS, bounds_xy: tuple[float, float, float, float],
-                      z_offset: float = 0.0):
-    """Yield a writer for ``path``; the file appears at ``path`` only if the block exits without error."""
+                      z_offset: float = 0.0, grid=None, progress=None):
+    """Yield a writer for ``path``; the file appears at ``path`` only if the block exits without error.
+
+    ``grid`` (the output :class:`~eotwin.geo.grid.Grid`) is needed by COPC, whose octree levels follow the pixels.
+    """
     if fmt not in FORMATS:
         raise EotwinError(f"unknown point-cloud format {fmt!r} (choose from {', '.join(FORMATS)})")
     path = Path(path)
     if path.is_dir():
         raise EotwinError(f"output {path} is a directory")
+    scale = xy_scale_for(crs)
+    scales = np.array([scale, scale, 0.01])
+    offsets = np.array([*offsets_near(bounds_xy, scale), z_offset])
     with atomic_path(path) as tmp:
         if fmt == "ply":
             with open(tmp, "wb") as fh:
                 writer = PlyWriter(fh, crs)
                 yield writer
                 writer.finish()
+        elif fmt == "copc":
+            from eotwin.io.copc_writer import CopcWriter, remove_spill, spill_folder
+
+            if grid is None:
+                raise EotwinError("COPC output needs the output grid")
+            spill = spill_folder(path)
+            try:
+                copc = CopcWriter(tmp, crs, grid.transform, grid.width, grid.height, bounds_xy, scales, offsets, spill)
+                try:
+                    yield copc
+                finally:
+                    copc.close()
+                copc.finish(progress)
+            finally:
+                remove_spill(spill)
+        elif fmt == "laz":
+            with open(tmp, "wb") as fh:
+                laz = LazWriter(fh, crs, scales, offsets)
+                yield laz
+                laz.finish()
         else:
             import laspy
 
             header = laspy.LasHeader(point_format=7, version="1.4")
-            scale = xy_scale_for(crs)
-            header.scales = np.array([scale, scale, 0.01])
-            ox, oy = offsets_near(bounds_xy, scale)
-            header.offsets = np.array([ox, oy, z_offset])
+            header.scales = scales
+            header.offsets = offsets
             header.add_crs(crs)
             header.generating_software = "eotwin"
             header.system_identifier = "eotwin point cloud"
-            backend = laspy.LazBackend.LazrsParallel if (os.cpu_count() or 1) > 1 else laspy.LazBackend.Lazrs
-            with laspy.open(tmp, mode="w", header=header, do_compress=(fmt == "laz"),
-                            laz_backend=backend if fmt == "laz" else None) as handle:
+            with laspy.open(tmp, mode="w", header=header, do_compress=False) as handle:
                 writer = LasWriter(handle, header)
                 yield writer
             writer.finish()  # after close: laspy has grown the header bounds
-

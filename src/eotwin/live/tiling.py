@@ -88,19 +88,19 @@ def build_tiled(request: LiveRequest, output: Path, tile_size_m: float, *, endpo
     output = Path(output)
     grid = target_grid(request)
     check_size(grid, tile_size_m)
-    tiles_dir = output.parent / f"{output.stem}_tiles"
+    fmt, stem, extension = tile_naming(output, options.get("format"))
+    tiles_dir = output.parent / f"{stem}_tiles"
     tiles_dir.mkdir(parents=True, exist_ok=True)
-    fmt = output.suffix.lstrip(".").lower() or "laz"
     lock = _lock_tiles(tiles_dir)  # held until this function returns (the file object closes with it)
     for stale in tiles_dir.glob(".*.part.*"):  # left by a run that was killed mid-write (atomic writes never finished)
         stale.unlink(missing_ok=True)
     key = request_key(bbox=list(request.bbox), datetime=request.datetime, collection=request.collection,
                       max_cloud=request.max_cloud, crs=request.crs, resolution=request.resolution,
-                      use_scl=request.use_scl, tile_size=tile_size_m, format=fmt, stem=output.stem,
+                      use_scl=request.use_scl, tile_size=tile_size_m, format=fmt, stem=stem,
                       options={k: options[k] for k in sorted(options)}, stac=endpoints.stac_url)
-    _forget_other_runs(tiles_dir, output.stem, key, log)
+    _forget_other_runs(tiles_dir, stem, key, log)
     tiles = plan_tiles(grid, tile_size_m)
-    paths = {t.name: tiles_dir / f"{output.stem}_{t.name}.{fmt}" for t in tiles}
+    paths = {t.name: tiles_dir / f"{stem}_{t.name}{extension}" for t in tiles}
     todo = [t for t in tiles if not tile_is_done(paths[t.name])]
     skipped = len(tiles) - len(todo)
     if log:
@@ -119,7 +119,7 @@ def build_tiled(request: LiveRequest, output: Path, tile_size_m: float, *, endpo
             client = Client(cluster)
         try:
             futures = [client.submit(build_tile, t, request, paths[t.name], endpoints, credentials, str(cache.root),
-                                     cache.enabled, options, key=f"eotwin-tile-{output.stem}-{t.name}", pure=False)
+                                     cache.enabled, options, key=f"eotwin-tile-{stem}-{t.name}", pure=False)
                        for t in todo]
             with progress.task("building tiles", total=len(futures)) as task:
                 for future in as_completed(futures):
@@ -137,10 +137,25 @@ def build_tiled(request: LiveRequest, output: Path, tile_size_m: float, *, endpo
         raise EotwinError(f"{len(failures)} of {len(todo)} tiles failed (finished tiles are kept; re-run to resume): "
                           f"{failures[0]}")
     built = [paths[t.name] for t in tiles if paths[t.name].exists()]
-    vpc = write_vpc(output.with_suffix(".vpc"), built)
+    vpc = write_vpc(output.parent / f"{stem}.vpc", built)
     count = sum(json.loads(Path(str(p) + ".json").read_text())["properties"]["pc:count"] for p in built)
     lock.close()
     return TiledResult(vpc, built, count, skipped, len(tiles))
+
+
+def tile_naming(output: Path, fmt: str | None) -> tuple[str, str, str]:
+    """(format, stem, extension) of the tiles of ``output``: ``area.copc.laz`` makes ``area_r000_c000.copc.laz`` tiles
+    and ``area.vpc``, like ``area.laz`` makes ``area_r000_c000.laz`` and ``area.vpc``."""
+    name = output.name
+    named_copc = name.lower().endswith(".copc.laz")
+    if fmt == "copc" and output.suffix.lower() != ".laz":
+        raise EotwinError(f"--format copc writes LAZ: output {name!r} must end in .copc.laz")
+    if named_copc and fmt not in (None, "copc"):
+        raise EotwinError(f"output {name!r} is named as COPC but --format is {fmt}; use --format copc or another name")
+    if fmt == "copc" or named_copc:
+        return "copc", name[: -len(".copc.laz")] if named_copc else output.stem, ".copc.laz"
+    fmt = fmt or output.suffix.lstrip(".").lower() or "laz"
+    return fmt, output.stem, f".{fmt}"
 
 
 RUN_FILE = "run.json"  # the request that made the tiles in this folder
@@ -170,7 +185,7 @@ def _forget_other_runs(tiles_dir: Path, stem: str, key: str, log) -> None:
         previous = "unreadable"
     if previous == key:
         return
-    ours = re.compile(rf"^{re.escape(stem)}_r\d+_c\d+\.[a-z]+(\.json|\.empty)?$")
+    ours = re.compile(rf"^{re.escape(stem)}_r\d+_c\d+(\.copc)?\.[a-z]+(\.json|\.empty)?$")
     removed = [p for p in tiles_dir.iterdir() if p.is_file() and ours.match(p.name)]
     for path in removed:
         path.unlink()

@@ -70,9 +70,10 @@ def _las_info(path: Path, chunk_size: int) -> dict:
                     rgb_min = np.minimum(rgb_min, colours.min(axis=1))
                     rgb_max = np.maximum(rgb_max, colours.max(axis=1))
         crs = header.parse_crs()
+        copc = _copc_summary(path, header)
         return {
             "file": str(path),
-            "format": "LAZ" if path.suffix.lower() == ".laz" else "LAS",
+            "format": "COPC" if copc else "LAZ" if path.suffix.lower() == ".laz" else "LAS",
             "version": str(header.version),
             "point_format": header.point_format.id,
             "count": int(header.point_count),
@@ -82,7 +83,29 @@ def _las_info(path: Path, chunk_size: int) -> dict:
             "crs": _crs_summary(crs),
             "colour": {"min": rgb_min.tolist(), "max": rgb_max.tolist(), "bits": 16} if has_rgb and header.point_count else None,
             "software": header.generating_software,
+            "copc": copc,
         }
+
+
+def _copc_summary(path: Path, header) -> dict | None:
+    """Octree facts of a COPC file (its info VLR comes first), from the root hierarchy page; None for plain LAS/LAZ."""
+    import struct
+
+    from laspy.copc import CopcInfoVlr
+
+    info = header.vlrs[0] if len(header.vlrs) else None
+    if not isinstance(info, CopcInfoVlr):
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(info.hierarchy_root_offset)
+        page = fh.read(info.hierarchy_root_size)
+    if len(page) != info.hierarchy_root_size or len(page) % 32:
+        raise EotwinError(f"{path}: COPC hierarchy page cut short or malformed")
+    entries = [struct.unpack_from("<iiiiQii", page, i) for i in range(0, len(page), 32)]
+    nodes = [e for e in entries if e[6] >= 0]
+    return {"center": [float(v) for v in info.center], "halfsize": float(info.halfsize), "spacing": float(info.spacing),
+            "nodes": len(nodes), "nodes_with_points": sum(1 for e in nodes if e[6] > 0),
+            "depth": max((e[0] for e in nodes), default=0), "child_pages": len(entries) - len(nodes)}
 
 
 def _ply_info(path: Path, chunk_size: int) -> dict:

@@ -18,7 +18,7 @@ class BuildOptions(BaseModel):
     dem: str
     image: tuple[str, ...] = Field(min_length=1, max_length=3)
     output: Path
-    format: Literal["laz", "las", "ply"] | None = None  # default: from the output suffix
+    format: Literal["laz", "las", "ply", "copc"] | None = None  # default: from the output suffix (.copc.laz: copc)
     sampled_fraction: float = 1.0
     seed: int | None = 0
     grid: Literal["image", "dem"] = "image"
@@ -52,12 +52,20 @@ class BuildOptions(BaseModel):
     def _output_suffix(self) -> BuildOptions:
         # without --format the suffix decides: LAZ bytes in a file named .xyz mislead every tool that trusts it
         if self.format is None and self.output.suffix.lower() not in (".laz", ".las", ".ply"):
-            raise ValueError(f"output {self.output.name!r} must end in .laz, .las or .ply (or give --format)")
+            raise ValueError(f"output {self.output.name!r} must end in .copc.laz, .laz, .las or .ply (or give --format)")
+        named_copc = self.output.name.lower().endswith(".copc.laz")
+        if self.format == "copc" and self.output.suffix.lower() != ".laz":
+            raise ValueError(f"--format copc writes LAZ: output {self.output.name!r} must end in .copc.laz")
+        if named_copc and self.format not in (None, "copc"):
+            raise ValueError(f"output {self.output.name!r} is named as COPC but --format is {self.format}; "
+                             "use --format copc or another name")
         return self
 
     @property
     def resolved_format(self) -> str:
         if self.format:
             return self.format
+        if self.output.name.lower().endswith(".copc.laz"):
+            return "copc"
         suffix = self.output.suffix.lower().lstrip(".")
         return suffix if suffix in ("laz", "las", "ply") else "laz"

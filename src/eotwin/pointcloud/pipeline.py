@@ -32,6 +32,8 @@ from eotwin.pointcloud.sources import DemSource, ImageSource, MaskSource
 from eotwin.progress import ProgressReporter, ensure_progress
 
 T = TypeVar("T")
+MEDIA_TYPES = {"laz": "application/vnd.laszip", "copc": "application/vnd.laszip+copc", "las": "application/vnd.las",
+               "ply": "application/x-ply"}
 GDAL_CACHE_MB = 128  # GDAL's default (5 % of RAM) would let the block cache grow past a container's limit
 
 
@@ -164,7 +166,7 @@ def build_point_cloud(options: BuildOptions, progress: ProgressReporter | None =
             sampler = StreamingSampler(valid_total, target_count(options.sampled_fraction, valid_total), options.seed)
 
         left, bottom, right, top = grid.bounds
-        with open_point_writer(output, fmt, grid.crs, (left, bottom, right, top)) as writer, \
+        with open_point_writer(output, fmt, grid.crs, (left, bottom, right, top), grid=grid, progress=progress) as writer, \
                 progress.task(f"writing {fmt.upper()} points", total=len(blocks)) as task:
 
             def prepared_blocks():
@@ -236,7 +238,7 @@ def stac_item(options: BuildOptions, fmt: str, grid: Grid, stats: CloudStats, ra
             "proj:transform": list(grid.transform)[:6],
             "pc:count": stats.count,
             "pc:type": "eopc",  # electro-optical point cloud
-            "pc:encoding": {"laz": "LASzip", "las": "LAS", "ply": "binary_little_endian PLY"}[fmt],
+            "pc:encoding": {"laz": "LASzip", "copc": "LASzip (COPC 1.0)", "las": "LAS", "ply": "binary_little_endian PLY"}[fmt],
             "pc:schemas": [{"name": n, "size": s, "type": t} for n, s, t in (
                 ("X", 8, "floating"), ("Y", 8, "floating"), ("Z", 8, "floating"),
                 ("Red", 2 if fmt != "ply" else 1, "unsigned"), ("Green", 2 if fmt != "ply" else 1, "unsigned"),
@@ -258,7 +260,6 @@ def stac_item(options: BuildOptions, fmt: str, grid: Grid, stats: CloudStats, ra
             "eotwin:origin": [0.0, 0.0, 0.0],
             "eotwin:seconds": round(seconds, 3),
         },
-        "assets": {"data": {"href": output.name, "type": {"laz": "application/vnd.laszip", "las": "application/vnd.las",
-                                                           "ply": "application/x-ply"}[fmt], "roles": ["data"]}},
+        "assets": {"data": {"href": output.name, "type": MEDIA_TYPES[fmt], "roles": ["data"]}},
         "links": [],
     }
