@@ -4,6 +4,8 @@ import pytest
 from eotwin.ben.bands import (
     ALL_BANDS,
     NATIVE_SIZE,
+    S1_BANDS,
+    S2_BANDS,
     band_stats,
     normalise,
     resample,
@@ -14,7 +16,11 @@ from eotwin.errors import EotwinError
 
 
 def test_band_sets_and_lists():
-    assert resolve_bands("all") == ALL_BANDS and len(ALL_BANDS) == 12 and "B10" not in ALL_BANDS
+    assert resolve_bands("s2") == S2_BANDS and len(S2_BANDS) == 12 and "B10" not in S2_BANDS
+    assert resolve_bands("s1") == S1_BANDS == ("VV", "VH")
+    assert resolve_bands("all") == ALL_BANDS == S1_BANDS + S2_BANDS and len(ALL_BANDS) == 14  # ConfigILM 'ALL'
+    assert resolve_bands("s1-s2-10") == ("VV", "VH", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+    assert resolve_bands("vh,B02") == ("VH", "B02") and NATIVE_SIZE["VV"] == NATIVE_SIZE["VH"] == 120
     assert resolve_bands("s2-10") == ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
     assert resolve_bands("RGB") == ("B04", "B03", "B02")
     assert resolve_bands("b8a, B2,B11") == ("B8A", "B02", "B11")
@@ -69,3 +75,27 @@ def test_normalise_uses_published_statistics():
     np.testing.assert_allclose(stack[1], 0.0, atol=1e-6)
     with pytest.raises(EotwinError, match="lacks band"):
         stack_bands(arrays, ("B03",))
+
+
+def test_statistics_are_configilm_s_published_ones(ben_mock_dir):
+    """Every mean / std (S1 and S2, both resampling modes) equals the configilm 0.7.1 wheel's BENv2_utils.py,
+    read as text from the wheel (configilm itself is never imported)."""
+    import ast
+    import zipfile
+
+    wheel = ben_mock_dir.parent / "wheels" / "configilm-0.7.1-py3-none-any.whl"
+    if not wheel.is_file():
+        pytest.fail(f"{wheel} is missing: run `make setup`")
+    with zipfile.ZipFile(wheel) as archive:
+        tree = ast.parse(archive.read("configilm/extra/BENv2_utils.py").decode())
+    published = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+                 if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                 and node.targets[0].id in ("means", "stds")}
+    for mode in ("nearest", "bilinear"):
+        mean, std = band_stats(ALL_BANDS, mode)
+        assert mean.tolist() == [np.float32(published["means"][f"120_{mode}"][b]) for b in ALL_BANDS]
+        assert std.tolist() == [np.float32(published["stds"][f"120_{mode}"][b]) for b in ALL_BANDS]
+    mean, std = band_stats(S1_BANDS)
+    np.testing.assert_allclose(mean, [-12.6439, -19.3526], atol=1e-4)  # dB
+    vv = np.full((120, 120), mean[0] + std[0], np.float32)
+    np.testing.assert_allclose(normalise(vv[None], ("VV",)), 1.0, atol=1e-6)

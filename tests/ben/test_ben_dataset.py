@@ -30,9 +30,10 @@ def test_items_are_normalised_stacks_and_multi_hot(ben_lmdb):
 
 def test_same_items_from_every_source_kind(ben_lmdb, ben_geotiff_dir, ben_store_dir):
     ids = ben_lmdb.patch_ids(split="test")
-    reference = BenDataset(ben_lmdb, split="test", bands="rgb", class_order="alphabetical")
+    reference = BenDataset(ben_lmdb, split="test", bands="all", class_order="alphabetical")
+    assert reference[0][0].shape == (14, 120, 120)  # VV, VH + 12 S2 bands
     for path in (ben_geotiff_dir, ben_store_dir):
-        other = BenDataset(path, split="test", bands="rgb", class_order="alphabetical")
+        other = BenDataset(path, split="test", bands="all", class_order="alphabetical")
         assert other.patch_ids == ids
         for i in range(len(ids)):
             np.testing.assert_array_equal(other[i][0], reference[i][0])
@@ -72,6 +73,7 @@ def test_dataset_module_does_not_import_torch():
 
 
 def test_torchgeo_layout_gives_full_size_stack(shared_fixtures):
-    data = BenDataset(open_source(shared_fixtures / "ben" / "synthetic_torchgeo"), split="train", normalised=False)
+    data = BenDataset(open_source(shared_fixtures / "ben" / "synthetic_torchgeo"), split="train", normalised=False,
+                      bands="s2")
     x, y = data[0]
     assert x.shape == (12, 120, 120) and y.sum() >= 1

@@ -5,9 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-from eotwin.ben.bands import ALL_BANDS, NATIVE_SIZE
+from eotwin.ben.bands import ALL_BANDS, NATIVE_SIZE, S1_BANDS, S2_BANDS
 from eotwin.ben.info import patch_info
-from eotwin.ben.sources import GeoTiffSource, LmdbSource, StoreSource, V1Source, open_source
+from eotwin.ben.sources import GeoTiffSource, LmdbSource, PairingError, StoreSource, V1Source, open_source
 from eotwin.ben.store import encode
 from eotwin.errors import EotwinError
 
@@ -21,10 +21,14 @@ def test_real_lmdb_patches_and_splits(ben_lmdb):
     assert [len(ben_lmdb.patch_ids(split=s)) for s in ("train", "validation", "test")] == [6, 6, 6]
     flagged = [p for p in ben_lmdb.patch_ids(**ALL) if ben_lmdb.record(p).snow or ben_lmdb.record(p).cloud]
     assert len(flagged) == 6
+    assert ben_lmdb.has_s1  # the wheel's LMDB holds the 24 S1 partners too, keyed by s1_name
     arrays = ben_lmdb.read(ben_lmdb.patch_ids()[0])
     assert list(arrays) == list(ALL_BANDS)
-    for band, array in arrays.items():
-        assert array.dtype == np.uint16 and array.shape == (NATIVE_SIZE[band],) * 2
+    for band in S2_BANDS:
+        assert arrays[band].dtype == np.uint16 and arrays[band].shape == (NATIVE_SIZE[band],) * 2
+    for band in S1_BANDS:  # backscatter in dB
+        assert arrays[band].dtype == np.float32 and arrays[band].shape == (120, 120)
+        assert -60 < arrays[band].min() < arrays[band].max() < 40
     with pytest.raises(EotwinError, match="unknown split"):
         ben_lmdb.patch_ids(split="val")
 
@@ -38,7 +42,7 @@ def test_geotiff_lmdb_and_store_give_identical_arrays(ben_lmdb, ben_geotiff_dir,
         reference = ben_lmdb.read(patch_id)
         for other in (geotiff, store):
             arrays = other.read(patch_id)
-            assert arrays.keys() == reference.keys()
+            assert list(arrays) == list(reference) == list(ALL_BANDS)  # S1 and S2 from all three
             for band in reference:
                 assert arrays[band].dtype == reference[band].dtype
                 np.testing.assert_array_equal(arrays[band], reference[band])
@@ -47,10 +51,13 @@ def test_geotiff_lmdb_and_store_give_identical_arrays(ben_lmdb, ben_geotiff_dir,
 
 
 def test_store_is_readable_the_configilm_way(ben_store_dir, ben_lmdb, tmp_path):
-    """Plain lmdb + safetensors in a fresh process (no eotwin), as ConfigILM's BENv2LDMBReader reads."""
+    """Plain lmdb + safetensors in a fresh process (no eotwin), as ConfigILM's BENv2LDMBReader reads:
+    S2 under the patch id, S1 under its s1_name."""
     manifest = json.loads((ben_store_dir / "eotwin_store.json").read_text())
     assert manifest["complete"] and manifest["patches"] == 24 and manifest["bands"] == list(ALL_BANDS)
+    assert manifest["unpaired"] == 0
     patch_id = ben_lmdb.patch_ids()[3]
+    s1_name = ben_lmdb.s1_partner(patch_id)
     code = (
         "import sys, lmdb, numpy as np\n"
         "from safetensors.numpy import load\n"
@@ -58,12 +65,15 @@ def test_store_is_readable_the_configilm_way(ben_store_dir, ben_lmdb, tmp_path):
         "with env.begin(write=False, buffers=True) as txn:\n"
         "    print(txn.stat()['entries'])\n"
         "    arrays = load(bytes(txn.get(sys.argv[2].encode())))\n"
+        "    radar = load(bytes(txn.get(sys.argv[4].encode())))\n"
         "np.save(sys.argv[3], arrays['B09'])\n"
+        "np.save(sys.argv[3] + '.vh.npy', radar['VH'])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(ben_store_dir), patch_id, str(tmp_path / "b09.npy")],
+    out = subprocess.run([sys.executable, "-c", code, str(ben_store_dir), patch_id, str(tmp_path / "b09.npy"), s1_name],
                          capture_output=True, text=True, timeout=120, check=True).stdout
-    assert out.strip() == "24"
+    assert out.strip() == "48"  # 24 S2 + 24 S1 entries, as in the wheel's LMDB
     np.testing.assert_array_equal(np.load(tmp_path / "b09.npy"), ben_lmdb.read(patch_id)["B09"])
+    np.testing.assert_array_equal(np.load(tmp_path / "b09.npy.vh.npy"), ben_lmdb.read(patch_id)["VH"])
 
 
 class _Failing:
@@ -85,7 +95,7 @@ class _Failing:
 def test_encode_resumes_after_a_crash(tmp_path, ben_lmdb):
     store = tmp_path / "store"
     with pytest.raises(EotwinError, match="simulated crash"):
-        encode(_Failing(ben_lmdb, fail_at=15), store, batch_size=5, workers=1)
+        encode(_Failing(ben_lmdb, fail_at=25), store, batch_size=5, workers=1)  # reads: S2, S1 per patch: patch 13
     manifest = json.loads((store / "eotwin_store.json").read_text())
     assert not manifest["complete"] and manifest["written"] == 10
     with pytest.raises(EotwinError, match="incomplete"):
@@ -161,8 +171,12 @@ def test_v1_folders_with_43_labels(tmp_path, ben_lmdb):
 def test_torchgeo_layout_and_bad_inputs(shared_fixtures, tmp_path):
     source = open_source(shared_fixtures / "ben" / "synthetic_torchgeo")
     assert isinstance(source, GeoTiffSource) and len(source.patch_ids()) == 4
-    arrays = source.read(source.patch_ids()[0])
+    arrays = source.read(source.patch_ids()[0], S2_BANDS)
     assert arrays["B01"].shape == (120, 120) and arrays["B01"].dtype == np.int16  # generated: all bands at 120 px
+    # torchgeo's generator pairs each S2 patch with an S1 patch of another row / col: refused as a wrong s1_name
+    with pytest.raises(PairingError, match=r"S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57.*names another place"):
+        source.read(source.patch_ids()[0])
+    assert source.pair(source.patch_ids(), skip_missing=True) == ([], source.patch_ids())
     with pytest.raises(EotwinError, match="not found"):
         open_source(tmp_path / "missing")
     (tmp_path / "empty").mkdir()

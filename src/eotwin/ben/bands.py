@@ -1,6 +1,10 @@
-"""Sentinel-2 band sets, resampling to 120 x 120 and normalisation with the published statistics.
+"""Sentinel-1 and Sentinel-2 band sets, resampling to 120 x 120 and normalisation with the published statistics.
 
-BigEarthNet stores each band at its native resolution (10 m: 120 px, 20 m: 60 px, 60 m: 20 px).
+BigEarthNet v2 pairs every Sentinel-2 patch with a Sentinel-1 patch (``s1_name`` in the metadata): VV and VH
+backscatter in dB, float32, 120 x 120 at 10 m. Band sets follow ConfigILM: ``s2`` (the 12 L2A bands),
+``s1`` (VV, VH) and ``all`` (S1 then S2, 14 channels, ConfigILM's ``ALL`` order).
+
+BigEarthNet stores each S2 band at its native resolution (10 m: 120 px, 20 m: 60 px, 60 m: 20 px).
 Models need one 120 x 120 stack, so the 20 m and 60 m bands are upsampled here, either by nearest
 neighbour (pixel replication) or bilinearly with ``align_corners=True`` (the convention ConfigILM used
 when the published band statistics were computed; corner pixels keep their values). The statistics
@@ -21,7 +25,11 @@ Resampling = Literal["nearest", "bilinear"]
 PATCH_SIZE = 120
 
 #: ESA order of the 12 L2A bands in BigEarthNet (no B10).
-ALL_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+S2_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+#: Sentinel-1 polarisations in ConfigILM's order (``BENv2_utils._s1_bandnames``).
+S1_BANDS: tuple[str, ...] = ("VV", "VH")
+#: Every BigEarthNet v2 band: S1 then S2, as ConfigILM's ``STANDARD_BANDS['ALL']`` (14 channels).
+ALL_BANDS: tuple[str, ...] = S1_BANDS + S2_BANDS
 BANDS_10M = ("B02", "B03", "B04", "B08")
 BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
 BANDS_60M = ("B01", "B09")
@@ -29,37 +37,54 @@ BANDS_60M = ("B01", "B09")
 #: Named band sets; the lists keep ESA order except RGB (red, green, blue for display and RGB backbones).
 BAND_SETS: dict[str, tuple[str, ...]] = {
     "all": ALL_BANDS,
-    "s2": ALL_BANDS,
+    "s2": S2_BANDS,
+    "s1": S1_BANDS,
+    # reBEN's S1 + S2 input of its released models: VV, VH and the 10 m + 20 m bands (ConfigILM's 12)
+    "s1-s2-10": (*S1_BANDS, "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
     # reBEN's "S2 only" input: 10 m and 20 m bands, 60 m atmospheric bands left out
     "s2-10": ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
     "rgb": ("B04", "B03", "B02"),
     "10m": BANDS_10M,
 }
 
-NATIVE_SIZE: dict[str, int] = {**dict.fromkeys(BANDS_10M, 120), **dict.fromkeys(BANDS_20M, 60), **dict.fromkeys(BANDS_60M, 20)}
+NATIVE_SIZE: dict[str, int] = {**dict.fromkeys(BANDS_10M, 120), **dict.fromkeys(BANDS_20M, 60), **dict.fromkeys(BANDS_60M, 20),
+                               **dict.fromkeys(S1_BANDS, 120)}
 
-# Per-band mean and standard deviation of the official v2 train split in DN, after resampling to
-# 120 px (ConfigILM 0.7.1 ``BENv2_utils.means/stds['120_nearest' | '120_bilinear']``).
+
+def is_s1(band: str) -> bool:
+    """Whether ``band`` is a Sentinel-1 polarisation (read from the S1 partner patch, not the S2 one)."""
+    return band in S1_BANDS
+
+
+# Per-band mean and standard deviation of the official v2 train split (S2 in DN, S1 in dB), after resampling
+# to 120 px. Source: the configilm 0.7.1 wheel on PyPI (code MIT, Copyright (c) 2023 Leonard Wayne Hackel;
+# its BigEarthNet mock data CDLA-Permissive-1.0), file ``configilm/extra/BENv2_utils.py``, dicts ``means``
+# and ``stds``, keys ``'120_nearest'`` and ``'120_bilinear'``; its comment says the S1 values come from
+# BigEarthNet v1. S1 bands are already 120 px, so both resampling modes share their VV / VH values.
 _MEAN = {
     "nearest": {"B01": 361.0767822265625, "B02": 438.3720703125, "B03": 614.0556640625, "B04": 588.4096069335938,
                 "B05": 942.8433227539062, "B06": 1769.931640625, "B07": 2049.551513671875, "B08": 2193.2919921875,
-                "B8A": 2235.556640625, "B09": 2241.455322265625, "B11": 1568.226806640625, "B12": 997.7324829101562},
+                "B8A": 2235.556640625, "B09": 2241.455322265625, "B11": 1568.226806640625, "B12": 997.7324829101562,
+                "VH": -19.352558135986328, "VV": -12.643863677978516},
     "bilinear": {"B01": 360.64678955078125, "B02": 438.3720703125, "B03": 614.0556640625, "B04": 588.4096069335938,
                  "B05": 942.7476806640625, "B06": 1769.8486328125, "B07": 2049.475830078125, "B08": 2193.2919921875,
-                 "B8A": 2235.48681640625, "B09": 2241.10595703125, "B11": 1568.2115478515625, "B12": 997.715087890625},
+                 "B8A": 2235.48681640625, "B09": 2241.10595703125, "B11": 1568.2115478515625, "B12": 997.715087890625,
+                 "VH": -19.352558135986328, "VV": -12.643863677978516},
 }
 _STD = {
     "nearest": {"B01": 575.0687255859375, "B02": 607.02685546875, "B03": 603.2968139648438, "B04": 684.56884765625,
                 "B05": 738.4326782226562, "B06": 1100.4560546875, "B07": 1275.805419921875, "B08": 1369.3717041015625,
-                "B8A": 1356.5440673828125, "B09": 1316.393310546875, "B11": 1070.1612548828125, "B12": 813.5276489257812},
+                "B8A": 1356.5440673828125, "B09": 1316.393310546875, "B11": 1070.1612548828125, "B12": 813.5276489257812,
+                "VH": 5.590505599975586, "VV": 5.133493900299072},
     "bilinear": {"B01": 563.1734008789062, "B02": 607.02685546875, "B03": 603.2968139648438, "B04": 684.56884765625,
                  "B05": 727.5784301757812, "B06": 1087.4288330078125, "B07": 1261.4302978515625, "B08": 1369.3717041015625,
-                 "B8A": 1342.490478515625, "B09": 1294.35546875, "B11": 1063.9197998046875, "B12": 806.8846435546875},
+                 "B8A": 1342.490478515625, "B09": 1294.35546875, "B11": 1063.9197998046875, "B12": 806.8846435546875,
+                 "VH": 5.590505599975586, "VV": 5.133493900299072},
 }
 
 
 def resolve_bands(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """A band set name (``all``, ``s2-10``, ``rgb``, ``10m``) or a list / comma list of band names."""
+    """A band set name (``all``, ``s1``, ``s2``, ``s2-10``, ``s1-s2-10``, ``rgb``, ``10m``) or a list / comma list of band names."""
     if isinstance(spec, str):
         key = spec.strip().lower()
         if key in BAND_SETS:
@@ -72,7 +97,7 @@ def resolve_bands(spec: str | Sequence[str]) -> tuple[str, ...]:
         upper = name.upper()
         if len(upper) == 2 and upper[0] == "B":  # B2 -> B02
             upper = f"B0{upper[1]}"
-        if upper not in ALL_BANDS:
+        if upper not in ALL_BANDS:  # S2 names and VV / VH
             raise EotwinError(f"unknown band '{name}': use band sets {sorted(BAND_SETS)} or names from {', '.join(ALL_BANDS)}")
         if upper in out:
             raise EotwinError(f"band '{name}' is listed twice")
@@ -141,7 +166,7 @@ def stack_bands(arrays: Mapping[str, np.ndarray], bands: Sequence[str], size: in
 
 
 def band_stats(bands: Sequence[str], mode: Resampling = "nearest") -> tuple[np.ndarray, np.ndarray]:
-    """Published train-split mean and std (DN) for ``bands`` after resampling with ``mode``."""
+    """Published train-split mean and std (S2: DN, S1: dB) for ``bands`` after resampling with ``mode``."""
     mode = check_mode(mode)
     try:
         mean = np.array([_MEAN[mode][band] for band in bands], dtype=np.float32)

@@ -33,14 +33,17 @@ class EncodeOptions(BaseModel):
     include_snow: bool = True
     include_cloud: bool = True
     limit: int | None = Field(None, ge=1)
-    bands: tuple[str, ...] = ("all",)
+    bands: tuple[str, ...] | None = None  # None: every band the source holds (S2, plus VV, VH with Sentinel-1)
     workers: int | None = Field(None, ge=1, le=256)
     batch_size: int = Field(256, ge=1)
     overwrite: bool = False
+    skip_missing: bool = False  # leave out (and count) patches without their S1 partner instead of stopping
 
     @field_validator("bands")
     @classmethod
-    def _bands(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _bands(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
         return resolve_bands(",".join(value)) if len(value) != 1 else resolve_bands(value[0])
 
 

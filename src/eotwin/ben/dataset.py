@@ -1,5 +1,9 @@
 """Torch-free dataset core: any BigEarthNet source -> (C x 120 x 120 float32, 19-dim multi-hot).
 
+Bands may mix sensors (``all``: VV, VH and the 12 S2 bands): S1 bands come from each patch's partner,
+checked once when the dataset opens (an unpaired patch is an error, or left out and counted with
+``skip_missing``).
+
 No torch import here: the training layer wraps this in a ``torch.utils.data.DataLoader`` (which takes
 any object with ``__len__`` and ``__getitem__`` and collates numpy arrays), and analysis, benchmarks
 or other frameworks use it directly. Band order, resampling, normalisation statistics and class order
@@ -14,21 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from eotwin.ben.bands import PATCH_SIZE, Resampling, band_stats, check_mode, resolve_bands, stack_bands
+from eotwin.ben.bands import PATCH_SIZE, Resampling, band_stats, check_mode, is_s1, resolve_bands, stack_bands
 from eotwin.ben.labels import ClassOrder, class_names, multi_hot
 from eotwin.ben.sources import BenSource, open_source
 from eotwin.errors import EotwinError
 
 
 class BenDataset:
-    """Map-style dataset over a source's patches (official split rules: snow and cloud excluded by default)."""
+    """Map-style dataset over a source's patches (official split rules: snow and cloud excluded by default);
+    ``bands`` None: every band the source holds."""
 
     def __init__(
         self,
         source: BenSource | str | Path,
         *,
         split: str | None = None,
-        bands: str | Sequence[str] = "all",
+        bands: str | Sequence[str] | None = None,
         resampling: Resampling = "nearest",
         normalised: bool = True,
         class_order: ClassOrder = "original",
@@ -37,9 +42,10 @@ class BenDataset:
         patch_ids: Sequence[str] | None = None,
         metadata: str | Path | None = None,
         size: int = PATCH_SIZE,
+        skip_missing: bool = False,
     ) -> None:
         self.source = source if isinstance(source, BenSource) else open_source(source, metadata)
-        self.bands = resolve_bands(bands)
+        self.bands = resolve_bands(bands) if bands is not None else self.source.default_bands()
         self.resampling = check_mode(resampling)
         self.normalised = normalised
         self.class_order = class_order
@@ -54,6 +60,9 @@ class BenDataset:
             missing = [p for p in patch_ids if not self.source.has_patch(p)]
             if missing:
                 raise EotwinError(f"{len(missing)} requested patches are not in {self.source.path} (first: {missing[0]})")
+        self.unpaired: list[str] = []
+        if any(is_s1(band) for band in self.bands) and patch_ids:
+            patch_ids, self.unpaired = self.source.pair(list(patch_ids), skip_missing)
         self.patch_ids = list(patch_ids)
         if not self.patch_ids:
             raise EotwinError(f"no patches in {self.source.path} for split {split or 'all'}")
@@ -97,4 +106,5 @@ class BenDataset:
         """What a model must know to read inputs the same way (stored with checkpoints)."""
         return {"bands": list(self.bands), "resampling": self.resampling, "normalised": self.normalised,
                 "size": self.size, "class_order": self.class_order, "classes": list(self.classes),
-                "source_kind": self.source.kind, "split": self.split, "patches": len(self)}
+                "source_kind": self.source.kind, "split": self.split, "patches": len(self),
+                "unpaired_skipped": len(self.unpaired)}

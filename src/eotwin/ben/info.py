@@ -16,7 +16,7 @@ from eotwin.ben.sources import BenSource
 
 
 def band_summary(arrays: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Per band (ESA order): shape, dtype, min, max and mean (float64 accumulation, 4 decimals)."""
+    """Per band (VV, VH, then S2 in ESA order): shape, dtype, min, max and mean (float64 accumulation, 4 decimals)."""
     order = [band for band in ALL_BANDS if band in arrays] + sorted(set(arrays) - set(ALL_BANDS))
     rows = []
     for band in order:
@@ -33,11 +33,13 @@ def band_summary(arrays: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
 
 
 def patch_info(source: BenSource, patch_id: str) -> dict[str, Any]:
-    """Labels, split, country, exclusion flags and band summary of one patch."""
+    """Labels, split, country, exclusion flags and band summary of one patch (with its S1 partner's VV and VH
+    when the source holds Sentinel-1: a missing or misnamed partner is an error naming the patch)."""
     record = source.record(patch_id)
     arrays = source.read(patch_id)
     return {
         "patch_id": record.patch_id,
+        "s1_name": source.s1_partner(patch_id) if source.has_s1 else None,
         "labels": list(record.labels),
         "split": record.split,
         "country": record.country,
@@ -50,7 +52,7 @@ def patch_info(source: BenSource, patch_id: str) -> dict[str, Any]:
 def format_info(info: Mapping[str, Any]) -> str:
     """Plain-text rendering of :func:`patch_info` (what the CLI prints without --json)."""
     lines = [
-        f"patch    {info['patch_id']}",
+        f"patch    {info['patch_id']}" + (f"    S1 {info['s1_name']}" if info.get("s1_name") else ""),
         f"split    {info['split'] or '-'}    country {info['country'] or '-'}",
         f"flags    seasonal snow: {'yes' if info['contains_seasonal_snow'] else 'no'}, "
         f"cloud or shadow: {'yes' if info['contains_cloud_or_shadow'] else 'no'}",
@@ -60,5 +62,6 @@ def format_info(info: Mapping[str, Any]) -> str:
     ]
     for row in info["bands"]:
         shape = "x".join(str(n) for n in row["shape"])
-        lines.append(f"{row['band']:5s} {shape:>9s} {row['dtype']:>7s} {row['min']:>8} {row['max']:>8} {row['mean']:>12.4f}")
+        low, high = (f"{v:.4f}" if isinstance(v, float) else str(v) for v in (row["min"], row["max"]))
+        lines.append(f"{row['band']:5s} {shape:>9s} {row['dtype']:>7s} {low:>8} {high:>8} {row['mean']:>12.4f}")
     return "\n".join(lines)

@@ -1,9 +1,11 @@
 """Readers for BigEarthNet as it is published, and for our store, behind one small interface.
 
-* ``geotiff``: reBEN's ``BigEarthNet-S2/<tile>/<patch>/<patch>_<band>.tif`` plus ``metadata.parquet``
+* ``geotiff``: reBEN's ``BigEarthNet-S2/<tile>/<patch>/<patch>_<band>.tif`` and
+  ``BigEarthNet-S1/<product>/<s1 patch>/<s1 patch>_<VV|VH>.tif`` plus ``metadata.parquet``
   (and ``metadata_for_patches_with_snow_cloud_or_shadow.parquet`` when present).
 * ``lmdb``: the rico-hdl encoder's LMDB (the format ConfigILM reads): key = patch id, value = a
-  safetensors dict ``{band: uint16 array at native resolution}``; S1 patches share the database.
+  safetensors dict ``{band: array}``: S2 patches (uint16 at native resolution) under their S2 id, S1 patches
+  (VV, VH float32 dB at 120 px) under their S1 name; both share the database.
 * ``v1``: BigEarthNet v1 patch folders ``<patch>/<patch>_<band>.tif`` with ``<patch>_labels_metadata.json``
   (43 CORINE labels, mapped to the 19 classes); official split CSVs are used when found beside them.
 * ``store``: our training store (see :mod:`eotwin.ben.store`), an LMDB in the rico-hdl layout plus
@@ -11,6 +13,12 @@
 
 Every source returns native-resolution arrays with the dtype on disk, so the same patch reads
 identically from all of them; resampling and normalisation happen later (:mod:`eotwin.ben.bands`).
+
+Patches are named by their S2 id; asking for VV or VH reads the S1 partner named by ``s1_name``. A pair
+is checked before it is used: the partner must exist, and its name must end with the S2 patch's tile, row
+and column (true for all 480,038 rows of the published metadata), so a wrong ``s1_name`` is caught rather
+than training on another place's radar image. :meth:`BenSource.pair` raises :class:`PairingError` naming
+the patch, or leaves such patches out and reports them (``--skip-missing``).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eotwin.ben.bands import ALL_BANDS
+from eotwin.ben.bands import ALL_BANDS, S2_BANDS, is_s1
 from eotwin.ben.labels import CLASSES_ORIGINAL, v1_to_19
 from eotwin.errors import EotwinError
 
@@ -53,8 +61,15 @@ class PatchRecord:
     cloud: bool = False
 
 
+class PairingError(EotwinError):
+    """An S2 patch whose Sentinel-1 partner is missing or misnamed (skippable with ``--skip-missing``)."""
+
+
+SKIP_HINT = "use --skip-missing to leave such patches out"
+
+
 class BenSource(ABC):
-    """A set of BigEarthNet S2 patches: ids, native band arrays and metadata."""
+    """A set of BigEarthNet patches (named by their S2 id): ids, native band arrays of both sensors, metadata."""
 
     kind: str = "?"
 
@@ -62,14 +77,78 @@ class BenSource(ABC):
         self.path = Path(path)
         self.metadata = normalise_metadata(metadata)
         self._rows = {pid: i for i, pid in enumerate(self.metadata["patch_id"])}
+        names = self.metadata["s1_name"] if "s1_name" in self.metadata.columns else [None] * len(self.metadata)
+        self._s1_names = {pid: _none_if_missing(name) for pid, name in zip(self.metadata["patch_id"], names, strict=True)}
+
+    def read(self, patch_id: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Native-resolution arrays of ``bands`` in that order, dtype as stored; None: every band the source
+        holds (the 12 S2 bands, and VV, VH first when it has Sentinel-1 data)."""
+        wanted = tuple(bands) if bands else self.default_bands()
+        s2 = [band for band in wanted if not is_s1(band)]
+        s1 = [band for band in wanted if is_s1(band)]
+        arrays = self._read_s2(patch_id, s2) if s2 else {}
+        if s1:
+            arrays.update(self._read_s1(patch_id, self.s1_partner(patch_id), s1))
+        return {band: arrays[band] for band in wanted}
 
     @abstractmethod
-    def read(self, patch_id: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Native-resolution arrays of ``bands`` (all 12 when None), dtype as stored."""
+    def _read_s2(self, patch_id: str, bands: Sequence[str]) -> dict[str, np.ndarray]:
+        """The S2 ``bands`` of ``patch_id``."""
+
+    def _read_s1(self, patch_id: str, s1_name: str, bands: Sequence[str]) -> dict[str, np.ndarray]:
+        """The S1 ``bands`` of ``s1_name``, the checked partner of ``patch_id``."""
+        raise EotwinError(f"{self.path} ({self.kind}) holds no Sentinel-1 bands")
 
     @abstractmethod
     def has_patch(self, patch_id: str) -> bool:
-        """Whether the image data of ``patch_id`` is present."""
+        """Whether the S2 image data of ``patch_id`` is present."""
+
+    @property
+    def has_s1(self) -> bool:
+        """Whether this source holds Sentinel-1 patches at all (a folder or LMDB entries)."""
+        return False
+
+    def has_s1_data(self, s1_name: str) -> bool:
+        """Whether the S1 patch ``s1_name`` is present."""
+        return False
+
+    def default_bands(self) -> tuple[str, ...]:
+        return ALL_BANDS if self.has_s1 else S2_BANDS
+
+    def s1_partner(self, patch_id: str, check_data: bool = True) -> str:
+        """The S1 patch paired with ``patch_id`` by ``s1_name``, checked: it names the same tile, row and column
+        and (``check_data``) its data is present; :class:`PairingError` naming the patch otherwise."""
+        if not self.has_s1:
+            where = "no BigEarthNet-S1 folder" if self.kind == "geotiff" else "no Sentinel-1 entries"
+            raise EotwinError(f"{self.path} holds no Sentinel-1 data ({where}): choose S2 bands")
+        if patch_id not in self._s1_names:
+            raise EotwinError(f"patch '{patch_id}' is not in the metadata of {self.path}")
+        name = self._s1_names[patch_id]
+        if name is None:
+            raise PairingError(f"patch '{patch_id}' has no s1_name in the metadata: no Sentinel-1 partner ({SKIP_HINT})")
+        if _location(patch_id, s2=True) != _location(name, s2=False):
+            raise PairingError(f"patch '{patch_id}': its s1_name '{name}' names another place "
+                               f"(tile, row, col {_location(name, s2=False)} instead of {_location(patch_id, s2=True)}; "
+                               f"{SKIP_HINT})")
+        if check_data and not self.has_s1_data(name):
+            raise PairingError(f"patch '{patch_id}': its Sentinel-1 partner '{name}' is missing from {self.path} ({SKIP_HINT})")
+        return name
+
+    def pair(self, patch_ids: Sequence[str], skip_missing: bool = False) -> tuple[list[str], list[str]]:
+        """(paired, left out): every patch must have its S1 partner, else :class:`PairingError`; with
+        ``skip_missing`` the unpaired ones are left out and returned so callers can count them."""
+        paired: list[str] = []
+        unpaired: list[str] = []
+        for patch_id in patch_ids:
+            try:
+                self.s1_partner(patch_id)
+            except PairingError:
+                if not skip_missing:
+                    raise
+                unpaired.append(patch_id)
+            else:
+                paired.append(patch_id)
+        return paired, unpaired
 
     def patch_ids(self, split: str | None = None, include_snow: bool = False, include_cloud: bool = False) -> list[str]:
         """Patch ids in metadata order, filtered like the official splits (snow and cloud excluded)."""
@@ -116,6 +195,26 @@ def _none_if_missing(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     return str(value)
+
+
+def _location(name: str, *, s2: bool) -> tuple[str, int, int] | None:
+    """(tile, row, col) a patch name ends with: ``..._T33UUP_37_88`` (S2) or ``..._33UUP_37_88`` (S1)."""
+    parts = name.rsplit("_", 3)
+    if len(parts) != 4:
+        return None
+    tile = parts[1][1:] if s2 and parts[1].startswith("T") else parts[1]
+    try:
+        return tile, int(parts[2]), int(parts[3])
+    except ValueError:
+        return None
+
+
+def s1_product_of(s1_name: str) -> str:
+    """reBEN S1 product folder of an S1 patch: the name without its trailing ``_<tile>_<row>_<col>``."""
+    parts = s1_name.rsplit("_", 3)
+    if len(parts) != 4:
+        raise EotwinError(f"'{s1_name}' is not a BigEarthNet v2 S1 patch name (<product>_<tile>_<row>_<col>)")
+    return parts[0]
 
 
 # --------------------------------------------------------------------------- metadata
@@ -205,27 +304,42 @@ def tile_of(patch_id: str) -> str:
 
 
 class GeoTiffSource(BenSource):
-    """reBEN ``BigEarthNet-S2/<tile>/<patch>/<patch>_<band>.tif`` folders."""
+    """reBEN ``BigEarthNet-S2/<tile>/<patch>/<patch>_<band>.tif`` folders, with the ``BigEarthNet-S1`` ones beside."""
 
     kind = "geotiff"
 
     def __init__(self, root: Path, metadata: Path | None = None) -> None:
         root = Path(root)
         self.s2_root = root / "BigEarthNet-S2" if (root / "BigEarthNet-S2").is_dir() else root
+        self.s1_root = root / "BigEarthNet-S1"
         meta, snow_cloud = find_metadata(root, root.parent, explicit=metadata)
         super().__init__(root, read_metadata(meta, snow_cloud))
 
     def patch_dir(self, patch_id: str) -> Path:
         return self.s2_root / tile_of(patch_id) / patch_id
 
+    def s1_dir(self, s1_name: str) -> Path:
+        return self.s1_root / s1_product_of(s1_name) / s1_name
+
     def has_patch(self, patch_id: str) -> bool:
         return self.patch_dir(patch_id).is_dir()
 
-    def read(self, patch_id: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    @property
+    def has_s1(self) -> bool:
+        return self.s1_root.is_dir()
+
+    def has_s1_data(self, s1_name: str) -> bool:
+        return self.s1_dir(s1_name).is_dir()
+
+    def _read_s2(self, patch_id: str, bands: Sequence[str]) -> dict[str, np.ndarray]:
         folder = self.patch_dir(patch_id)
         if not folder.is_dir():
             raise EotwinError(f"patch '{patch_id}' not found: no folder {folder}")
-        return {band: _read_tif(folder / f"{patch_id}_{band}.tif") for band in (bands or ALL_BANDS)}
+        return {band: _read_tif(folder / f"{patch_id}_{band}.tif") for band in bands}
+
+    def _read_s1(self, patch_id: str, s1_name: str, bands: Sequence[str]) -> dict[str, np.ndarray]:
+        folder = self.s1_dir(s1_name)
+        return {band: _read_tif(folder / f"{s1_name}_{band}.tif") for band in bands}
 
 
 # --------------------------------------------------------------------------- LMDB (rico-hdl / ConfigILM) and our store
@@ -246,6 +360,7 @@ class LmdbSource(BenSource):
         self._env = None
         self._pid = -1
         self._keys: set[str] | None = None
+        self._has_s1: bool | None = None
 
     def _txn(self):
         if self._env is None or self._pid != os.getpid():  # one environment per process (DataLoader workers fork)
@@ -262,6 +377,17 @@ class LmdbSource(BenSource):
     def has_patch(self, patch_id: str) -> bool:
         return patch_id in self.keys()
 
+    @property
+    def has_s1(self) -> bool:
+        """Any S1 partner named in the metadata is in the database (reBEN's LMDB holds both sensors)."""
+        if self._has_s1 is None:
+            keys = self.keys()
+            self._has_s1 = any(name is not None and name in keys for name in self._s1_names.values())
+        return self._has_s1
+
+    def has_s1_data(self, s1_name: str) -> bool:
+        return s1_name in self.keys()
+
     def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers: each process opens its own env
         state = self.__dict__.copy()
         state.update(_env=None, _pid=-1)
@@ -275,8 +401,11 @@ class LmdbSource(BenSource):
                 raise EotwinError(f"patch '{patch_id}' is not in {self.env_dir}")
             return bytes(value)
 
-    def read(self, patch_id: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def _read_s2(self, patch_id: str, bands: Sequence[str]) -> dict[str, np.ndarray]:
         return decode_patch(self.raw(patch_id), patch_id, str(self.env_dir), bands)
+
+    def _read_s1(self, patch_id: str, s1_name: str, bands: Sequence[str]) -> dict[str, np.ndarray]:
+        return decode_patch(self.raw(s1_name), s1_name, str(self.env_dir), bands)
 
     def close(self) -> None:
         if self._env is not None and self._pid == os.getpid():
@@ -296,7 +425,7 @@ def decode_patch(data: bytes, patch_id: str, where: str, bands: Sequence[str] | 
     except Exception as exc:  # safetensors raises its own error types (and ValueError/OverflowError) on bad bytes
         raise EotwinError(f"patch '{patch_id}' in {where} is not valid safetensors: "
                           f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
-    wanted = bands or ALL_BANDS
+    wanted = bands or S2_BANDS
     missing = [band for band in wanted if band not in arrays]
     if missing:
         raise EotwinError(f"patch '{patch_id}' in {where} lacks band(s) {', '.join(missing)}")
@@ -446,11 +575,11 @@ class V1Source(BenSource):
     def has_patch(self, patch_id: str) -> bool:
         return patch_id in self._dirs
 
-    def read(self, patch_id: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def _read_s2(self, patch_id: str, bands: Sequence[str]) -> dict[str, np.ndarray]:
         folder = self._dirs.get(patch_id)
         if folder is None:
             raise EotwinError(f"patch '{patch_id}' not found in {self.root}")
-        return {band: _read_tif(folder / f"{patch_id}_{band}.tif") for band in (bands or ALL_BANDS)}
+        return {band: _read_tif(folder / f"{patch_id}_{band}.tif") for band in bands}
 
 
 def _v1_lists(root: Path, names: dict[str, str]) -> dict[str, str]:

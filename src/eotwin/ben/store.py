@@ -1,8 +1,9 @@
 """Encode any BigEarthNet source into our training store: parallel, resumable, with progress.
 
 The store is an LMDB in the rico-hdl layout (key = S2 patch id, value = safetensors
-``{band: array}`` at native resolution, dtype as published), so ConfigILM and rico-hdl tooling read
-it as they read the official LMDB. Beside ``data.mdb`` the folder holds ``metadata.parquet`` (the
+``{band: array}`` at native resolution, dtype as published; with Sentinel-1 bands selected, each
+patch's S1 partner under its ``s1_name`` with ``{VV, VH}``), so ConfigILM and rico-hdl tooling read
+it as they read the official LMDB. A patch and its partner are committed in the same transaction. Beside ``data.mdb`` the folder holds ``metadata.parquet`` (the
 rows of the encoded patches, snow/cloud flags included) and ``eotwin_store.json`` (the manifest).
 
 Resuming: patches are committed in batches; a rerun with the same options skips the keys already
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from eotwin import __version__
-from eotwin.ben.bands import ALL_BANDS, NATIVE_SIZE
+from eotwin.ben.bands import NATIVE_SIZE, is_s1
 from eotwin.ben.data_options import EncodeOptions
 from eotwin.ben.sources import (
     MANIFEST_NAME,
@@ -35,7 +36,13 @@ from eotwin.ben.sources import (
     read_manifest,
 )
 from eotwin.errors import EotwinError
-from eotwin.io.files import atomic_path, ensure_writable_dir, write_json_atomic
+from eotwin.io.files import (
+    atomic_path,
+    disk_full_error,
+    disk_full_reason,
+    ensure_writable_dir,
+    write_json_atomic,
+)
 from eotwin.progress import ProgressReporter, ensure_progress
 
 STORE_VERSION = 1
@@ -50,6 +57,7 @@ class EncodeResult:
     skipped: int  # already in the store (resumed)
     seconds: float
     store_bytes: int
+    unpaired: int = 0  # left out for a missing or misnamed S1 partner (--skip-missing)
 
     @property
     def patches_per_second(self) -> float:
@@ -77,13 +85,18 @@ def encode(
     include_snow: bool = True,
     include_cloud: bool = True,
     limit: int | None = None,
-    bands: Sequence[str] = ALL_BANDS,
+    bands: Sequence[str] | None = None,
     workers: int | None = None,
     batch_size: int = 256,
     overwrite: bool = False,
+    skip_missing: bool = False,
     progress: ProgressReporter | None = None,
 ) -> EncodeResult:
-    """Write the selected patches of ``source`` into the store at ``store_dir`` (resuming if started)."""
+    """Write the selected patches of ``source`` into the store at ``store_dir`` (resuming if started).
+
+    ``bands`` None: every band the source holds. With S1 bands, a patch without its S1 partner stops the encode
+    with a one-line error before anything is written, or is left out and counted with ``skip_missing``.
+    """
     import lmdb
 
     started = time.perf_counter()
@@ -94,15 +107,24 @@ def encode(
     if batch_size < 1:
         raise EotwinError("batch size must be at least 1")
     workers = max(1, workers if workers is not None else min(8, os.cpu_count() or 1))
-    bands = tuple(bands)
+    bands = tuple(bands) if bands else source.default_bands()
+    s2_bands = tuple(band for band in bands if not is_s1(band))
+    s1_bands = tuple(band for band in bands if is_s1(band))
+    if not s2_bands:
+        raise EotwinError("a store keys patches by their S2 id: keep at least one S2 band (train on 's1' from a full store)")
     patch_ids = source.patch_ids(split=split, include_snow=include_snow, include_cloud=include_cloud)
     if limit is not None:
         patch_ids = patch_ids[:limit]
+    unpaired: list[str] = []
+    if s1_bands and patch_ids:
+        patch_ids, unpaired = source.pair(patch_ids, skip_missing)
     if not patch_ids:
-        raise EotwinError(f"no patches to encode in {source.path} with these options")
+        raise EotwinError(f"no patches to encode in {source.path} with these options"
+                          + (f" ({len(unpaired)} left out without their S1 partner)" if unpaired else ""))
 
     selection = {"source": str(Path(source.path).resolve()), "source_kind": source.kind, "split": split,
-                 "include_snow": include_snow, "include_cloud": include_cloud, "limit": limit, "bands": list(bands)}
+                 "include_snow": include_snow, "include_cloud": include_cloud, "limit": limit, "bands": list(bands),
+                 "skip_missing": skip_missing}
     _prepare_store_dir(store_dir, selection, overwrite)
     fresh = not (store_dir / MANIFEST_NAME).is_file()
 
@@ -127,14 +149,19 @@ def encode(
             skipped = len(patch_ids) - len(todo)
             manifest: dict[str, Any] = {
                 "format": STORE_FORMAT, "version": STORE_VERSION, "eotwin": __version__,
-                "layout": "LMDB (rico-hdl): key = S2 patch id, value = safetensors {band: array}, native resolution",
+                "layout": "LMDB (rico-hdl): key = S2 patch id, value = safetensors {band: array}, native resolution"
+                          + ("; key = s1_name, value = safetensors {VV, VH} float32 dB" if s1_bands else ""),
                 "bands": list(bands), "patches": len(patch_ids), "written": skipped, "complete": not todo,
-                "selection": selection,
+                "unpaired": len(unpaired), "unpaired_first": unpaired[:10], "selection": selection,
             }
             write_json_atomic(store_dir / MANIFEST_NAME, manifest)
 
-            def work(patch_id: str) -> bytes:
-                return encode_patch(source.read(patch_id, bands), patch_id)
+            def work(patch_id: str) -> list[tuple[str, bytes]]:
+                entries = [(patch_id, encode_patch(source.read(patch_id, s2_bands), patch_id))]
+                if s1_bands:
+                    s1_name = source.s1_partner(patch_id)
+                    entries.append((s1_name, encode_patch(source.read(patch_id, s1_bands), s1_name)))
+                return entries
 
             written = 0
             with progress.task(f"encode {len(todo)} patches", total=len(todo)) as task, \
@@ -143,8 +170,9 @@ def encode(
                     chunk = todo[start:start + batch_size]
                     blobs = list(pool.map(work, chunk))  # ordered; an error aborts before this batch is committed
                     with env.begin(write=True) as txn:
-                        for patch_id, blob in zip(chunk, blobs, strict=True):
-                            txn.put(patch_id.encode("ascii"), blob)
+                        for entries in blobs:
+                            for key, blob in entries:
+                                txn.put(key.encode("ascii"), blob)
                     written += len(chunk)
                     task.advance(len(chunk))
                     manifest["written"] = skipped + written
@@ -152,14 +180,18 @@ def encode(
             env.sync(True)
         finally:
             env.close()
-    except EotwinError:
+    except (EotwinError, lmdb.Error) as exc:  # LMDB's own errors too: a full disk fails a commit
         if fresh and written == 0:
             shutil.rmtree(store_dir, ignore_errors=True)
+        if isinstance(exc, lmdb.Error):
+            reason = disk_full_reason(exc)
+            raise (disk_full_error(store_dir, reason) if reason else
+                   EotwinError(f"writing {store_dir} failed: {exc}")) from None
         raise
     manifest.update(written=len(patch_ids), complete=True)
     write_json_atomic(store_dir / MANIFEST_NAME, manifest)
     size = sum(p.stat().st_size for p in store_dir.iterdir() if p.is_file())
-    return EncodeResult(store_dir, len(patch_ids), written, skipped, time.perf_counter() - started, size)
+    return EncodeResult(store_dir, len(patch_ids), written, skipped, time.perf_counter() - started, size, len(unpaired))
 
 
 def _prepare_store_dir(store_dir: Path, selection: dict[str, Any], overwrite: bool) -> None:
@@ -195,4 +227,4 @@ def run_encode(options: EncodeOptions, progress: ProgressReporter | None = None)
         return encode(source, options.output, split=options.split, include_snow=options.include_snow,
                       include_cloud=options.include_cloud, limit=options.limit, bands=options.bands,
                       workers=options.workers, batch_size=options.batch_size, overwrite=options.overwrite,
-                      progress=progress)
+                      skip_missing=options.skip_missing, progress=progress)

@@ -43,6 +43,7 @@ class DataConfig(_Strict):
     eval_batch_size: int | None = Field(None, ge=1)
     num_workers: int = Field(4, ge=0)
     sampler: Literal["none", "rebalance"] = "none"
+    skip_missing: bool = False  # with S1 bands: leave out (and count) patches without their S1 partner
 
     @field_validator("bands", mode="before")
     @classmethod
@@ -62,7 +63,7 @@ class ModelConfig(_Strict):
 
 class PretrainedConfig(_Strict):
     path: Path | None = None  # local .safetensors / .pth / .ckpt; none: random initialisation
-    bands: tuple[str, ...] | str = "rgb"  # band order of the checkpoint: rgb, ssl4eo-s2, reben-s2, reben-s1s2, all, or a list
+    bands: tuple[str, ...] | str = "rgb"  # band order of the checkpoint: rgb, ssl4eo-s2, reben-s2, reben-s1s2, s2, all, or a list
     classes: Literal["original", "alphabetical"] | None = None  # load the head too, re-ordering its classes
     new_band_init: Literal["mean", "zero"] = "mean"
 
@@ -226,6 +227,27 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         key, value = parse_override(item)
         set_dotted(data, key, value)
     return validate(TrainConfig, data)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``'0,1,2'`` -> ``[0, 1, 2]``: distinct non-negative integers."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            seed = int(part)
+        except ValueError:
+            raise EotwinError(f"--seeds: '{part}' is not an integer (give a list like 0,1,2)") from None
+        if seed < 0:
+            raise EotwinError(f"--seeds: {seed} is negative")
+        if seed in seeds:
+            raise EotwinError(f"--seeds lists {seed} twice")
+        seeds.append(seed)
+    if not seeds:
+        raise EotwinError("--seeds needs at least one seed (e.g. 0,1,2)")
+    return seeds
 
 
 def config_yaml(config: TrainConfig) -> str:

@@ -54,11 +54,13 @@ def open_split(config: DataConfig, split: str, *, source: Any = None, limit: int
     dataset = BenDataset(source if source is not None else config.source, split=None if split == "all" else split,
                          bands=config.bands, resampling=config.resampling, class_order=config.class_order,
                          include_snow=config.include_snow, include_cloud=config.include_cloud,
-                         metadata=config.metadata if source is None else None)
+                         metadata=config.metadata if source is None else None, skip_missing=config.skip_missing)
     limit = limit if limit is not None else config.limit
     if limit is not None and limit < len(dataset):
+        unpaired = dataset.unpaired
         dataset = BenDataset(dataset.source, patch_ids=dataset.patch_ids[:limit], bands=config.bands,
                              resampling=config.resampling, class_order=config.class_order, split=dataset.split)
+        dataset.unpaired = unpaired
     return dataset
 
 

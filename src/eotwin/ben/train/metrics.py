@@ -80,3 +80,38 @@ def headline(scores: dict[str, Any]) -> str:
     """One line of the four published figures, in percent."""
     return (f"F1 micro {100 * scores['f1_micro']:.1f} macro {100 * scores['f1_macro']:.1f} | "
             f"mAP micro {100 * scores['map_micro']:.1f} macro {100 * scores['map_macro']:.1f}")
+
+
+SEED_METRICS = ("f1_micro", "f1_macro", "map_micro", "map_macro", "precision_micro", "recall_micro")
+
+
+def seed_summary(scores_by_seed: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Mean and spread over seeds of each headline metric, per split and threshold kind.
+
+    ``scores_by_seed[seed][split][kind]`` is a :func:`multilabel_scores` dict. The spread is the sample standard
+    deviation (ddof 1; 0 for one seed) plus min and max, so the whole distribution is reported, not the best seed
+    (reBEN's model cards give the best seed, chosen on test).
+    """
+    if not scores_by_seed:
+        raise EotwinError("no seeds to summarise")
+    seeds = sorted(scores_by_seed)
+    splits = [split for split in scores_by_seed[seeds[0]] if all(split in scores_by_seed[s] for s in seeds)]
+    summary: dict[str, Any] = {}
+    for split in splits:
+        summary[split] = {}
+        for kind in scores_by_seed[seeds[0]][split]:
+            summary[split][kind] = {}
+            for metric in SEED_METRICS:
+                values = np.array([scores_by_seed[s][split][kind][metric] for s in seeds], dtype=np.float64)
+                summary[split][kind][metric] = {
+                    "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "min": float(values.min()), "max": float(values.max()), "values": values.tolist(),
+                }
+    return {"seeds": seeds, "splits": summary}
+
+
+def summary_line(metrics: dict[str, dict[str, float]]) -> str:
+    """The four published figures as mean +- std over seeds, in percent."""
+    return " | ".join(f"{name} {100 * metrics[key]['mean']:.1f} +- {100 * metrics[key]['std']:.1f}"
+                      for name, key in (("F1 micro", "f1_micro"), ("F1 macro", "f1_macro"),
+                                        ("mAP micro", "map_micro"), ("mAP macro", "map_macro")))

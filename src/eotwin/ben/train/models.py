@@ -13,6 +13,13 @@ The first convolution is adapted band by band, from the bands the checkpoint was
 bands selected now: a band present in both keeps its filter exactly, a new band gets the mean of the
 checkpoint's filters (or zeros), a band not selected is dropped. A 3-band ImageNet model thus keeps
 its RGB filters on B04 / B03 / B02 and learns the other bands from a sensible start.
+
+Adding Sentinel-1 to an S2 checkpoint (``pretrained.bands: s2`` or ``reben-s2``, ``data.bands: all``) works
+the same way: every S2 filter is kept exactly and VV / VH are new channels. ``new_band_init: mean`` (the
+default) gives each of them the mean of the checkpoint's filters over all its bands (unscaled); ``zero``
+starts them at zero, so the adapted model initially computes exactly what the S2 model did and the radar
+channels are learned from there. Inputs are normalised per band (S1 in dB with ConfigILM's statistics), so
+a mean filter sees inputs of the same scale as the pretrained ones.
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ PRETRAINED_BANDS: dict[str, tuple[str, ...]] = {
     "reben-s2": ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
     # reBEN S1+S2 models: VV, VH, then the 10 m and 20 m S2 bands (ConfigILM STANDARD_BANDS[12])
     "reben-s1s2": ("VV", "VH", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
-    # all 12 BigEarthNet bands in ESA order (ConfigILM 'S2', our 'all')
-    "all": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
+    # all 12 BigEarthNet S2 bands in ESA order (ConfigILM 'S2', our 's2')
+    "s2": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
+    # VV, VH then the 12 S2 bands (ConfigILM 'ALL' / 14 channels, our 'all')
+    "all": ("VV", "VH", "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
 }
 _VIT_MODULES = ("vision_transformer", "deit", "beit", "eva", "vision_transformer_hybrid", "vision_transformer_relpos",
                 "vision_transformer_sam", "xcit", "cait", "swin_transformer", "swin_transformer_v2", "hiera")

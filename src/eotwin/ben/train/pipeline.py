@@ -10,6 +10,10 @@ Run layout under ``config.output``::
     tensorboard/             TensorBoard events
     curves.png               loss, validation scores and learning rate
     results.json             config, data, scores of the best checkpoint on ``evaluate_splits``, speed
+
+Several seeds (``eotwin ben train --seeds 0,1,2``) give one such run per seed under ``seed-<n>/`` and
+``summary.json`` beside them: mean, standard deviation, min and max over the seeds of every headline
+score on each evaluated split (all seeds reported, none picked).
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: Progres
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from eotwin.ben.train.checkpoint_io import AtomicCheckpointIO
     from eotwin.ben.train.datamodule import BenDataModule
     from eotwin.ben.train.losses import pos_weight_from_targets
     from eotwin.ben.train.module import BenClassifier
@@ -163,7 +168,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: Progres
                         log_every_n_steps=tc.log_every_n_steps, gradient_clip_val=tc.gradient_clip_val,
                         accumulate_grad_batches=tc.accumulate_grad_batches, deterministic=tc.deterministic,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=output,
-                        num_sanity_val_steps=0, **extra)
+                        num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()], **extra)
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
     seconds = time.perf_counter() - started
@@ -191,6 +196,75 @@ def run_training(config: TrainConfig, *, resume: bool = False, progress: Progres
                        images_per_second=timing.images / timing.seconds if timing.seconds else 0.0,
                        results_json=results_json, curves_png=curves, scores=scores, resumed_from_epoch=resumed_from,
                        global_zero=trainer.is_global_zero)
+
+
+@dataclass
+class SeedsResult:
+    output: Path
+    runs: dict[int, TrainResult | None]  # None: finished earlier, reused on --resume
+    results: dict[int, Path]
+    summary_json: Path
+    summary: dict[str, Any]
+    global_zero: bool = True
+
+
+SUMMARY_NAME = "summary.json"
+
+
+def run_seeds(config: TrainConfig, seeds: list[int], *, resume: bool = False,
+              progress: ProgressReporter | None = None) -> SeedsResult:
+    """Train ``config`` once per seed into ``<output>/seed-<n>/`` and summarise the scores over the seeds.
+
+    On ``--resume`` a seed whose run finished (its results.json exists) is reused, one with a last checkpoint is
+    continued and one not started yet is trained; without it, any existing seed run is an error (nothing is
+    overwritten).
+    """
+    import json
+
+    from eotwin.ben.train.metrics import seed_summary
+
+    if not seeds:
+        raise EotwinError("--seeds needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise EotwinError(f"--seeds lists a seed twice: {','.join(str(s) for s in seeds)}")
+    output = Path(config.output)
+    if not resume:
+        taken = [seed for seed in seeds if (output / f"seed-{seed}" / CHECKPOINTS / "last.ckpt").is_file()]
+        if taken:
+            raise EotwinError(f"{output / f'seed-{taken[0]}'} already holds a run: add --resume to continue the seeds, "
+                              "or choose another output")
+    runs: dict[int, TrainResult | None] = {}
+    results: dict[int, Path] = {}
+    scores: dict[int, dict[str, dict[str, Any]]] = {}
+    global_zero = True
+    for seed in seeds:
+        run_dir = output / f"seed-{seed}"
+        cfg = config.model_copy(update={"output": run_dir, "name": f"{config.name}-seed{seed}",
+                                        "trainer": config.trainer.model_copy(update={"seed": seed})})
+        done = run_dir / "results.json"
+        if resume and done.is_file():
+            runs[seed] = None
+            try:
+                scores[seed] = json.loads(done.read_text(encoding="utf-8"))["scores"]
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise EotwinError(f"{done} is not a results file of `eotwin ben train` ({exc})") from None
+        else:
+            result = run_training(cfg, resume=resume and (run_dir / CHECKPOINTS / "last.ckpt").is_file(),
+                                  progress=progress)
+            runs[seed] = result
+            global_zero = result.global_zero
+            scores[seed] = result.scores
+        results[seed] = done
+    summary_json = output / SUMMARY_NAME
+    summary: dict[str, Any] = {}
+    if global_zero:
+        summary = {"name": config.name, "model": config.model.name, "bands": list(config.data.bands),
+                   **seed_summary(scores), "results": {str(seed): str(path) for seed, path in results.items()},
+                   "note": "per split and threshold kind ('@0.5', 'tuned'): mean, sample std (ddof 1), min, max and "
+                           "the value of every seed, each seed scored with its own best checkpoint"}
+        write_json_atomic(summary_json, summary)
+    return SeedsResult(output=output, runs=runs, results=results, summary_json=summary_json, summary=summary,
+                       global_zero=global_zero)
 
 
 def _float(value: Any) -> float | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from eotwin.ben.bands import normalise, resolve_bands
+from eotwin.ben.bands import is_s1, normalise, resolve_bands
 from eotwin.ben.train.config import PredictOptions
 from eotwin.errors import EotwinError
 from eotwin.progress import ProgressReporter, ensure_progress
@@ -81,6 +81,10 @@ def run_predict(options: PredictOptions, progress: ProgressReporter | None = Non
     module = load_classifier(options.checkpoint, resolve_device(options.device))
     data = module.hparams["data"]
     bands = tuple(data["bands"])
+    radar = [band for band in bands if is_s1(band)]
+    if radar:  # the image is L2A DN (offset added, clipped at 0): dB backscatter would be destroyed
+        raise EotwinError(f"predict reads a Sentinel-2 L2A image; this model also needs Sentinel-1 band(s) "
+                          f"{', '.join(radar)}: use a model trained on S2 bands only")
     classes = tuple(data["classes"])
     thresholds = (module.thresholds.detach().cpu().numpy() if options.thresholds == "tuned"
                   else np.full(len(classes), 0.5, dtype=np.float32))

@@ -14,7 +14,7 @@ from eotwin.cli.ben import app
 @app.command("info")
 def info(
     source: Path = typer.Argument(..., help="GeoTIFF dataset folder, rico-hdl/ConfigILM LMDB folder, v1 folder or eotwin store."),
-    patch: str = typer.Option(..., "--patch", "-p", help="S2 patch id (v1: the patch folder name)."),
+    patch: str = typer.Option(..., "--patch", "-p", help="S2 patch id (v1: the patch folder name); VV, VH of its S1 partner are shown too."),
     metadata: Path | None = typer.Option(None, "--metadata", help="metadata.parquet (default: found beside SOURCE)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -43,23 +43,29 @@ def encode(
     snow: bool = typer.Option(True, "--snow/--no-snow", help="Include patches flagged with seasonal snow."),
     cloud: bool = typer.Option(True, "--cloud/--no-cloud", help="Include patches flagged with cloud or shadow."),
     limit: int | None = typer.Option(None, "--limit", help="Encode only the first N selected patches."),
-    bands: str = typer.Option("all", "--bands", help="Bands kept: all (12), s2-10, rgb, 10m, or a list like B02,B03,B04."),
+    bands: str | None = typer.Option(None, "--bands", help="Bands kept (default: every band SOURCE holds): all (VV, VH + 12 S2), "
+                                     "s2 (12), s1 with S2 bands, s2-10, s1-s2-10, rgb, 10m, or a list like VV,VH,B02."),
     workers: int | None = typer.Option(None, "--workers", "-j", help="Reader threads (default: CPU count, at most 8)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Patches per LMDB transaction (the resume granularity)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store instead of resuming it."),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Leave out (and count) patches whose S1 partner is "
+                                      "missing or misnamed instead of stopping."),
 ) -> None:
     """Convert a BigEarthNet source into the training store (LMDB of safetensors, rico-hdl layout)."""
     from eotwin.ben.data_options import EncodeOptions, make_options
     from eotwin.ben.store import run_encode
 
     options = make_options(EncodeOptions, source=source, output=output, metadata=metadata, split=split,
-                           include_snow=snow, include_cloud=cloud, limit=limit, bands=tuple(bands.split(",")),
-                           workers=workers, batch_size=batch_size, overwrite=overwrite)
+                           include_snow=snow, include_cloud=cloud, limit=limit,
+                           bands=tuple(bands.split(",")) if bands is not None else None,
+                           workers=workers, batch_size=batch_size, overwrite=overwrite, skip_missing=skip_missing)
     result = run_encode(options, progress=_common.progress())
     _common.out.print(
         f"{result.planned:,} patches in {result.store} ({result.written:,} written, {result.skipped:,} already there; "
         f"{result.seconds:.1f} s, {result.patches_per_second:,.0f} patches/s, {result.store_bytes / 1e6:,.1f} MB)"
     )
+    if result.unpaired:
+        _common.out.print(f"{result.unpaired:,} patches left out: Sentinel-1 partner missing or misnamed (see the manifest)")
 
 
 @app.command("analyze")

@@ -23,15 +23,24 @@ def train(
     overrides: list[str] = typer.Argument(None, help="Config overrides: section.key=value (e.g. model.name=resnet26 optim.lr=3e-4)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (see configs/ben/); defaults when omitted."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the config's output folder from checkpoints/last.ckpt."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Train once per seed (e.g. 0,1,2) into OUTPUT/seed-<n>/ and write "
+                                     "OUTPUT/summary.json: mean and spread of the scores over the seeds."),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="With S1 bands: leave out (and count) patches whose "
+                                      "S1 partner is missing or misnamed instead of stopping (data.skip_missing=true)."),
 ) -> None:
     """Train a timm model on BigEarthNet with PyTorch Lightning: checkpoints, logs, curves, tuned thresholds, results."""
-    from eotwin.ben.train.config import load_config
+    from eotwin.ben.train.config import load_config, parse_seeds
     from eotwin.ben.train.pipeline import run_training
 
-    cfg = load_config(config, overrides or [])
+    seed_list = parse_seeds(seeds) if seeds is not None else None
+    cfg = load_config(config, [*(overrides or []), *(["data.skip_missing=true"] if skip_missing else [])])
     if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":  # DDP: rank 0 speaks
         _common.say(f"training {cfg.model.name} on {cfg.data.source} ({len(cfg.data.bands)} bands: "
-                    f"{','.join(cfg.data.bands)}), {cfg.trainer.max_epochs} epochs -> {cfg.output}")
+                    f"{','.join(cfg.data.bands)}), {cfg.trainer.max_epochs} epochs -> {cfg.output}"
+                    + (f", seeds {','.join(map(str, seed_list))}" if seed_list else ""))
+    if seed_list is not None:
+        _train_seeds(cfg, seed_list, resume)
+        return
     result = run_training(cfg, resume=resume, progress=_common.progress())
     if not result.global_zero:  # other DDP processes: rank 0 reports
         return
@@ -46,6 +55,22 @@ def train(
     _common.out.print(f"results  {result.results_json}")
     if result.curves_png is not None:
         _common.out.print(f"curves   {result.curves_png}")
+
+
+def _train_seeds(cfg, seeds: list[int], resume: bool) -> None:
+    from eotwin.ben.train.metrics import summary_line
+    from eotwin.ben.train.pipeline import run_seeds
+
+    result = run_seeds(cfg, seeds, resume=resume, progress=_common.progress())
+    if not result.global_zero:
+        return
+    for seed, path in result.results.items():
+        note = " (finished earlier)" if result.runs[seed] is None else ""
+        _common.out.print(f"seed {seed:<4} results  {path}{note}")
+    for split, kinds in result.summary["splits"].items():
+        for kind, metrics in kinds.items():
+            _common.out.print(f"{split} {kind:<6} over {len(seeds)} seeds: {summary_line(metrics)}")
+    _common.out.print(f"summary  {result.summary_json}")
 
 
 @app.command("evaluate")
