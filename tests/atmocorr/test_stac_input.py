@@ -53,7 +53,13 @@ class World:
 
     def cli(self, *args: str) -> int:
         return run(["-q", "atmocorr", "run", *args, "--s3-endpoint", f"http://{self.s3.endpoint}",
-                    "--stac-url", self.stac.url, "--s3-access-key", ACCESS_KEY, "--s3-secret-key", SECRET_KEY])
+                    "--stac-url", self.stac.url, "--s3-access-key", ACCESS_KEY,
+                    "--s3-secret-key-file", str(self.secret_file())])
+
+    def secret_file(self) -> Path:
+        path = self.root / "s3-secret.txt"
+        path.write_text(SECRET_KEY + "\n")
+        return path
 
 
 @pytest.fixture(scope="module")

@@ -335,6 +335,45 @@ def _percentile_toa(flat: np.ndarray, percentile: float) -> np.ndarray:
     return np.percentile(flat, percentile, axis=1) if flat.shape[1] else np.full(flat.shape[0], np.nan)
 
 
+def ddv_input_bands(bands: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The bands the DDV reads, in its order: B02, B04, B08, B12, then B03 and B11 when present."""
+    need = ("B02", "B04", "B08", "B12")
+    if any(b not in bands for b in need):
+        raise EotwinError("the DDV method needs bands B02, B04, B08 and B12")
+    return need + tuple(b for b in ("B03", "B11") if b in bands)
+
+
+def aerosol_free_classes(
+    flat: np.ndarray, names: tuple[str, ...], lut: SixSLut, *, sensor: str, sza: float, vza: float, raa: float,
+    wv: float, o3: float,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The aerosol-free (Rayleigh-corrected) surface of pixels ``flat`` (bands ``names`` x n), its NDVI and
+    sen2cor's cloud, water and shadow classes on it (AOT 0 is the same atmosphere for every model)."""
+    rayleigh = lut.terms_for(sensor, names, lut.aerosols[0], lut.axes["aot"][0], sza, vza, raa, wv, o3)
+    rc = dict(zip(names, physics.toa_to_boa(flat, *(t[:, None] for t in _terms_parts(rayleigh))), strict=True))
+    ndvi = (rc["B08"] - rc["B04"]) / np.maximum(rc["B08"] + rc["B04"], 1e-6)
+    cloud = rc["B02"] > DDV_CLOUD_BLUE
+    water = rc["B08"] < DDV_WATER_NIR
+    if "B11" in rc:
+        water &= rc["B11"] < DDV_WATER_SWIR1
+    if "B03" in rc:
+        water |= (rc["B03"] - rc["B08"]) > 0  # NDWI > 0
+    water &= ~cloud
+    shadow = (rc["B08"] < DDV_SHADOW_NIR) & ~water & ~cloud
+    return rc, ndvi, cloud, water, shadow
+
+
+def ddv_pixel_aots(
+    sample: np.ndarray, lut: SixSLut, *, sensor: str, aerosol: str, sza: float, vza: float, raa: float, wv: float,
+    o3: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per dark pixel (``sample``: TOA of B02, B04, B12 x n) the AOTs at which its red and blue Kaufman ratios hold."""
+    candidates = _aot_candidates(lut)
+    terms = lut.terms_for(sensor, ("B02", "B04", "B12"), aerosol, candidates, sza, vza, raa, wv, o3)
+    blue, red, swir = physics.toa_to_boa(sample[:, None, :], *(t[:, :, None] for t in _terms_parts(terms)))
+    return _crossings(candidates, red - DDV_RED_RATIO * swir), _crossings(candidates, blue - DDV_BLUE_RATIO * swir)
+
+
 def estimate_aot_ddv(
     toa: np.ndarray,
     bands: tuple[str, ...] | list[str],
@@ -369,10 +408,8 @@ def estimate_aot_ddv(
        turn negative): the default and the retrieval are capped there.
     """
     toa = _check_stack(toa, bands)
-    need = ("B02", "B04", "B08", "B12")
-    if any(b not in bands for b in need):
-        raise EotwinError("the DDV method needs bands B02, B04, B08 and B12")
-    names = need + tuple(b for b in ("B03", "B11") if b in bands)
+    names = ddv_input_bands(bands)
+    need = names[:4]
     flat = toa.reshape(toa.shape[0], -1)[[list(bands).index(b) for b in names]].astype(np.float64)
     mask = np.isfinite(flat).all(axis=0)
     if valid is not None:
@@ -383,18 +420,7 @@ def estimate_aot_ddv(
     models = tuple(lut.aerosols) if aerosol is None else (str(aerosol).lower(),)
     default_model = models[0]
     geometry = dict(sza=sza, vza=vza, raa=raa, wv=wv, o3=o3)
-    # the aerosol-free surface (AOT 0 is the same atmosphere for every model)
-    rayleigh = lut.terms_for(sensor, names, default_model, lut.axes["aot"][0], **geometry)
-    rc = dict(zip(names, physics.toa_to_boa(flat, *(t[:, None] for t in _terms_parts(rayleigh))), strict=True))
-    ndvi = (rc["B08"] - rc["B04"]) / np.maximum(rc["B08"] + rc["B04"], 1e-6)
-    cloud = rc["B02"] > DDV_CLOUD_BLUE
-    water = rc["B08"] < DDV_WATER_NIR
-    if "B11" in rc:
-        water &= rc["B11"] < DDV_WATER_SWIR1
-    if "B03" in rc:
-        water |= (rc["B03"] - rc["B08"]) > 0  # NDWI > 0
-    water &= ~cloud
-    shadow = (rc["B08"] < DDV_SHADOW_NIR) & ~water & ~cloud
+    rc, ndvi, cloud, water, shadow = aerosol_free_classes(flat, names, lut, sensor=sensor, **geometry)
     clear = ~(cloud | water | shadow)
     excluded = {"cloud": int(cloud.sum()), "water": int(water.sum()), "shadow": int(shadow.sum())}
     # the darkest blue and red pixels (not cloud) bound the AOT from above, for every model
@@ -429,11 +455,7 @@ def estimate_aot_ddv(
     per_model: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     mismatch: dict[str, float] = {}
     for m in models:
-        terms = lut.terms_for(sensor, ("B02", "B04", "B12"), m, candidates, **geometry)
-        blue, red, swir_s = physics.toa_to_boa(sample[:, None, :], *(t[:, :, None] for t in _terms_parts(terms)))
-        aot_red = _crossings(candidates, red - DDV_RED_RATIO * swir_s)
-        aot_blue = _crossings(candidates, blue - DDV_BLUE_RATIO * swir_s)
-        per_model[m] = (aot_red, aot_blue)
+        per_model[m] = ddv_pixel_aots(sample, lut, sensor=sensor, aerosol=m, **geometry)
     # a pixel whose AOT sits on an end of the table under some model says nothing about the model
     inside = np.logical_and.reduce(
         [(a > candidates[0]) & (a < candidates[-1]) for pair in per_model.values() for a in pair]

@@ -170,6 +170,30 @@ class SixSLut:
         except (OSError, ValueError, KeyError) as exc:
             raise EotwinError(f"cannot read 6S LUT {path}: {type(exc).__name__}: {exc}") from None
 
+    def at_pressure(self, p: float) -> SixSLut:
+        """The table for a target at surface-pressure ratio ``p`` (ground above sea level, see :mod:`.terrain`).
+
+        The scattering terms lose the molecular share ``1 - p`` of their AOT-0 slice; the gas terms
+        stay (the water vapour is retrieved above the ground anyway). ``p == 1`` returns the table itself.
+        """
+        from eotwin.atmocorr.terrain import molecular_scaled
+
+        if not 0.3 <= p <= 1.1:
+            raise EotwinError(f"surface pressure ratio {p:.3f} is outside 0.3..1.1")
+        if p == 1.0:
+            return self
+        if self.axes["aot"][0] != 0.0:
+            raise EotwinError("the 6S LUT has no AOT-0 node: altitude needs the molecules-only terms")
+        terms = dict(self.terms)
+        for name in ("path_ref", "t_down", "t_up", "s_alb"):
+            term = self.terms[name].astype(np.float64)
+            axis = TERMS[name].index("aot")
+            molecular = np.take(term, [0], axis=axis)
+            terms[name] = molecular_scaled(term, molecular, p, transmittance=name in LOG_TERMS).astype(np.float32)
+        metadata = {**self.metadata, "surface_pressure_ratio": round(float(p), 6)}
+        return SixSLut(self.sensors, self.bands, self.aerosols, dict(self.axes), terms, self.wv_ref, self.o3_ref,
+                       metadata)
+
     # ------------------------------------------------------------------ lookup
     def index_of(self, axis: str, name: str) -> int:
         """Position of a categorical value (sensor, band or aerosol model) in the table."""

@@ -52,6 +52,7 @@ from eotwin.atmocorr.products import (
     L1CProduct,
     RawBlock,
     boa_to_dn,
+    interpolate_azimuth,
     interpolate_nodes,
     open_l1c,
     open_l2a_reference,
@@ -63,7 +64,14 @@ from eotwin.atmocorr.products import (
 )
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window
-from eotwin.io.files import ensure_writable_dir, process_alive, write_json_atomic
+from eotwin.io.files import (
+    DiskFullError,
+    disk_full_error,
+    ensure_writable_dir,
+    out_of_space,
+    process_alive,
+    write_json_atomic,
+)
 from eotwin.io.raster import gdal_cache_env
 from eotwin.progress import ProgressReporter, ensure_progress
 
@@ -71,6 +79,7 @@ logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from eotwin.atmocorr.baselines import AotRetrieval
+    from eotwin.atmocorr.dem import DemOnGrid
     from eotwin.atmocorr.lut import SixSLut
 
 SAMPLE_MAX_SIDE = 1500  # the scene's atmosphere is estimated on an overview at most this many pixels wide
@@ -106,11 +115,16 @@ class RunOptions(BaseModel):
     # 6S aerosol model; "auto": 6s-ddv keeps the table's model under which its blue and red AOTs agree best
     aerosol: Literal["auto", "continental", "maritime"] = "auto"
     aot: float | None = Field(None, ge=0.0, le=5.0)  # 6s-ddv: given AOT at 550 nm instead of DDV
+    aot_map: bool = True  # 6s-ddv: a smoothed AOT map from the dark pixels where they cover the scene (aotmap.py)
     wv: float | None = Field(None, gt=0.0, le=10.0)  # 6s-ddv: given water vapour (g/cm2) instead of B09/B8A
     # total ozone column (cm-atm) when known, e.g. ECMWF's of the L1C's auxiliary data (sen2cor uses it);
     # else 6s-ddv assumes a climatological 0.33 and ai uses its network's estimate
     ozone: float | None = Field(None, gt=0.0, le=1.0)
     lut: Path | None = None  # the 6S table (default: the committed one)
+    # ground height: one elevation (m) for the whole scene, or a DEM (GeoTIFF, metres, any CRS) for the
+    # molecular scattering above each pixel and the illumination of slopes (6s-ddv and dos; see terrain.py)
+    elevation: float | None = Field(None, ge=-500.0, le=9000.0)
+    dem: Path | None = None
     model: Path | None = None  # ai: model file (default: the committed one)
     # ai: the out-of-distribution score above which the scene falls back to 6s-ddv (default: the threshold
     # calibrated with the model's statistics); ood_fallback=False keeps the AI result and only records it
@@ -129,6 +143,8 @@ class RunOptions(BaseModel):
     def _one_input(self) -> RunOptions:
         if (self.input is None) == (self.item_id is None):
             raise ValueError("give either INPUT or --item-id (an item of the STAC API), not both or neither")
+        if self.elevation is not None and self.dem is not None:
+            raise ValueError("give either --elevation or --dem, not both")
         return self
 
 
@@ -182,18 +198,53 @@ class SixSCorrector:
     ozone: float | None = None  # cm-atm as given (--ozone); None: the product's own, else a climatology
     name: str = "6s-ddv"
     aot_estimator: Literal["ddv", "dark-object"] = "ddv"
+    aot_map: bool = True  # ddv: a smoothed AOT map from the dark pixels (aotmap.py) where they cover the scene
+    elevation: float | None = None  # metres, the whole scene (the table is taken at that surface pressure)
+    dem: Path | None = None  # per-pixel height, slope and aspect (altitude and terrain illumination)
     overlap: int = 0
     gives_aot_map: bool = False
     _nodes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _angles: AngleGrid | None = field(default=None, repr=False)
     _ozone: float = 0.0  # the ozone used for the product being corrected (set by prepare)
     _aerosol: str = "continental"  # the aerosol model in use (set by prepare)
+    _aot: float = 0.0
+    _aot_nodes: np.ndarray | None = None  # the AOT map at the node grid, when there is one
+    _sensor: str = "S2A"
+    # with a DEM: the DEM reader, the sea-level molecules-only node terms and t_down per band
+    _dem: DemOnGrid | None = field(default=None, repr=False)
+    _scene_z: float | None = None  # the DEM's median height over the scene (its holes are corrected at it)
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+    _molecular: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def close(self) -> None:
+        """Release the DEM (if one was opened)."""
+        self._stack.close()
+        self._dem = None
 
     def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]:
         from eotwin.atmocorr import baselines
+        from eotwin.atmocorr.dem import DemOnGrid
         from eotwin.atmocorr.lut import load_lut
+        from eotwin.atmocorr.terrain import pressure_ratio
 
-        lut = load_lut(self.lut_path)
+        sea_level = load_lut(self.lut_path)
+        lut = sea_level
+        info: dict[str, object] = {}
+        if self.elevation is not None:
+            lut = sea_level.at_pressure(float(pressure_ratio(self.elevation)))
+            info.update({"elevation": round(float(self.elevation), 1), "elevation_source": "given"})
+        elif self.dem is not None:
+            self._dem = DemOnGrid(self.dem, product.grid, self._stack)
+            median, holes = self._dem.scene_elevation()
+            self._scene_z = median
+            lut = sea_level.at_pressure(float(pressure_ratio(median)))  # the scene-wide retrieval's table
+            info.update({"elevation": round(median, 1), "elevation_source": f"DEM median ({Path(self.dem).name})",
+                         "terrain": "altitude and illumination per pixel", "dem_holes_share": round(holes, 4)})
+            if holes > 0:
+                logger.warning("%s: the DEM leaves %.1f %% of the scene without height: those pixels are corrected "
+                               "as flat ground at the scene's median elevation", product.product_id, 100 * holes)
         self._ozone, ozone_source = resolve_ozone(self.ozone, product, fallback=baselines.DEFAULT_OZONE, lut=lut)
         means = sample.angles
         geometry = {
@@ -201,7 +252,7 @@ class SixSCorrector:
             "vza": min(means["view_zenith"], float(lut.axes["vza"][-1])),
             "raa": float(_raa(means["sun_azimuth"], means["view_azimuth"])),
         }
-        info: dict[str, object] = {"ozone": self._ozone, "ozone_source": ozone_source}
+        info.update({"ozone": self._ozone, "ozone_source": ozone_source})
         chosen = None if self.aerosol == "auto" else self.aerosol
         aerosol = chosen or lut.aerosols[0]
         aot, wv = self.aot, self.wv
@@ -240,6 +291,28 @@ class SixSCorrector:
                 wv = water.wv
         self._aerosol = aerosol
         info["aerosol"] = aerosol
+        angles = product.angles
+        aot_map = None
+        if self.aot_map and self.aot is None and self.aot_estimator == "ddv" and sample.overview is not None:
+            from eotwin.atmocorr.aotmap import ddv_aot_map
+
+            grid = product.grid
+            aot_map = ddv_aot_map(
+                sample.overview, L2A_BANDS, lut, retrieval, pixel_size=grid.res[0] * sample.overview_step,
+                origin=(grid.transform.c, grid.transform.f), sensor=product.spacecraft, wv=wv, o3=self._ozone,
+                **geometry,
+            )
+        if aot_map is not None:
+            # the 6S terms go to the map's cell centres (angles resampled there): per pixel the same cost
+            angles = angles.resampled(aot_map.x0, aot_map.y0, aot_map.step, aot_map.values.shape)
+            self._aot_nodes = aot_map.values
+            self.gives_aot_map = True
+            info.update(aot_map.summary())
+        else:
+            self._aot_nodes = None
+            self.gives_aot_map = False
+            if self.aot_map and self.aot is None and self.aot_estimator == "ddv":
+                info["aot_map"] = "none (one AOT for the scene: the DDV fell back or too few cells hold dark pixels)"
         info["wv_source"] = "given" if self.wv is not None else water.source if water is not None else "B09/B8A"
         if water is not None:
             info.update(
@@ -257,23 +330,39 @@ class SixSCorrector:
             info["warning"] = "; ".join(warnings)
             for line in warnings:
                 logger.warning("%s: %s", product.product_id, line)
-        # 6S terms at the angle nodes, per band
-        angles = product.angles
+        # 6S terms at the angle nodes (or the AOT map's), per band
         sza = angles.sun_zenith
+        node_aot = self._aot_nodes if self._aot_nodes is not None else aot
         vza_max = float(lut.axes["vza"][-1])
         for band in L2A_BANDS:
             vza = np.minimum(angles.view_zenith[band], vza_max)  # S2's widest view is at the table's edge
             raa = _raa(angles.sun_azimuth, angles.view_azimuth[band])
-            terms = lut.terms_for(product.spacecraft, (band,), aerosol, aot, sza, vza, raa, wv, self._ozone)
+            # with a DEM the nodes are at sea level and each pixel is moved to its own pressure in correct()
+            table = sea_level if self._dem is not None else lut
+            terms = table.terms_for(product.spacecraft, (band,), aerosol, node_aot, sza, vza, raa, wv, self._ozone)
             gain = (terms.tg * terms.t_down * terms.t_up)[0].astype(np.float64)
             self._nodes[band] = (terms.path[0].astype(np.float64), gain, terms.s_alb[0].astype(np.float64))
-        self._angles = angles
+            if self._dem is not None:
+                mol = sea_level.terms_for(product.spacecraft, (band,), aerosol, 0.0, sza, vza, raa, wv, self._ozone)
+                self._molecular[band] = (
+                    mol.path[0].astype(np.float64),
+                    (mol.t_down * mol.t_up)[0].astype(np.float64),
+                    mol.s_alb[0].astype(np.float64),
+                    terms.t_down[0].astype(np.float64),
+                    mol.t_down[0].astype(np.float64),
+                )
+        self._angles, self._aot, self._sensor = angles, float(aot), product.spacecraft
         return info
 
     def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
         if self._angles is None:
             raise EotwinError("the 6S corrector was not prepared")
         wr, wc = self._angles.weights(grid, window)
+        aot_block = interpolate_nodes(self._aot_nodes, wr, wc) if self._aot_nodes is not None else None
+        if aot_block is not None:
+            aot_block = np.broadcast_to(aot_block, valid.shape)
+        if self._dem is not None:
+            return BlockResult(self._correct_terrain(toa, window, valid, wr, wc, aot_block), aot_block)
         boa = np.empty_like(toa, dtype=np.float32)
         for k, band in enumerate(L2A_BANDS):
             path, gain, s_alb = (interpolate_nodes(v, wr, wc) for v in self._nodes[band])
@@ -283,7 +372,45 @@ class SixSCorrector:
             denominator += 1.0
             np.divide(y, denominator, out=boa[k])
         np.copyto(boa, np.float32(np.nan), where=~valid)  # broadcast over the bands, no gather
-        return BlockResult(boa)
+        return BlockResult(boa, aot_block)
+
+    def _correct_terrain(
+        self, toa: np.ndarray, window: Window, valid: np.ndarray, wr: np.ndarray, wc: np.ndarray,
+        aot: np.ndarray | None,
+    ) -> np.ndarray:
+        """Per pixel: the table moved to the pixel's surface pressure, and the slope's illumination factor."""
+        from eotwin.atmocorr import terrain
+
+        block = self._dem.read(window)
+        holes = ~np.isfinite(block.elevation)
+        elevation = np.where(holes, self._scene_elevation(), block.elevation)
+        p = terrain.pressure_ratio(elevation)
+        slope = np.where(holes | ~np.isfinite(block.slope), 0.0, block.slope)
+        aspect = np.where(np.isfinite(block.aspect), block.aspect, 0.0)
+        sza = interpolate_nodes(self._angles.sun_zenith, wr, wc).astype(np.float64)
+        saa = interpolate_azimuth(self._angles.sun_azimuth, wr, wc).astype(np.float64)
+        cos_i = terrain.cos_incidence(sza, saa, slope, aspect)
+        depths = terrain.load_optical_depths()
+        boa = np.empty_like(toa, dtype=np.float32)
+        for k, band in enumerate(L2A_BANDS):
+            path, gain, s_alb = (interpolate_nodes(v, wr, wc).astype(np.float64) for v in self._nodes[band])
+            path0, trans0, s_alb0, t_down, t_down0 = (
+                interpolate_nodes(v, wr, wc).astype(np.float64) for v in self._molecular[band]
+            )
+            path = terrain.molecular_scaled(path, path0, p)
+            gain = terrain.molecular_scaled(gain, trans0, p, transmittance=True)
+            s_alb = terrain.molecular_scaled(s_alb, s_alb0, p)
+            t_down = terrain.molecular_scaled(t_down, t_down0, p, transmittance=True)
+            tau = depths.tau(self._sensor, band, self._aerosol, self._aot if aot is None else aot, p)
+            factor = terrain.illumination_factor(cos_i, sza, tau, t_down, slope)
+            boa[k] = terrain.toa_to_boa_tilted(toa[k], path, gain, s_alb, factor)
+        np.copyto(boa, np.float32(np.nan), where=~valid)
+        return boa
+
+    def _scene_elevation(self) -> float:
+        if self._scene_z is None:
+            raise EotwinError("the 6S corrector was not prepared with a DEM")
+        return self._scene_z
 
 
 def _retrieval_info(retrieval: AotRetrieval, estimator: str) -> dict[str, object]:
@@ -346,9 +473,10 @@ def _ai_factory(options: RunOptions) -> Corrector:
 
 
 METHODS: dict[str, Callable[[RunOptions], Corrector]] = {
-    "6s-ddv": lambda o: SixSCorrector(lut_path=o.lut, aerosol=o.aerosol, aot=o.aot, wv=o.wv, ozone=o.ozone),
+    "6s-ddv": lambda o: SixSCorrector(lut_path=o.lut, aerosol=o.aerosol, aot=o.aot, wv=o.wv, ozone=o.ozone,
+                                      elevation=o.elevation, dem=o.dem, aot_map=o.aot_map),
     "dos": lambda o: SixSCorrector(lut_path=o.lut, aerosol=o.aerosol, wv=o.wv, ozone=o.ozone, name="dos",
-                                   aot_estimator="dark-object"),
+                                   aot_estimator="dark-object", elevation=o.elevation, dem=o.dem),
     "ai": _ai_factory,
 }
 
@@ -370,6 +498,9 @@ def make_corrector(options: RunOptions) -> Corrector:
         raise EotwinError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
     if method != "6s-ddv" and (options.aot is not None or options.wv is not None):
         raise EotwinError("--aot and --wv only apply to --method 6s-ddv")
+    if method == "ai" and (options.elevation is not None or options.dem is not None):
+        raise EotwinError("--elevation and --dem apply to --method 6s-ddv and dos: the AI's network knows sea-level"
+                          " targets only")
     if method != "ai" and options.ood_threshold is not None:
         raise EotwinError("--ood-threshold only applies to --method ai")
     return METHODS[method](options)
@@ -544,6 +675,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
     product = _open_input(options)
     corrector = make_corrector(options)
     method = corrector.name
+    release = getattr(corrector, "close", None)  # a corrector holding a file (the DEM) lets it go at the end
     reference = (
         open_l2a_reference(options.reference, round(product.resolution)) if options.reference else None
     )
@@ -556,13 +688,17 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
         with contextlib.ExitStack() as stack:
             import rasterio
 
+            if release is not None:
+                stack.callback(release)
+
             # GDAL's default block cache (5 % of RAM) would grow past the memory goal on a full tile
             # (an integer is bytes for rasterio; GDAL_NUM_THREADS decodes the tiles of one read in parallel)
             stack.enter_context(
                 gdal_cache_env(GDAL_CACHE_MB, GDAL_NUM_THREADS="ALL_CPUS")
             )
             stack.enter_context(stac_input.product_env(product))  # S3/HTTP access for an item's bands
-            reader = stack.enter_context(BandReader({b: product.bands[b] for b in L2A_BANDS}, grid))
+            reader = stack.enter_context(BandReader({b: product.bands[b] for b in L2A_BANDS}, grid,
+                                                    **stac_input.read_retries(product)))
             ref_reader = (
                 stack.enter_context(BandReader(reference.bands, grid, categorical=("SCL",)))
                 if reference
@@ -741,10 +877,13 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
         )
         write_json_atomic(staging / FILES["item"], item)
         published = _publish(staging, target)
-    except BaseException:
+    except BaseException as exc:
+        full = out_of_space(exc, staging) if isinstance(exc, Exception) else None  # before the staging goes
         for w in writers:
             w.abort()
         shutil.rmtree(staging, ignore_errors=True)
+        if full and not isinstance(exc, DiskFullError):
+            raise disk_full_error(target, full) from None
         raise
     names = {v: k for k, v in FILES.items()}
     out_files = {names[n]: p for n, p in published.items() if n in names}

@@ -28,9 +28,10 @@ import contextlib
 import math
 import re
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 from xml.etree import ElementTree
 
 import numpy as np
@@ -217,6 +218,19 @@ class AngleGrid:
         rows = grid.transform.f + (window.row_off + np.arange(window.height) + 0.5) * res_y
         ny, nx = self.shape
         return _hat_weights((self.y0 - rows) / self.step, ny), _hat_weights((cols - self.x0) / self.step, nx)
+
+    def resampled(self, x0: float, y0: float, step: float, shape: tuple[int, int]) -> AngleGrid:
+        """The same angles on another node grid (bilinear, azimuths through sine and cosine)."""
+        ny, nx = shape
+        xs, ys = x0 + step * np.arange(nx), y0 - step * np.arange(ny)
+        wr = _hat_weights((self.y0 - ys) / self.step, self.shape[0])
+        wc = _hat_weights((xs - self.x0) / self.step, self.shape[1])
+        at = lambda v: (wr @ np.asarray(v, dtype=np.float64)) @ wc.T  # noqa: E731
+        return AngleGrid(
+            x0, y0, step, at(self.sun_zenith), interpolate_azimuth(self.sun_azimuth, wr, wc).astype(np.float64),
+            {b: at(v) for b, v in self.view_zenith.items()},
+            {b: interpolate_azimuth(v, wr, wc).astype(np.float64) for b, v in self.view_azimuth.items()},
+        )
 
     def crop(self, grid: Grid) -> AngleGrid:
         """Only the nodes around ``grid`` (so a small image does not carry the whole tile's grid)."""
@@ -727,6 +741,39 @@ def _open_stack(path: Path, resolution: int | None) -> L1CProduct:
 
 
 # ----------------------------------------------------------------------------- block reading
+T = TypeVar("T")
+# a remote read refused for good (keys, a missing object): trying again cannot help
+_PERMANENT_REMOTE = re.compile(r"HTTP response code: 4(?!29)\d\d|\b(401|403|404)\b|AccessDenied|NoSuchKey|"
+                               r"InvalidAccessKeyId|SignatureDoesNotMatch|does not exist|No such file", re.IGNORECASE)
+
+
+def _worth_retrying(message: str) -> bool:
+    """Whether a failed remote open or read may succeed when tried again (not a refusal, not a missing file)."""
+    return not _PERMANENT_REMOTE.search(message)
+
+
+def retry_remote(attempt: Callable[[], T], *, retries: int, backoff_s: float, what: str,
+                 before_retry: Callable[[], None] | None = None) -> T:
+    """``attempt()``, tried again up to ``retries`` times with a doubling delay while it fails with an
+    :class:`EotwinError` worth retrying; ``before_retry`` runs before each new try (reopen what failed)."""
+    import time
+
+    delay = backoff_s
+    for tries in range(retries + 1):
+        try:
+            if tries and before_retry is not None:
+                before_retry()
+            return attempt()
+        except EotwinError as exc:
+            if tries == retries or not _worth_retrying(str(exc)):
+                if tries:
+                    raise EotwinError(f"{exc} ({what}: {tries + 1} attempts)") from None
+                raise
+        time.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")
+
+
 class BandReader:
     """Reads named bands of one or more files onto a target grid, window by window.
 
@@ -736,15 +783,33 @@ class BandReader:
     """
 
     def __init__(
-        self, sources: Mapping[str, BandSource], grid: Grid, *, categorical: Sequence[str] = ()
+        self, sources: Mapping[str, BandSource], grid: Grid, *, categorical: Sequence[str] = (),
+        retries: int = 0, backoff_s: float = 0.5,
     ) -> None:
         self.sources = dict(sources)
         self.grid = grid
         self.categorical = set(categorical)
+        # remote bands (an item's /vsis3/, /vsicurl/): a body cut short reaches us as a decoder error
+        # ("No code-stream"), which GDAL does not retry; the open or the block read is tried again afresh
+        self.retries, self.backoff_s = max(0, int(retries)), float(backoff_s)
         self._stack = contextlib.ExitStack()
         self._views: dict[str, tuple[object, int]] = {}
 
     def __enter__(self) -> BandReader:
+        return self._retrying(self._open, "opening the bands", reopen=False)
+
+    def _retrying(self, attempt: Callable[[], T], what: str, *, reopen: bool = True) -> T:
+        """``attempt()``, tried again ``retries`` times (every dataset reopened) when a remote read fails."""
+
+        def afresh() -> None:
+            self._stack.close()
+            self._stack, self._views = contextlib.ExitStack(), {}
+            if reopen:
+                self._open()
+
+        return retry_remote(attempt, retries=self.retries, backoff_s=self.backoff_s, what=what, before_retry=afresh)
+
+    def _open(self) -> BandReader:
         import rasterio
         from rasterio.crs import CRS as RioCRS
         from rasterio.enums import Resampling
@@ -833,6 +898,18 @@ class BandReader:
     ) -> RawBlock:
         """The stored values of ``bands`` as read (uint16 for a stack: half the memory of float32), for
         :meth:`to_float`; a read-ahead thread holds these rather than the converted block."""
+        return self._retrying(lambda: self._read_dn(bands, window, out_shape, resampling, step=step),
+                              "reading a block")
+
+    def _read_dn(
+        self,
+        bands: Sequence[str],
+        window: Window | None,
+        out_shape: tuple[int, int] | None,
+        resampling: str,
+        *,
+        step: int,
+    ) -> RawBlock:
         import rasterio
         from rasterio.enums import Resampling
         from rasterio.windows import Window as RioWindow
@@ -1262,8 +1339,19 @@ class BlockWriter:
             vrt.unlink(missing_ok=True)
 
     def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self._ds.close()
+        import logging
+
+        import rasterio
+
+        # closing flushes what is buffered: on a full disk GDAL complains once per block, about a file that is
+        # being thrown away; inside an Env its words go to logging (not stderr), and they are not shown
+        gdal_log = logging.getLogger("rasterio._env")
+        level, gdal_log.disabled = gdal_log.disabled, True
+        try:
+            with contextlib.suppress(Exception), rasterio.Env():
+                self._ds.close()
+        finally:
+            gdal_log.disabled = level
         self._drop_pyramid()
         self._cleanup(self.path.with_name(self.path.stem + ".staging.vrt"))
 

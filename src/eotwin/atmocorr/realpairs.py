@@ -209,8 +209,9 @@ def barbellino_pairs(fixtures: Path, out_dir: Path) -> list[Path]:
             "view zenith 0 and azimuth 0 deg assumed (nadir): the place's position in the swath is unknown, "
             "the true view zenith lies within 0-11.5 deg",
             "no ozone column known: the correctors use their default (climatology or the network's estimate)",
-            "surface elevation about 1900-2600 m (Alps): sen2cor corrected with a DEM (pressure, terrain); "
-            "eotwin's 6S table is at sea level",
+            "surface elevation from 1862 m (the lake) upwards (Alps): sen2cor corrected with a DEM (pressure, "
+            "terrain); no DEM of the place is at hand here, so elevation_m gives the lake's height for "
+            "--elevation and the slopes stay uncorrected",
             "SCL at 20 m resampled to 10 m by nearest neighbour; no data 65535 -> 0; reflectance = DN / 10000 "
             "(baseline < 04.00, no offset)",
             "sen2r resampled every band to 10 m (B01, B09, B10 from 60 m; B05-B07, B11, B12 from 20 m)",
@@ -221,6 +222,8 @@ def barbellino_pairs(fixtures: Path, out_dir: Path) -> list[Path]:
             "l2a_id": ids["l2a_id"],
             "datetime": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
             "bbox": _bbox(grid),
+            "elevation_m": BARBELLINO_ELEVATION[0],
+            "elevation_source": BARBELLINO_ELEVATION[1],
             "notes": notes,
         }
         l1c_tags = {
@@ -320,6 +323,9 @@ def list_pairs(directory: Path) -> list[PairFolder]:
 TOA_METHOD = "toa"  # "TOA left unchanged", beside every method
 AI_RAW = "ai-raw"  # ``ai`` with its out-of-distribution fallback off
 FIXED_AOT_PREFIX = "6s-ddv:aot="  # ``6s-ddv`` given this AOT instead of retrieving it
+AT_ELEVATION = "6s-ddv:elevation"  # ``6s-ddv`` with the ground height of the pair's ``elevation_m``
+BARBELLINO_ELEVATION = (1862.0, "Lago del Barbellino's surface, 1,862 m a.s.l. (Wikipedia, 'Lago del Barbellino'); "
+                        "the patch lies on its shore, the ground rises from there")
 
 
 def benchmark_methods() -> list[str]:
@@ -347,13 +353,19 @@ def scene_aot(result) -> float | None:
     return None
 
 
-def correct(l1c: Path, method: str, output: Path, reference: Path | None = None, progress=None):
+def correct(l1c: Path, method: str, output: Path, reference: Path | None = None, progress=None,
+            elevation: float | None = None):
     """One run of the real pipeline (``eotwin atmocorr run``) with ``method``; with ``reference`` the run
-    scores itself against it (SCL-clear pixels, :class:`~eotwin.atmocorr.pipeline.MetricsAccumulator`)."""
+    scores itself against it (SCL-clear pixels, :class:`~eotwin.atmocorr.pipeline.MetricsAccumulator`).
+    :data:`AT_ELEVATION` needs ``elevation`` (the pair's ground height)."""
     from eotwin.atmocorr.pipeline import make_options, run_correction
 
     extra: dict = {}
-    if method == AI_RAW:  # the AI's own answer, even where its out-of-distribution score says fall back
+    if method == AT_ELEVATION:
+        if elevation is None:
+            raise EotwinError(f"{method}: the pair has no elevation_m in its pair.json")
+        method, extra = "6s-ddv", {"elevation": float(elevation)}
+    elif method == AI_RAW:  # the AI's own answer, even where its out-of-distribution score says fall back
         method, extra = "ai", {"ood_fallback": False}
     elif method.startswith(FIXED_AOT_PREFIX):  # 6s-ddv with a given AOT: how far a constant gets
         try:
@@ -375,7 +387,8 @@ def evaluate_pair(pair: PairFolder, methods: Sequence[str], output: Path, progre
     report: dict = {"pair_id": pair.pair_id, "meta": pair.meta, "methods": {}}
     for method in methods:
         try:
-            result = correct(pair.l1c, method, Path(output) / pair.pair_id / method, pair.l2a, progress)
+            result = correct(pair.l1c, method, Path(output) / pair.pair_id / method.replace(":", "_"), pair.l2a,
+                             progress, elevation=pair.meta.get("elevation_m"))
         except EotwinError as exc:
             report["methods"][method] = {"error": str(exc)}
             continue
@@ -384,7 +397,7 @@ def evaluate_pair(pair: PairFolder, methods: Sequence[str], output: Path, progre
             "metrics": metrics["corrected"],
             "aot": scene_aot(result),
             "atmosphere": {k: v for k, v in result.atmosphere.items() if isinstance(v, int | float | str)},
-            "l2a": str(Path(output) / pair.pair_id / method / "l2a.tif"),
+            "l2a": str(Path(output) / pair.pair_id / method.replace(":", "_") / "l2a.tif"),
             "seconds": round(result.seconds, 3),
         }
         report["methods"].setdefault(TOA_METHOD, {"metrics": metrics["toa_unchanged"], "aot": None})

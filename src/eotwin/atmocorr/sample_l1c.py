@@ -10,6 +10,7 @@ so ``eotwin atmocorr run L1C --reference TRUTH`` measures a correction against t
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,16 @@ class SampleL1C:
     atmosphere: dict[str, object] = field(default_factory=dict)
     geometry: dict[str, float] = field(default_factory=dict)
     spacecraft: str = "Sentinel-2A"
+
+
+def toa_terms(lut: SixSLut, *, sensor: str, aerosol: str, aot: float, wv: float, o3: float, sun_zenith: float,
+              sun_azimuth: float, view_zenith: float, view_azimuth: float,
+              bands: tuple[str, ...] = S2_BANDS) -> AtmosphereTerms:
+    """The table's terms for one atmosphere and geometry, shaped to broadcast over (bands, rows, cols)."""
+    raa = physics.relative_azimuth(sun_azimuth, view_azimuth)
+    terms = lut.terms_for(sensor, bands, aerosol, aot, sun_zenith, view_zenith, raa, wv, o3)
+    shape = (slice(None), None, None)
+    return AtmosphereTerms(terms.bands, *(getattr(terms, k)[shape] for k in ("path", "tg", "t_down", "t_up", "s_alb")))
 
 
 def simulate_toa(
@@ -149,26 +160,81 @@ def make_l1c_from_surface(
         o3=float(atm["o3"]),
         **geo,
     )
+    tags = l1c_stack_tags(f"{product_id}_L1C", spacecraft, geo, atm, simulation, ozone_tag=ozone_tag)
+    l1c = write_geotiff(directory / "l1c_stack.tif", toa_to_dn(toa, valid), grid, nodata=0,
+                        descriptions=list(S2_BANDS), tags=tags)
+    truth = write_geotiff(directory / "l2a_truth.tif", boa_to_dn(surface[TRUTH_BANDS], valid), grid, nodata=0,
+                          descriptions=list(L2A_BANDS), tags=truth_tags(product_id))
+    return SampleL1C(l1c, truth, surface, valid, atm, geo, spacecraft)
+
+
+TRUTH_BANDS = [S2_BANDS.index(b) for b in L2A_BANDS]
+
+
+def toa_to_dn(toa: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """TOA reflectance -> L1C DN (baseline >= 04.00: RADIO_ADD_OFFSET -1000); 0 outside ``valid``."""
     dn = np.clip(np.rint(toa * QUANTIFICATION - RADIO_ADD_OFFSET), 1, 65535).astype(np.uint16)
     dn[:, ~valid] = 0
-    tags = l1c_stack_tags(f"{product_id}_L1C", spacecraft, geo, atm, simulation, ozone_tag=ozone_tag)
-    l1c = write_geotiff(directory / "l1c_stack.tif", dn, grid, nodata=0, descriptions=list(S2_BANDS), tags=tags)
-    truth_bands = [S2_BANDS.index(b) for b in L2A_BANDS]
-    truth_dn = boa_to_dn(surface[truth_bands], valid)
-    truth = write_geotiff(
-        directory / "l2a_truth.tif",
-        truth_dn,
-        grid,
-        nodata=0,
-        descriptions=list(L2A_BANDS),
-        tags={
-            "BOA_ADD_OFFSET": BOA_ADD_OFFSET,
-            "BOA_QUANTIFICATION_VALUE": int(QUANTIFICATION),
-            "PROCESSING_LEVEL": "L2A",
-            "PRODUCT_ID": f"{product_id}_SURFACE",
-        },
-    )
-    return SampleL1C(l1c, truth, surface, valid, atm, geo, spacecraft)
+    return dn
+
+
+def truth_tags(product_id: str) -> dict[str, object]:
+    return {"BOA_ADD_OFFSET": BOA_ADD_OFFSET, "BOA_QUANTIFICATION_VALUE": int(QUANTIFICATION),
+            "PROCESSING_LEVEL": "L2A", "PRODUCT_ID": f"{product_id}_SURFACE"}
+
+
+def write_sample_l1c(
+    directory: str | Path,
+    *,
+    size: int = 600,
+    seed: int = 42,
+    spacecraft: str = "Sentinel-2A",
+    atmosphere: dict[str, object] | None = None,
+    geometry: dict[str, float] | None = None,
+    lut_path: Path | None = None,
+    block_rows: int = 64,  # the forward model works in float64: 64 rows of a full tile are about 70 MB a copy
+    progress: ProgressReporter | None = None,
+) -> tuple[Path, Path]:
+    """:func:`make_sample_l1c`'s two files written ``block_rows`` rows at a time (the same pixels), for sizes
+    up to a full tile within a few hundred MB; returns the L1C stack and truth paths."""
+    from rasterio.windows import Window as RioWindow
+
+    from eotwin.atmocorr.srf import normalise_sensor
+    from eotwin.io.raster import geotiff_writer
+    from eotwin.sample.scene import SceneGenerator
+
+    atm = {**DEFAULT_ATMOSPHERE, **(atmosphere or {})}
+    geo = {**DEFAULT_GEOMETRY, **(geometry or {})}
+    unknown = set(atm) - set(DEFAULT_ATMOSPHERE) | set(geo) - set(DEFAULT_GEOMETRY)
+    if unknown:
+        raise EotwinError(f"unknown atmosphere or geometry keys: {', '.join(sorted(unknown))}")
+    sensor = normalise_sensor(spacecraft)
+    directory = ensure_writable_dir(Path(directory))
+    lut = load_lut(lut_path)
+    generator = SceneGenerator(size, seed)
+    grid = generator.image_grid
+    tags = l1c_stack_tags("EOTWIN_SAMPLE_L1C", spacecraft, geo, atm,
+                          "sample-scene surface through the 6S LUT forward model (eotwin.atmocorr.sample_l1c)")
+    progress = ensure_progress(progress)
+    with contextlib.ExitStack() as stack:
+        l1c = stack.enter_context(geotiff_writer(directory / "l1c_stack.tif", grid, len(S2_BANDS), "uint16", nodata=0,
+                                                 descriptions=list(S2_BANDS), tags=tags))
+        truth = stack.enter_context(geotiff_writer(directory / "l2a_truth.tif", grid, len(L2A_BANDS), "uint16",
+                                                   nodata=0, descriptions=list(L2A_BANDS),
+                                                   tags=truth_tags("EOTWIN_SAMPLE")))
+        terms = toa_terms(lut, sensor=sensor, aerosol=str(atm["aerosol"]), aot=float(atm["aot"]), wv=float(atm["wv"]),
+                          o3=float(atm["o3"]), **geo)  # once: the same atmosphere for every block
+        starts = range(0, size, block_rows)
+        with progress.task(f"writing a {size} px sample L1C", total=len(starts)) as task:
+            for r0 in starts:
+                part = generator.rows(r0, min(r0 + block_rows, size))
+                valid = ~part.nodata
+                toa = physics.forward(part.surface_reflectance, terms).astype(np.float32)
+                window = RioWindow(0, r0, size, valid.shape[0])
+                l1c.write(toa_to_dn(toa, valid), window=window)
+                truth.write(boa_to_dn(part.surface_reflectance[TRUTH_BANDS], valid), window=window)
+                task.advance()
+    return directory / "l1c_stack.tif", directory / "l2a_truth.tif"
 
 
 # ----------------------------------------------------------------------------- a full-size tile, fast

@@ -48,8 +48,9 @@ def simulate(
     wv: float,
     o3: float,
     rho: float = 0.0,
+    altitude_km: float = 0.0,
 ) -> SixSResult:
-    """One 6S run: satellite-level sensor, sea-level target, 6S US-62 profile scaled to the given H2O (g/cm2) and O3 (cm-atm).
+    """One 6S run: satellite-level sensor, target at sea level (or ``altitude_km``), 6S US-62 profile scaled to the given H2O (g/cm2) and O3 (cm-atm).
 
     ``raa`` is the relative azimuth in degrees (0 = backscatter side, 6S's phi = sun - view azimuth).
     An ``aot`` of 0 runs without aerosol, whatever ``aerosol`` is.
@@ -61,7 +62,10 @@ def simulate(
         raise EotwinError(f"unknown aerosol model {aerosol!r}: expected one of {', '.join(AEROSOL_MODELS)}")
     s = SixS(sixs_executable())
     s.altitudes.set_sensor_satellite_level()
-    s.altitudes.set_target_sea_level()
+    if altitude_km > 0:
+        s.altitudes.set_target_custom_altitude(float(altitude_km))
+    else:
+        s.altitudes.set_target_sea_level()
     s.atmos_profile = AtmosProfile.UserWaterAndOzone(float(wv), float(o3))
     s.wavelength = Wavelength(py6s_wavelength(normalise_sensor(sensor), normalise_band(band)))
     s.ground_reflectance = GroundReflectance.HomogeneousLambertian(float(rho))
@@ -89,3 +93,23 @@ def simulate(
         s_alb=float(out.spherical_albedo.total),
         intrinsic=float(out.atmospheric_intrinsic_reflectance),
     )
+
+
+def optical_depths(sensor: str, band: str, aerosol: str) -> tuple[float, float]:
+    """6S's sea-level Rayleigh optical depth of ``band`` and its aerosol optical depth at AOT(550 nm) = 1."""
+    from Py6S import AeroProfile, Geometry, SixS, Wavelength
+
+    s = SixS(sixs_executable())
+    s.altitudes.set_sensor_satellite_level()
+    s.altitudes.set_target_sea_level()
+    s.wavelength = Wavelength(py6s_wavelength(normalise_sensor(sensor), normalise_band(band)))
+    model = AeroProfile.Continental if aerosol.lower() == "continental" else AeroProfile.Maritime
+    if aerosol.lower() not in AEROSOL_MODELS:
+        raise EotwinError(f"unknown aerosol model {aerosol!r}: expected one of {', '.join(AEROSOL_MODELS)}")
+    s.aero_profile = AeroProfile.PredefinedType(model)
+    s.aot550 = 1.0
+    s.geometry = Geometry.User()
+    s.geometry.solar_z, s.geometry.view_z, s.geometry.month, s.geometry.day = 30.0, 0.0, 7, 1
+    s.run()
+    depth = s.outputs.optical_depth_total
+    return float(depth.rayleigh), float(depth.aerosol)

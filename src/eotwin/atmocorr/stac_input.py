@@ -143,7 +143,7 @@ def _session(endpoints: Endpoints):
     return session
 
 
-NO_KEYS = ("no S3 keys found (give --s3-access-key and --s3-secret-key, set CDSE_S3_ACCESS_KEY and "
+NO_KEYS = ("no S3 keys found (give --s3-access-key and --s3-secret-key-file, set CDSE_S3_ACCESS_KEY and "
            "CDSE_S3_SECRET_KEY, or add the endpoint's host to ~/.netrc)")
 
 
@@ -273,12 +273,24 @@ def gdal_env(access: RemoteAccess) -> Iterator[None]:
     demote = _DemoteGdalHttpMessages(logger)
     logger.addFilter(demote)
     try:
-        with rasterio.Env(session=s3_session(access.endpoints, access.credentials), **gdal_options(access.endpoints)):
+        options = gdal_options(access.endpoints)
+        # what GDAL fetched lives as long as the dataset that fetched it, not the process: a body cut short
+        # (which GDAL keeps and decodes as garbage) is gone once the reader reopens the band to try again
+        options.setdefault("CPL_VSIL_CURL_NON_CACHED", "/vsis3/:/vsicurl/")
+        with rasterio.Env(session=s3_session(access.endpoints, access.credentials), **options):
             yield
     except EotwinError as exc:
         raise EotwinError(explain_remote_error(access, _scrub(access, str(exc)))) from None
     finally:
         logger.removeFilter(demote)
+
+
+def read_retries(product: L1CProduct) -> dict[str, float]:
+    """``BandReader`` retry settings for the product's bands: the endpoints' policy when remote, none when local."""
+    access = product.extra.get("remote_access")
+    if not isinstance(access, RemoteAccess):
+        return {}
+    return {"retries": access.endpoints.max_retries, "backoff_s": access.endpoints.backoff_s}
 
 
 def product_env(product: L1CProduct) -> contextlib.AbstractContextManager:
@@ -437,8 +449,6 @@ def open_stac_item(
     item: dict, source: str, resolution: int | None = None, access: RemoteAccess | None = None
 ) -> L1CProduct:
     """An L1C product from a STAC item dict; ``source`` is where the item came from (file path or URL)."""
-    from eotwin.io.raster import grid_of, open_raster
-
     _check_resolution(resolution)
     access = access or RemoteAccess.resolve()
     item_id = str(item.get("id") or Path(source).stem)
@@ -474,9 +484,8 @@ def open_stac_item(
     else:
         quantification, offsets = _radiometry_from_item(item, assets)
     bands = {b: BandSource(gdal_path(first_href(a, b))) for b, a in assets.items()}
-    with gdal_env(access), open_raster(bands["B02"].path) as ds:
-        grid10 = grid_of(ds)
-        crs = ds.crs
+    with gdal_env(access):
+        grid10, crs = _band_grid(bands["B02"].path, access)
     if crs is None or crs.to_epsg() is None or f"EPSG:{crs.to_epsg()}" != tile.crs_code:
         raise EotwinError(f"item {item_id}: band CRS {crs} does not match the tile metadata's {tile.crs_code}")
     grid = _grid_at(grid10, resolution or 10)
@@ -496,6 +505,19 @@ def open_stac_item(
         processing_baseline=(meta.processing_baseline if meta else None) or props.get("processing:version"),
         extra={"tile_crs": tile.crs_code, "mean_sun": tile.mean_sun, "remote_access": access},
     )
+
+
+def _band_grid(path: str, access: RemoteAccess):
+    """(grid, CRS) of a remote band, its open tried again like every band read (a cut body is a decoder error)."""
+    from eotwin.atmocorr.products import retry_remote
+    from eotwin.io.raster import grid_of, open_raster
+
+    def read():
+        with open_raster(path) as ds:
+            return grid_of(ds), ds.crs
+
+    return retry_remote(read, retries=access.endpoints.max_retries, backoff_s=access.endpoints.backoff_s,
+                        what=f"opening {path}")
 
 
 def open_item_source(

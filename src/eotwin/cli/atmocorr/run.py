@@ -26,11 +26,17 @@ def run_command(
     aerosol: str = typer.Option("auto", "--aerosol", help="6S aerosol model: auto (6s-ddv picks continental or "
                                 "maritime per scene from its dark pixels), continental or maritime."),
     aot: float | None = typer.Option(None, "--aot", help="6s-ddv: use this AOT at 550 nm instead of estimating it."),
+    aot_map: bool = typer.Option(True, "--aot-map/--no-aot-map", help="6s-ddv: AOT per 3 km cell from the dark "
+                                 "pixels, smoothed (as sen2cor), where they cover the scene; else one AOT per scene."),
     wv: float | None = typer.Option(None, "--wv", help="6s-ddv: use this water vapour (g/cm2) instead of B09/B8A."),
     ozone: float | None = typer.Option(None, "--ozone", help="Total ozone column (cm-atm) when known, e.g. ECMWF's "
                                        "from the L1C's auxiliary data (as sen2cor uses it); default: 0.33 "
                                        "(climatology) for 6s-ddv, the network's own estimate for ai."),
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
+    elevation: float | None = typer.Option(None, "--elevation", help="6s-ddv/dos: ground height (m) of the whole "
+                                           "scene: less air, less Rayleigh scattering above high ground."),
+    dem: Path | None = typer.Option(None, "--dem", help="6s-ddv/dos: DEM (GeoTIFF, metres, any CRS): the air above "
+                                    "each pixel and the illumination of slopes, as sen2cor's terrain correction."),
     model: Path | None = typer.Option(None, "--model", help="ai: model file (default: the committed one)."),
     ood_threshold: float | None = typer.Option(None, "--ood-threshold", help="ai: out-of-distribution score above "
                                                "which the scene is corrected with 6s-ddv instead (default: the "
@@ -46,14 +52,19 @@ def run_command(
                                            "eodata; http:// for a plain-HTTP mirror)."),
     s3_access_key: str | None = typer.Option(None, "--s3-access-key", help="CDSE S3 key (else $CDSE_S3_ACCESS_KEY "
                                              "or ~/.netrc)."),
-    s3_secret_key: str | None = typer.Option(None, "--s3-secret-key", help="CDSE S3 secret (else "
-                                             "$CDSE_S3_SECRET_KEY or ~/.netrc)."),
+    s3_secret_key_file: Path | None = typer.Option(None, "--s3-secret-key-file", help="File holding the CDSE S3 "
+                                                   "secret (else $CDSE_S3_SECRET_KEY or ~/.netrc)."),
+    s3_secret_key: str | None = typer.Option(None, "--s3-secret-key", hidden=True),
 ) -> None:
     """Atmospheric correction of a Sentinel-2 L1C product into an L2A-like product (DN = BOA x 10000 + 1000)."""
     from eotwin.atmocorr.pipeline import make_options, run_correction
+    from eotwin.live.credentials import read_secret_file, refuse_secret_on_argv
+
+    refuse_secret_on_argv(s3_secret_key, "--s3-secret-key", "$CDSE_S3_SECRET_KEY, --s3-secret-key-file or ~/.netrc")
+    s3_secret_key = read_secret_file(s3_secret_key_file, "--s3-secret-key-file") if s3_secret_key_file else None
 
     options = make_options(input=input_path, output=output, resolution=resolution, method=method,
-                           reference=reference, aerosol=aerosol, aot=aot, wv=wv, ozone=ozone, lut=lut, model=model,
+                           reference=reference, aerosol=aerosol, aot=aot, aot_map=aot_map, wv=wv, ozone=ozone, lut=lut, model=model, elevation=elevation, dem=dem,
                            ood_threshold=ood_threshold, ood_fallback=ood_fallback,
                            block_rows=block_rows, item_id=item_id, stac_url=stac_url, s3_endpoint=s3_endpoint,
                            s3_access_key=s3_access_key, s3_secret_key=s3_secret_key)
@@ -90,10 +101,11 @@ def sample_l1c_command(
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
 ) -> None:
     """Write the sample scene as an L1C stack made with the 6S table (known atmosphere) and its true surface."""
-    from eotwin.atmocorr.sample_l1c import make_sample_l1c
+    from eotwin.atmocorr.sample_l1c import write_sample_l1c
 
-    made = make_sample_l1c(output, size=size, seed=seed, spacecraft=spacecraft,
-                           atmosphere={"aot": aot, "wv": wv, "o3": ozone, "aerosol": aerosol},
-                           geometry={"sun_zenith": sun_zenith, "view_zenith": view_zenith}, lut_path=lut)
-    _common.out.print(f"l1c       {made.l1c}")
-    _common.out.print(f"truth     {made.truth}")
+    l1c, truth = write_sample_l1c(output, size=size, seed=seed, spacecraft=spacecraft,
+                                  atmosphere={"aot": aot, "wv": wv, "o3": ozone, "aerosol": aerosol},
+                                  geometry={"sun_zenith": sun_zenith, "view_zenith": view_zenith}, lut_path=lut,
+                                  progress=_common.progress())
+    _common.out.print(f"l1c       {l1c}")
+    _common.out.print(f"truth     {truth}")
