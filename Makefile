@@ -6,7 +6,7 @@ STAMP := $(VENV)/.eotwin-installed
 APT_PACKAGES := libgfortran5 libusb-1.0-0
 DEMO_DIR ?= demo-output
 
-.PHONY: setup system-deps demo test lint clean
+.PHONY: setup system-deps viewer browser-deps demo test lint clean
 
 # Debian packages: libgfortran5 for the 6S binary, libusb for Open3D (optional mesh extra).
 system-deps:
@@ -34,13 +34,31 @@ $(BEN_MOCK):
 	pre='configilm/extra/mock_data/BENv2/'; out=pathlib.Path('.eotwin-data/BENv2'); \
 	[(out/n[len(pre):]).parent.mkdir(parents=True,exist_ok=True) or (out/n[len(pre):]).write_bytes(z.read(n)) for n in z.namelist() if n.startswith(pre) and not n.endswith('/')]"
 
-setup: $(STAMP) $(BEN_MOCK)
+# The streaming COPC viewer (eotwin pointcloud serve): copc.js + laz-perf (wasm) + three.js from npm, pinned by
+# package-lock.json, bundled by esbuild into the package's assets (git-ignored build products).
+VIEWER_SRC := web/streaming-viewer
+VIEWER_BUNDLE := src/eotwin/pointcloud/assets/stream/viewer.js
+$(VIEWER_BUNDLE): $(VIEWER_SRC)/package.json $(VIEWER_SRC)/package-lock.json $(VIEWER_SRC)/build.mjs $(wildcard $(VIEWER_SRC)/src/*.js)
+	@command -v npm >/dev/null 2>&1 || { echo "installing Debian packages: nodejs npm"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
+	cd $(VIEWER_SRC) && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+
+viewer: $(VIEWER_BUNDLE)
+
+# Headless Chromium for the streaming viewer's browser test (Debian package).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian package: chromium"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+setup: $(STAMP) $(BEN_MOCK) $(VIEWER_BUNDLE)
 	bash scripts/setup_deltatwin_cli.sh
 
 demo: setup
 	$(VENV)/bin/eotwin demo -o $(DEMO_DIR)
 
-test: setup
+test: setup browser-deps
 	$(VENV)/bin/python -m pytest -q
 
 lint: setup

@@ -430,7 +430,8 @@ def _cases() -> list[Case]:
         lambda w, d: live(d, "7,45,7.1,45.1", "2024-06-01/2024-06-02/2024-06-03"))
     add("live-date-missing", "pointcloud build live", r"--date")(
         lambda w, d: ["pointcloud", "build", "--bbox", "7,45,7.1,45.1", "-o", str(d / "out" / "c.laz")])
-    add("live-stac-unreachable", "pointcloud build live", r"(?i)stac.*(failed|unreachable|connect)")(
+    add("live-stac-unreachable", "pointcloud build live", r"(?i)stac.*(failed|unreachable|connect)",
+        env={"EOTWIN_HTTP_MAX_RETRIES": "1", "EOTWIN_HTTP_BACKOFF_S": "0.05"})(  # the retries are tested elsewhere
         lambda w, d: live(d, "7,45,7.01,45.01", "2024-06-01", "--no-cache"))
     add("live-stac-no-items", "pointcloud build live", r"(?i)no .*items?|nothing found|no sentinel")(
         lambda w, d: live(d, "7,45,7.01,45.01", "2024-06-01", "--no-cache", url=w.empty_stac_url))

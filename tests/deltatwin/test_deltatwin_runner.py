@@ -363,3 +363,42 @@ def test_sigterm_stops_the_run_and_its_models(tmp_path):
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):
         os.kill(model_pid, 0)
+
+
+# run.sh: what every process on the machine shows as its command line while the model runs, and what it received
+_CMDLINES_SH = textwrap.dedent('''\
+    for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < "$f" 2>/dev/null; echo; done > cmdlines.txt
+    python -c 'import sys; print(sys.argv[1])' "$1" > result.txt   # the text input, through a program's argv
+    printf '%s' "$2" | sha256sum > result.txt.secret
+    cat result.txt.secret >> result.txt
+    ''')
+
+
+def test_secrets_of_a_bash_model_are_on_no_command_line(tmp_path, echo_component):
+    """`bash run.sh ... $(inputs.token)`: the secret arrives as $2 but no process in the list shows it."""
+    import hashlib
+
+    def mutate(m, w):
+        m["models"]["echo"]["parameters"]["command"] = "bash run.sh $(inputs.text) $(inputs.token)"
+
+    root = echo_component(mutate, files={"models/run.sh": _CMDLINES_SH})
+    inputs = _inputs(tmp_path, {"text": {"type": "string", "value": "visible words"},
+                                "token": {"type": "secret", "value": SECRET}})
+    result = run_component(RunOptions(component=root, inputs_file=inputs, run_dir=tmp_path / "run"))
+    assert result.ok, result.record.get("error")
+    work = tmp_path / "run" / "nodes" / "echo" / "work"
+    cmdlines = (work / "cmdlines.txt").read_text()
+    assert "run.sh" in cmdlines and "visible words" in cmdlines  # the listing did see the model's shell
+    assert SECRET not in cmdlines
+    got = Path(result.outputs["result"]["path"]).read_text().split()
+    assert got[:2] == ["visible", "words"] and got[2] == hashlib.sha256(SECRET.encode()).hexdigest()
+    node = next(n for n in result.record["nodes"] if n.get("model") == "echo")
+    assert "warning" not in node and node["command"].endswith("'visible words' ***")
+
+
+def test_a_secret_passed_to_a_program_argument_is_flagged_in_the_record(tmp_path, echo_component):
+    inputs = _inputs(tmp_path, {"text": {"type": "string", "value": "x"}, "token": {"type": "secret", "value": SECRET}})
+    result = run_component(RunOptions(component=echo_component(), inputs_file=inputs, run_dir=tmp_path / "run"))
+    assert result.ok
+    node = next(n for n in result.record["nodes"] if n.get("model") == "echo")
+    assert "process list" in node["warning"]

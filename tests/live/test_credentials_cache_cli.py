@@ -69,3 +69,50 @@ def test_cache_clear_deletes_only_its_own_entries(tmp_path, monkeypatch, capsys)
     assert json.loads(capsys.readouterr().out)["removed"] == 1
     assert not entry.exists() and not Path(str(entry) + ".sha256").exists() and not leftover.exists()
     assert all(path.read_text() == "mine" for path in keep)
+
+
+SECRET_ON_ARGV = "argv-visible-secret-9f8e7d"
+
+
+def _eotwin(*args: str, env_extra: dict[str, str] | None = None):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "eotwin", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_a_secret_given_on_the_command_line_is_refused_without_echoing_it(tmp_path):
+    """``ps`` shows every command line to every user: secrets come from the environment, a file or ~/.netrc."""
+    cases = [
+        ("pointcloud", "build", "--bbox", "7,45,7.01,45.01", "--date", "2024-06-01", "--s3-secret-key", SECRET_ON_ARGV,
+         "-o", str(tmp_path / "a.laz")),
+        ("pointcloud", "build", "--bbox", "7,45,7.01,45.01", "--date", "2024-06-01", "--edh-token", SECRET_ON_ARGV,
+         "-o", str(tmp_path / "b.laz")),
+        ("atmocorr", "run", "--item-id", "S2A_X", "--s3-secret-key", SECRET_ON_ARGV, "-o", str(tmp_path / "c")),
+    ]
+    for argv in cases:
+        done = _eotwin(*argv)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        option = argv[argv.index(SECRET_ON_ARGV) - 1]
+        assert done.returncode != 0 and len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"error: {option} is not accepted") and "process list" in lines[0]
+        assert SECRET_ON_ARGV not in done.stdout + done.stderr
+        assert not list(tmp_path.iterdir())
+
+
+def test_secret_files_are_read_and_a_bad_one_is_one_line(tmp_path):
+    empty = tmp_path / "empty.secret"
+    empty.write_text("\n")
+    for path, cause in ((empty, "is empty"), (tmp_path / "missing.secret", "No such file")):
+        done = _eotwin("pointcloud", "build", "--bbox", "7,45,7.01,45.01", "--date", "2024-06-01",
+                       "--edh-token-file", str(path), "-o", str(tmp_path / "out" / "a.laz"))
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode != 0 and len(lines) == 1 and cause in lines[0] and "--edh-token-file" in lines[0]
+
+    from eotwin.live.credentials import read_secret_file
+
+    good = tmp_path / "token.secret"
+    good.write_text("  tok-123  \nsecond line ignored\n")
+    assert read_secret_file(good, "--edh-token-file") == "tok-123"

@@ -47,7 +47,7 @@ def clean(world, servers, patient, credentials, tmp_path_factory):
 
 @pytest.mark.parametrize("rate,seed", [(0.2, 7), (0.4, 12)])
 def test_a_build_through_random_faults_equals_a_clean_one(world, servers, patient, credentials, tmp_path, clean,
-                                                          rate, seed):
+                                                          rate, seed, record_property):
     for k, server in enumerate(servers.values()):
         server.faults.random(rate, seed + 100 * k, MIX)
     try:
@@ -58,12 +58,15 @@ def test_a_build_through_random_faults_equals_a_clean_one(world, servers, patien
             server.faults.random(0.0, 0)
     injected = sum(c[1] for c in counts.values())
     requests = sum(c[0] for c in counts.values())  # retries included
+    record_property("fault_requests", requests)  # counted in docs/reliability.md
+    record_property("fault_injected", injected)
     assert injected >= 3 and requests >= 25, counts
     assert (points(result.output) == clean[0]).all() and _item(result.metadata) == clean[1]
     print(f"rate {rate}: {injected} faults in {requests} requests {counts}")
 
 
-def test_every_request_failing_is_one_line_and_leaves_nothing(world, servers, patient, credentials, tmp_path):
+def test_every_request_failing_is_one_line_and_leaves_nothing(world, servers, patient, credentials, tmp_path,
+                                                             record_property):
     for server in servers.values():
         server.faults.random(1.0, 5, RANDOM_MIX)
     out = tmp_path / "out" / "x.laz"
@@ -72,13 +75,16 @@ def test_every_request_failing_is_one_line_and_leaves_nothing(world, servers, pa
         with pytest.raises(EotwinError) as info:
             build(world, replace(patient, max_retries=2), credentials, out)
     finally:
+        record_property("fault_requests", sum(s.faults.requests for s in servers.values()))
+        record_property("fault_injected", sum(s.faults.injected for s in servers.values()))
         for server in servers.values():
             server.faults.random(0.0, 0)
     assert "\n" not in str(info.value)
     assert list(out.parent.iterdir()) == []
 
 
-def test_a_tiled_build_through_random_faults_equals_a_clean_one(world, servers, patient, credentials, tmp_path):
+def test_a_tiled_build_through_random_faults_equals_a_clean_one(world, servers, patient, credentials, tmp_path,
+                                                                record_property):
     from eotwin.live.cache import Cache
     from eotwin.live.pipeline import LiveRequest
     from eotwin.live.tiling import build_tiled
@@ -102,6 +108,8 @@ def test_a_tiled_build_through_random_faults_equals_a_clean_one(world, servers, 
         faulty_points, faulty_items = tiled("faulty")
     finally:
         injected = sum(s.faults.injected for s in servers.values())
+        record_property("fault_requests", sum(s.faults.requests for s in servers.values()))
+        record_property("fault_injected", injected)
         for server in servers.values():
             server.faults.random(0.0, 0)
     assert injected >= 5 and sorted(faulty_points) == sorted(clean_points)

@@ -101,7 +101,8 @@ def test_secrets_never_reach_logs_or_outputs(world, servers, endpoints, tmp_path
     out = tmp_path / "out" / "cli.laz"
     argv = ["-vv", "pointcloud", "build", "--bbox", ",".join(map(str, scene_bbox(world))), "--date", "2024-07-01/2024-07-31",
             "--max-cloud", "50", "--stac-url", endpoints.stac_url, "--s3-endpoint", endpoints.s3_endpoint,
-            "--dem-url", endpoints.dem_url, "--edh-token", EDH_TOKEN, "-o", str(out)]
+            "--dem-url", endpoints.dem_url, "--edh-token-file", str(tmp_path / "edh.secret"), "-o", str(out)]
+    (tmp_path / "edh.secret").write_text(EDH_TOKEN + "\n")
     monkeypatch.setenv("EOTWIN_S3_HTTPS", "NO")
     assert run(argv) == 0
     servers["edh"].faults.add("status", 401, times=50)
@@ -109,7 +110,7 @@ def test_secrets_never_reach_logs_or_outputs(world, servers, endpoints, tmp_path
     servers["edh"].faults.pending.clear()
     captured = capsys.readouterr()
     text = captured.out + captured.err
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "edh.secret"]
     assert len(files) > 5 and any(p.suffix == ".html" for p in files)
     for secret in (ACCESS_KEY, SECRET_KEY, EDH_TOKEN):
         assert secret not in text
@@ -260,7 +261,7 @@ def test_quiet_failed_search_prints_one_line(world, servers, endpoints, tmp_path
 
     servers["stac"].faults.add("status", 503, times=200)
     env = dict(os.environ, CDSE_S3_ACCESS_KEY=ACCESS_KEY, CDSE_S3_SECRET_KEY=SECRET_KEY, EDH_TOKEN=EDH_TOKEN,
-               EOTWIN_S3_HTTPS="NO", EOTWIN_CACHE_DIR=str(tmp_path / "cache"))
+               EOTWIN_S3_HTTPS="NO", EOTWIN_CACHE_DIR=str(tmp_path / "cache"), EOTWIN_HTTP_MAX_RETRIES="2", EOTWIN_HTTP_BACKOFF_S="0.05")
     out = tmp_path / "q.laz"
     argv = [sys.executable, "-m", "eotwin", "-q", "pointcloud", "build", "--bbox", ",".join(map(str, scene_bbox(world))),
             "--date", "2024-07-01/2024-07-31", "--stac-url", endpoints.stac_url, "--s3-endpoint", endpoints.s3_endpoint,

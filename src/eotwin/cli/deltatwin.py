@@ -118,6 +118,7 @@ def build_command(
         build_components,
         load_sizing,
         measure_components,
+        merge_sizing,
     )
     from eotwin.io.files import write_json_atomic
 
@@ -133,9 +134,8 @@ def build_command(
 
         with tempfile.TemporaryDirectory(prefix="eotwin-measure-") as tmp:
             doc = measure_components(output, built, Path(tmp), progress=_common.progress())
-        merged = load_sizing(sizing)  # keep figures measured elsewhere (the live component's, from its test)
-        merged.setdefault("components", {}).update(doc["components"])
-        write_json_atomic(measure, {**merged, "about": doc["about"], "eotwin": doc["eotwin"]})
+        # keep figures measured elsewhere (the live component's, from its test; full tiles, from benchmarks/memory.py)
+        write_json_atomic(measure, merge_sizing(load_sizing(sizing), doc))
         _common.err.print(f"measured peaks written to {measure}; sizing the components from them",
                           highlight=False, soft_wrap=True)
         built = build_components(BuildOptions(names=options.names, output=output, wheel=wheel, sizing=measure))

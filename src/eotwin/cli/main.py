@@ -18,6 +18,7 @@ from eotwin.cli.demo import demo_command
 from eotwin.cli.pointcloud import app as pointcloud_app
 from eotwin.cli.sample import sample_command
 from eotwin.errors import EotwinError, Terminated
+from eotwin.io.files import disk_full_error, disk_full_reason
 
 app = typer.Typer(
     name="eotwin",
@@ -81,9 +82,14 @@ def run(argv: list[str] | None = None) -> int:
     except OSError as exc:  # disk full, permission denied, vanished file: the user's environment, not a bug
         if debug:
             raise
-        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        _common.err.print(f"[bold red]error:[/]{escape(where)}: {escape(str(exc.strerror or exc))}", highlight=False,
-                          soft_wrap=True)
+        reason = disk_full_reason(exc)
+        if reason:  # ENOSPC, EFBIG (a file-size limit), EDQUOT: say so, and what to do
+            message = str(disk_full_error(exc.filename or "the output", reason))
+            _common.err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            return 2
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""  # GDAL's errors carry no file name
+        text = " ".join(str(exc.strerror or exc).split()) or type(exc).__name__
+        _common.err.print(f"[bold red]error:[/] {escape(where)}{escape(text)}", highlight=False, soft_wrap=True)
         return 2
     except Exception as exc:  # the CLI is the one boundary: report, never a raw traceback
         if debug:
@@ -98,6 +104,10 @@ def run(argv: list[str] | None = None) -> int:
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):  # click/typer usage errors
             exc.show()
             return exc.exit_code
+        if disk_full_reason(exc):  # a library's own error type (LMDB, GDAL) saying the disk is full
+            line = f"disk full: {' '.join(str(exc).split())[:300]} (free some space or write elsewhere)"
+            _common.err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+            return 2
         _common.err.print(f"[bold red]error:[/] internal error: {type(exc).__name__}: {escape(str(exc))} "
                           "(run with --debug for the traceback)",
                           highlight=False, soft_wrap=True)

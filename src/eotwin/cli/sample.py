@@ -16,8 +16,7 @@ def sample_command(
 ) -> None:
     """Write the deterministic sample scene (UTM 32N alpine valley): DEM, L2A bands, TCI, SCL."""
     from eotwin.sample.files import write_sample
-    from eotwin.sample.scene import make_scene
 
-    files = write_sample(output, make_scene(size=size, seed=seed))
+    files = write_sample(output, size=size, seed=seed, progress=_common.progress())
     for label, path in (("dem", files.dem), ("l2a", files.l2a), ("tci", files.tci), ("scl", files.scl), ("metadata", files.metadata)):
         _common.out.print(f"{label:9s} {path}")

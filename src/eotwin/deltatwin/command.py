@@ -6,6 +6,10 @@ replaces a segment that starts with ``$(inputs.x)`` by the value of model input 
 Data -> the file path; an unknown type or a missing value -> nothing; ``prefix`` goes before the value.
 It hands the result unquoted to ``bash -c``. eotwin keeps the segment rules but quotes every substituted
 value (``shlex.quote``), so a value is one argument and is never executed (``; rm -rf``, ``$(...)``).
+
+Secrets stay off command lines in eotwin's runner (:func:`render_for_exec`): a secret becomes a reference
+to an environment variable of the child, and a ``bash SCRIPT ARGS`` command is sourced by that same shell,
+so no process in the list shows the value (``/proc/PID/environ`` is readable by its owner only).
 """
 
 from __future__ import annotations
@@ -102,15 +106,50 @@ def render_value(bound: Bound, *, secure: bool = False) -> str:
 
 def render(command: str, bound: dict[str, Bound], *, secure: bool = False) -> str:
     """The command with every whole-segment placeholder replaced; ``secure`` masks secrets (for records)."""
-    parts = []
+    return _render(command, bound, secure=secure)[0]
+
+
+SECRET_ENV_PREFIX = "EOTWIN_DT_SECRET_"
+
+
+def _render(command: str, bound: dict[str, Bound], *, secure: bool = False,
+            secrets_by_reference: bool = False) -> tuple[str, dict[str, str]]:
+    parts, env = [], {}
     for seg in segments(command):
         if seg.input_name is None:
             parts.append(seg.text)
             continue
-        rendered = render_value(bound[seg.input_name], secure=secure) if seg.input_name in bound else ""
+        b = bound.get(seg.input_name)
+        if b is not None and secrets_by_reference and (b.secret or b.type == "secret") and b.value not in (None, ""):
+            var = f"{SECRET_ENV_PREFIX}{len(env)}"
+            env[var] = str(b.value)
+            parts.append(f'{shlex.quote(b.prefix)} "${var}"' if b.prefix else f'"${var}"')
+            continue
+        rendered = render_value(b, secure=secure) if b is not None else ""
         if rendered:
             parts.append(rendered)
-    return " ".join(parts).strip()
+    return " ".join(parts).strip(), env
+
+
+def render_for_exec(command: str, bound: dict[str, Bound]) -> tuple[str, dict[str, str]]:
+    """The command for ``bash -c`` and the environment variables it needs, with no secret on any argv.
+
+    Secret values are passed as ``"$EOTWIN_DT_SECRET_<n>"``; when the command is ``bash SCRIPT ARGS...``
+    the script is sourced (``. ./SCRIPT ARGS...``) so its arguments, expanded secrets included, are that
+    shell's positional parameters and never a new process's command line. Any other program that
+    receives a secret as an argument shows it: :func:`secret_reaches_argv` tells the runner to say so.
+    """
+    rendered, env = _render(command, bound, secrets_by_reference=True)
+    words = rendered.split(" ")
+    if len(words) >= 2 and words[0] == "bash" and not words[1].startswith("-"):
+        script = words[1] if "/" in words[1] else f"./{words[1]}"
+        rendered = " ".join([".", script, *words[2:]])
+    return rendered, env
+
+
+def secret_reaches_argv(exec_command: str, env: dict[str, str]) -> bool:
+    """Whether a secret passed by :func:`render_for_exec` ends up as an argument of a new process."""
+    return bool(env) and not exec_command.startswith(". ")
 
 
 _GLOB_PLACEHOLDER = re.compile(r"\$\((inputs)\.([a-z][A-Za-z0-9_-]*)\)")

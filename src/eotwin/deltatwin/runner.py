@@ -60,6 +60,7 @@ from eotwin.progress import ProgressReporter, ensure_progress
 
 RECORD_FILE = "run.json"
 REPORT_FILE = "run.html"
+RUNNING_FILE = ".running"  # the runner's process id while a run is under way; gone once run.json is written
 _MEMORY_SIGNS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory",
                  "failed to map segment", "mmap failed")
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -192,6 +193,7 @@ def run_component(options: RunOptions, progress: ProgressReporter | None = None)
     record = secrets.scrub_all(record)
     write_json_atomic(run_dir / RECORD_FILE, record)
     write_run_html(record, run_dir / REPORT_FILE)
+    (run_dir / RUNNING_FILE).unlink(missing_ok=True)
     return RunResult(run_dir=run_dir, record=record)
 
 
@@ -300,13 +302,30 @@ def _make_run_dir(run_dir: Path | None, name: str) -> Path:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         run_dir = Path("deltatwin-runs") / f"{name}-{stamp}"
     run_dir = Path(run_dir)
+    if run_dir.is_dir() and _abandoned(run_dir):  # a run killed mid-way (kill -9): its leftovers go, it runs again
+        shutil.rmtree(run_dir)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise EotwinError(f"{run_dir} already exists and is not empty: choose a new run folder")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUNNING_FILE).write_text(f"{os.getpid()}\n")
     except OSError as exc:
         raise EotwinError(f"cannot create run folder {run_dir}: {exc.strerror or exc}") from None
     return run_dir.resolve()
+
+
+def _abandoned(run_dir: Path) -> bool:
+    """A run folder whose runner died before writing ``run.json`` (a finished run, even a failed one, is kept)."""
+    from eotwin.io.files import process_alive
+
+    marker = run_dir / RUNNING_FILE
+    if (run_dir / RECORD_FILE).exists() or not marker.is_file() or marker.is_symlink():
+        return False
+    try:
+        pid = int(marker.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return pid > 0 and pid != os.getpid() and not process_alive(pid)
 
 
 def _stage_data_inputs(inputs: dict[str, Value], folder: Path) -> dict[str, Path]:
@@ -485,7 +504,7 @@ def _run_model(component: Component, model: ModelSpec, model_id: str, node_id: s
         bound[iid] = cmd.Bound(type=spec.type, value=None if value is None else value, prefix=spec.prefix,
                                secret=secret)
     params = model.parameters
-    command = cmd.render(params.command, bound)
+    command, secret_env = cmd.render_for_exec(params.command, bound)
     shown = cmd.render(params.command, bound, secure=True)
     hardware = params.hardwareRequirements
     ram = parse_memory((hardware.ram if hardware and hardware.ram else None) or DEFAULT_RAM)
@@ -507,6 +526,10 @@ def _run_model(component: Component, model: ModelSpec, model_id: str, node_id: s
         "limits": {"ram_bytes": ram, "cpus": len(cpu_set), "enforced": ctx.options.enforce_limits},
     })
     env = _child_env(penv, params.environment, len(cpu_set), folder)
+    env.update(secret_env)
+    if cmd.secret_reaches_argv(command, secret_env):
+        rec.detail["warning"] = ("the command is not `bash SCRIPT ...`: the program receives its secret input(s) as "
+                                 "arguments, visible in the process list while it runs")
     data_in = {iid: Path(b.value) for iid, b in bound.items() if b.type == "Data" and b.value is not None}
     before = {iid: _fingerprint(path) for iid, path in data_in.items()}
     proc_result = _spawn(command, work, env, log_path, ram if ctx.options.enforce_limits else None,
@@ -595,6 +618,7 @@ class _Outcome:
 def _spawn(command: str, work: Path, env: dict[str, str], log_path: Path, ram: int | None,
            cpu_set: list[int] | None, ctx: _Context) -> _Outcome:
     def limits() -> None:  # runs in the child between fork and exec
+        _die_with_parent()
         if ram is not None:
             resource.setrlimit(resource.RLIMIT_AS, (ram, ram))
         if cpu_set:
@@ -653,6 +677,16 @@ def _spawn(command: str, work: Path, env: dict[str, str], log_path: Path, ram: i
     if last:
         why += f"; last log line: {last.strip()[:200]}"
     return _Outcome(detail, f"{why} (log: {log_path})")
+
+
+def _die_with_parent() -> None:
+    """Linux: the model is killed when the runner dies, even by kill -9 (its own session would outlive it)."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
 def _pump(stream, log, secrets: _Secrets) -> None:

@@ -7,8 +7,10 @@ mistaken for a result.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,59 @@ def ensure_writable_dir(directory: Path) -> Path:
     if not os.access(directory, os.W_OK | os.X_OK):
         raise EotwinError(f"output directory {directory} is not writable")
     return directory
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+# how libraries that do not raise OSError (GDAL, LMDB, lazrs) word the same failures
+_DISK_FULL_WORDS = re.compile(r"No space left on device|File too large|Disk quota exceeded", re.IGNORECASE)
+
+
+class DiskFullError(EotwinError):
+    """An output could not be written for lack of space (a full disk, a quota, a file-size limit)."""
+
+
+def disk_full_error(target: str | Path, reason: str = "no space left") -> DiskFullError:
+    return DiskFullError(f"disk full: cannot write {target} ({reason}): free some space or write elsewhere")
+
+
+def disk_full_reason(exc: BaseException) -> str | None:
+    """The words of ``exc`` (or of an exception it was raised from) saying the disk, a quota or a file-size limit
+    is full; None when it does not say so."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return current.strerror or os.strerror(current.errno)
+        found = _DISK_FULL_WORDS.search(str(current))
+        if found:
+            return found.group(0)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def out_of_space(exc: BaseException, written: Path) -> str | None:
+    """Why a write under ``written`` (a file or a folder) failed for lack of space; None when it did not.
+
+    Some writers report a full disk only as "write failed" (lazrs, GDAL's "See previous exception"): then the
+    filesystem having no free block, or a file having reached the process's file-size limit, decides it.
+    """
+    reason = disk_full_reason(exc)
+    if reason is not None:
+        return reason
+    import resource
+
+    try:
+        if os.statvfs(written if written.is_dir() else written.parent).f_bavail == 0:
+            return "no space left on device"
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            files = [written] if written.is_file() else [p for p in written.rglob("*") if p.is_file()]
+            if any(p.stat().st_size >= limit for p in files):
+                return f"the file-size limit of {limit:,} bytes was reached"
+    except OSError:
+        return None
+    return None
 
 
 def process_alive(pid: int) -> bool:
@@ -81,9 +136,14 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     try:
         yield tmp
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
+        full = None
+        if isinstance(exc, Exception) and not isinstance(exc, DiskFullError):
+            full = out_of_space(exc, tmp)  # measured before the temporary goes
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if full:
+            raise disk_full_error(target, full) from None
         raise
 
 

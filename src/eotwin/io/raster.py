@@ -84,6 +84,21 @@ def open_raster(path: str | Path, *, require_crs: bool = True) -> Iterator[raste
         dataset.close()
 
 
+@contextlib.contextmanager
+def read_errors_named(name: str) -> Iterator[None]:
+    """Name the file when GDAL fails reading pixels of an opened raster (a truncated or corrupt file).
+
+    GDAL's read errors ("Read failed. See previous exception for details.") do not say which of the
+    inputs broke; a file whose header is intact but whose data was cut short opens fine and fails here.
+    """
+    try:
+        yield
+    except RasterioIOError as exc:
+        first_line = " ".join(str(exc).split())[:300] or "unreadable"
+        raise EotwinError(f"{name}: pixels could not be read ({first_line}); the file may be truncated or "
+                          "corrupt") from None
+
+
 def raster_info(path: str | Path) -> RasterInfo:
     with open_raster(path) as ds:
         return RasterInfo(
@@ -156,6 +171,27 @@ def write_geotiff(
             if cog:
                 plain.unlink(missing_ok=True)
     return target
+
+
+@contextlib.contextmanager
+def geotiff_writer(target: str | Path, grid: Grid, count: int, dtype: str, *, nodata: float | None = None,
+                   descriptions: Sequence[str] | None = None, tags: Mapping[str, str] | None = None,
+                   compress: str = "deflate", photometric: str | None = None):
+    """An open tiled GeoTIFF to fill window by window (``dst.write(block, window=...)``), renamed onto ``target``
+    only when the ``with`` block ends without error: for rasters too large to hold in memory."""
+    profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": count, "dtype": dtype,
+               "crs": rasterio.crs.CRS.from_wkt(grid.crs.to_wkt()), "transform": grid.transform, "nodata": nodata,
+               "compress": compress}
+    if grid.width >= 256 and grid.height >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    if photometric:
+        profile["photometric"] = photometric
+    with atomic_path(Path(target)) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        for i, desc in enumerate(descriptions or (), start=1):
+            dst.set_band_description(i, desc)
+        if tags:
+            dst.update_tags(**{k: str(v) for k, v in tags.items()})
+        yield dst
 
 
 def north_up_transform(left: float, top: float, res: float) -> Affine:

@@ -103,6 +103,30 @@ def resolve_credentials(*, s3_access_key: str | None = None, s3_secret_key: str 
                        "+".join(dict.fromkeys(sources)) or "none")
 
 
+def read_secret_file(path: Path, what: str) -> str:
+    """The secret in ``path`` (its first line, stripped): how a secret is given on a command line by name only."""
+    from eotwin.errors import EotwinError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable text"
+        raise EotwinError(f"{what} file {path}: {reason}") from None
+    if not value:
+        raise EotwinError(f"{what} file {path} is empty (the secret goes on its first line)")
+    return value
+
+
+def refuse_secret_on_argv(value: str | None, option: str, instead: str) -> None:
+    """Refuse a secret given as an option's value: every user of the machine sees command lines (``ps``)."""
+    from eotwin.errors import EotwinError
+
+    if value is not None:
+        raise EotwinError(f"{option} is not accepted: a command line is visible to every user in the process "
+                          f"list; use {instead}")
+
+
 def redact(text: str, secrets: list[str]) -> str:
     """``text`` with every known secret (and ``user:secret@`` URL credentials) replaced by ``***``."""
     import re

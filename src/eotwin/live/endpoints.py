@@ -26,7 +26,8 @@ class Endpoints:
 
     @classmethod
     def from_env(cls, **overrides) -> Endpoints:
-        """Defaults, then ``EOTWIN_STAC_URL``, ``EOTWIN_S3_ENDPOINT``, ``EOTWIN_S3_HTTPS``, ``EOTWIN_DEM_URL``, then ``overrides``."""
+        """Defaults, then ``EOTWIN_STAC_URL``, ``EOTWIN_S3_ENDPOINT``, ``EOTWIN_S3_HTTPS``, ``EOTWIN_DEM_URL`` and
+        ``EOTWIN_HTTP_MAX_RETRIES``, ``EOTWIN_HTTP_TIMEOUT_S``, ``EOTWIN_HTTP_BACKOFF_S``, then ``overrides``."""
         values = {}
         env = os.environ
         if env.get("EOTWIN_STAC_URL"):
@@ -37,8 +38,28 @@ class Endpoints:
             values["s3_https"] = env["EOTWIN_S3_HTTPS"].lower() not in ("0", "no", "false")
         if env.get("EOTWIN_DEM_URL"):
             values["dem_url"] = env["EOTWIN_DEM_URL"]
+        for name, field, kind in _NETWORK_ENV:  # a user on a bad network raises the retries for every service
+            if env.get(name):
+                values[field] = _number(name, env[name], kind)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+_NETWORK_ENV = (("EOTWIN_HTTP_MAX_RETRIES", "max_retries", int), ("EOTWIN_HTTP_TIMEOUT_S", "timeout_s", float),
+                ("EOTWIN_HTTP_BACKOFF_S", "backoff_s", float))
+
+
+def _number(name: str, text: str, kind: type) -> float:
+    """A non-negative number from environment variable ``name``; one line naming it when it is not one."""
+    from eotwin.errors import EotwinError
+
+    try:
+        value = kind(text)
+    except ValueError:
+        raise EotwinError(f"${name} must be a {'whole ' if kind is int else ''}number, got {text!r}") from None
+    if not value >= 0 or value == float("inf") or (kind is int and value > 100):
+        raise EotwinError(f"${name} must be between 0 and {100 if kind is int else 'a finite number'}, got {text!r}")
+    return value
 
 
 MAX_RETRY_AFTER_S = 30.0  # a server may ask for any wait; a user waits this long at most per retry

@@ -1,21 +1,27 @@
 """The demo: every capability run on the sample scene, linked from one ``index.html``.
 
 Each capability contributes a step: a function ``(context) -> list[Artifact]`` registered in
-``DEMO_STEPS`` by dotted path, so importing this module stays cheap.
+``DEMO_STEPS`` by dotted path, so importing this module stays cheap. Each step runs in its own
+spawned process: torch, GDAL caches and model weights of one step are returned to the system
+before the next starts, so the demo's peak memory is one step's, not the sum (a DeltaTwin
+container has 2 GB).
 """
 
 from __future__ import annotations
 
 import html
 import importlib
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eotwin.errors import EotwinError
 from eotwin.io.files import ensure_writable_dir, write_text_atomic
-from eotwin.progress import ProgressReporter, ensure_progress
+from eotwin.progress import NullProgress, ProgressReporter, RichProgress, ensure_progress
 from eotwin.sample.files import SampleFiles
 
 
@@ -54,6 +60,34 @@ def _resolve(dotted: str) -> Callable[[DemoContext], list[Artifact]]:
     return getattr(importlib.import_module(module_name), func)
 
 
+def _run_step(dotted: str, output_dir: Path, sample: SampleFiles,
+              progress: ProgressReporter) -> tuple[list[Artifact], list[str], str | None]:
+    """Run one step (in a child process); an :class:`EotwinError` comes back as its message."""
+    context = DemoContext(output_dir, sample, progress)
+    try:
+        artifacts = _resolve(dotted)(context)
+    except EotwinError as exc:
+        return [], context.notes, str(exc)
+    return artifacts, context.notes, None
+
+
+def _run_step_isolated(dotted: str, context: DemoContext) -> list[Artifact]:
+    """Run ``dotted`` in a fresh spawned process so its memory is freed when it ends."""
+    # Only the two reporters eotwin ships are plain picklable objects; a caller's own reporter
+    # (which may hold a live terminal) is not sent to the child.
+    child_progress = context.progress if isinstance(context.progress, RichProgress | NullProgress) else NullProgress()
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(_run_step, dotted, context.output_dir, context.sample, child_progress)
+        try:
+            artifacts, notes, error = future.result()
+        except BrokenProcessPool:
+            raise EotwinError("its process ended abruptly (killed, or out of memory)") from None
+    context.notes.extend(notes)
+    if error is not None:
+        raise EotwinError(error)
+    return artifacts
+
+
 def run_demo(output_dir: str | Path, *, only: list[str] | None = None, progress: ProgressReporter | None = None) -> Path:
     """Write the sample scene, run every registered step, and write ``index.html``; return its path."""
     from eotwin.sample.files import write_sample
@@ -75,7 +109,7 @@ def run_demo(output_dir: str | Path, *, only: list[str] | None = None, progress:
         for title, dotted in steps:
             started = time.perf_counter()
             try:
-                artifacts = _resolve(dotted)(context)
+                artifacts = _run_step_isolated(dotted, context)
             except EotwinError as exc:
                 raise EotwinError(f"demo step '{title}' failed: {exc}") from None
             sections.append((title, artifacts, time.perf_counter() - started))

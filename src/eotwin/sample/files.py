@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rasterio.windows import Window
 
 from eotwin.io.files import ensure_writable_dir, write_json_atomic
-from eotwin.io.raster import write_geotiff
-from eotwin.sample.scene import SampleScene, make_scene, observed_reflectance, scene_scl
+from eotwin.io.raster import geotiff_writer, write_geotiff
+from eotwin.progress import ProgressReporter, ensure_progress
+from eotwin.sample.scene import (
+    DEFAULT_SIZE,
+    SampleScene,
+    SceneGenerator,
+    SceneRows,
+    observed_reflectance,
+    scene_scl,
+)
+from eotwin.sample.spectra import S2_BANDS
 
 L2A_10M_BANDS = ("B02", "B03", "B04", "B08")
 BOA_ADD_OFFSET = -1000
@@ -37,34 +48,60 @@ def reflectance_to_tci(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb / TCI_SATURATION * 254.0) + 1, 1, 255).astype(np.uint8)
 
 
-def write_sample(directory: str | Path, scene: SampleScene | None = None) -> SampleFiles:
-    """Write the sample scene's files into ``directory`` (atomic per file) and return their paths."""
+def write_sample(directory: str | Path, scene: SampleScene | None = None, *, size: int = DEFAULT_SIZE, seed: int = 42,
+                 block_rows: int = 128, progress: ProgressReporter | None = None) -> SampleFiles:
+    """Write the sample scene's files into ``directory`` (atomic per file) and return their paths.
+
+    Without ``scene`` the scene of ``size`` and ``seed`` is generated and written ``block_rows`` rows at a
+    time, so a full-tile-sized sample (10980 px) needs a few hundred MB, not the 7 GB of the whole scene.
+    """
     directory = ensure_writable_dir(Path(directory))
-    scene = scene or make_scene()
-    grid = scene.image_grid
-    refl = observed_reflectance(scene)
-    band_index = {b: i for i, b in enumerate(scene.bands)}
+    progress = ensure_progress(progress)
+    if scene is not None:
+        grid, dem_grid, dem = scene.image_grid, scene.dem_grid, scene.dem
 
-    dem_path = write_geotiff(directory / "dem.tif", scene.dem, scene.dem_grid, nodata=-32767.0, descriptions=["elevation (m)"],
+        def rows(r0: int, r1: int) -> SceneRows:
+            return SceneRows(r0, scene.elevation[r0:r1], scene.land_cover[r0:r1], scene.surface_reflectance[:, r0:r1],
+                             scene.cloud[r0:r1], scene.cloud_shadow[r0:r1], scene.nodata[r0:r1])
+        bands = scene.bands
+    else:
+        generator = SceneGenerator(size, seed)
+        grid, dem_grid, dem = generator.image_grid, generator.dem_grid, generator.dem()
+        rows, bands = generator.rows, S2_BANDS
+    band_index = {b: i for i, b in enumerate(bands)}
+
+    dem_path = write_geotiff(directory / "dem.tif", dem, dem_grid, nodata=-32767.0, descriptions=["elevation (m)"],
                              tags={"SOURCE": "eotwin sample scene (analytic relief)", "UNITS": "metre"})
-
-    l2a = np.stack([reflectance_to_l2a_dn(refl[band_index[b]]) for b in L2A_10M_BANDS])
-    l2a[:, scene.nodata] = 0
-    l2a_path = write_geotiff(directory / "l2a_10m.tif", l2a, grid, nodata=0, descriptions=list(L2A_10M_BANDS),
-                             tags={"BOA_ADD_OFFSET": BOA_ADD_OFFSET, "BOA_QUANTIFICATION_VALUE": QUANTIFICATION,
-                                   "PROCESSING_LEVEL": "L2A", "SPACECRAFT": "Sentinel-2A"})
-
-    tci = reflectance_to_tci(np.stack([refl[band_index[b]] for b in ("B04", "B03", "B02")]))
-    tci[:, scene.nodata] = 0
-    tci_path = write_geotiff(directory / "tci.tif", tci, grid, nodata=0, descriptions=["red", "green", "blue"], photometric="RGB")
-
-    scl_path = write_geotiff(directory / "scl.tif", scene_scl(scene), grid, nodata=0, descriptions=["SCL"])
+    del dem
+    l2a_path, tci_path, scl_path = directory / "l2a_10m.tif", directory / "tci.tif", directory / "scl.tif"
+    with contextlib.ExitStack() as stack:
+        l2a_dst = stack.enter_context(geotiff_writer(
+            l2a_path, grid, len(L2A_10M_BANDS), "uint16", nodata=0, descriptions=list(L2A_10M_BANDS),
+            tags={"BOA_ADD_OFFSET": BOA_ADD_OFFSET, "BOA_QUANTIFICATION_VALUE": QUANTIFICATION,
+                  "PROCESSING_LEVEL": "L2A", "SPACECRAFT": "Sentinel-2A"}))
+        tci_dst = stack.enter_context(geotiff_writer(tci_path, grid, 3, "uint8", nodata=0,
+                                                     descriptions=["red", "green", "blue"], photometric="RGB"))
+        scl_dst = stack.enter_context(geotiff_writer(scl_path, grid, 1, "uint8", nodata=0, descriptions=["SCL"]))
+        starts = range(0, grid.height, block_rows)
+        with progress.task("writing the sample scene", total=len(starts)) as task:
+            for r0 in starts:
+                part = rows(r0, min(r0 + block_rows, grid.height))
+                window = Window(0, r0, grid.width, part.land_cover.shape[0])
+                refl = observed_reflectance(part)
+                l2a = np.stack([reflectance_to_l2a_dn(refl[band_index[b]]) for b in L2A_10M_BANDS])
+                l2a[:, part.nodata] = 0
+                l2a_dst.write(l2a, window=window)
+                tci = reflectance_to_tci(np.stack([refl[band_index[b]] for b in ("B04", "B03", "B02")]))
+                tci[:, part.nodata] = 0
+                tci_dst.write(tci, window=window)
+                scl_dst.write(scene_scl(part)[None], window=window)
+                task.advance()
 
     meta_path = write_json_atomic(directory / "sample.json", {
         "description": "eotwin sample scene: alpine valley, UTM 32N, analytic relief, land cover by elevation",
         "crs": grid.crs.to_string(),
         "image": {"shape": list(grid.shape), "resolution_m": grid.res[0], "bounds": list(grid.bounds)},
-        "dem": {"crs": scene.dem_grid.crs.to_string(), "shape": list(scene.dem_grid.shape), "bounds": list(scene.dem_grid.bounds)},
+        "dem": {"crs": dem_grid.crs.to_string(), "shape": list(dem_grid.shape), "bounds": list(dem_grid.bounds)},
         "files": {"dem": dem_path.name, "l2a": l2a_path.name, "tci": tci_path.name, "scl": scl_path.name},
         "l2a_convention": {"BOA_ADD_OFFSET": BOA_ADD_OFFSET, "QUANTIFICATION_VALUE": QUANTIFICATION},
     })

@@ -93,47 +93,110 @@ def dem_grid_for(image_grid: Grid) -> Grid:
     return Grid(Affine(res, 0.0, lon0, 0.0, -res, lat1), width, height, DEM_CRS)
 
 
+NOISE_TILE = 2048  # beyond this size the noise fields repeat with this period (FFT noise is periodic)
+
+
+@dataclass(frozen=True)
+class SceneRows:
+    """Rows ``row0 .. row0 + height`` of a sample scene (the image-grid layers of :class:`SampleScene`)."""
+
+    row0: int
+    elevation: np.ndarray
+    land_cover: np.ndarray
+    surface_reflectance: np.ndarray
+    cloud: np.ndarray
+    cloud_shadow: np.ndarray
+    nodata: np.ndarray
+
+
+class SceneGenerator:
+    """The sample scene a block of rows at a time, so a full 10980 px tile never sits in memory.
+
+    Every layer is a function of the pixel's position: the analytic relief, slopes from its rows with a
+    one-row halo, and noise fields (land-cover jitter, texture, clouds) read from FFT noise that is
+    periodic. Up to :data:`NOISE_TILE` px the noise has the scene's own size, so any split into rows gives
+    exactly the arrays of one pass.
+    """
+
+    def __init__(self, size: int = DEFAULT_SIZE, seed: int = 42) -> None:
+        self.size = size
+        self.image_grid = Grid(Affine(IMAGE_RESOLUTION, 0.0, ORIGIN[0], 0.0, -IMAGE_RESOLUTION, ORIGIN[1]), size, size,
+                               SCENE_CRS)
+        self.dem_grid = dem_grid_for(self.image_grid)
+        rng = np.random.default_rng(seed)
+        period = min(size, NOISE_TILE)
+        self._jitter = _smooth_noise(rng, (period, period), 6.0)
+        self._texture = _smooth_noise(rng, (period, period), 1.5)
+        self._cloud = _smooth_noise(rng, (period, period), 18.0)
+
+    @property
+    def _size_m(self) -> float:
+        return DEFAULT_SIZE * IMAGE_RESOLUTION  # the relief keeps its shape whatever the crop size
+
+    def dem(self, block_rows: int = 512) -> np.ndarray:
+        """The 1-arcsecond DEM (float32), computed a block of rows at a time."""
+        grid = self.dem_grid
+        to_utm = Transformer.from_crs(DEM_CRS, SCENE_CRS, always_xy=True)
+        out = np.empty(grid.shape, dtype=np.float32)
+        for r0 in range(0, grid.height, block_rows):
+            lon, lat = grid.pixel_centres(rows=slice(r0, min(r0 + block_rows, grid.height)))
+            dem_x, dem_y = to_utm.transform(np.asarray(lon), np.asarray(lat))
+            out[r0:r0 + lon.shape[0]] = elevation_at(dem_x, dem_y, self._size_m)
+        return out
+
+    def _elevation(self, r0: int, r1: int) -> np.ndarray:
+        xs, ys = self.image_grid.pixel_centres(rows=slice(r0, r1))
+        return elevation_at(xs, ys, self._size_m).astype(np.float32)
+
+    def _noise(self, field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        period = field.shape[0]
+        return field[np.ix_(rows % period, cols % period)]
+
+    def rows(self, r0: int, r1: int) -> SceneRows:
+        """Rows ``r0 .. r1`` of every image-grid layer."""
+        size = self.size
+        h0, h1 = max(r0 - 1, 0), min(r1 + 1, size)  # one row of halo for the slopes
+        halo = self._elevation(h0, h1)
+        inner = slice(r0 - h0, r0 - h0 + (r1 - r0))
+        elevation = halo[inner]
+        slope = _slope_deg(halo, IMAGE_RESOLUTION)[inner]
+        rows, cols = np.arange(r0, r1), np.arange(size)
+        z = elevation + 120.0 * self._noise(self._jitter, rows, cols)
+        land_cover = np.full(elevation.shape, GRASS, dtype=np.uint8)
+        land_cover[(z > 1100) & (z < 2050) & (slope > 9)] = FOREST
+        land_cover[(z >= 2300) | ((z > 1900) & (slope > 35))] = ROCK
+        land_cover[z >= 2800] = SNOW
+        land_cover[elevation <= LAKE_LEVEL_M + 0.01] = WATER
+
+        texture = 1.0 + 0.07 * self._noise(self._texture, rows, cols)
+        shade = (0.55 + 0.55 * _hillshade(halo.astype(np.float64), IMAGE_RESOLUTION))[inner]
+        shade[land_cover == WATER] = 1.0
+        surface = CLASS_SPECTRA[land_cover].transpose(2, 0, 1) * (texture * shade).astype(np.float32)[None]
+        surface = np.clip(surface, 0.001, 1.0).astype(np.float32)
+
+        cloud = self._noise(self._cloud, rows, cols) > 2.0
+        shift = max(1, size // 40)
+        shadow = np.zeros_like(cloud)
+        src_rows = rows - shift
+        ok_rows = src_rows >= 0
+        if ok_rows.any():
+            shifted = self._noise(self._cloud, src_rows[ok_rows], cols[: size - shift]) > 2.0
+            shadow[np.flatnonzero(ok_rows)[:, None], np.arange(shift, size)[None, :]] = shifted
+        shadow &= ~cloud
+        grid_rows = rows[:, None]
+        nodata = cols[None, :] + 2 * (size - grid_rows) < size // 3  # swath edge in the lower-left corner
+        return SceneRows(r0, elevation, land_cover, surface, cloud, shadow, nodata)
+
+
 def make_scene(size: int = DEFAULT_SIZE, seed: int = 42) -> SampleScene:
-    """Build the sample scene; ``size`` pixels per side at 10 m. Same inputs, same arrays."""
-    rng = np.random.default_rng(seed)
-    image_grid = Grid(Affine(IMAGE_RESOLUTION, 0.0, ORIGIN[0], 0.0, -IMAGE_RESOLUTION, ORIGIN[1]), size, size, SCENE_CRS)
-    size_m = DEFAULT_SIZE * IMAGE_RESOLUTION  # the relief keeps its shape whatever the crop size
-    xs, ys = image_grid.pixel_centres()
-    elevation = elevation_at(xs, ys, size_m).astype(np.float32)
-
-    dem_grid = dem_grid_for(image_grid)
-    lon, lat = dem_grid.pixel_centres()
-    to_utm = Transformer.from_crs(DEM_CRS, SCENE_CRS, always_xy=True)
-    dem_x, dem_y = to_utm.transform(np.asarray(lon), np.asarray(lat))
-    dem = elevation_at(dem_x, dem_y, size_m).astype(np.float32)
-
-    slope = _slope_deg(elevation, IMAGE_RESOLUTION)
-    jitter = 120.0 * _smooth_noise(rng, elevation.shape, 6.0)
-    z = elevation + jitter
-    land_cover = np.full(elevation.shape, GRASS, dtype=np.uint8)
-    land_cover[(z > 1100) & (z < 2050) & (slope > 9)] = FOREST
-    land_cover[(z >= 2300) | ((z > 1900) & (slope > 35))] = ROCK
-    land_cover[z >= 2800] = SNOW
-    land_cover[elevation <= LAKE_LEVEL_M + 0.01] = WATER
-
-    texture = 1.0 + 0.07 * _smooth_noise(rng, elevation.shape, 1.5)
-    shade = 0.55 + 0.55 * _hillshade(elevation.astype(np.float64), IMAGE_RESOLUTION)
-    shade[land_cover == WATER] = 1.0
-    surface = CLASS_SPECTRA[land_cover].transpose(2, 0, 1) * (texture * shade).astype(np.float32)[None]
-    surface = np.clip(surface, 0.001, 1.0).astype(np.float32)
-
-    cloud_field = _smooth_noise(rng, elevation.shape, 18.0)
-    cloud = cloud_field > 2.0
-    shadow = np.zeros_like(cloud)
-    shift = max(1, size // 40)
-    shadow[shift:, shift:] = cloud[:-shift, :-shift]
-    shadow &= ~cloud
-    rows, cols = np.indices(elevation.shape)
-    nodata = cols + 2 * (size - rows) < size // 3  # swath edge in the lower-left corner
-    return SampleScene(image_grid, dem_grid, dem, elevation, land_cover, surface, cloud, shadow, nodata)
+    """Build the sample scene in memory; ``size`` pixels per side at 10 m. Same inputs, same arrays."""
+    gen = SceneGenerator(size, seed)
+    part = gen.rows(0, size)
+    return SampleScene(gen.image_grid, gen.dem_grid, gen.dem(), part.elevation, part.land_cover,
+                       part.surface_reflectance, part.cloud, part.cloud_shadow, part.nodata)
 
 
-def scene_scl(scene: SampleScene) -> np.ndarray:
+def scene_scl(scene: SampleScene | SceneRows) -> np.ndarray:
     """The scene classification an L2A processor would give (uint8 SCL codes)."""
     scl = CLASS_TO_SCL[scene.land_cover].copy()
     scl[scene.cloud_shadow] = 3
@@ -142,7 +205,7 @@ def scene_scl(scene: SampleScene) -> np.ndarray:
     return scl
 
 
-def observed_reflectance(scene: SampleScene) -> np.ndarray:
+def observed_reflectance(scene: SampleScene | SceneRows) -> np.ndarray:
     """What an L2A product shows: the surface, with clouds bright and shadows darkened."""
     refl = scene.surface_reflectance.copy()
     refl[:, scene.cloud_shadow] *= 0.35

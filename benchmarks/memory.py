@@ -1,0 +1,242 @@
+"""Peak memory of every CLI pipeline on a full-tile-sized input, each under an enforced 2 GiB.
+
+Each pipeline is the real CLI (``python -m eotwin``) in a child process run by
+:func:`eotwin.testing.memlimit.run_under_memory_limit`: ``RLIMIT_AS`` of 2 GiB (where the pipeline can start
+under it; see ``AS_ONLY_VIRTUAL`` for the ones that cannot, for address space alone) plus a watchdog that
+sums resident memory over the child's process tree and kills it above 2 GiB. Peak RSS is the watchdog's
+(sampled every 50 ms) or the kernel's high-water mark of the largest process, whichever is larger.
+
+Inputs (``--size``, default 10980: a Sentinel-2 tile at 10 m):
+* ``sample``, ``atmocorr-sample-l1c``: the generators asked for a ``size`` x ``size`` scene;
+* ``pointcloud-build`` / ``-info`` / ``-mesh``: the uint8 TCI (UTM 32N, 10 m) and 1" DEM of
+  benchmarks/pointcloud.py (``make_inputs``), the LAZ built from them;
+* ``atmocorr-run``: the 13-band L1C stack of :func:`eotwin.atmocorr.sample_l1c.make_tiled_l1c` (the
+  sample surface through the 6S table, mirrored over the tile), corrected with 6s-ddv: the command the
+  eotwin-atmocorr component's model runs;
+* ``ben-train``: one epoch of configs/ben/smoke.yaml (resnet18) on the 24 real BigEarthNet v2 patches (the
+  data there is); ``ben-predict``: that checkpoint over the L2A stack ``atmocorr-run`` wrote (a full tile,
+  8,464 windows of 120 px at stride 120): the command the eotwin-ben-predict component's model runs;
+* ``deltatwin-build``: every component, wheel included; ``component-atmocorr`` and ``component-ben-predict``:
+  ``eotwin deltatwin run`` of those components (limits enforced: each model under its manifest's ``ram``) on the
+  inputs of ``atmocorr-run`` and ``ben-predict`` (run those first, in the same ``--workdir``).
+
+Prints one table (pipeline, input, wall time, peak RSS, peak address space, limit, OK/FAILED);
+``--json FILE`` writes it; ``--only NAME`` (repeatable) runs some. Inputs are kept in ``--workdir``.
+
+Usage: ``.venv/bin/python benchmarks/memory.py [--size 10980] [--workdir DIR] [--only NAME] [--json FILE]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from eotwin.testing.memlimit import DEFAULT_LIMIT, run_under_memory_limit
+
+REPO = Path(__file__).resolve().parents[1]
+BEN_DATA = REPO / ".eotwin-data" / "BENv2"
+# pipelines that cannot start under RLIMIT_AS 2 GiB for address space alone (resident memory far below):
+AS_ONLY_VIRTUAL = {
+    "ben-train": "import torch (CUDA build) maps ~3 GiB of shared libraries",
+    "ben-predict": "import torch (CUDA build) maps ~3 GiB of shared libraries",
+    "pointcloud-mesh": "Open3D maps 765 MiB of library beside rasterio/numpy",
+    # the runner inside enforces each model's manifest ram (RLIMIT_AS + its own watchdog); around it, the
+    # watchdog holds the whole tree (runner + model) to the limit
+    "component-atmocorr": "the runner sets the model's own RLIMIT_AS",
+    "component-ben-predict": "the runner sets the model's own RLIMIT_AS; torch as ben-predict",
+}
+
+
+@dataclass
+class Row:
+    name: str
+    workload: str
+    wall_s: float = 0.0
+    peak_rss_bytes: int = 0
+    peak_vms_bytes: int = 0
+    limit: str = ""
+    ok: bool = False
+    detail: str = ""
+
+
+@dataclass
+class Step:
+    name: str
+    workload: str
+    argv: Callable[[], list[str]]  # eotwin arguments, computed when the step runs (inputs made then)
+    check: Callable[[], bool]  # the outputs are there
+
+
+def _pointcloud_inputs(work: Path, size: int) -> tuple[Path, Path]:
+    spec = importlib.util.spec_from_file_location("_pointcloud_benchmark", REPO / "benchmarks" / "pointcloud.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_inputs(work, size)
+
+
+def _tiled_l1c(work: Path, size: int) -> Path:
+    from eotwin.atmocorr.sample_l1c import make_tiled_l1c
+
+    target = work / "tiled_l1c" / "l1c_stack.tif"
+    if not target.exists():
+        make_tiled_l1c(target.parent, size=size)
+    return target
+
+
+def steps(work: Path, size: int) -> list[Step]:
+    tile = f"{size} x {size} px"
+    out = work / "out"
+    inputs: dict[str, Path] = {}
+
+    def pc_inputs() -> tuple[Path, Path]:
+        if "tci" not in inputs:
+            inputs["tci"], inputs["dem"] = _pointcloud_inputs(work, size)
+        return inputs["tci"], inputs["dem"]
+
+    def build() -> list[str]:
+        tci, dem = pc_inputs()
+        return ["pointcloud", "build", "--dem", str(dem), "--image", str(tci), "-o", str(out / "cloud.laz"),
+                "--no-viewer", "--no-preview"]
+
+    def mesh() -> list[str]:
+        tci, dem = pc_inputs()
+        return ["pointcloud", "mesh", "--dem", str(dem), "--image", str(tci), "-o", str(out / "mesh.ply"),
+                "--resolution", "30", "--triangles", "1000000"]
+
+    def atmocorr() -> list[str]:
+        return ["atmocorr", "run", str(_tiled_l1c(work, size)), "--method", "6s-ddv", "--output", str(out / "l2a")]
+
+    def train() -> list[str]:
+        return ["ben", "train", "-c", str(REPO / "configs" / "ben" / "smoke.yaml"), f"output={out / 'ben-run'}",
+                f"data.source={BEN_DATA}", "trainer.max_epochs=1", "evaluate_splits=[]"]
+
+    def predict() -> list[str]:
+        return ["ben", "predict", str(out / "ben-run" / "checkpoints" / "best.ckpt"), str(out / "l2a" / "l2a.tif"),
+                "-o", str(out / "labels.tif")]
+
+    def component(name: str, values: dict[str, dict[str, str]]) -> Callable[[], list[str]]:
+        def argv() -> list[str]:
+            folder = out / "components" / name
+            if not (folder / "manifest.json").is_file():
+                raise FileNotFoundError(f"{folder}: run deltatwin-build first")
+            for value in values.values():
+                if value["type"] == "Data" and not Path(value["url"]).exists():
+                    raise FileNotFoundError(f"{value['url']}: run the step that writes it first")
+            run_dir = out / f"run-{name}"
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            inputs = out / f"{name}-inputs.json"
+            inputs.write_text(json.dumps(values), encoding="utf-8")
+            return ["deltatwin", "run", str(folder), "-i", str(inputs), "-o", str(run_dir)]
+        return argv
+
+    def succeeded(name: str) -> Callable[[], bool]:
+        record = out / f"run-{name}" / "run.json"
+        return lambda: record.is_file() and json.loads(record.read_text())["status"] == "succeeded"
+
+    return [
+        Step("sample", f"sample scene {tile}",
+             lambda: ["sample", "-o", str(out / "sample"), "--size", str(size)],
+             lambda: (out / "sample" / "l2a_10m.tif").is_file()),
+        Step("pointcloud-build", f"TCI {tile} + 1\" DEM -> LAZ", build, lambda: (out / "cloud.laz").is_file()),
+        Step("pointcloud-info", f"LAZ of {tile}", lambda: ["pointcloud", "info", str(out / "cloud.laz"), "--json"],
+             lambda: True),
+        Step("pointcloud-mesh", f"DEM + TCI {tile}, 30 m mesh, 1 M triangles", mesh,
+             lambda: (out / "mesh.ply").is_file()),
+        Step("atmocorr-sample-l1c", f"sample L1C {tile}",
+             lambda: ["atmocorr", "sample-l1c", "-o", str(out / "sample_l1c"), "--size", str(size)],
+             lambda: (out / "sample_l1c" / "l1c_stack.tif").is_file()),
+        Step("atmocorr-run", f"L1C 13 bands {tile}, 6s-ddv", atmocorr, lambda: (out / "l2a" / "l2a.tif").is_file()),
+        Step("ben-train", "smoke.yaml resnet18, 1 epoch, 24 real patches", train,
+             lambda: (out / "ben-run" / "checkpoints" / "best.ckpt").is_file()),
+        Step("ben-predict", f"resnet18 over the L2A {tile} (stride 120)", predict,
+             lambda: (out / "labels.tif").is_file()),
+        Step("deltatwin-build", "every component + the wheel",
+             lambda: ["deltatwin", "build", "-o", str(out / "components")],
+             lambda: (out / "components" / "eotwin-atmocorr" / "manifest.json").is_file()),
+        Step("component-atmocorr", f"eotwin-atmocorr on the L1C {tile}, 6s-ddv",
+             component("eotwin-atmocorr", {"l1c": {"type": "Data", "url": str(work / "tiled_l1c" / "l1c_stack.tif")},
+                                           "method": {"type": "string", "value": "6s-ddv"}}),
+             succeeded("eotwin-atmocorr")),
+        Step("component-ben-predict", f"eotwin-ben-predict, resnet18 over the L2A {tile}",
+             component("eotwin-ben-predict",
+                       {"checkpoint": {"type": "Data", "url": str(out / "ben-run" / "checkpoints" / "best.ckpt")},
+                        "image": {"type": "Data", "url": str(out / "l2a" / "l2a.tif")}}),
+             succeeded("eotwin-ben-predict")),
+    ]
+
+
+def run_step(step: Step, limit: int) -> Row:
+    row = Row(step.name, step.workload)
+    try:
+        args = step.argv()
+    except Exception as exc:  # an input that could not be made is a FAILED row, not a crash of the table
+        row.detail = f"input: {type(exc).__name__}: {exc}"[:200]
+        return row
+    address_space = step.name not in AS_ONLY_VIRTUAL
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    run = run_under_memory_limit([sys.executable, "-m", "eotwin", "-q", *args], limit_bytes=limit,
+                                 address_space=address_space, env=env)
+    row.wall_s, row.peak_rss_bytes, row.peak_vms_bytes = run.wall_s, run.peak_rss_bytes, run.peak_vms_bytes
+    row.limit = f"{limit / 2**30:g} GiB {'AS + RSS' if address_space else 'RSS'}"
+    row.ok = run.ok and step.check()
+    if not row.ok:
+        last = next((line for line in reversed(run.stderr.splitlines()) if line.strip()), "")
+        row.detail = (run.stopped or f"exit {run.returncode}: {last.strip()}")[:200]
+    return row
+
+
+def print_table(rows: list[Row]) -> None:
+    head = f"{'pipeline':22s} {'input':48s} {'wall s':>8s} {'peak RSS MiB':>13s} {'peak AS MiB':>12s} {'limit':>14s}  result"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r.name:22s} {r.workload[:48]:48s} {r.wall_s:8.1f} {r.peak_rss_bytes / 2**20:13.0f} "
+              f"{r.peak_vms_bytes / 2**20:12.0f} {r.limit:>14s}  {'OK' if r.ok else 'FAILED'}"
+              + (f"  ({r.detail})" if r.detail else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=10980, help="pixels per side (10980: a full tile at 10 m)")
+    parser.add_argument("--workdir", type=Path, help="keep inputs and outputs here (default: a temporary folder)")
+    parser.add_argument("--only", action="append", default=[], help="run this pipeline only (repeatable)")
+    parser.add_argument("--json", type=Path, help="write the table as JSON to this file")
+    parser.add_argument("--limit-gib", type=float, default=DEFAULT_LIMIT / 2**30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="eotwin-memory-") as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        chosen = steps(work, args.size)
+        known = [s.name for s in chosen]
+        unknown = [n for n in args.only if n not in known]
+        if unknown:
+            parser.error(f"unknown pipeline(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        rows = []
+        for step in chosen:
+            if args.only and step.name not in args.only:
+                continue
+            print(f"running {step.name} ({step.workload}) ...", file=sys.stderr, flush=True)
+            rows.append(run_step(step, int(args.limit_gib * 2**30)))
+            r = rows[-1]
+            print(f"  {r.wall_s:.1f} s, peak RSS {r.peak_rss_bytes / 2**20:.0f} MiB, {'OK' if r.ok else 'FAILED'}",
+                  file=sys.stderr, flush=True)
+    print_table(rows)
+    if args.json:
+        from eotwin.io.files import write_json_atomic
+
+        write_json_atomic(args.json, {"size": args.size, "limit_bytes": int(args.limit_gib * 2**30),
+                                      "rows": [r.__dict__ for r in rows]})
+    sys.exit(0 if all(r.ok for r in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()
