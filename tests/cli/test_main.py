@@ -27,3 +27,27 @@ def test_console_script_runs(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "s" / "dem.tif").exists()
+
+
+def test_os_error_without_file_name_is_one_clean_line(monkeypatch, capsys):
+    """GDAL's read errors are OSErrors with no file name: the line was 'error:: Read failed...'."""
+    import eotwin.cli.main as main
+
+    def failing_app(**_kwargs):
+        raise OSError("Read failed. See previous exception for details.")
+
+    monkeypatch.setattr(main, "app", failing_app)
+    assert run(["pointcloud", "build"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["error: Read failed. See previous exception for details."]
+
+
+def test_os_error_with_file_name_names_it(monkeypatch, capsys):
+    import eotwin.cli.main as main
+
+    def failing_app(**_kwargs):
+        raise PermissionError(13, "Permission denied", "/data/out.laz")
+
+    monkeypatch.setattr(main, "app", failing_app)
+    assert run(["pointcloud", "build"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: /data/out.laz: Permission denied"]

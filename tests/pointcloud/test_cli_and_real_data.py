@@ -142,7 +142,7 @@ def _no_traceback_one_line(capsys) -> str:
 
 
 @pytest.mark.parametrize("case", ["missing", "not_raster", "no_crs", "no_overlap", "fraction_high", "fraction_zero",
-                                  "unwritable", "bad_format", "one_band_image"])
+                                  "unwritable", "bad_format", "one_band_image", "image_data_cut"])
 def test_bad_input_is_one_line_nonzero_and_leaves_nothing(case, tmp_path, sample_files, capsys):
     dem, image = str(sample_files.dem), str(sample_files.tci)
     out_dir = tmp_path / "out"
@@ -176,11 +176,26 @@ def test_bad_input_is_one_line_nonzero_and_leaves_nothing(case, tmp_path, sample
         extra = ["--format", "xyz"]
     elif case == "one_band_image":
         image = str(sample_files.scl)
-    code = run(["pointcloud", "build", "--dem", dem, "--image", image, "-o", str(out), *extra])
+    elif case == "image_data_cut":  # header intact (a COG's IFDs come first), pixels cut short: fails at read
+        cut = tmp_path / "cut.tif"
+        with rasterio.open(sample_files.tci) as src:
+            profile = {**src.profile, "driver": "COG", "compress": "deflate"}
+            for key in ("blockxsize", "blockysize", "tiled", "interleave"):  # GTiff-only options
+                profile.pop(key, None)
+            with rasterio.open(cut, "w", **profile) as dst:
+                dst.write(src.read())
+        cut.write_bytes(cut.read_bytes()[: int(cut.stat().st_size * 0.6)])
+        with rasterio.open(cut) as opened:  # the premise: it opens, only reading fails
+            assert opened.count == 3
+        image = str(cut)
+    quiet = ["-q"] if case == "image_data_cut" else []  # it fails once the progress bar has started
+    code = run([*quiet, "pointcloud", "build", "--dem", dem, "--image", image, "-o", str(out), *extra])
     out_dir.chmod(0o700)
     assert code != 0
     line = _no_traceback_one_line(capsys)
     assert line.startswith("error:") or "Error" in line or "Invalid" in line
+    if case == "image_data_cut":  # was "error:: Read failed. See previous exception for details."
+        assert line.startswith("error: ") and "cut.tif" in line, line
     assert not out.exists()
     assert not any(out_dir.iterdir()), "no partial or temporary files are left behind"
 

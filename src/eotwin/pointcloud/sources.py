@@ -21,7 +21,7 @@ from rasterio.windows import Window as RioWindow
 
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window
-from eotwin.io.raster import grid_of, open_raster
+from eotwin.io.raster import grid_of, open_raster, read_errors_named
 from eotwin.pointcloud.colour import Stretch, dn_to_reflectance, fixed_stretch, percentile_stretch
 
 # Sentinel-2 SCL classes that carry no honest ground colour: no data, saturated/defective, cloud
@@ -118,11 +118,15 @@ class _GridReader:
 
     def read_values(self, indexes: Sequence[int], window: Window) -> np.ndarray:
         rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
-        return self._vrt.read(list(indexes), window=rio_window)
+        with read_errors_named(self.dataset.name):
+            return self._vrt.read(list(indexes), window=rio_window)
 
     def read(self, indexes: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Values (bands, h, w) and validity (h, w): inside the source and not nodata in any band."""
-        indexes = list(indexes)
+        with read_errors_named(self.dataset.name):
+            return self._read(list(indexes), window)
+
+    def _read(self, indexes: list[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
         by_value = self._value_masks(indexes)
         if self._vrt is not None:
             rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
