@@ -110,6 +110,23 @@ def test_bytes_served_are_counted_per_file(served):
     assert counted["total_bytes_served"] == 65536 + 100 and counted["total_size"] == len(data)
 
 
+def test_bytes_are_counted_before_the_client_holds_them(served, monkeypatch):
+    """The count was raised after the write: a client that posted its first-frame report at once could
+    snapshot a count without the bytes it had just received (a CI failure). A slow count shows the order."""
+    import time
+
+    server, _ = served
+    original = type(server.stats).add
+
+    def slow_add(self, name, sent):
+        time.sleep(0.3)  # the serving thread descheduled between the write and the count
+        original(self, name, sent)
+
+    monkeypatch.setattr(type(server.stats), "add", slow_add)
+    request(server, "GET", "/clouds/a.copc.laz", {"Range": "bytes=0-999"})
+    assert stats(server)["files"]["a.copc.laz"]["bytes_served"] == 1000
+
+
 def test_first_frame_report_snapshots_the_bytes_served(served):
     server, _ = served
     request(server, "GET", "/clouds/a.copc.laz", {"Range": "bytes=0-999"})

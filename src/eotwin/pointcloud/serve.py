@@ -379,14 +379,18 @@ def _handler_for(server: CloudServer) -> type[BaseHTTPRequestHandler]:
                     chunk = stream.read(min(SEND_CHUNK, remaining))
                     if not chunk:
                         break
+                    # counted before it is written: once the client holds the bytes, the count must show them
+                    # (a report it posts next snapshots the count; counting after the write raced with it)
+                    if counted_as is not None:
+                        server.stats.add(counted_as, len(chunk))
                     try:
                         self.wfile.write(chunk)
-                    except (BrokenPipeError, ConnectionResetError):  # the browser moved on: count what went out
+                    except (BrokenPipeError, ConnectionResetError):  # the browser moved on: this chunk did not go out
+                        if counted_as is not None:
+                            server.stats.add(counted_as, -len(chunk))
                         self.close_connection = True
                         break
                     remaining -= len(chunk)
-                    if counted_as is not None:
-                        server.stats.add(counted_as, len(chunk))
 
     return Handler
 
