@@ -20,6 +20,7 @@ from pyproj import CRS
 
 from eotwin.errors import EotwinError
 from eotwin.io.files import atomic_path
+from eotwin.io.laz_child import ChildLazCompressor, child_fits
 from eotwin.pointcloud.core import PointBlock
 
 FORMATS = ("laz", "las", "ply", "copc")
@@ -106,6 +107,18 @@ def las_record(block: PointBlock, point_format, scales: np.ndarray, offsets: np.
 
 
 HEADER_SIZE = 375  # LAS 1.4
+# from this many points on, LAZ is compressed in a child process (its start-up costs about half a second);
+# read at run time, so tests can lower it
+CHILD_MIN_POINTS = 4_000_000
+
+
+def _may_start_children() -> bool:
+    """Several cores, and not inside a daemon process (a Dask worker), which cannot have children."""
+    import multiprocessing
+
+    return (os.cpu_count() or 1) > 1 and not multiprocessing.current_process().daemon
+
+
 LASZIP_CHUNK_POINTS = 50_000  # LASzip's default chunk: the unit lazrs compresses in parallel
 
 
@@ -144,7 +157,8 @@ def las14_header(vlrs: bytes, n_vlrs: int, count: int, record_length: int, scale
 
 
 class LazWriter:
-    """LAZ 1.4 point format 7 straight through lazrs, chunks compressed on every core (``ParLasZipCompressor``).
+    """LAZ 1.4 point format 7 straight through lazrs, chunks compressed on every core (``ParLasZipCompressor``),
+    in a child process for large clouds (:mod:`eotwin.io.laz_child`: lazrs holds the GIL while it compresses).
 
     laspy's own writer is not used for LAZ: per block it sorts the return numbers to count points by return
     (all zero here) and holds the GIL for it, a tenth of a full tile's build. The header is written last.
@@ -161,8 +175,10 @@ class LazWriter:
         vlr = lazrs.LazVlr.new_for_compression(7, 0)
         self._vlrs = vlr_record("laszip encoded", 22204, vlr.record_data(), "lazrs") + wkt_vlr(crs)
         handle.write(self._header())
-        parallel = (os.cpu_count() or 1) > 1
-        self._compressor = lazrs.ParLasZipCompressor(handle, vlr) if parallel else lazrs.LasZipCompressor(handle, vlr)
+        self._vlr = vlr
+        self._compressor = None  # chosen once the cloud's size shows (see _start)
+        self._pending: list[np.ndarray] = []
+        self._pending_points = 0
         self._int_mins = np.full(3, np.iinfo(np.int64).max, dtype=np.int64)
         self._int_maxs = np.full(3, np.iinfo(np.int64).min, dtype=np.int64)
 
@@ -178,13 +194,41 @@ class LazWriter:
         if not len(record):
             return
         array = record.array
-        self._compressor.compress_many(array.view(np.uint8))
+        if self._compressor is None:
+            self._pending.append(array.view(np.uint8))
+            self._pending_points += len(array)
+            if self._pending_points >= CHILD_MIN_POINTS and _may_start_children() and child_fits():
+                self._start(in_child=True)
+        else:
+            self._compressor.compress_many(array.view(np.uint8))
         self.stats.count += len(array)
         for axis, name in enumerate("XYZ"):
             self._int_mins[axis] = min(self._int_mins[axis], int(array[name].min()))
             self._int_maxs[axis] = max(self._int_maxs[axis], int(array[name].max()))
 
+    def _start(self, in_child: bool) -> None:
+        """Start compressing: in a child process for large clouds on several cores, else here."""
+        import lazrs
+
+        self._fh.flush()
+        if in_child:
+            self._compressor = ChildLazCompressor(Path(self._fh.name), self._fh.tell())
+        elif (os.cpu_count() or 1) > 1:
+            self._compressor = lazrs.ParLasZipCompressor(self._fh, self._vlr)
+        else:
+            self._compressor = lazrs.LasZipCompressor(self._fh, self._vlr)
+        for data in self._pending:
+            self._compressor.compress_many(data)
+        self._pending.clear()
+
+    def close(self) -> None:
+        """Stop a child compressor left running by a failure (the file itself is the caller's to discard)."""
+        if hasattr(self._compressor, "close"):
+            self._compressor.close()
+
     def finish(self) -> None:
+        if self._compressor is None:
+            self._start(in_child=False)
         self._compressor.done()
         if self.stats.count:
             self.stats.mins = self._int_mins * self._scales + self._offsets
@@ -294,8 +338,11 @@ def open_point_writer(path: str | Path, fmt: str, crs: CRS, bounds_xy: tuple[flo
         elif fmt == "laz":
             with open(tmp, "wb") as fh:
                 laz = LazWriter(fh, crs, scales, offsets)
-                yield laz
-                laz.finish()
+                try:
+                    yield laz
+                    laz.finish()
+                finally:
+                    laz.close()
         else:
             import laspy
 

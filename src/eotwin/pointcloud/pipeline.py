@@ -6,12 +6,14 @@ of the inputs: nothing holds the whole raster or the whole cloud.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
+import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -32,8 +34,10 @@ from eotwin.pointcloud.sources import DemSource, ImageSource, MaskSource
 from eotwin.progress import ProgressReporter, ensure_progress
 
 T = TypeVar("T")
+U = TypeVar("U")
 MEDIA_TYPES = {"laz": "application/vnd.laszip", "copc": "application/vnd.laszip+copc", "las": "application/vnd.las",
                "ply": "application/x-ply"}
+PREPARE_WORKERS = min(2, os.cpu_count() or 1)  # threads packing blocks into records
 GDAL_CACHE_MB = 128  # GDAL's default (5 % of RAM) would let the block cache grow past a container's limit
 
 
@@ -91,6 +95,33 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
             with contextlib.suppress(queue.Empty):
                 slots.get(timeout=0.1)
         thread.join()
+
+
+def map_ahead(fn: Callable[[T], U], items: Iterable[T], workers: int = 2) -> Iterator[U]:
+    """``map(fn, items)`` in order, with ``workers`` calls running at once in threads.
+
+    For numpy work that releases the GIL (packing, sorting, gathering records). At most ``workers``
+    results are computed ahead (bounded memory); an exception in ``fn`` is re-raised here, and stopping
+    early cancels the calls not yet started and waits for the running ones.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="eotwin-prepare")
+    pending: collections.deque = collections.deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def make_options(**kwargs) -> BuildOptions:
@@ -169,7 +200,7 @@ def build_point_cloud(options: BuildOptions, progress: ProgressReporter | None =
         with open_point_writer(output, fmt, grid.crs, (left, bottom, right, top), grid=grid, progress=progress) as writer, \
                 progress.task(f"writing {fmt.upper()} points", total=len(blocks)) as task:
 
-            def prepared_blocks():
+            def point_blocks():  # in order, in one thread: the sources' datasets are not thread-safe
                 for i, window in enumerate(blocks):
                     z, rgb, valid = block_validity(window)
                     keep = None
@@ -178,11 +209,13 @@ def build_point_cloud(options: BuildOptions, progress: ProgressReporter | None =
                         if n_valid != counts[i]:
                             raise EotwinError("the inputs changed while the cloud was being built")
                         keep = sampler.pick(n_valid)
-                    yield writer.prepare(block_points(grid, window, z, rgb, valid, options.z_scale, keep))
+                    yield block_points(grid, window, z, rgb, valid, options.z_scale, keep)
 
-            # reading, warping and packing the next blocks (GDAL and numpy release the GIL) overlaps
-            # with compressing and writing the current one
-            for prepared in prefetch(prepared_blocks(), depth=2):
+            # reading and warping the next blocks (a thread; GDAL releases the GIL), packing them into the
+            # file's records (PREPARE_WORKERS threads; numpy releases the GIL), and compressing and writing
+            # the current one all overlap
+            prepared_blocks = map_ahead(writer.prepare, prefetch(point_blocks(), depth=2), PREPARE_WORKERS)
+            for prepared in prepared_blocks:
                 writer.write_prepared(prepared)
                 task.advance()
             if writer.stats.count == 0:  # inside the writer's block: the temporary file goes, a previous output stays
