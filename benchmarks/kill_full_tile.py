@@ -8,7 +8,9 @@ minutes and its staging folder holds gigabytes:
 2. a second run onto another output, killed with SIGKILL once ``--kill-after`` of the clean run's wall time
    has passed: the output must not exist, the dead run's staging must be there (nothing could clean it);
 3. the rerun onto that output: it must succeed, remove the dead run's staging, and write an ``l2a.tif`` whose
-   pixels equal the clean run's.
+   pixels equal the clean run's;
+4. a run onto a third output stopped with SIGTERM at the same time (a container stop): exit 143 within
+   60 s, no traceback, no output, and its staging removed by the run itself.
 
 Prints each check and the sizes and times; exit status 1 when a check fails.
 
@@ -100,6 +102,29 @@ def main() -> int:
     checks["the rerun removed the dead run's staging"] = not staging(killed)
     checks["the rerun's l2a.tif equals the clean run's, pixel for pixel"] = (
         rerun.returncode == 0 and same_pixels(clean / "l2a.tif", killed / "l2a.tif"))
+
+    # 4. SIGTERM (a container stop, `docker stop`): the run must clean its own staging and exit 143
+    stopped = work / "stopped"
+    shutil.rmtree(stopped, ignore_errors=True)
+    proc = subprocess.Popen(eotwin(*run_args, "-o", str(stopped)), stderr=subprocess.PIPE, text=True)
+    time.sleep(wait_s)
+    alive = proc.poll() is None
+    had_staging = bool(staging(stopped))
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+    exit_s = time.monotonic() - sent
+    print(f"SIGTERM after {wait_s:.1f} s: exit {proc.returncode} {exit_s:.1f} s later, staging before "
+          f"{'yes' if had_staging else 'no'}, after {len(staging(stopped))} folder(s)")
+    checks["SIGTERM: the run was still going, with its staging"] = alive and had_staging
+    checks["SIGTERM: exit 143 within 60 s"] = proc.returncode == 143
+    checks["SIGTERM: no output and the staging removed by the run itself"] = (
+        not stopped.exists() and not staging(stopped))
+    checks["SIGTERM: no traceback"] = "Traceback" not in (stderr or "")
     for name, ok in checks.items():
         print(f"  {'OK    ' if ok else 'FAILED'} {name}")
     print("all checks hold" if all(checks.values()) else "SOME CHECKS FAILED")

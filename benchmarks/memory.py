@@ -13,12 +13,18 @@ Inputs (``--size``, default 10980: a Sentinel-2 tile at 10 m):
 * ``atmocorr-run``: the 13-band L1C stack of :func:`eotwin.atmocorr.sample_l1c.make_tiled_l1c` (the
   sample surface through the 6S table, mirrored over the tile), corrected with 6s-ddv: the command the
   eotwin-atmocorr component's model runs;
+* ``atmocorr-run-sample-l1c`` / ``atmocorr-evaluate``: 6s-ddv on the ``atmocorr-sample-l1c`` scene, then
+  ``atmocorr evaluate`` of that L2A against the scene's ``l2a_truth.tif``, TOA beside it;
+* ``ben-info`` / ``ben-encode`` / ``ben-analyze`` / ``ben-evaluate``: the 24 real BigEarthNet v2 patches (S1 +
+  S2) of the configilm wheel, the whole data there is (one patch for ``info``; ``evaluate``: the ``ben-train``
+  checkpoint on all 24);
 * ``ben-train``: one epoch of configs/ben/smoke.yaml (resnet18) on the 24 real BigEarthNet v2 patches (the
   data there is); ``ben-predict``: that checkpoint over the L2A stack ``atmocorr-run`` wrote (a full tile,
   8,464 windows of 120 px at stride 120): the command the eotwin-ben-predict component's model runs;
 * ``deltatwin-build``: every component, wheel included; ``component-atmocorr`` and ``component-ben-predict``:
   ``eotwin deltatwin run`` of those components (limits enforced: each model under its manifest's ``ram``) on the
-  inputs of ``atmocorr-run`` and ``ben-predict`` (run those first, in the same ``--workdir``).
+  inputs of ``atmocorr-run`` and ``ben-predict`` (run those first, in the same ``--workdir``);
+  ``component-sample`` (a ``size`` x ``size`` scene) and ``component-pointcloud-files`` (the point-cloud inputs).
 
 Prints one table (pipeline, input, wall time, peak RSS, peak address space, limit, OK/FAILED);
 ``--json FILE`` writes it; ``--only NAME`` (repeatable) runs some. Inputs are kept in ``--workdir``.
@@ -52,6 +58,11 @@ AS_ONLY_VIRTUAL = {
     # watchdog holds the whole tree (runner + model) to the limit
     "component-atmocorr": "the runner sets the model's own RLIMIT_AS",
     "component-ben-predict": "the runner sets the model's own RLIMIT_AS; torch as ben-predict",
+    "component-sample": "the runner sets the model's own RLIMIT_AS",
+    "component-pointcloud-files": "the runner sets the model's own RLIMIT_AS",
+    "ben-evaluate": "import torch (CUDA build) maps ~3 GiB of shared libraries",
+    # a container's limit counts resident pages, not reserved address space
+    "ben-encode": "LMDB reserves its 1 GiB map (address space only) beside 1.6 GiB of mapped libraries",
 }
 
 
@@ -89,6 +100,12 @@ def _tiled_l1c(work: Path, size: int) -> Path:
     if not target.exists():
         make_tiled_l1c(target.parent, size=size)
     return target
+
+
+def _first_patch() -> str:
+    import pyarrow.parquet as pq
+
+    return str(pq.read_table(BEN_DATA / "metadata.parquet", columns=["patch_id"]).column(0)[0])
 
 
 def steps(work: Path, size: int) -> list[Step]:
@@ -155,10 +172,31 @@ def steps(work: Path, size: int) -> list[Step]:
              lambda: ["atmocorr", "sample-l1c", "-o", str(out / "sample_l1c"), "--size", str(size)],
              lambda: (out / "sample_l1c" / "l1c_stack.tif").is_file()),
         Step("atmocorr-run", f"L1C 13 bands {tile}, 6s-ddv", atmocorr, lambda: (out / "l2a" / "l2a.tif").is_file()),
+        Step("atmocorr-run-sample-l1c", f"the sample L1C {tile}, 6s-ddv",
+             lambda: ["atmocorr", "run", str(out / "sample_l1c" / "l1c_stack.tif"), "--method", "6s-ddv",
+                      "--output", str(out / "l2a-sample")],
+             lambda: (out / "l2a-sample" / "l2a.tif").is_file()),
+        Step("atmocorr-evaluate", f"that L2A {tile} against the sample's truth, TOA beside it",
+             lambda: ["atmocorr", "evaluate", str(out / "l2a-sample" / "l2a.tif"),
+                      str(out / "sample_l1c" / "l2a_truth.tif"), "--l1c", str(out / "sample_l1c" / "l1c_stack.tif"),
+                      "-o", str(out / "evaluation")],
+             lambda: (out / "evaluation" / "evaluation.json").is_file()),
+        Step("ben-info", "one real patch (S1 + S2) of the configilm LMDB",
+             lambda: ["ben", "info", str(BEN_DATA), "--patch", _first_patch(), "--json"], lambda: True),
+        Step("ben-encode", "24 real patches (S1 + S2) -> store",
+             lambda: ["ben", "encode", str(BEN_DATA), "-o", str(out / "ben-store")],
+             lambda: (out / "ben-store").is_dir()),
+        Step("ben-analyze", "metadata of the 24 real patches",
+             lambda: ["ben", "analyze", str(BEN_DATA), "-o", str(out / "ben-analysis")],
+             lambda: (out / "ben-analysis" / "analysis.json").is_file()),
         Step("ben-train", "smoke.yaml resnet18, 1 epoch, 24 real patches", train,
              lambda: (out / "ben-run" / "checkpoints" / "best.ckpt").is_file()),
         Step("ben-predict", f"resnet18 over the L2A {tile} (stride 120)", predict,
              lambda: (out / "labels.tif").is_file()),
+        Step("ben-evaluate", "resnet18 checkpoint on all 24 real patches",
+             lambda: ["ben", "evaluate", str(out / "ben-run" / "checkpoints" / "best.ckpt"), "--split", "all",
+                      "--source", str(BEN_DATA), "-o", str(out / "ben-scores.json")],
+             lambda: (out / "ben-scores.json").is_file()),
         Step("deltatwin-build", "every component + the wheel",
              lambda: ["deltatwin", "build", "-o", str(out / "components")],
              lambda: (out / "components" / "eotwin-atmocorr" / "manifest.json").is_file()),
@@ -166,6 +204,13 @@ def steps(work: Path, size: int) -> list[Step]:
              component("eotwin-atmocorr", {"l1c": {"type": "Data", "url": str(work / "tiled_l1c" / "l1c_stack.tif")},
                                            "method": {"type": "string", "value": "6s-ddv"}}),
              succeeded("eotwin-atmocorr")),
+        Step("component-sample", f"eotwin-sample, {tile}",
+             component("eotwin-sample", {"size": {"type": "integer", "value": size}}), succeeded("eotwin-sample")),
+        Step("component-pointcloud-files", f"eotwin-pointcloud-files on the TCI {tile} + 1\" DEM, LAZ",
+             component("eotwin-pointcloud-files", {"dem": {"type": "Data", "url": str(work / f"dem_{size}.tif")},
+                                                   "image": {"type": "Data", "url": str(work / f"tci_{size}.tif")},
+                                                   "format": {"type": "string", "value": "laz"}}),
+             succeeded("eotwin-pointcloud-files")),
         Step("component-ben-predict", f"eotwin-ben-predict, resnet18 over the L2A {tile}",
              component("eotwin-ben-predict",
                        {"checkpoint": {"type": "Data", "url": str(out / "ben-run" / "checkpoints" / "best.ckpt")},

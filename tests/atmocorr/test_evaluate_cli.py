@@ -63,3 +63,31 @@ def test_bad_input_is_one_line_and_writes_nothing(corrected, tmp_path, capsys):
     assert run(["atmocorr", "evaluate", str(made.truth), str(made.truth), "-o", str(out),
                 "--data-range", "0"]) != 0
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_memory_stays_per_block_on_a_larger_scene(tmp_path, monkeypatch):
+    """The preview kept strided views of every block, and with them every whole block: a full tile ran out of
+    2 GiB. numpy's allocations are traced by tracemalloc, so the peak of the block loop shows what is kept
+    (the plot after it works on a bounded sample)."""
+    import tracemalloc
+
+    from eotwin.atmocorr import evaluation
+    from eotwin.atmocorr.sample_l1c import make_sample_l1c
+
+    made = make_sample_l1c(tmp_path / "in", size=1700, lut_path=LUT)
+    monkeypatch.setattr(evaluation, "BLOCK_ROWS", 32)
+    loop_peak = []
+    write_png = evaluation._write_png
+
+    def record_then_plot(*args, **kwargs):
+        loop_peak.append(tracemalloc.get_traced_memory()[1])
+        return write_png(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "_write_png", record_then_plot)
+    whole_stacks = 2 * 12 * 1700 * 1700 * 4  # prediction and reference as float32: 277 MB
+    tracemalloc.start()
+    try:
+        evaluation.evaluate_products(made.truth, made.truth, tmp_path / "eval")
+    finally:
+        tracemalloc.stop()
+    assert loop_peak[0] < 0.4 * whole_stacks, f"peak {loop_peak[0] / 2**20:.0f} MiB"

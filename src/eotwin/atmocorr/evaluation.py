@@ -31,7 +31,7 @@ SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 SCATTER_SAMPLE = 200_000
 PREVIEW_SIDE = 800
-BLOCK_ROWS = 512
+BLOCK_ROWS = 128  # a full-tile block of 128 rows costs ~400 MB across pred, ref, TOA, SSIM and metrics
 
 
 class _SsimAccumulator:
@@ -103,6 +103,7 @@ def evaluate_products(
     step = max(1, math.ceil(max(grid.width, grid.height) / PREVIEW_SIDE))
     preview_rows: dict[str, list[np.ndarray]] = {"pred": [], "ref": [], "err": [], "b04": []}
     half = SSIM_WINDOW // 2
+    tci = [bands.index(b) for b in TCI_BANDS if b in bands]  # the bands the previews keep
     scale = lambda product, names: [(product.offsets.get(b, 0.0), product.quantification) for b in names]  # noqa: E731
     with contextlib.ExitStack() as stack:
         stack.enter_context(gdal_cache_env(128))
@@ -132,8 +133,10 @@ def evaluate_products(
             scatter_r.append(r[:, pick])
             rows = slice((-window.row_off) % step, None, step)
             pv, rv = p[:, rows, ::step], r[:, rows, ::step]
-            preview_rows["pred"].append(pv)
-            preview_rows["ref"].append(rv)
+            # the true-colour bands only, as copies: a strided view would keep each whole block alive until
+            # the end (a full tile's worth of blocks: out of memory)
+            preview_rows["pred"].append(pv[tci])
+            preview_rows["ref"].append(rv[tci])
             err = np.sqrt(np.mean((pv - rv) ** 2, axis=0))
             err[~valid[rows, ::step]] = np.nan
             preview_rows["err"].append(err)
@@ -182,13 +185,12 @@ def _write_png(path: Path, report: dict, bands: tuple[str, ...], sp: np.ndarray,
         m = report["corrected"]["bands"][b]
         ax.set_title(f"{b}: RMSE {m['rmse']:.4f}, SSIM {m['ssim']:.3f}", fontsize=8)
         ax.tick_params(labelsize=6)
-    idx = [bands.index(b) for b in TCI_BANDS if b in bands]
+    def rgb(stack: np.ndarray) -> np.ndarray:  # the previews hold the true-colour bands only
+        return np.clip(np.nan_to_num(np.moveaxis(stack, 0, -1)) / 0.25, 0, 1)
 
-    def rgb(stack: np.ndarray) -> np.ndarray:
-        return np.clip(np.nan_to_num(np.moveaxis(stack[idx], 0, -1)) / 0.25, 0, 1)
-
-    panels = [("prediction (true colour)", rgb(previews["pred"]) if len(idx) == 3 else None),
-              ("reference (true colour)", rgb(previews["ref"]) if len(idx) == 3 else None)]
+    has_rgb = all(b in bands for b in TCI_BANDS)
+    panels = [("prediction (true colour)", rgb(previews["pred"]) if has_rgb else None),
+              ("reference (true colour)", rgb(previews["ref"]) if has_rgb else None)]
     for k, (title, image) in enumerate(panels):
         ax = fig.add_subplot(grid[2, 2 * k : 2 * k + 2])
         if image is not None:
