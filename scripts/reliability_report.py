@@ -238,12 +238,13 @@ def main() -> int:
         junit = Path(tempfile.mkdtemp(prefix="eotwin-reliability-")) / "junit.xml"
         code = run_pytest(junit)
     text = report(junit)
+    closing = next(line for line in reversed(text.splitlines()) if line.startswith("Closing count:"))
     if args.output.exists() and HAND_WRITTEN in args.output.read_text():  # keep what people wrote below the marker
         text = text + "\n" + HAND_WRITTEN + args.output.read_text().split(HAND_WRITTEN, 1)[1]
     tmp = args.output.with_name(args.output.name + ".part")
     tmp.write_text(text)
     os.replace(tmp, args.output)
-    print(text.splitlines()[-2])
+    print(closing)  # the hand-written part may follow it in the file
     return code
 
 
