@@ -400,6 +400,43 @@ def test_pipeline_ai_blocks_equal_one_pass_and_write_an_aot_map(random_onnx, sam
     assert (own.atmosphere["ozone"], own.atmosphere["ozone_source"]) == (0.3, "OZONE tag")
 
 
+def test_pipeline_ai_computes_each_atmosphere_row_once(random_onnx, sample_scene, tmp_path, monkeypatch):
+    """Small row blocks: the network's inputs and its atmosphere are computed once per atmosphere row (the
+    blocks' context rows are kept, not recomputed), and the run still equals one pass (test above)."""
+    from eotwin.atmocorr import pipeline
+    from eotwin.atmocorr.ai import cells as cellmath
+    from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+    from eotwin.atmocorr.sample_l1c import make_sample_l1c
+
+    made = make_sample_l1c(tmp_path / "in", sample_scene, lut_path=LUT, ozone_tag=False)
+    seen = {"network": 0, "inputs": 0}
+    network, inputs = OnnxModel.network, cellmath.network_inputs
+
+    def counting_network(self, cells, per_cell, ozone=None):
+        seen["network"] += cells.shape[1]
+        return network(self, cells, per_cell, ozone)
+
+    def counting_inputs(toa, *args, **kwargs):
+        seen["inputs"] += toa.shape[1]
+        return inputs(toa, *args, **kwargs)
+
+    monkeypatch.setattr(OnnxModel, "network", counting_network)
+    monkeypatch.setattr(cellmath, "network_inputs", counting_inputs)
+    options = pipeline.make_options(input=made.l1c, output=tmp_path / "out", method="ai", model=random_onnx.path,
+                                    block_rows=13, lut=LUT, ood_fallback=False)
+    pipeline.run_correction(options)
+    height = made.valid.shape[0]
+    cell_rows = -(-height // (random_onnx.stride)) * random_onnx.out_stride
+    blocks = -(-height // 13)
+    context_cells = 2 * max(random_onnx.metadata["config"]["windows"]) // 2  # both sides, whole atmosphere rows
+    context_cells = -(-context_cells // (2 * random_onnx.out_stride)) * 2 * random_onnx.out_stride
+    assert seen["inputs"] == height  # every pixel row once
+    # network rows: each atmosphere row once, plus the context of each call (blocks with overlap: many times more)
+    assert cell_rows <= seen["network"] <= cell_rows + blocks * context_cells, (seen, cell_rows)
+    per_block_before = blocks * (13 + 2 * random_onnx.overlap + random_onnx.stride) // random_onnx.cell
+    assert seen["network"] < 0.6 * per_block_before
+
+
 def test_default_method_stays_the_physical_baseline():
     """The AI beats 6S + DDV on held-out BigEarthNet surfaces, but on surfaces unlike its training ones
     (the procedural sample scene) it is five times less accurate (0.0126 against 0.0026), and it is

@@ -9,7 +9,7 @@ Correction methods are pluggable (:data:`METHODS`): ``6s-ddv`` (6S-table inversi
 dense vegetation and water vapour from B09/B8A, as sen2cor; or a given ``aot``/``wv``), ``dos``
 (dark object subtraction) and ``ai`` once ``eotwin.atmocorr.ai:make_corrector`` exists. A corrector
 gets the 12 L2A bands' TOA of a block and returns their BOA (and optionally an AOT map); it may ask
-for ``overlap`` rows of context above and below.
+for ``overlap_above`` and ``overlap`` rows of context above and below.
 
 Everything is written into a staging folder beside the output and moved into place at the end:
 a failed run leaves no partial product.
@@ -173,7 +173,8 @@ class Corrector(Protocol):
     """One correction method. ``prepare`` sees the whole scene once; ``correct`` sees one block."""
 
     name: str
-    overlap: int  # rows of context needed above and below a block
+    overlap: int  # rows of context needed below a block
+    overlap_above: int  # and above it (the AI keeps what it computed for earlier blocks)
     gives_aot_map: bool
 
     def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]: ...
@@ -202,6 +203,7 @@ class SixSCorrector:
     elevation: float | None = None  # metres, the whole scene (the table is taken at that surface pressure)
     dem: Path | None = None  # per-pixel height, slope and aspect (altitude and terrain illumination)
     overlap: int = 0
+    overlap_above: int = 0
     gives_aot_map: bool = False
     _nodes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _angles: AngleGrid | None = field(default=None, repr=False)
@@ -773,7 +775,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
             scaling = toa_scaling(product, L2A_BANDS)
 
             def read_block(window: Window) -> tuple[Window, RawBlock]:
-                read_win = _with_overlap(window, corrector.overlap, grid.height)
+                read_win = _with_overlap(window, corrector.overlap_above, corrector.overlap, grid.height)
                 with worker_env():  # the block read ahead is held as stored (uint16), not as float32
                     return read_win, reader.read_dn(L2A_BANDS, read_win)
 
@@ -911,11 +913,11 @@ def _open_input(options: RunOptions) -> L1CProduct:
     return open_l1c(options.input, options.resolution, access=access)
 
 
-def _with_overlap(window: Window, overlap: int, height: int) -> Window:
-    if overlap <= 0:
+def _with_overlap(window: Window, above: int, below: int, height: int) -> Window:
+    if above <= 0 and below <= 0:
         return window
-    top = max(0, window.row_off - overlap)
-    bottom = min(height, window.row_off + window.height + overlap)
+    top = max(0, window.row_off - above)
+    bottom = min(height, window.row_off + window.height + below)
     return Window(top, window.col_off, bottom - top, window.width)
 
 

@@ -91,7 +91,22 @@ def cell_inputs(toa: np.ndarray, valid: np.ndarray, cell: int, out_stride: int, 
     ``W`` are multiples of ``out_stride``.
     """
     toa = np.asarray(toa, dtype=np.float32)
-    ok = np.asarray(valid, dtype=bool) & np.isfinite(toa.sum(axis=0)) & (toa[B02] <= bright_toa)
+    valid = np.asarray(valid, dtype=bool)
+    h = toa.shape[1]
+    step = cell * CELL_ROWS_PER_CHUNK
+    if h <= step:
+        return _pad_to(_cell_statistics(toa, valid, cell, bright_toa), out_stride, 0.0)
+    # a few cell rows at a time: each chunk's temporaries stay in the CPU cache (cells are independent)
+    parts = [_cell_statistics(toa[:, r : r + step], valid[r : r + step], cell, bright_toa) for r in range(0, h, step)]
+    return _pad_to(np.concatenate(parts, axis=1), out_stride, 0.0)
+
+
+CELL_ROWS_PER_CHUNK = 4
+
+
+def _cell_statistics(toa: np.ndarray, valid: np.ndarray, cell: int, bright_toa: float) -> np.ndarray:
+    """:func:`cell_inputs` of an image band without the padding to whole atmosphere cells."""
+    ok = valid & np.isfinite(toa.sum(axis=0)) & (toa[B02] <= bright_toa)
     h, w = toa.shape[1:]
     hc, wc = -(-h // cell), -(-w // cell)
     total = np.zeros((N_BANDS, hc, wc), np.float32)
@@ -122,8 +137,7 @@ def cell_inputs(toa: np.ndarray, valid: np.ndarray, cell: int, out_stride: int, 
         count[target] = _block_reduce(m.astype(np.float32), cell, np.add)
     mean = total / np.maximum(count, 1.0)
     low = np.where(count > 0, low, np.float32(0))
-    cells = np.concatenate([mean, low, (count / (cell * cell))[None]]).astype(np.float32)
-    return _pad_to(cells, out_stride, 0.0)
+    return np.concatenate([mean, low, (count / (cell * cell))[None]]).astype(np.float32)
 
 
 def cell_angles(angles: np.ndarray, cell: int, out_stride: int) -> np.ndarray:

@@ -134,11 +134,7 @@ class OnnxModel:
         cells, per_cell, atm_angles = cellmath.network_inputs(
             toa, valid, angles, self.lut, sensor, cell=self.cell, out_stride=self.out_stride,
             bright_toa=self.bright_toa, angles_at_cells=cell_angles, hypotheses=self.hypotheses)
-        (atm,) = self.session.run(["atmosphere"], {"cells": cells[None], "angles": per_cell[None]})
-        atm = atm[0]
-        if ozone is not None:
-            atm[cellmath.ATMOSPHERE.index("o3")] = ozone
-        return atm, atm_angles
+        return self.network(cells, per_cell, ozone), atm_angles
 
     def predict(
         self,
@@ -166,28 +162,52 @@ class OnnxModel:
         if not cell_angles and angles.shape[1:] not in ((1, 1), (h, w)):
             raise EotwinError(f"angles must be (3, {h}, {w}) or (3, 1, 1), got {angles.shape}")
         atm, atm_angles = self.atmosphere(toa, angles, valid, sensor=sensor, cell_angles=cell_angles, ozone=ozone)
-        # only the rows asked for: their atmosphere cells and one more on each side (bilinear)
         r0, r1 = rows if rows is not None else (0, h)
         if r0 % self.cell:
             raise EotwinError(f"rows must start on a whole cell ({self.cell} px), got {r0}")
+        return self.invert_rows(toa[:, r0:r1], atm, atm_angles, row0=r0, atm_row0=0, atm_rows=atm.shape[1],
+                                sensor=sensor, valid=None if valid is None else np.asarray(valid)[r0:r1],
+                                progress=progress)
+
+    def network(self, cells: np.ndarray, per_cell: np.ndarray, ozone: float | None = None) -> np.ndarray:
+        """The atmosphere (4, H, W) of network inputs (see :func:`cells.network_inputs`); ``ozone`` replaces
+        the network's estimate when given."""
+        (atm,) = self.session.run(["atmosphere"], {"cells": np.ascontiguousarray(cells[None]),
+                                                   "angles": np.ascontiguousarray(per_cell[None])})
+        atm = atm[0]
+        if ozone is not None:
+            atm[cellmath.ATMOSPHERE.index("o3")] = ozone
+        return atm
+
+    def invert_rows(
+        self, toa: np.ndarray, atm: np.ndarray, atm_angles: np.ndarray, *, row0: int, atm_row0: int, atm_rows: int,
+        sensor: str, valid: np.ndarray | None = None, progress: ProgressReporter | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """BOA (12, h, w) and AOT (h, w) of the image rows ``row0 .. row0 + h`` (``row0`` on a whole cell) from
+        the atmosphere rows ``atm_row0 ..`` of an image of ``atm_rows`` atmosphere rows: those of the rows
+        and one more on each side (bilinear) must be there."""
+        h, w = toa.shape[1:]
+        r0, r1 = row0, row0 + h
         a0 = max(r0 // self.stride - 1, 0)
-        a1 = min(-(-r1 // self.stride) + 1, atm.shape[1])
-        path, gain, s_alb = cellmath.table_terms(self.lut, sensor, atm[:, a0:a1], atm_angles[:, a0:a1], L2A_BANDS)
+        a1 = min(-(-r1 // self.stride) + 1, atm_rows)
+        if a0 < atm_row0 or a1 > atm_row0 + atm.shape[1]:
+            raise EotwinError(f"internal: atmosphere rows {atm_row0}..{atm_row0 + atm.shape[1]} do not cover {a0}..{a1}")
+        sub = slice(a0 - atm_row0, a1 - atm_row0)
+        path, gain, s_alb = cellmath.table_terms(self.lut, sensor, atm[:, sub], atm_angles[:, sub], L2A_BANDS)
         c0, c1 = r0 // self.cell, -(-r1 // self.cell)
         wc = atm.shape[2] * self.out_stride
         up = lambda t: cellmath.upsample_bilinear(t, self.out_stride, c1 - c0, wc, row0=c0, x_row0=a0,  # noqa: E731
-                                                  x_rows=atm.shape[1])
-        boa = np.empty((len(L2A_BANDS), r1 - r0, w), dtype=np.float32)
+                                                  x_rows=atm_rows)
+        boa = np.empty((len(L2A_BANDS), h, w), dtype=np.float32)
         with ensure_progress(progress).task("AI correction (onnxruntime + 6S table)", total=len(L2A_BANDS)) as task:
             for i in range(len(L2A_BANDS)):
-                boa[i] = cellmath.invert_band(toa[i, r0:r1], up(path[i]), up(gain[i]), up(s_alb[i]), self.cell)
+                boa[i] = cellmath.invert_band(toa[i], up(path[i]), up(gain[i]), up(s_alb[i]), self.cell)
                 task.advance()
-        aot = np.repeat(np.repeat(up(atm[0, a0:a1]), self.cell, axis=0), self.cell, axis=1)[: r1 - r0, :w]
-        if valid is not None:
-            invalid = ~np.asarray(valid, dtype=bool)[r0:r1]
-            boa[:, invalid] = np.nan
-            aot[invalid] = np.nan
-        aot[np.isnan(boa[0])] = np.nan
+        aot = np.repeat(np.repeat(up(atm[0, sub]), self.cell, axis=0), self.cell, axis=1)[:h, :w]
+        if valid is not None:  # broadcast masks: boolean indexing of a (12, h, w) block gathers index arrays
+            invalid = ~np.asarray(valid, dtype=bool)
+            np.copyto(boa, np.float32(np.nan), where=invalid)
+        np.copyto(aot, np.float32(np.nan), where=np.isnan(boa[0]))
         return boa, aot
 
 
@@ -240,22 +260,26 @@ class AiCorrector:
     ood_fallback: bool = True  # False: the AI result is kept whatever the score (the score is still recorded)
     fallback: Callable[[], Corrector] | None = None  # makes the corrector used beyond the threshold
     name: str = "ai"
-    overlap: int = 0
+    overlap: int = 0  # rows of context below a block
+    overlap_above: int = 0  # rows above it: the start of its first cell (the rows above that are kept from before)
     gives_aot_map: bool = True
     _model: OnnxModel | None = field(default=None, repr=False)
     _angles: AngleGrid | None = field(default=None, repr=False)
     _sensor: str = "S2A"
     _ozone: float | None = None  # the ozone used for the product being corrected (set by prepare)
     _delegate: Corrector | None = field(default=None, repr=False)  # the fallback in use for this product
+    _stream: AtmosphereStream | None = field(default=None, repr=False)  # the atmosphere rows of the product
 
     def __post_init__(self) -> None:
         self._model = OnnxModel(self.model_path, lut_path=self.lut_path)
         self.overlap = self._model.overlap + self._model.stride
+        self.overlap_above = self._model.cell
 
     def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]:
         from eotwin.atmocorr.pipeline import resolve_ozone
 
         self._angles = product.angles
+        self._stream = None
         self._sensor = product.spacecraft
         self._ozone, source = resolve_ozone(self.ozone, product, fallback=None, lut=self._model.lut)
         meta = self._model.metadata if self._model else {}
@@ -282,7 +306,8 @@ class AiCorrector:
                            "is kept", product.product_id, why, delegate.name, exc)
             return info
         self._delegate = delegate
-        self.name, self.overlap, self.gives_aot_map = delegate.name, delegate.overlap, delegate.gives_aot_map
+        self.name, self.gives_aot_map = delegate.name, delegate.gives_aot_map
+        self.overlap, self.overlap_above = delegate.overlap, delegate.overlap_above
         logger.warning("%s: the scene is out of the AI's distribution (%s): corrected with %s instead",
                        product.product_id, why, delegate.name)
         return {**info, **fallback_info, **ood_info, "fallback": f"{delegate.name}: {why}"}
@@ -330,30 +355,135 @@ class AiCorrector:
                 else "unavailable"}, False
 
     def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
+        """One row block (``window``: the block with ``overlap_above`` rows above it and ``overlap`` below).
+
+        Blocks come in order from the top: the network's inputs and atmosphere of every atmosphere row are
+        computed once and kept while later blocks need them (:class:`AtmosphereStream`), so a block's context
+        rows cost a read, not a second pass of the network. The result equals one pass over the image.
+        """
         from eotwin.atmocorr.pipeline import BlockResult
 
         if self._delegate is not None:
             return self._delegate.correct(toa, grid, window, valid)
         if self._angles is None or self._model is None:
             raise EotwinError("the AI corrector was not prepared")
-        # the model samples its head every `stride` pixels from the image origin: start on such a row
-        # (the rows skipped are context rows, the pipeline gives one stride more than the model needs)
-        skip = (-window.row_off) % self._model.stride if window.row_off > 0 else 0
-        cells_window = Window(window.row_off + skip, window.col_off, window.height - skip, window.width)
-        angles = block_angles(self._angles, grid, cells_window, cell=self._model.cell)
-        # the rows the pipeline keeps: all but the context it added (at the image's edges it adds less)
-        context = self.overlap
-        first = context if window.row_off > 0 else 0
-        last = window.height - context if window.row_off + window.height < grid.height else window.height
-        first = max(first, skip)
-        first -= (first - skip) % self._model.cell  # on a whole cell of the model's grid
-        boa = np.full(toa.shape, np.nan, dtype=np.float32)
-        aot = np.full(toa.shape[1:], np.nan, dtype=np.float32)
-        if last > first:
-            boa[:, first:last], aot[first:last] = self._model.predict(
-                toa[:, skip:], angles, valid[skip:], sensor=self._sensor, cell_angles=True,
-                rows=(first - skip, last - skip), ozone=self._ozone)
+        model, stride = self._model, self._model.stride
+        end = window.row_off + window.height
+        if window.row_off == 0 or self._stream is None or self._stream.shape != (grid.height, grid.width):
+            self._stream = AtmosphereStream(model, grid.height, grid.width, self._sensor, self._ozone)
+        stream = self._stream
+        # the network's inputs of the atmosphere rows lying wholly in the window (at the bottom edge the last,
+        # partial one too) that earlier blocks did not give
+        first_row = -(-window.row_off // stride)
+        if stream.inputs_end < first_row and stream.inputs_end < stream.rows:
+            raise EotwinError(f"internal: the AI corrector takes row blocks in order (rows {stream.inputs_end * stride}"
+                              f"..{window.row_off} were skipped)")
+        a_from = max(stream.inputs_end, first_row)
+        a_to = stream.rows if end >= grid.height else end // stride
+        if a_to > a_from:
+            p0, p1 = a_from * stride - window.row_off, min(a_to * stride, end) - window.row_off
+            cells_window = Window(a_from * stride, window.col_off, p1 - p0, window.width)
+            angles = block_angles(self._angles, grid, cells_window, cell=model.cell)
+            stream.add_inputs(toa[:, p0:p1], valid[p0:p1], angles, a_from)
+        # the rows corrected: from the first whole cell in the window to its end less the context below
+        r0 = -(-window.row_off // model.cell) * model.cell
+        r1 = end if end >= grid.height else end - self.overlap
+        boa = np.empty(toa.shape, dtype=np.float32)
+        aot = np.empty(toa.shape[1:], dtype=np.float32)
+        rows = slice(r0 - window.row_off, max(r1, r0) - window.row_off)
+        for part in (slice(0, rows.start), slice(rows.stop, None)):  # context rows: no result
+            boa[:, part], aot[part] = np.nan, np.nan
+        if r1 > r0:
+            a0, a1 = max(r0 // stride - 1, 0), min(-(-r1 // stride) + 1, stream.rows)
+            atm, atm_angles = stream.atmosphere(a0, a1)
+            boa[:, rows], aot[rows] = model.invert_rows(
+                toa[:, rows], atm, atm_angles, row0=r0, atm_row0=a0, atm_rows=stream.rows, sensor=self._sensor,
+                valid=valid[rows])
+            if end < grid.height:  # near the bottom the blocks left all lie in this window: keep everything
+                stream.forget_before(r1 // stride - 2)
         return BlockResult(boa, aot)
+
+
+class AtmosphereStream:
+    """The network's atmosphere of an image given in row bands from the top, each atmosphere row once.
+
+    Keeps the network's inputs of the recent atmosphere rows (a row's inputs depend on its own pixels
+    only) and its outputs; a row's output needs the inputs of ``context`` rows on each side (the
+    receptive field of the network's windows), so the network runs on the rows whose context has
+    arrived, with that context, and each output row is computed once.
+    """
+
+    def __init__(self, model: OnnxModel, height: int, width: int, sensor: str, ozone: float | None) -> None:
+        self.model, self.sensor, self.ozone = model, sensor, ozone
+        self.shape = (height, width)
+        self.rows = -(-height // model.stride)  # atmosphere rows of the image
+        windows = model.metadata["config"]["windows"]
+        self.context = -(-(max(windows) // 2) // model.out_stride)
+        self.inputs_start = self.inputs_end = 0
+        self._cells: np.ndarray | None = None
+        self._per_cell: np.ndarray | None = None
+        self._in_angles: np.ndarray | None = None
+        self.atm_start = self.atm_end = 0
+        self._atm: np.ndarray | None = None
+        self._atm_angles: np.ndarray | None = None
+
+    def add_inputs(self, toa: np.ndarray, valid: np.ndarray, angles: np.ndarray, first_row: int) -> None:
+        """The inputs of atmosphere rows from ``first_row`` on (``toa``: their pixel rows; ``angles`` at cells)."""
+        m = self.model
+        cells, per_cell, atm_angles = cellmath.network_inputs(
+            toa, valid, angles, m.lut, self.sensor, cell=m.cell, out_stride=m.out_stride, bright_toa=m.bright_toa,
+            angles_at_cells=True, hypotheses=m.hypotheses)
+        if self._cells is None or first_row != self.inputs_end:
+            self._cells, self._per_cell, self._in_angles = cells, per_cell, atm_angles
+            self.inputs_start = first_row
+        else:
+            self._cells = np.concatenate([self._cells, cells], axis=1)
+            self._per_cell = np.concatenate([self._per_cell, per_cell], axis=1)
+            self._in_angles = np.concatenate([self._in_angles, atm_angles], axis=1)
+        self.inputs_end = self.inputs_start + self._in_angles.shape[1]
+
+    def atmosphere(self, a0: int, a1: int) -> tuple[np.ndarray, np.ndarray]:
+        """The atmosphere (4, a1 - a0, W) and its angles (3, a1 - a0, W) of atmosphere rows ``a0 .. a1``."""
+        if a1 > self.atm_end:
+            self._run_network(max(self.atm_end, a0), a1)
+        if a0 < self.atm_start or a1 > self.atm_end:
+            raise EotwinError(f"internal: atmosphere rows {a0}..{a1} are no longer (or not yet) at hand")
+        rows = slice(a0 - self.atm_start, a1 - self.atm_start)
+        return self._atm[:, rows], self._atm_angles[:, rows]
+
+    def _run_network(self, lo: int, hi: int) -> None:
+        """Output rows ``lo ..`` (at least to ``hi``, and as far as the inputs at hand give them exactly)."""
+        hi = max(hi, self.inputs_end - self.context) if self.inputs_end < self.rows else self.rows
+        need0, need1 = max(lo - self.context, 0), min(hi + self.context, self.rows)
+        if need0 < self.inputs_start or need1 > self.inputs_end:
+            raise EotwinError(f"internal: the network's inputs {self.inputs_start}..{self.inputs_end} lack the "
+                              f"context of atmosphere rows {lo}..{hi}")
+        os_ = self.model.out_stride
+        i0, i1 = need0 - self.inputs_start, need1 - self.inputs_start
+        atm = self.model.network(self._cells[:, i0 * os_: i1 * os_], self._per_cell[:, i0 * os_: i1 * os_], self.ozone)
+        keep = slice(lo - need0, hi - need0)
+        atm, angles = atm[:, keep], self._in_angles[:, lo - self.inputs_start: hi - self.inputs_start]
+        if self._atm is None or lo != self.atm_end:
+            self._atm, self._atm_angles, self.atm_start = atm, angles, lo
+        else:
+            self._atm = np.concatenate([self._atm, atm], axis=1)
+            self._atm_angles = np.concatenate([self._atm_angles, angles], axis=1)
+        self.atm_end = self.atm_start + self._atm.shape[1]
+
+    def forget_before(self, row: int) -> None:
+        """Drop the atmosphere rows before ``row`` and the inputs no later output row needs."""
+        if self._atm is not None and row > self.atm_start:
+            cut = min(row, self.atm_end) - self.atm_start
+            self._atm, self._atm_angles = self._atm[:, cut:].copy(), self._atm_angles[:, cut:].copy()
+            self.atm_start += cut
+        first_input = min(row, self.atm_end) - self.context
+        if self._cells is not None and first_input > self.inputs_start:
+            cut = min(first_input, self.inputs_end) - self.inputs_start
+            os_ = self.model.out_stride
+            self._cells = self._cells[:, cut * os_:].copy()
+            self._per_cell = self._per_cell[:, cut * os_:].copy()
+            self._in_angles = self._in_angles[:, cut:].copy()
+            self.inputs_start += cut
 
 
 def _checked_metadata(raw: str, path: Path) -> dict:
