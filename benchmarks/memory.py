@@ -24,7 +24,9 @@ Inputs (``--size``, default 10980: a Sentinel-2 tile at 10 m):
 * ``deltatwin-build``: every component, wheel included; ``component-atmocorr`` and ``component-ben-predict``:
   ``eotwin deltatwin run`` of those components (limits enforced: each model under its manifest's ``ram``) on the
   inputs of ``atmocorr-run`` and ``ben-predict`` (run those first, in the same ``--workdir``);
-  ``component-sample`` (a ``size`` x ``size`` scene) and ``component-pointcloud-files`` (the point-cloud inputs).
+  ``component-sample`` (a ``size`` x ``size`` scene) and ``component-pointcloud-files`` (the point-cloud inputs);
+  the composites ``component-sample-pointcloud`` (a ``size`` x ``size`` scene, every point) and
+  ``component-l1c-pointcloud`` (the ``atmocorr-sample-l1c`` L1C and the ``sample`` step's DEM: the same scene).
 
 Prints one table (pipeline, input, wall time, peak RSS, peak address space, limit, OK/FAILED);
 ``--json FILE`` writes it; ``--only NAME`` (repeatable) runs some. Inputs are kept in ``--workdir``.
@@ -60,6 +62,8 @@ AS_ONLY_VIRTUAL = {
     "component-ben-predict": "the runner sets the model's own RLIMIT_AS; torch as ben-predict",
     "component-sample": "the runner sets the model's own RLIMIT_AS",
     "component-pointcloud-files": "the runner sets the model's own RLIMIT_AS",
+    "component-sample-pointcloud": "the runner sets each model's own RLIMIT_AS",
+    "component-l1c-pointcloud": "the runner sets each model's own RLIMIT_AS",
     "ben-evaluate": "import torch (CUDA build) maps ~3 GiB of shared libraries",
     # a container's limit counts resident pages, not reserved address space
     "ben-encode": "LMDB reserves its 1 GiB map (address space only) beside 1.6 GiB of mapped libraries",
@@ -152,7 +156,8 @@ def steps(work: Path, size: int) -> list[Step]:
                 shutil.rmtree(run_dir)
             inputs = out / f"{name}-inputs.json"
             inputs.write_text(json.dumps(values), encoding="utf-8")
-            return ["deltatwin", "run", str(folder), "-i", str(inputs), "-o", str(run_dir)]
+            return ["deltatwin", "run", str(folder), "-i", str(inputs), "-o", str(run_dir),
+                    "--components", str(out / "components")]  # where composites find their parts
         return argv
 
     def succeeded(name: str) -> Callable[[], bool]:
@@ -211,6 +216,16 @@ def steps(work: Path, size: int) -> list[Step]:
                                                    "image": {"type": "Data", "url": str(work / f"tci_{size}.tif")},
                                                    "format": {"type": "string", "value": "laz"}}),
              succeeded("eotwin-pointcloud-files")),
+        Step("component-sample-pointcloud", f"eotwin-sample-pointcloud (composite), {tile}, every point",
+             component("eotwin-sample-pointcloud", {"size": {"type": "integer", "value": size},
+                                                    "sampled_fraction": {"type": "number", "value": 1.0}}),
+             succeeded("eotwin-sample-pointcloud")),
+        Step("component-l1c-pointcloud", f"eotwin-l1c-pointcloud (composite) on the sample L1C {tile} + its DEM",
+             component("eotwin-l1c-pointcloud",
+                       {"l1c": {"type": "Data", "url": str(out / "sample_l1c" / "l1c_stack.tif")},
+                        "dem": {"type": "Data", "url": str(out / "sample" / "dem.tif")},
+                        "method": {"type": "string", "value": "6s-ddv"}}),
+             succeeded("eotwin-l1c-pointcloud")),
         Step("component-ben-predict", f"eotwin-ben-predict, resnet18 over the L2A {tile}",
              component("eotwin-ben-predict",
                        {"checkpoint": {"type": "Data", "url": str(out / "ben-run" / "checkpoints" / "best.ckpt")},
