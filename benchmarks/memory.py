@@ -10,6 +10,10 @@ Inputs (``--size``, default 10980: a Sentinel-2 tile at 10 m):
 * ``sample``, ``atmocorr-sample-l1c``: the generators asked for a ``size`` x ``size`` scene;
 * ``pointcloud-build`` / ``-info`` / ``-mesh``: the uint8 TCI (UTM 32N, 10 m) and 1" DEM of
   benchmarks/pointcloud.py (``make_inputs``), the LAZ built from them;
+* ``pointcloud-build-live`` / ``component-pointcloud-live``: a bbox over a ``size`` x ``size`` px world (the
+  sample scene as two CDSE-like L2A tiles, JPEG 2000 and COG assets, and a Zarr DEM) served by the loopback
+  STAC API, S3 and Earth Data Hub servers in this process: the live CLI and the eotwin-pointcloud component,
+  credentials from the environment / typed secrets, every point;
 * ``atmocorr-run``: the 13-band L1C stack of :func:`eotwin.atmocorr.sample_l1c.make_tiled_l1c` (the
   sample surface through the 6S table, mirrored over the tile), corrected with 6s-ddv: the command the
   eotwin-atmocorr component's model runs;
@@ -37,6 +41,7 @@ Usage: ``.venv/bin/python benchmarks/memory.py [--size 10980] [--workdir DIR] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -64,6 +69,7 @@ AS_ONLY_VIRTUAL = {
     "component-pointcloud-files": "the runner sets the model's own RLIMIT_AS",
     "component-sample-pointcloud": "the runner sets each model's own RLIMIT_AS",
     "component-l1c-pointcloud": "the runner sets each model's own RLIMIT_AS",
+    "component-pointcloud-live": "the runner sets the model's own RLIMIT_AS",
     "ben-evaluate": "import torch (CUDA build) maps ~3 GiB of shared libraries",
     # a container's limit counts resident pages, not reserved address space
     "ben-encode": "LMDB reserves its 1 GiB map (address space only) beside 1.6 GiB of mapped libraries",
@@ -88,6 +94,7 @@ class Step:
     workload: str
     argv: Callable[[], list[str]]  # eotwin arguments, computed when the step runs (inputs made then)
     check: Callable[[], bool]  # the outputs are there
+    env: Callable[[], dict[str, str]] | None = None  # more environment, asked for after ``argv``
 
 
 def _pointcloud_inputs(work: Path, size: int) -> tuple[Path, Path]:
@@ -106,16 +113,66 @@ def _tiled_l1c(work: Path, size: int) -> Path:
     return target
 
 
+LIVE_KEY, LIVE_SECRET, LIVE_TOKEN = "AKIAMEMORYBENCH", "memory-bench-secret-7f3a", "memory-bench-token-9c1d"
+LIVE_DATES = "2024-07-01/2024-07-31"
+
+
+def _live_world(work: Path, size: int, stack: contextlib.ExitStack) -> tuple[str, dict[str, str]]:
+    """The loopback CDSE (STAC API + S3) and Earth Data Hub (Zarr over HTTP) of a ``size`` px world, serving
+    from this process (a remote service: not counted in the pipeline's memory), and a bbox inside both tiles."""
+    from pyproj import Transformer
+
+    from eotwin.testing.live_fixture import build_world, real_l2a_template
+    from eotwin.testing.loopback import S3Server, StacApiServer, StaticHttpServer
+
+    world = build_world(work / f"live-world-{size}", real_l2a_template(REPO.parent / "shared" / "fixtures"), size=size)
+    stac = stack.enter_context(StacApiServer(world.items))
+    s3 = stack.enter_context(S3Server())
+    edh = stack.enter_context(StaticHttpServer(world.zarr_root, "edh", LIVE_TOKEN))
+    world.upload(s3.client(LIVE_KEY, LIVE_SECRET))
+    left, bottom, right, top = world.scene.image_grid.bounds
+    m = (right - left) * 0.01
+    box = Transformer.from_crs(world.scene.image_grid.crs, 4326, always_xy=True).transform_bounds(
+        left + m, bottom + m, right - m, top - m)
+    env = {"EOTWIN_STAC_URL": stac.url, "EOTWIN_S3_ENDPOINT": s3.endpoint, "EOTWIN_S3_HTTPS": "0",
+           "EOTWIN_DEM_URL": edh.url + "/GLO-30-v0.zarr", "EOTWIN_CACHE_DIR": str(work / "live-cache")}
+    return ",".join(f"{v:.6f}" for v in box), env
+
+
 def _first_patch() -> str:
     import pyarrow.parquet as pq
 
     return str(pq.read_table(BEN_DATA / "metadata.parquet", columns=["patch_id"]).column(0)[0])
 
 
-def steps(work: Path, size: int) -> list[Step]:
+def steps(work: Path, size: int, stack: contextlib.ExitStack) -> list[Step]:
     tile = f"{size} x {size} px"
     out = work / "out"
     inputs: dict[str, Path] = {}
+    live: dict[str, object] = {}
+
+    def live_world() -> tuple[str, dict[str, str]]:
+        if "bbox" not in live:
+            live["bbox"], live["env"] = _live_world(work, size, stack)
+        return live["bbox"], live["env"]
+
+    def live_build() -> list[str]:
+        bbox, _ = live_world()
+        return ["pointcloud", "build", "--bbox", bbox, "--date", LIVE_DATES, "-o", str(out / "live.laz"),
+                "--no-viewer", "--no-preview"]
+
+    def live_component() -> list[str]:
+        bbox, _ = live_world()
+        return component("eotwin-pointcloud", {
+            "bbox": {"type": "string", "value": bbox}, "date": {"type": "string", "value": LIVE_DATES},
+            "sampled_fraction": {"type": "number", "value": 1.0}, "format": {"type": "string", "value": "laz"},
+            "cdse_key": {"type": "secret", "secret_value": LIVE_KEY},
+            "cdse_secret": {"type": "secret", "secret_value": LIVE_SECRET},
+            "edh_token": {"type": "secret", "secret_value": LIVE_TOKEN}})()
+
+    def live_credentials() -> dict[str, str]:  # the CLI reads them from the environment (never argv)
+        return {**live_world()[1], "CDSE_S3_ACCESS_KEY": LIVE_KEY, "CDSE_S3_SECRET_KEY": LIVE_SECRET,
+                "EDH_TOKEN": LIVE_TOKEN}
 
     def pc_inputs() -> tuple[Path, Path]:
         if "tci" not in inputs:
@@ -226,6 +283,10 @@ def steps(work: Path, size: int) -> list[Step]:
                         "dem": {"type": "Data", "url": str(out / "sample" / "dem.tif")},
                         "method": {"type": "string", "value": "6s-ddv"}}),
              succeeded("eotwin-l1c-pointcloud")),
+        Step("pointcloud-build-live", f"bbox of a {tile} world via loopback CDSE + EDH -> LAZ", live_build,
+             lambda: (out / "live.laz").is_file(), env=live_credentials),
+        Step("component-pointcloud-live", f"eotwin-pointcloud, bbox of a {tile} world, loopback CDSE + EDH",
+             live_component, succeeded("eotwin-pointcloud"), env=lambda: live_world()[1]),
         Step("component-ben-predict", f"eotwin-ben-predict, resnet18 over the L2A {tile}",
              component("eotwin-ben-predict",
                        {"checkpoint": {"type": "Data", "url": str(out / "ben-run" / "checkpoints" / "best.ckpt")},
@@ -242,7 +303,7 @@ def run_step(step: Step, limit: int) -> Row:
         row.detail = f"input: {type(exc).__name__}: {exc}"[:200]
         return row
     address_space = step.name not in AS_ONLY_VIRTUAL
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(step.env() if step.env else {})}
     run = run_under_memory_limit([sys.executable, "-m", "eotwin", "-q", *args], limit_bytes=limit,
                                  address_space=address_space, env=env)
     row.wall_s, row.peak_rss_bytes, row.peak_vms_bytes = run.wall_s, run.peak_rss_bytes, run.peak_vms_bytes
@@ -275,7 +336,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="eotwin-memory-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        chosen = steps(work, args.size)
+        stack = contextlib.ExitStack()  # the loopback servers of the live steps, while they run
+        chosen = steps(work, args.size, stack)
         known = [s.name for s in chosen]
         unknown = [n for n in args.only if n not in known]
         if unknown:
@@ -289,6 +351,7 @@ def main() -> None:
             r = rows[-1]
             print(f"  {r.wall_s:.1f} s, peak RSS {r.peak_rss_bytes / 2**20:.0f} MiB, {'OK' if r.ok else 'FAILED'}",
                   file=sys.stderr, flush=True)
+        stack.close()
     print_table(rows)
     if args.json:
         from eotwin.io.files import write_json_atomic
