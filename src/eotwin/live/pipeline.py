@@ -16,12 +16,11 @@ from rasterio.enums import Resampling
 
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds, utm_crs_for_lonlat
-from eotwin.io.raster import write_geotiff
 from eotwin.live.cache import Cache, default_cache_dir, request_key
 from eotwin.live.credentials import Credentials, redact, strip_userinfo
 from eotwin.live.dem import dem_slice
 from eotwin.live.endpoints import Endpoints
-from eotwin.live.s2 import COLOUR_BANDS, gdal_env, mosaic, read_asset_window
+from eotwin.live.s2 import COLOUR_BANDS, gdal_env, mosaic_to_file, read_asset_window
 from eotwin.live.stac import ChosenItem, choose_items, search
 from eotwin.progress import ProgressReporter, ensure_progress
 
@@ -141,16 +140,26 @@ def fetch_scene(request: LiveRequest, endpoints: Endpoints, credentials: Credent
                         if win is not None:
                             windows.append(win)
                         task.advance()
-                    is_scl = band == "SCL"
-                    data = mosaic(windows, grid, reflectance=not is_scl, resampling=Resampling.nearest)
-                    paths[band] = write_geotiff(workdir / f"{band}.tif", data, grid, nodata=0 if is_scl else float("nan"),
-                                                descriptions=[band])
+                    paths[band] = mosaic_to_file(windows, grid, workdir / f"{band}.tif", reflectance=band != "SCL",
+                                                 resampling=Resampling.nearest, description=band)
         except EotwinError as exc:
             raise EotwinError(redact(str(exc), secrets)) from None
     with progress.task("reading the DEM", total=1) as task:
         dem = dem_slice(lonlat, endpoints, credentials, cache, workdir)
         task.advance()
     return LiveScene(grid, paths["B04"], paths["B03"], paths["B02"], paths.get("SCL"), dem, chosen)
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc keeps them otherwise): the build
+    that follows the fetch then starts from what is really in use, which is what a container limit counts."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def build_from_bbox(request: LiveRequest, output: Path, *, endpoints: Endpoints | None = None,
@@ -166,6 +175,7 @@ def build_from_bbox(request: LiveRequest, output: Path, *, endpoints: Endpoints 
         check_size(target_grid(request))
     with tempfile.TemporaryDirectory(prefix="eotwin-live-") as tmp:
         scene = fetch_scene(request, endpoints, credentials, cache, Path(tmp), progress, log, grid)
+        release_free_memory()  # the fetch's buffers are garbage now: give the pages back before the build
         options = make_options(dem=str(scene.dem), image=(str(scene.red), str(scene.green), str(scene.blue)),
                                output=output, mask=str(scene.scl) if scene.scl else None,
                                provenance=scene.provenance() | {"bbox": list(request.bbox), "datetime": request.datetime,

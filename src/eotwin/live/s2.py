@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.warp import reproject
 from rasterio.windows import Window as RioWindow
 
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds
-from eotwin.io.raster import grid_of, open_raster, write_geotiff
+from eotwin.io.raster import geotiff_writer, grid_of, open_raster, write_geotiff
 from eotwin.live.cache import Cache, request_key
 from eotwin.live.credentials import Credentials, redact
 from eotwin.live.endpoints import Endpoints
+
+LIVE_GDAL_CACHE_MB = 64
 
 
 def gdal_path(href: str) -> str:
@@ -70,8 +71,11 @@ def s3_session(endpoints: Endpoints, credentials: Credentials):
 @contextlib.contextmanager
 def gdal_env(endpoints: Endpoints, credentials: Credentials) -> Iterator[None]:
     """A rasterio environment for remote reads; GDAL errors come out with secrets scrubbed."""
+    # each window is read once, whole: GDAL's block cache (by default 5 % of the machine's RAM, which in a
+    # container is the host's) would only keep decoded blocks nobody reads again, and count against the limit
+    cache = {"GDAL_CACHEMAX": LIVE_GDAL_CACHE_MB * 2**20}  # bytes: see eotwin.io.raster.gdal_cache_env
     try:
-        with rasterio.Env(session=s3_session(endpoints, credentials), **gdal_options(endpoints)):
+        with rasterio.Env(session=s3_session(endpoints, credentials), **gdal_options(endpoints), **cache):
             yield
     except EotwinError as exc:
         raise EotwinError(_explain(redact(str(exc), credentials.secrets()))) from None
@@ -194,25 +198,43 @@ def read_asset_window(item: dict, band: str, bounds_lonlat: tuple[float, float, 
     return WindowFile(stored, item["id"], band, scale, offset)
 
 
-def mosaic(windows: list[WindowFile], target: Grid, *, reflectance: bool, resampling: Resampling) -> np.ndarray:
-    """Windows (first = preferred) warped onto ``target``: float32 reflectance (NaN = none) or uint8 classes (0 = none)."""
+MOSAIC_BLOCK_ROWS = 512  # target rows per step: a full tile's band is never held whole
+
+
+def mosaic_to_file(windows: list[WindowFile], target: Grid, path: Path, *, reflectance: bool,
+                   resampling: Resampling, description: str) -> Path:
+    """Windows (first = preferred) warped onto ``target`` and written to ``path`` block by block: float32
+    reflectance (NaN = none) or uint8 classes (0 = none).
+
+    Each window is read through a GDAL warped view onto ``target``, one block of target rows at a time,
+    so memory follows the block, not the bbox (a full tile's band as float32 is 480 MB). The stored DN
+    are warped and then scaled: with nearest resampling that is the same as scaling first.
+    """
+    from rasterio.vrt import WarpedVRT
+
     dtype = np.float32 if reflectance else np.uint8
     fill = np.nan if reflectance else 0
-    out = np.full(target.shape, fill, dtype=dtype)
     dst_crs = rasterio.crs.CRS.from_wkt(target.crs.to_wkt())
-    for win in windows:
-        with open_raster(win.path) as ds:
-            src = ds.read(1)
-            nodata = ds.nodata
-            if reflectance:
-                valid = src != nodata if nodata is not None else np.ones(src.shape, bool)
-                src = np.where(valid, src.astype(np.float32) * np.float32(win.scale) + np.float32(win.offset), np.nan)
-                src_nodata = np.nan
-            else:
-                src_nodata = nodata if nodata is not None else 0
-            part = np.full(target.shape, fill, dtype=dtype)
-            reproject(src.astype(dtype, copy=False), part, src_transform=ds.transform, src_crs=ds.crs, src_nodata=src_nodata,
-                      dst_transform=target.transform, dst_crs=dst_crs, dst_nodata=fill, resampling=resampling)
-        empty = np.isnan(out) if reflectance else out == 0
-        out[empty] = part[empty]
-    return out
+    with contextlib.ExitStack() as stack:
+        views = []
+        for win in windows:
+            ds = stack.enter_context(open_raster(win.path))
+            nodata = ds.nodata if ds.nodata is not None else (None if reflectance else 0)
+            vrt = stack.enter_context(WarpedVRT(ds, crs=dst_crs, transform=target.transform, width=target.width,
+                                                height=target.height, resampling=resampling, src_nodata=nodata,
+                                                nodata=nodata))
+            views.append((win, vrt, nodata))
+        with geotiff_writer(path, target, 1, np.dtype(dtype).name, nodata=fill, descriptions=[description]) as dst:
+            for block in target.row_blocks(MOSAIC_BLOCK_ROWS):
+                rio_window = RioWindow(block.col_off, block.row_off, block.width, block.height)
+                out = np.full((block.height, block.width), fill, dtype=dtype)
+                for win, vrt, nodata in views:
+                    raw = vrt.read(1, window=rio_window)
+                    have = raw != nodata if nodata is not None else np.ones(raw.shape, bool)
+                    have &= np.isnan(out) if reflectance else out == 0
+                    if reflectance:
+                        out[have] = raw[have].astype(np.float32) * np.float32(win.scale) + np.float32(win.offset)
+                    else:
+                        out[have] = raw[have]
+                dst.write(out, 1, window=rio_window)
+    return path
