@@ -100,3 +100,21 @@ def test_remote_reads_keep_a_small_gdal_block_cache():
 
     with gdal_env(Endpoints(), Credentials()):
         assert int(rasterio.env.getenv()["GDAL_CACHEMAX"]) == LIVE_GDAL_CACHE_MB * 2**20
+
+
+def test_windows_without_nodata_fill_only_their_footprint(tmp_path):
+    """A window file with no no-data value: outside its footprint the target stays empty (NaN), as before."""
+    first, dn, grid = _window(tmp_path, "a.tif", 0, 400, 300, 5)
+    with rasterio.open(first.path) as ds:
+        profile, data = ds.profile, ds.read(1)
+    profile.update(nodata=None)
+    with rasterio.open(first.path, "w", **profile) as ds:
+        ds.write(data, 1)
+    target = Grid(Affine(10, 0, 400_000 - 1000, 0, -10, 5_000_000 + 500), 600, 450, CRS32)  # larger than the window
+    path = mosaic_to_file([first], target, tmp_path / "B04.tif", reflectance=True, resampling=Resampling.nearest,
+                          description="B04")
+    with rasterio.open(path) as ds:
+        got = ds.read(1)
+    inside = got[50:350, 100:500]
+    np.testing.assert_allclose(inside, dn * np.float32(1e-4) - np.float32(0.1), rtol=1e-6)
+    assert np.isnan(got[:50]).all() and np.isnan(got[:, :100]).all() and np.isnan(got[350:]).all()

@@ -220,9 +220,10 @@ def mosaic_to_file(windows: list[WindowFile], target: Grid, path: Path, *, refle
         for win in windows:
             ds = stack.enter_context(open_raster(win.path))
             nodata = ds.nodata if ds.nodata is not None else (None if reflectance else 0)
+            # without a no-data value an alpha band tells the window's footprint from the rest of the target
             vrt = stack.enter_context(WarpedVRT(ds, crs=dst_crs, transform=target.transform, width=target.width,
                                                 height=target.height, resampling=resampling, src_nodata=nodata,
-                                                nodata=nodata))
+                                                nodata=nodata, add_alpha=nodata is None))
             views.append((win, vrt, nodata))
         with geotiff_writer(path, target, 1, np.dtype(dtype).name, nodata=fill, descriptions=[description]) as dst:
             for block in target.row_blocks(MOSAIC_BLOCK_ROWS):
@@ -230,7 +231,7 @@ def mosaic_to_file(windows: list[WindowFile], target: Grid, path: Path, *, refle
                 out = np.full((block.height, block.width), fill, dtype=dtype)
                 for win, vrt, nodata in views:
                     raw = vrt.read(1, window=rio_window)
-                    have = raw != nodata if nodata is not None else np.ones(raw.shape, bool)
+                    have = raw != nodata if nodata is not None else vrt.read(2, window=rio_window) > 0
                     have &= np.isnan(out) if reflectance else out == 0
                     if reflectance:
                         out[have] = raw[have].astype(np.float32) * np.float32(win.scale) + np.float32(win.offset)
