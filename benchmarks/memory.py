@@ -22,6 +22,8 @@ Inputs (``--size``, default 10980: a Sentinel-2 tile at 10 m):
 * ``ben-info`` / ``ben-encode`` / ``ben-analyze`` / ``ben-evaluate``: the 24 real BigEarthNet v2 patches (S1 +
   S2) of the configilm wheel, the whole data there is (one patch for ``info``; ``evaluate``: the ``ben-train``
   checkpoint on all 24);
+* ``ben-encode-tile`` / ``ben-analyze-tile`` / ``ben-evaluate-tile``: as many patches as ben predict windows in a
+  full tile (8,464), the real patches of the wheel repeated under new ids (``_ben_full``; made once per workdir);
 * ``ben-train``: one epoch of configs/ben/smoke.yaml (resnet18) on the 24 real BigEarthNet v2 patches (the
   data there is); ``ben-predict``: that checkpoint over the L2A stack ``atmocorr-run`` wrote (a full tile,
   8,464 windows of 120 px at stride 120): the command the eotwin-ben-predict component's model runs;
@@ -71,8 +73,11 @@ AS_ONLY_VIRTUAL = {
     "component-l1c-pointcloud": "the runner sets each model's own RLIMIT_AS",
     "component-pointcloud-live": "the runner sets the model's own RLIMIT_AS",
     "ben-evaluate": "import torch (CUDA build) maps ~3 GiB of shared libraries",
+    "ben-evaluate-tile": "import torch (CUDA build) maps ~3 GiB of shared libraries",
     # a container's limit counts resident pages, not reserved address space
     "ben-encode": "LMDB reserves its 1 GiB map (address space only) beside 1.6 GiB of mapped libraries",
+    "ben-encode-tile": "LMDB maps its whole file (address space only) beside 1.6 GiB of mapped libraries",
+    "ben-analyze-tile": "LMDB maps its whole file (address space only)",
 }
 
 
@@ -137,6 +142,44 @@ def _live_world(work: Path, size: int, stack: contextlib.ExitStack) -> tuple[str
     env = {"EOTWIN_STAC_URL": stac.url, "EOTWIN_S3_ENDPOINT": s3.endpoint, "EOTWIN_S3_HTTPS": "0",
            "EOTWIN_DEM_URL": edh.url + "/GLO-30-v0.zarr", "EOTWIN_CACHE_DIR": str(work / "live-cache")}
     return ",".join(f"{v:.6f}" for v in box), env
+
+
+FULL_TILE_PATCHES = 8464  # 120 px patches in a 10980 px tile (92 x 92), as ben predict windows it
+
+
+def _ben_full(work: Path, patches: int) -> Path:
+    """A BigEarthNet source of ``patches`` patches: the real patches of the configilm wheel (those with their
+    Sentinel-1 partner) repeated under new ids on a 92-column grid of one tile, splits and labels kept."""
+    import lmdb
+    import pandas as pd
+
+    root = work / f"ben-full-{patches}"
+    if (root / "metadata.parquet").is_file():
+        return root
+    meta = pd.read_parquet(BEN_DATA / "metadata.parquet")
+    src = lmdb.open(str(BEN_DATA / "BigEarthNet-V2-LMDB"), readonly=True, lock=False)
+    with src.begin() as txn:
+        keys = {bytes(k).decode() for k in txn.cursor().iternext(values=False)}
+    meta = meta[meta["patch_id"].isin(keys) & meta["s1_name"].isin(keys)].reset_index(drop=True)
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "BigEarthNet-V2-LMDB").mkdir(parents=True)
+    dst = lmdb.open(str(tmp / "BigEarthNet-V2-LMDB"), map_size=patches * 400_000 + 2**26)
+    rows = []
+    with src.begin() as read, dst.begin(write=True) as write:
+        for i in range(patches):
+            row = meta.iloc[i % len(meta)].to_dict()
+            r, c = divmod(i, 92)
+            renamed = lambda name: "_".join([*name.split("_")[:-2], str(r), str(c)])  # noqa: B023, E731
+            s2_id, s1_id = renamed(row["patch_id"]), renamed(row["s1_name"])
+            write.put(s2_id.encode(), read.get(row["patch_id"].encode()))
+            write.put(s1_id.encode(), read.get(row["s1_name"].encode()))
+            rows.append({**row, "patch_id": s2_id, "s1_name": s1_id,
+                         "s2v1_name": renamed(row["s2v1_name"])})
+    dst.close()
+    pd.DataFrame(rows).to_parquet(tmp / "metadata.parquet")
+    tmp.rename(root)
+    return root
 
 
 def _first_patch() -> str:
@@ -259,6 +302,16 @@ def steps(work: Path, size: int, stack: contextlib.ExitStack) -> list[Step]:
              lambda: ["ben", "evaluate", str(out / "ben-run" / "checkpoints" / "best.ckpt"), "--split", "all",
                       "--source", str(BEN_DATA), "-o", str(out / "ben-scores.json")],
              lambda: (out / "ben-scores.json").is_file()),
+        Step("ben-encode-tile", f"{FULL_TILE_PATCHES} patches (S1 + S2; the real ones repeated) -> store",
+             lambda: ["ben", "encode", str(_ben_full(work, FULL_TILE_PATCHES)), "-o", str(out / "ben-store-tile")],
+             lambda: (out / "ben-store-tile").is_dir()),
+        Step("ben-analyze-tile", f"metadata of {FULL_TILE_PATCHES} patches",
+             lambda: ["ben", "analyze", str(_ben_full(work, FULL_TILE_PATCHES)), "-o", str(out / "ben-analysis-tile")],
+             lambda: (out / "ben-analysis-tile" / "analysis.json").is_file()),
+        Step("ben-evaluate-tile", f"resnet18 checkpoint on {FULL_TILE_PATCHES} patches",
+             lambda: ["ben", "evaluate", str(out / "ben-run" / "checkpoints" / "best.ckpt"), "--split", "all",
+                      "--source", str(_ben_full(work, FULL_TILE_PATCHES)), "-o", str(out / "ben-scores-tile.json")],
+             lambda: (out / "ben-scores-tile.json").is_file()),
         Step("deltatwin-build", "every component + the wheel",
              lambda: ["deltatwin", "build", "-o", str(out / "components")],
              lambda: (out / "components" / "eotwin-atmocorr" / "manifest.json").is_file()),
