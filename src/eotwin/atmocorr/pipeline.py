@@ -906,10 +906,9 @@ def write_evaluation_png(
     path: Path, metrics: Mapping[str, object], l2a_path: Path, ref_reader: BandReader | None, reference
 ) -> Path:
     """Per-band RMSE and bias (corrected vs TOA unchanged) and the two products side by side in true colour."""
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from eotwin.io.files import atomic_path
     from eotwin.io.raster import open_raster

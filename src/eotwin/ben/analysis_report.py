@@ -68,12 +68,9 @@ def run_analysis(options: AnalyzeOptions, progress: ProgressReporter | None = No
 # --------------------------------------------------------------------------- plots
 
 def _figure(width: float, height: float, ncols: int = 1):
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, ncols, figsize=(width, height), dpi=110)
+    return pyplot().subplots(1, ncols, figsize=(width, height), dpi=110)
 
 
 def _save(fig, path: Path) -> bool:
