@@ -165,10 +165,9 @@ def eurosat(fixtures: Path, output: Path, methods: list[str], progress) -> list[
 
 
 def write_png(path: Path, reports: list[dict], methods: list[str]) -> None:
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     from eotwin.atmocorr.realpairs import TOA_METHOD

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,8 +21,10 @@ from eotwin.live.cache import Cache
 from eotwin.live.credentials import resolve_credentials
 from eotwin.live.endpoints import Endpoints
 from eotwin.live.pipeline import LiveRequest, build_from_bbox
-from eotwin.testing.live_fixture import BUCKET, build_world
-from eotwin.testing.loopback import S3Server, StacApiServer, StaticHttpServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: test code, not in the package
+from tests.support.live_fixture import BUCKET, build_world
+from tests.support.loopback import S3Server, StacApiServer, StaticHttpServer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 KEY, SECRET, TOKEN = "AKIABENCH", "bench-secret", "bench-token"

@@ -1,7 +1,7 @@
 """Peak memory of every CLI pipeline on a full-tile-sized input, each under an enforced 2 GiB.
 
 Each pipeline is the real CLI (``python -m eotwin``) in a child process run by
-:func:`eotwin.testing.memlimit.run_under_memory_limit`: ``RLIMIT_AS`` of 2 GiB (where the pipeline can start
+:func:`tests.support.memlimit.run_under_memory_limit`: ``RLIMIT_AS`` of 2 GiB (where the pipeline can start
 under it; see ``AS_ONLY_VIRTUAL`` for the ones that cannot, for address space alone) plus a watchdog that
 sums resident memory over the child's process tree and kills it above 2 GiB. Peak RSS is the watchdog's
 (sampled every 50 ms) or the kernel's high-water mark of the largest process, whichever is larger.
@@ -54,7 +54,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from eotwin.testing.memlimit import DEFAULT_LIMIT, run_under_memory_limit
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: test code, not in the package
+from tests.support.memlimit import DEFAULT_LIMIT, run_under_memory_limit
 
 REPO = Path(__file__).resolve().parents[1]
 BEN_DATA = REPO / ".eotwin-data" / "BENv2"
@@ -127,8 +128,8 @@ def _live_world(work: Path, size: int, stack: contextlib.ExitStack) -> tuple[str
     from this process (a remote service: not counted in the pipeline's memory), and a bbox inside both tiles."""
     from pyproj import Transformer
 
-    from eotwin.testing.live_fixture import build_world, real_l2a_template
-    from eotwin.testing.loopback import S3Server, StacApiServer, StaticHttpServer
+    from tests.support.live_fixture import build_world, real_l2a_template
+    from tests.support.loopback import S3Server, StacApiServer, StaticHttpServer
 
     world = build_world(work / f"live-world-{size}", real_l2a_template(REPO.parent / "shared" / "fixtures"), size=size)
     stac = stack.enter_context(StacApiServer(world.items))

@@ -357,10 +357,9 @@ def validate(path: Path, n: int, workers: int, seed: int = 0) -> dict[str, dict[
 
 def plot(path: Path, png: Path) -> Path:
     """A picture of the table: path reflectance vs AOT and gaseous transmittance vs water vapour, per band."""
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from eotwin.io.files import atomic_path
 

@@ -35,8 +35,8 @@ from eotwin.atmocorr.products import (
 from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
-from eotwin.testing.live_fixture import BUCKET, l1c_item_from_safe, real_l1c_template
-from eotwin.testing.loopback import S3Server, StacApiServer
+from tests.support.live_fixture import BUCKET, l1c_item_from_safe, real_l1c_template
+from tests.support.loopback import S3Server, StacApiServer
 
 ACCESS_KEY = "AKIAPAIRSLOOPBACK123"
 SECRET_KEY = "pairs-loopback-secret-9f8e7d6c5b"

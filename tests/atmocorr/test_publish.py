@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from eotwin.atmocorr import pipeline
+from eotwin.io.files import publish_staged
 
 
 def test_publish_removes_stale_outputs_of_an_earlier_run_only(tmp_path):
@@ -14,7 +15,7 @@ def test_publish_removes_stale_outputs_of_an_earlier_run_only(tmp_path):
     staging.mkdir()
     for name in ("l2a.tif", "tci.tif", "item.json"):
         (staging / name).write_text("new")
-    published = pipeline._publish(staging, target)
+    published = publish_staged(staging, target, stale=pipeline.FILES.values())
     assert sorted(published) == ["item.json", "l2a.tif", "tci.tif"]
     assert sorted(p.name for p in target.iterdir()) == ["item.json", "l2a.tif", "notes.txt", "tci.tif"]
     assert (target / "l2a.tif").read_text() == "new" and (target / "notes.txt").read_text() == "old"

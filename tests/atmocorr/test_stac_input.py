@@ -22,9 +22,9 @@ from eotwin.atmocorr.products import L2A_BANDS, BandReader, open_l1c
 from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
-from eotwin.testing.live_fixture import BUCKET, l1c_item_from_safe, real_l1c_template
-from eotwin.testing.loopback import S3Server, StacApiServer, StaticHttpServer
 from tests.atmocorr.test_products_s2 import build_safe
+from tests.support.live_fixture import BUCKET, l1c_item_from_safe, real_l1c_template
+from tests.support.loopback import S3Server, StacApiServer, StaticHttpServer
 
 ACCESS_KEY = "AKIASTACL1CLOOPBACK7"
 SECRET_KEY = "l1c-loopback-secret-5e4d3c2b1a"

@@ -48,7 +48,7 @@ def world(tmp_path_factory, shared_fixtures, ben_mock_dir) -> World:
 
 @pytest.fixture(scope="module")
 def empty_stac(world):
-    from eotwin.testing.loopback import StacApiServer
+    from tests.support.loopback import StacApiServer
 
     with StacApiServer([]) as stac:
         world.empty_stac_url = stac.url

@@ -231,7 +231,7 @@ def test_deltatwin_manifest_and_workflow_model(tmp_path, tally):
 def test_ben_patch_decoder(ben_mock_dir, tally):
     import lmdb
 
-    from eotwin.ben.sources import decode_patch
+    from eotwin.ben.sources.lmdb_source import decode_patch
 
     env = lmdb.open(str(ben_mock_dir / "BigEarthNet-V2-LMDB"), readonly=True, lock=False)
     with env.begin() as txn:

@@ -6,7 +6,7 @@ import pytest
 
 from eotwin.ben.analysis import analyse, imbalance, label_matrix
 from eotwin.ben.labels import CLASSES_ORIGINAL
-from eotwin.ben.sources import normalise_metadata
+from eotwin.ben.sources.metadata import normalise_metadata
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
 

@@ -12,7 +12,8 @@ import pytest
 
 from eotwin.ben.bands import S1_BANDS, band_stats
 from eotwin.ben.dataset import BenDataset
-from eotwin.ben.sources import PairingError, open_source
+from eotwin.ben.sources import open_source
+from eotwin.ben.sources.base import PairingError
 from eotwin.cli.main import run
 
 

@@ -7,7 +7,11 @@ import pytest
 
 from eotwin.ben.bands import ALL_BANDS, NATIVE_SIZE, S1_BANDS, S2_BANDS
 from eotwin.ben.info import patch_info
-from eotwin.ben.sources import GeoTiffSource, LmdbSource, PairingError, StoreSource, V1Source, open_source
+from eotwin.ben.sources import open_source
+from eotwin.ben.sources.base import PairingError
+from eotwin.ben.sources.geotiff import GeoTiffSource
+from eotwin.ben.sources.lmdb_source import LmdbSource, StoreSource
+from eotwin.ben.sources.v1 import V1Source
 from eotwin.ben.store import encode
 from eotwin.errors import EotwinError
 

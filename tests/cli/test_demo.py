@@ -13,7 +13,7 @@ import sys
 
 import laspy
 
-from eotwin.testing.memlimit import DEFAULT_LIMIT, run_under_memory_limit
+from tests.support.memlimit import DEFAULT_LIMIT, run_under_memory_limit
 
 
 def test_demo_links_every_output(tmp_path):

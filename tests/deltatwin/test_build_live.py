@@ -24,8 +24,8 @@ SECRETS = (ACCESS_KEY, SECRET_KEY, EDH_TOKEN)
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, shared_fixtures):
-    from eotwin.testing.live_fixture import build_world, real_l2a_template
-    from eotwin.testing.loopback import S3Server, StacApiServer, StaticHttpServer
+    from tests.support.live_fixture import build_world, real_l2a_template
+    from tests.support.loopback import S3Server, StacApiServer, StaticHttpServer
 
     world = build_world(tmp_path_factory.mktemp("world"), real_l2a_template(shared_fixtures))
     with StacApiServer(world.items) as stac, S3Server() as s3, StaticHttpServer(world.zarr_root, "edh", EDH_TOKEN) as edh:

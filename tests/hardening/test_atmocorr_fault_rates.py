@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from eotwin.testing.loopback import RANDOM_MIX
 from tests.atmocorr.test_stac_input import ACCESS_KEY, PRODUCT_ID, SECRET_KEY, world  # noqa: F401  (fixture)
+from tests.support.loopback import RANDOM_MIX
 
 VOLATILE = ("created", "updated", "processing:datetime", "eotwin:seconds")
 

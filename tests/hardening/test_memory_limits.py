@@ -1,6 +1,6 @@
 """Memory: every CLI pipeline and every generated DeltaTwin component on its sample input under an enforced 2 GiB.
 
-Each command runs through the real CLI in a child process (``eotwin.testing.memlimit``): ``RLIMIT_AS`` of 2 GiB
+Each command runs through the real CLI in a child process (``tests.support.memlimit``): ``RLIMIT_AS`` of 2 GiB
 set between fork and exec, plus a watchdog that sums resident memory over the child's process tree and kills
 it above 2 GiB (a container's limit). The peak asserted is the watchdog's (or the kernel's high-water mark).
 
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from eotwin.testing.memlimit import DEFAULT_LIMIT, LimitedRun, run_under_memory_limit
 from tests.hardening.conftest import child_env
+from tests.support.memlimit import DEFAULT_LIMIT, LimitedRun, run_under_memory_limit
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "ben" / "smoke.yaml"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from eotwin.testing.live_fixture import build_world, real_l2a_template
-from eotwin.testing.loopback import S3Server, StacApiServer, StaticHttpServer
+from tests.support.live_fixture import build_world, real_l2a_template
+from tests.support.loopback import S3Server, StacApiServer, StaticHttpServer
 
 ACCESS_KEY = "AKIALOOPBACKKEY0001"
 SECRET_KEY = "loopback-secret-9f8e7d6c5b4a"

@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 
 from eotwin.errors import EotwinError
-from eotwin.testing.loopback import RANDOM_MIX
 from tests.live.test_live_faults_tiles import build, points
+from tests.support.loopback import RANDOM_MIX
 
 VOLATILE = ("created", "updated", "datetime", "eotwin:seconds", "processing:datetime")
 # the random mix plus a delay past the client's timeout (2 s here)

@@ -121,8 +121,8 @@ def test_secrets_never_reach_logs_or_outputs(world, servers, endpoints, tmp_path
 
 def test_two_utm_zones_make_one_seamless_cloud(tmp_path_factory, shared_fixtures, credentials):
     from eotwin.live.endpoints import Endpoints
-    from eotwin.testing.live_fixture import build_world, real_l2a_template
-    from eotwin.testing.loopback import S3Server, StacApiServer, StaticHttpServer
+    from tests.support.live_fixture import build_world, real_l2a_template
+    from tests.support.loopback import S3Server, StacApiServer, StaticHttpServer
 
     world = build_world(tmp_path_factory.mktemp("zones"), real_l2a_template(shared_fixtures), size=200, second_zone=True,
                         dim_names=("latitude", "longitude"))

@@ -162,10 +162,9 @@ def _save(fig, path: Path) -> Path:
 
 
 def _comparison_png(path: Path, toa: np.ndarray, corrected: dict[str, np.ndarray], truth: np.ndarray) -> Path:
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [("L1C TOA", toa), *((f"corrected: {m}", corrected[m]) for m in METHODS), ("true surface", truth)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6))
@@ -180,10 +179,9 @@ def _comparison_png(path: Path, toa: np.ndarray, corrected: dict[str, np.ndarray
 
 def _error_png(path: Path, metrics: dict[str, dict | None], main: str, main_boa: np.ndarray,
                truth: np.ndarray) -> Path:
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax, ax_map) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [1.6, 1]})
     x = np.arange(len(L2A_BANDS))

@@ -168,10 +168,9 @@ def evaluate_products(
 
 
 def _write_png(path: Path, report: dict, bands: tuple[str, ...], sp: np.ndarray, sr: np.ndarray, previews) -> Path:
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from eotwin.io.files import atomic_path
 

@@ -27,12 +27,9 @@ Radiometry and angles come from the items' metadata assets exactly as ``atmocorr
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +67,7 @@ from eotwin.atmocorr.stac_input import (
 )
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window, transform_bounds
-from eotwin.io.files import ensure_writable_dir, write_json_atomic
+from eotwin.io.files import publish_staged, staging_dir, write_json_atomic
 from eotwin.live.stac import BBox, search
 from eotwin.progress import ProgressReporter, ensure_progress
 
@@ -497,8 +494,7 @@ def make_pairs(request: PairRequest, output: Path, access: RemoteAccess, progres
     if request.max_pairs < 1:
         raise EotwinError("--max-pairs must be at least 1")
     pairs = find_pairs(request, access, log)[: request.max_pairs]
-    parent = ensure_writable_dir(output.parent if str(output.parent) else Path("."))
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.part-", dir=parent))
+    staging = staging_dir(output)
     try:
         results: list[PairResult] = []
         for pair in pairs:
@@ -511,26 +507,9 @@ def make_pairs(request: PairRequest, output: Path, access: RemoteAccess, progres
             results.append(result)
         if not results:
             raise EotwinError("the bbox window holds no data in any pair (it lies in the tiles' no-data part)")
-        _publish(staging, output, [r.pair_id for r in results])
+        publish_staged(staging, output)
         for r in results:
             r.path = output / r.pair_id
         return results
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _publish(staging: Path, output: Path, pair_ids: Sequence[str]) -> None:
-    """Move the finished pair folders from ``staging`` into ``output`` (renames on one file system)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [staging, *(staging / p for p in pair_ids)]:
-        os.chmod(path, 0o777 & ~umask)  # mkdtemp makes 0700
-    if not output.exists():
-        os.replace(staging, output)
-        return
-    for pair_id in pair_ids:
-        target = output / pair_id
-        if target.exists():
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(target, staging / f".replaced-{pair_id}")
-        os.replace(staging / pair_id, target)

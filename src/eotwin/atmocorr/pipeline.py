@@ -23,16 +23,13 @@ import importlib
 import importlib.util
 import logging
 import math
-import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -67,9 +64,9 @@ from eotwin.geo.grid import Grid, Window
 from eotwin.io.files import (
     DiskFullError,
     disk_full_error,
-    ensure_writable_dir,
     out_of_space,
-    process_alive,
+    publish_staged,
+    staging_dir,
     write_json_atomic,
 )
 from eotwin.io.raster import gdal_cache_env
@@ -631,45 +628,6 @@ def read_scene_sample(
                        functools.partial(read_toa, reader, product, L2A_BANDS))
 
 
-def _reclaim_staging(parent: Path, name: str) -> list[Path]:
-    """Remove staging folders of earlier runs on the same output whose process is gone (several GB each)."""
-    removed = []
-    for folder in parent.glob(f".{glob_escape(name)}.part-*"):
-        pid_text = folder.name[len(f".{name}.part-"):].split("-", 1)[0]
-        if not folder.is_dir() or folder.is_symlink() or not pid_text.isdigit() or process_alive(int(pid_text)):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
-
-
-def _staging_dir(target: Path) -> Path:
-    if target.exists() and not target.is_dir():
-        raise EotwinError(f"{target}: exists and is not a directory")
-    parent = ensure_writable_dir(target.parent if str(target.parent) else Path("."))
-    _reclaim_staging(parent, target.name)
-    # the owner's process id in the name: a later run knows a folder whose owner died (kill -9, OOM) as stale
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.part-{os.getpid()}-", dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the published folder gets the usual mode
-    return staging
-
-
-def _publish(staging: Path, target: Path) -> dict[str, Path]:
-    """Move the staged files into ``target`` (a rename of the whole folder when it is new)."""
-    names = [p.name for p in staging.iterdir()]
-    if not target.exists():
-        os.replace(staging, target)
-    else:
-        for name in names:
-            os.replace(staging / name, target / name)
-        for stale in set(FILES.values()) - set(names):  # an earlier run's file this run did not make (e.g. evaluation)
-            (target / stale).unlink(missing_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-    return {n: target / n for n in names}
-
-
 def run_correction(options: RunOptions, progress: ProgressReporter | None = None) -> RunResult:
     """Correct one L1C product; see the module docstring for what is written."""
     progress = ensure_progress(progress)
@@ -684,7 +642,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
     grid = product.grid
     block_rows = options.block_rows or auto_block_rows(grid.width)
     target = Path(options.output)
-    staging = _staging_dir(target)
+    staging = staging_dir(target)
     writers: list[BlockWriter] = []
     try:
         with contextlib.ExitStack() as stack:
@@ -878,7 +836,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
             created=created,
         )
         write_json_atomic(staging / FILES["item"], item)
-        published = _publish(staging, target)
+        published = {n: target / n for n in publish_staged(staging, target, stale=FILES.values())}
     except BaseException as exc:
         full = out_of_space(exc, staging) if isinstance(exc, Exception) else None  # before the staging goes
         for w in writers:
@@ -948,10 +906,9 @@ def write_evaluation_png(
     path: Path, metrics: Mapping[str, object], l2a_path: Path, ref_reader: BandReader | None, reference
 ) -> Path:
     """Per-band RMSE and bias (corrected vs TOA unchanged) and the two products side by side in true colour."""
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from eotwin.io.files import atomic_path
     from eotwin.io.raster import open_raster

@@ -16,9 +16,7 @@ output) approximated by B08's. B8A is then never scored: the reference has no B8
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -31,6 +29,7 @@ from eotwin.atmocorr.solar import sentinel2_overpass, sun_position
 from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid
+from eotwin.io.files import publish_staged, staging_dir
 
 PAIR_FILES = ("l1c.tif", "l2a.tif", "pair.json")
 BARBELLINO_DIR = Path("ac") / "pair_sen2r_barbellino"
@@ -67,25 +66,6 @@ class PairFolder:
     l1c: Path
     l2a: Path
     meta: dict
-
-
-def _stage(target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() and not target.is_dir():
-        raise EotwinError(f"{target}: exists and is not a directory")
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.part-", dir=target.parent))
-
-
-def _publish(staging: Path, target: Path) -> Path:
-    """Move a fully written folder into place (a rename when new, file by file over an old one)."""
-    os.chmod(staging, 0o755)
-    if not target.exists():
-        os.replace(staging, target)
-    else:
-        for item in staging.iterdir():
-            os.replace(item, target / item.name)
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def _bbox(grid: Grid) -> list[float]:
@@ -172,12 +152,13 @@ def write_pair(
     from eotwin.io.files import write_json_atomic
 
     target = Path(out_dir) / pair_id
-    staging = _stage(target)
+    staging = staging_dir(target)
     try:
         _write_stack(staging / "l1c.tif", *l1c[:1], grid, l1c[1], l1c[2])
         _write_stack(staging / "l2a.tif", *l2a[:1], grid, l2a[1], l2a[2])
         write_json_atomic(staging / "pair.json", {"pair_id": pair_id, **meta})
-        return _publish(staging, target)
+        publish_staged(staging, target)
+        return target
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -279,13 +260,14 @@ def eurosat_stacks(fixtures: Path, out_dir: Path) -> list[Path]:
             "PRODUCT_ID": f"EuroSAT_{path.stem}", "PROCESSING_LEVEL": "L1C",
         }
         target = Path(out_dir) / path.stem
-        staging = _stage(target)
+        staging = staging_dir(target)
         try:
             _write_stack(staging / "l1c.tif", dn, grid, names, tags)
             write_json_atomic(staging / "patch.json", {"patch_id": path.stem, "source": str(path),
                                                        "class": path.parent.name, "bbox": _bbox(grid),
                                                        "datetime": tags["DATETIME"], "notes": notes})
-            written.append(_publish(staging, target))
+            publish_staged(staging, target)
+            written.append(target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

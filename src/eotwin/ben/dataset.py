@@ -20,7 +20,8 @@ import numpy as np
 
 from eotwin.ben.bands import PATCH_SIZE, Resampling, band_stats, check_mode, is_s1, resolve_bands, stack_bands
 from eotwin.ben.labels import ClassOrder, class_names, multi_hot
-from eotwin.ben.sources import BenSource, open_source
+from eotwin.ben.sources import open_source
+from eotwin.ben.sources.base import BenSource
 from eotwin.errors import EotwinError
 
 

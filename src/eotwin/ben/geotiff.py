@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from eotwin.ben.bands import S1_BANDS, S2_BANDS
-from eotwin.ben.sources import METADATA_NAME, BenSource, s1_product_of, tile_of
+from eotwin.ben.sources.base import BenSource
+from eotwin.ben.sources.geotiff import s1_product_of, tile_of
+from eotwin.ben.sources.metadata import METADATA_NAME
 from eotwin.errors import EotwinError
 from eotwin.io.files import atomic_path, ensure_writable_dir
 from eotwin.progress import ProgressReporter, ensure_progress

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from eotwin.ben.bands import ALL_BANDS
-from eotwin.ben.sources import BenSource
+from eotwin.ben.sources.base import BenSource
 
 
 def band_summary(arrays: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:

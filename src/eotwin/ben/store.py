@@ -27,14 +27,9 @@ import numpy as np
 from eotwin import __version__
 from eotwin.ben.bands import NATIVE_SIZE, is_s1
 from eotwin.ben.data_options import EncodeOptions
-from eotwin.ben.sources import (
-    MANIFEST_NAME,
-    METADATA_COLUMNS,
-    METADATA_NAME,
-    STORE_FORMAT,
-    BenSource,
-    read_manifest,
-)
+from eotwin.ben.sources.base import BenSource
+from eotwin.ben.sources.lmdb_source import MANIFEST_NAME, STORE_FORMAT, read_manifest
+from eotwin.ben.sources.metadata import METADATA_COLUMNS, METADATA_NAME
 from eotwin.errors import EotwinError
 from eotwin.io.files import (
     atomic_path,

@@ -1,7 +1,8 @@
-"""Atomic file output: write to a temporary name beside the target, rename when complete.
+"""Atomic output: write files and folders under a temporary name beside the target, rename when complete.
 
 A run that fails half-way leaves nothing at the target path, so no half-written file is ever
-mistaken for a result.
+mistaken for a result. Whole output folders go through a staging folder (:func:`staging_dir`,
+:func:`publish_staged`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import errno
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,64 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         if full:
             raise disk_full_error(target, full) from None
         raise
+
+
+def reclaim_dead_staging(parent: Path, name: str) -> list[Path]:
+    """Remove staging folders of earlier runs on the same output whose process is gone (several GB each)."""
+    from glob import escape
+
+    removed = []
+    for folder in parent.glob(f".{escape(name)}.part-*"):
+        pid_text = folder.name[len(f".{name}.part-"):].split("-", 1)[0]
+        if not folder.is_dir() or folder.is_symlink() or not pid_text.isdigit() or process_alive(int(pid_text)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def staging_dir(target: str | Path) -> Path:
+    """A new hidden folder beside the output folder ``target`` to write the whole output in.
+
+    :func:`publish_staged` moves it into place once complete, so a run that fails or is killed leaves ``target``
+    as it was; the caller removes the folder when it fails. The owner's process id is in the name
+    (``.<name>.part-<pid>-<random>``): a later run on the same target removes the folders of owners that died
+    (kill -9, out of memory).
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise EotwinError(f"{target}: exists and is not a directory")
+    parent = ensure_writable_dir(target.parent if str(target.parent) else Path("."))
+    reclaim_dead_staging(parent, target.name)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.part-{os.getpid()}-", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the published folder gets the usual mode
+    return staging
+
+
+def publish_staged(staging: Path, target: str | Path, stale: Iterable[str] = ()) -> list[str]:
+    """Move a complete staging folder's entries into ``target``; the names moved, in the folder's order.
+
+    A new ``target`` is one rename of the whole folder. Into an existing one the entries move one by one,
+    replacing those of the same name (a folder in the way is first moved aside into the staging folder, which
+    is then removed); the ``stale`` names this run did not make (an earlier run's optional files) are removed.
+    """
+    target = Path(target)
+    names = [p.name for p in staging.iterdir()]
+    if not target.exists():
+        os.replace(staging, target)
+        return names
+    for name in names:
+        dest = target / name
+        if dest.is_dir() and not dest.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(dest, staging / f".replaced-{name}")
+        os.replace(staging / name, dest)
+    for name in set(stale) - set(names):
+        (target / name).unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    return names
 
 
 def write_json_atomic(target: str | Path, payload: Any, *, indent: int = 2) -> Path:

@@ -68,10 +68,9 @@ def _eye_dome_lighting(image: np.ndarray, zbuf: np.ndarray, strength: float) -> 
 
 def render_preview(cloud_path: str | Path, png_path: str | Path, max_points: int = 300_000, seed: int = 0, **view) -> Path:
     """Write an oblique shaded PNG of a LAS/LAZ/PLY file (decimated to ``max_points``) atomically."""
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sample = read_points(cloud_path, max_points=max_points, seed=seed)
     image = render_oblique(sample.xyz, sample.rgb, **view)

@@ -309,10 +309,9 @@ def format_table(report: dict, source: str = "table") -> str:
 
 def write_report_png(path: Path, report: dict, scene: TestScene, examples: dict[str, np.ndarray]) -> Path:
     """RMSE and bias per band for every method, and one scene in true colour with the AI error map."""
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from eotwin.io.files import atomic_path
 

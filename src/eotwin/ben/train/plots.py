@@ -32,10 +32,9 @@ def epoch_series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], lis
 
 def plot_curves(log_root: Path, target: Path, title: str = "BigEarthNet training") -> Path | None:
     """Loss, validation scores and learning rate per epoch / step; None when nothing was logged yet."""
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = read_metrics(log_root)
     if not rows:

@@ -149,10 +149,9 @@ def run_predict(options: PredictOptions, progress: ProgressReporter | None = Non
 
 def write_preview(probs: np.ndarray, thresholds: np.ndarray, classes: tuple[str, ...], target: Path) -> Path:
     """PNG of the most probable class per cell (with a legend of the classes shown)."""
-    import matplotlib
+    from eotwin.report.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 

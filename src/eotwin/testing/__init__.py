@@ -1,1 +1,0 @@
-"""Loopback servers that speak the real protocols (STAC API, S3, Zarr over HTTP), for tests and benchmarks."""
