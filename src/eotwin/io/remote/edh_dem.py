@@ -22,9 +22,9 @@ from pyproj import CRS
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds
 from eotwin.io.raster import write_geotiff
-from eotwin.live.cache import Cache, request_key
-from eotwin.live.credentials import Credentials, origin, redact, strip_userinfo, token_may_go_to
-from eotwin.live.endpoints import Endpoints
+from eotwin.io.remote.cache import Cache, request_key
+from eotwin.io.remote.credentials import Credentials, origin, redact, strip_userinfo, token_may_go_to
+from eotwin.io.remote.endpoints import Endpoints
 
 _LAT_NAMES = ("lat", "latitude", "y")
 _LON_NAMES = ("lon", "longitude", "x")
@@ -60,9 +60,6 @@ def origin_bound_auth(url: str, user: str, token: str):
     return middleware
 
 
-RETRY_STATUSES = (429, 500, 502, 503, 504)
-
-
 def retrying(retries: int, backoff_s: float):
     """An aiohttp middleware retrying one request (a Zarr chunk or metadata file) on transient failures.
 
@@ -74,7 +71,7 @@ def retrying(retries: int, backoff_s: float):
 
     import aiohttp
 
-    from eotwin.live.endpoints import MAX_RETRY_AFTER_S
+    from eotwin.io.remote.retry import RETRY_STATUSES, retry_after_wait
 
     async def middleware(request, handler):
         delay = backoff_s
@@ -83,8 +80,7 @@ def retrying(retries: int, backoff_s: float):
             try:
                 response = await handler(request)
                 if response.status in RETRY_STATUSES and not last:
-                    after = response.headers.get("Retry-After", "")
-                    wait = min(float(after), MAX_RETRY_AFTER_S) if after.isdigit() else delay
+                    wait = retry_after_wait(response.headers.get("Retry-After", ""), delay)
                     response.release()
                     await asyncio.sleep(wait)
                     delay *= 2
