@@ -88,3 +88,13 @@ def test_search_paging_stops_at_the_item_cap(world, servers, endpoints, monkeypa
     with pytest.raises(EotwinError, match="matches more than 1 sentinel-2-l2a items"):
         stac.search(endpoints, "sentinel-2-l2a", scene_bbox(world), "2024-07-01T00:00:00Z/2024-07-31T23:59:59Z", 50,
                     limit=1)
+
+
+def test_tries_sleep_the_doubling_backoff_between_tries(monkeypatch):
+    from eotwin.io.remote import retry
+
+    slept: list[float] = []
+    monkeypatch.setattr(retry.time, "sleep", slept.append)
+    assert list(retry.tries(3, 0.5)) == [(0, False), (1, False), (2, False), (3, True)]
+    assert slept == [0.5, 1.0, 2.0]
+    assert list(retry.tries(0, 0.5)) == [(0, True)] and slept == [0.5, 1.0, 2.0]

@@ -19,7 +19,7 @@ from eotwin.errors import EotwinError
 from eotwin.io.remote.access import RemoteAccess
 from eotwin.io.remote.credentials import Credentials, redact
 from eotwin.io.remote.endpoints import Endpoints
-from eotwin.io.remote.retry import http_retry
+from eotwin.io.remote.retry import http_retry, tries
 
 S3_REGION = "us-east-1"  # CDSE ignores the region; SigV4 needs one (GDAL and rasterio use this default)
 MAX_FETCH_BYTES = 64 * 2**20  # items and metadata are kilobytes; anything far larger is not what we asked for
@@ -86,10 +86,9 @@ def _get(access: RemoteAccess, url: str, what: str, headers: Callable[[], dict[s
     import urllib3
 
     endpoints = access.endpoints
-    delay = endpoints.backoff_s
     deadline = time.monotonic() + FETCH_DEADLINE_S
     with session(endpoints) as http:
-        for attempt in range(endpoints.max_retries + 1):
+        for attempt, last in tries(endpoints.max_retries, endpoints.backoff_s):
             try:
                 with http.get(url, headers=headers() if headers else None, timeout=endpoints.timeout_s,
                               stream=True) as response:
@@ -101,12 +100,10 @@ def _get(access: RemoteAccess, url: str, what: str, headers: Callable[[], dict[s
                     return _bounded_body(response, what, MAX_FETCH_BYTES, deadline)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     urllib3.exceptions.HTTPError) as exc:  # the body is read from urllib3 directly
-                if attempt == endpoints.max_retries or time.monotonic() > deadline:
+                if last or time.monotonic() > deadline:
                     raise EotwinError(
                         f"{what}: {redact(type(exc).__name__, access.secrets)} after {attempt + 1} attempts"
                     ) from None
-                time.sleep(delay)
-                delay *= 2
     raise AssertionError("unreachable")
 
 

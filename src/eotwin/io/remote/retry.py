@@ -7,6 +7,9 @@ same count and delay through :func:`eotwin.io.remote.gdal.gdal_options`.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 from eotwin.io.remote.endpoints import Endpoints
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -29,3 +32,14 @@ def http_retry(endpoints: Endpoints):
 def retry_after_wait(header: str, delay: float) -> float:
     """The wait before the next try: the server's ``Retry-After`` seconds (capped), else our backoff ``delay``."""
     return min(float(header), MAX_RETRY_AFTER_S) if header.isdigit() else delay
+
+
+def tries(retries: int, backoff_s: float) -> Iterator[tuple[int, bool]]:
+    """(attempt, last?) for ``retries + 1`` tries, sleeping the doubling backoff (``backoff_s``, twice that, ...)
+    before each new one: the loop of every retry outside urllib3 and GDAL (cut bodies, dropped connections)."""
+    delay = backoff_s
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(delay)
+            delay *= 2
+        yield attempt, attempt == retries

@@ -19,6 +19,7 @@ from eotwin.geo.grid import transform_bounds
 from eotwin.io.raster import grid_of, open_raster, write_geotiff
 from eotwin.io.remote.cache import Cache, request_key
 from eotwin.io.remote.gdal import gdal_path
+from eotwin.io.remote.retry import tries
 
 # --- assets of an item -----------------------------------------------------------------------------
 COLOUR_BANDS = ("B04", "B03", "B02")
@@ -87,24 +88,19 @@ def _read_window(href: str, bounds_lonlat, margin_px: int, asset: dict):
 
 def _with_retries(fetch, retries: int, backoff_s: float, what: str):
     """GDAL retries HTTP statuses itself; a body cut short surfaces as a read error: retry the whole window."""
-    import time
-
     from rasterio.errors import RasterioIOError
 
     from eotwin.io.raster import RasterOpenError
 
-    delay = backoff_s
-    for attempt in range(retries + 1):
+    for attempt, last in tries(retries, backoff_s):
         try:
             return fetch()
         except (RasterioIOError, RasterOpenError) as exc:
             if isinstance(exc, RasterOpenError) and not exc.transient:
                 raise
-            if attempt == retries:
+            if last:
                 first = str(exc).splitlines()[0] if str(exc) else "read failed"
                 raise EotwinError(f"reading {what} failed after {attempt + 1} attempts: {first}") from None
-            time.sleep(delay)
-            delay *= 2
     return None
 
 

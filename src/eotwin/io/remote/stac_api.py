@@ -8,12 +8,12 @@ and paging stops at :data:`MAX_SEARCH_ITEMS`.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Sequence
 
 from eotwin.errors import EotwinError
 from eotwin.io.remote.credentials import redact
 from eotwin.io.remote.endpoints import Endpoints
+from eotwin.io.remote.retry import tries
 
 MAX_SEARCH_ITEMS = 5_000  # STAC paging stops here: a query this broad is narrowed by the user, not paged forever
 
@@ -83,8 +83,7 @@ def search(endpoints: Endpoints, collection: str, bbox: BBox | None, datetime: s
     from requests.exceptions import RequestException
 
     query = {"eo:cloud_cover": {"lte": max_cloud}} if max_cloud is not None else None
-    delay = endpoints.backoff_s
-    for attempt in range(endpoints.max_retries + 1):
+    for attempt, last in tries(endpoints.max_retries, endpoints.backoff_s):
         # urllib3 retries statuses; a body cut mid-page or a connection dropped while reading is retried here
         # (the whole search again: it is idempotent)
         try:
@@ -100,10 +99,8 @@ def search(endpoints: Endpoints, collection: str, bbox: BBox | None, datetime: s
             failure = f"STAC search at {endpoints.stac_url} failed: {type(exc).__name__}"
         except (ValueError, STACError, STACTypeError) as exc:  # a cut JSON body, or a landing page that did not arrive whole
             failure = f"STAC search at {endpoints.stac_url} failed: {type(exc).__name__}"
-        if attempt == endpoints.max_retries:
+        if last:
             raise EotwinError(f"{failure} (after {attempt + 1} attempts)")
-        time.sleep(delay)
-        delay *= 2
     if not items and not allow_empty:
         cloud = f", cloud cover <= {max_cloud} %" if max_cloud is not None else ""
         raise EotwinError(f"no {collection} items for bbox {list(bbox or ())} and {datetime}{cloud}")
