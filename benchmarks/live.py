@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from eotwin.live.cache import Cache
-from eotwin.live.credentials import resolve_credentials
-from eotwin.live.endpoints import Endpoints
-from eotwin.live.pipeline import LiveRequest, build_from_bbox
+from eotwin.io.remote.cache import Cache
+from eotwin.io.remote.credentials import resolve_credentials
+from eotwin.io.remote.endpoints import Endpoints
+from eotwin.pointcloud.live_pipeline import LiveRequest, build_from_bbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: test code, not in the package
 from tests.support.live_fixture import BUCKET, build_world

@@ -22,6 +22,8 @@ from eotwin.atmocorr.products import L2A_BANDS, BandReader, open_l1c
 from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
+from eotwin.io.remote.gdal import explain_remote_error
+from eotwin.io.remote.http import sigv4_headers
 from tests.atmocorr.test_products_s2 import build_safe
 from tests.support.live_fixture import BUCKET, l1c_item_from_safe, real_l1c_template
 from tests.support.loopback import S3Server, StacApiServer, StaticHttpServer
@@ -258,7 +260,7 @@ def test_sigv4_signature_matches_botocore(monkeypatch):
 
     when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     path = "/eodata/Sentinel-2/MSI/L1C/2024/01/16/S2A_MSIL1C_X.SAFE/MTD_MSIL1C.xml"
-    ours = stac_input.sigv4_headers(ACCESS_KEY, SECRET_KEY, "eodata.dataspace.copernicus.eu", path, now=when)
+    ours = sigv4_headers(ACCESS_KEY, SECRET_KEY, "eodata.dataspace.copernicus.eu", path, now=when)
     request = AWSRequest(method="GET", url=f"https://eodata.dataspace.copernicus.eu{path}")
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: when.replace(tzinfo=None))
     S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(request)
@@ -313,7 +315,10 @@ def test_https_hrefs_that_need_a_login_are_one_line_errors(world, tmp_path, caps
 
 def test_remote_errors_are_explained_only_when_they_are_refusals():
     access = stac_input.RemoteAccess.resolve(s3_access_key="k", s3_secret_key="s", environ={})
-    explain = stac_input.explain_remote_error
+
+    def explain(access, message: str) -> str:
+        return explain_remote_error(access.credentials, message)
+
     assert explain(access, '/vsis3/eodata/a/T_B02.jp2: not a readable raster (Invalid AWS response: {"code": 403})') \
         == "/vsis3/eodata/a/T_B02.jp2: access denied: check the S3 keys (HTTP 403)"
     assert explain(access, "cannot open bands: /vsicurl/http://h:8080/x/B02.jp2: HTTP response code: 401").startswith(

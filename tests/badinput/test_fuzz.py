@@ -249,7 +249,7 @@ def test_ben_patch_decoder(ben_mock_dir, tally):
 
 # ----------------------------------------------------------------------------- command-line value parsers
 def test_bbox_parser(tally):
-    from eotwin.live.stac import parse_bbox
+    from eotwin.io.remote.stac_api import parse_bbox
 
     assert parse_bbox("7,45,8,46") == (7, 45, 8, 46)
 
@@ -268,7 +268,7 @@ def test_bbox_parser(tally):
 
 
 def test_date_parser(tally):
-    from eotwin.live.stac import parse_date
+    from eotwin.io.remote.stac_api import parse_date
 
     assert parse_date("2024-06-01/2024-06-30") == "2024-06-01T00:00:00Z/2024-06-30T23:59:59Z"
 

@@ -106,7 +106,7 @@ def test_every_request_failing_is_one_line_and_leaves_nothing(world, tmp_path, r
 def test_network_settings_from_the_environment_are_checked(monkeypatch):
     """``EOTWIN_HTTP_MAX_RETRIES`` and friends set every service's policy; a bad value is one line naming it."""
     from eotwin.errors import EotwinError
-    from eotwin.live.endpoints import Endpoints
+    from eotwin.io.remote.endpoints import Endpoints
 
     monkeypatch.setenv("EOTWIN_HTTP_MAX_RETRIES", "9")
     monkeypatch.setenv("EOTWIN_HTTP_TIMEOUT_S", "2.5")

@@ -15,7 +15,7 @@ from tests.hardening.test_kills import finish, laz_points, start
 WRITER = """
 import sys
 from pathlib import Path
-from eotwin.live.cache import Cache
+from eotwin.io.remote.cache import Cache
 cache, source, rounds = Cache(Path(sys.argv[1])), Path(sys.argv[2]), int(sys.argv[3])
 for _ in range(rounds):
     cache.put("dem", "ab" * 16, source)
@@ -23,7 +23,7 @@ for _ in range(rounds):
 
 
 def test_two_processes_writing_one_cache_entry_never_show_a_corrupt_one(tmp_path):
-    from eotwin.live.cache import Cache
+    from eotwin.io.remote.cache import Cache
 
     rng = np.random.default_rng(0)
     versions = {}

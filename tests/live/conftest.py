@@ -26,7 +26,7 @@ def servers(world):
 
 @pytest.fixture()
 def endpoints(servers):
-    from eotwin.live.endpoints import Endpoints
+    from eotwin.io.remote.endpoints import Endpoints
 
     for server in servers.values():
         server.faults.pending.clear()
@@ -37,6 +37,6 @@ def endpoints(servers):
 
 @pytest.fixture()
 def credentials():
-    from eotwin.live.credentials import resolve_credentials
+    from eotwin.io.remote.credentials import resolve_credentials
 
     return resolve_credentials(s3_access_key=ACCESS_KEY, s3_secret_key=SECRET_KEY, edh_token=EDH_TOKEN, environ={})

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from eotwin.cli.main import run
-from eotwin.live.cache import Cache
-from eotwin.live.credentials import Secret, redact, resolve_credentials
+from eotwin.io.remote.cache import Cache
+from eotwin.io.remote.credentials import Secret, redact, resolve_credentials
 
 
 def test_explicit_then_environment_then_netrc(tmp_path):
@@ -111,7 +111,7 @@ def test_secret_files_are_read_and_a_bad_one_is_one_line(tmp_path):
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert done.returncode != 0 and len(lines) == 1 and cause in lines[0] and "--edh-token-file" in lines[0]
 
-    from eotwin.live.credentials import read_secret_file
+    from eotwin.io.remote.credentials import read_secret_file
 
     good = tmp_path / "token.secret"
     good.write_text("  tok-123  \nsecond line ignored\n")

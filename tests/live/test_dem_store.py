@@ -8,10 +8,10 @@ import rasterio
 import xarray as xr
 from pyproj import CRS, Transformer
 
-from eotwin.live.cache import Cache
-from eotwin.live.credentials import Credentials
-from eotwin.live.dem import dem_slice
-from eotwin.live.endpoints import Endpoints
+from eotwin.io.remote.cache import Cache
+from eotwin.io.remote.credentials import Credentials
+from eotwin.io.remote.edh_dem import dem_slice
+from eotwin.io.remote.endpoints import Endpoints
 from eotwin.sample.scene import elevation_at
 
 

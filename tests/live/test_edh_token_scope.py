@@ -11,7 +11,7 @@ import pytest
 
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
-from eotwin.live.credentials import Credentials, Secret, strip_userinfo, token_may_go_to
+from eotwin.io.remote.credentials import Credentials, Secret, strip_userinfo, token_may_go_to
 from tests.live.conftest import ACCESS_KEY, EDH_TOKEN, SECRET_KEY
 from tests.live.test_live_build import scene_bbox
 
@@ -50,7 +50,7 @@ def test_a_redirect_to_another_origin_does_not_carry_the_token():
 
     import aiohttp
 
-    from eotwin.live.dem import origin_bound_auth
+    from eotwin.io.remote.edh_dem import origin_bound_auth
 
     elsewhere = _Recorder()
     store = _Recorder(redirect_to=elsewhere.url)
@@ -70,7 +70,7 @@ def test_a_redirect_to_another_origin_does_not_carry_the_token():
 
 
 def test_the_token_never_travels_over_plain_http_to_another_machine():
-    from eotwin.live.dem import _open
+    from eotwin.io.remote.edh_dem import _open
 
     credentials = Credentials(edh_token=Secret(EDH_TOKEN))
     with pytest.raises(EotwinError, match="plain http") as info:

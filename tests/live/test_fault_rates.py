@@ -85,9 +85,9 @@ def test_every_request_failing_is_one_line_and_leaves_nothing(world, servers, pa
 
 def test_a_tiled_build_through_random_faults_equals_a_clean_one(world, servers, patient, credentials, tmp_path,
                                                                 record_property):
-    from eotwin.live.cache import Cache
-    from eotwin.live.pipeline import LiveRequest
-    from eotwin.live.tiling import build_tiled
+    from eotwin.io.remote.cache import Cache
+    from eotwin.pointcloud.live_pipeline import LiveRequest
+    from eotwin.pointcloud.tiling import build_tiled
     from tests.live.test_live_build import scene_bbox
     from tests.live.test_live_faults_tiles import DATES
 

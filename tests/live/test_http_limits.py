@@ -9,9 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from eotwin.errors import EotwinError
-from eotwin.live import endpoints as endpoints_module
-from eotwin.live.credentials import Credentials
-from eotwin.live.endpoints import MAX_RETRY_AFTER_S, Endpoints, http_retry
+from eotwin.io.remote import http as http_module
+from eotwin.io.remote.credentials import Credentials
+from eotwin.io.remote.endpoints import Endpoints
+from eotwin.io.remote.retry import MAX_RETRY_AFTER_S, http_retry
 from tests.live.test_live_build import scene_bbox
 
 
@@ -55,19 +56,20 @@ class _Drip(ThreadingHTTPServer):
 
 
 def test_metadata_bodies_are_capped_by_size_and_deadline(monkeypatch):
-    from eotwin.atmocorr.stac_input import RemoteAccess, fetch_bytes
+    from eotwin.io.remote.access import RemoteAccess
+    from eotwin.io.remote.http import fetch_bytes
 
     server = _Drip()
     access = RemoteAccess(Endpoints(timeout_s=5, max_retries=0), Credentials())
     try:
         with pytest.raises(EotwinError, match="announces 1,000,000,000 bytes"):
             fetch_bytes(access, server.url + "/big", "item")
-        monkeypatch.setattr(endpoints_module, "MAX_FETCH_BYTES", 10)
-        monkeypatch.setattr(endpoints_module, "FETCH_DEADLINE_S", 60.0)
+        monkeypatch.setattr(http_module, "MAX_FETCH_BYTES", 10)
+        monkeypatch.setattr(http_module, "FETCH_DEADLINE_S", 60.0)
         with pytest.raises(EotwinError, match="announces 40 bytes"):
             fetch_bytes(access, server.url + "/drip", "item")
-        monkeypatch.setattr(endpoints_module, "MAX_FETCH_BYTES", 1000)
-        monkeypatch.setattr(endpoints_module, "FETCH_DEADLINE_S", 0.5)
+        monkeypatch.setattr(http_module, "MAX_FETCH_BYTES", 1000)
+        monkeypatch.setattr(http_module, "FETCH_DEADLINE_S", 0.5)
         started = time.monotonic()
         with pytest.raises(EotwinError, match="past its deadline"):
             fetch_bytes(access, server.url + "/drip", "item")
@@ -77,7 +79,7 @@ def test_metadata_bodies_are_capped_by_size_and_deadline(monkeypatch):
 
 
 def test_search_paging_stops_at_the_item_cap(world, servers, endpoints, monkeypatch):
-    from eotwin.live import stac
+    from eotwin.io.remote import stac_api as stac
 
     found = stac.search(endpoints, "sentinel-2-l2a", scene_bbox(world), "2024-07-01T00:00:00Z/2024-07-31T23:59:59Z",
                         50, limit=1)
@@ -86,3 +88,13 @@ def test_search_paging_stops_at_the_item_cap(world, servers, endpoints, monkeypa
     with pytest.raises(EotwinError, match="matches more than 1 sentinel-2-l2a items"):
         stac.search(endpoints, "sentinel-2-l2a", scene_bbox(world), "2024-07-01T00:00:00Z/2024-07-31T23:59:59Z", 50,
                     limit=1)
+
+
+def test_tries_sleep_the_doubling_backoff_between_tries(monkeypatch):
+    from eotwin.io.remote import retry
+
+    slept: list[float] = []
+    monkeypatch.setattr(retry.time, "sleep", slept.append)
+    assert list(retry.tries(3, 0.5)) == [(0, False), (1, False), (2, False), (3, True)]
+    assert slept == [0.5, 1.0, 2.0]
+    assert list(retry.tries(0, 0.5)) == [(0, True)] and slept == [0.5, 1.0, 2.0]

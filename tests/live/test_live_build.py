@@ -6,9 +6,10 @@ import laspy
 import numpy as np
 from pyproj import Transformer
 
-from eotwin.live.cache import Cache
-from eotwin.live.pipeline import LiveRequest, build_from_bbox, target_grid
-from eotwin.live.stac import choose_items, search
+from eotwin.io.remote.cache import Cache
+from eotwin.io.remote.stac_api import search
+from eotwin.pointcloud.live_items import choose_items
+from eotwin.pointcloud.live_pipeline import LiveRequest, build_from_bbox, target_grid
 
 
 def scene_bbox(world, shrink=0.1):

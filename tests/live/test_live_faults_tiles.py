@@ -12,8 +12,8 @@ import pytest
 
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
-from eotwin.live.cache import Cache
-from eotwin.live.pipeline import LiveRequest, build_from_bbox
+from eotwin.io.remote.cache import Cache
+from eotwin.pointcloud.live_pipeline import LiveRequest, build_from_bbox
 from tests.live.conftest import ACCESS_KEY, EDH_TOKEN, SECRET_KEY
 from tests.live.test_live_build import scene_bbox
 
@@ -120,7 +120,7 @@ def test_secrets_never_reach_logs_or_outputs(world, servers, endpoints, tmp_path
 
 
 def test_two_utm_zones_make_one_seamless_cloud(tmp_path_factory, shared_fixtures, credentials):
-    from eotwin.live.endpoints import Endpoints
+    from eotwin.io.remote.endpoints import Endpoints
     from tests.support.live_fixture import build_world, real_l2a_template
     from tests.support.loopback import S3Server, StacApiServer, StaticHttpServer
 
@@ -140,7 +140,7 @@ def test_two_utm_zones_make_one_seamless_cloud(tmp_path_factory, shared_fixtures
     assert len(np.unique(xy, axis=0)) == len(xy)  # no duplicate in the overlap
     from scipy import ndimage
 
-    from eotwin.live.pipeline import target_grid
+    from eotwin.pointcloud.live_pipeline import target_grid
 
     grid = target_grid(request)
     scene = world.scene
@@ -164,7 +164,7 @@ def test_two_utm_zones_make_one_seamless_cloud(tmp_path_factory, shared_fixtures
 
 
 def test_tiled_dask_build_equals_one_run_and_resumes(world, servers, endpoints, credentials, tmp_path):
-    from eotwin.live.tiling import build_tiled
+    from eotwin.pointcloud.tiling import build_tiled
 
     request = LiveRequest(bbox=scene_bbox(world), datetime=DATES, max_cloud=50)
     single = points(build(world, endpoints, credentials, tmp_path / "single.laz").output)
@@ -240,8 +240,8 @@ def test_a_killed_tiled_run_resumes(world, servers, endpoints, credentials, tmp_
     assert result.returncode == 0, result.stderr
     skipped = json.loads(result.stdout)["skipped"]
     assert skipped >= len(done_before)  # the tiles finished before the kill were not built again
-    from eotwin.live.pipeline import target_grid
-    from eotwin.live.tiling import plan_tiles
+    from eotwin.pointcloud.live_pipeline import target_grid
+    from eotwin.pointcloud.tiling import plan_tiles
 
     planned = len(plan_tiles(target_grid(LiveRequest(bbox=scene_bbox(world), datetime=DATES)), 1000.0))
     marked = {p.name for p in tiles.iterdir() if p.suffix in (".laz", ".empty")}

@@ -18,7 +18,10 @@ from rasterio.warp import reproject
 
 from eotwin.geo.grid import Grid
 from eotwin.io.raster import write_geotiff
-from eotwin.live.s2 import LIVE_GDAL_CACHE_MB, WindowFile, gdal_env, mosaic_to_file
+from eotwin.io.remote.gdal import gdal_env
+from eotwin.io.remote.s2_windows import WindowFile
+from eotwin.pointcloud.live_mosaic import mosaic_to_file
+from eotwin.pointcloud.live_pipeline import LIVE_GDAL_CACHE_MB
 
 CRS32 = CRS.from_epsg(32632)
 
@@ -52,7 +55,7 @@ def _reference(windows, target, reflectance):
 
 
 def test_streamed_mosaic_equals_the_whole_one_and_holds_one_block(tmp_path, monkeypatch):
-    import eotwin.live.s2 as s2
+    import eotwin.pointcloud.live_mosaic as s2
 
     monkeypatch.setattr(s2, "MOSAIC_BLOCK_ROWS", 128)  # a full tile has 10980 rows: blocks of 512 are 5 % of it
     first, _, _ = _window(tmp_path, "a.tif", 0, 1500, 2400, 1, nodata_rows=300)
@@ -95,11 +98,13 @@ def test_streamed_mosaic_of_classes_keeps_the_first_window(tmp_path):
 
 
 def test_remote_reads_keep_a_small_gdal_block_cache():
-    from eotwin.live.credentials import Credentials
-    from eotwin.live.endpoints import Endpoints
+    from eotwin.io.remote.credentials import Credentials
+    from eotwin.io.remote.endpoints import Endpoints
 
-    with gdal_env(Endpoints(), Credentials()):
+    with gdal_env(Endpoints(), Credentials(), block_cache_mb=LIVE_GDAL_CACHE_MB):
         assert int(rasterio.env.getenv()["GDAL_CACHEMAX"]) == LIVE_GDAL_CACHE_MB * 2**20
+    with rasterio.Env(GDAL_CACHEMAX=128 * 2**20), gdal_env(Endpoints(), Credentials()):  # atmocorr sets its own
+        assert int(rasterio.env.getenv()["GDAL_CACHEMAX"]) == 128 * 2**20
 
 
 def test_windows_without_nodata_fill_only_their_footprint(tmp_path):

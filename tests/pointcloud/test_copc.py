@@ -15,7 +15,7 @@ from laspy.copc import Bounds
 
 from eotwin.cli.main import run
 from eotwin.io import copc_writer
-from eotwin.pointcloud.octree import plan_cube, plan_layout, trailing_zeros, with_ancestors
+from eotwin.io.copc_octree import plan_cube, plan_layout, trailing_zeros, with_ancestors
 from eotwin.pointcloud.pipeline import build_point_cloud, make_options
 
 

@@ -237,7 +237,7 @@ def test_laspy_reads_the_served_copc_by_range_requests(big_copc, tmp_path):
 @pytest.fixture(scope="module")
 def tiled_run(big_copc, tmp_path_factory) -> Path:
     """A folder laid out like a tiled run: the big cloud, a small one 50 km east of it, and the .vpc of both."""
-    from eotwin.live.tiling import write_vpc
+    from eotwin.pointcloud.tiling import write_vpc
 
     run_dir = tmp_path_factory.mktemp("tiled")
     (run_dir / "tiles").mkdir()

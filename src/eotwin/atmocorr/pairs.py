@@ -53,22 +53,22 @@ from eotwin.atmocorr.products import (
 from eotwin.atmocorr.srf import S2_BANDS, normalise_sensor
 from eotwin.atmocorr.stac_input import (
     L1C_COLLECTION,
-    RemoteAccess,
     _metadata_asset,
     _radiometry_from_item,
     asset_href,
     asset_hrefs,
     band_assets,
-    fetch_bytes,
-    gdal_env,
-    gdal_path,
     open_stac_item,
+    remote_env,
     resolve_href,
 )
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window, transform_bounds
 from eotwin.io.files import publish_staged, staging_dir, write_json_atomic
-from eotwin.live.stac import BBox, search
+from eotwin.io.remote.access import RemoteAccess
+from eotwin.io.remote.gdal import gdal_path
+from eotwin.io.remote.http import fetch_bytes
+from eotwin.io.remote.stac_api import BBox, search
 from eotwin.progress import ProgressReporter, ensure_progress
 
 L2A_COLLECTION = "sentinel-2-l2a"
@@ -317,7 +317,7 @@ def window_angles(angles: AngleGrid, grid: Grid, bands: Sequence[str]) -> dict[s
 @dataclass(frozen=True)
 class PairRequest:
     bbox: BBox
-    datetime: str  # a STAC interval, see eotwin.live.stac.parse_date
+    datetime: str  # a STAC interval, see eotwin.io.remote.stac_api.parse_date
     max_cloud: float | None = 20.0
     max_pairs: int = 5
 
@@ -426,7 +426,7 @@ def write_pair(pair: ItemPair, request: PairRequest, access: RemoteAccess, folde
     blocks = math.ceil(grid.height / BLOCK_ROWS)
     folder.mkdir(parents=True)
     total = blocks * (len(l1c_bands) + len(l2a_names))
-    with progress.task(f"pair {pair.pair_id}", total=total) as task, gdal_env(access):
+    with progress.task(f"pair {pair.pair_id}", total=total) as task, remote_env(access):
         _check_same_tile(product, reference, pair)
         with BandReader(product.bands, grid, categorical=l1c_bands) as reader:
             valid = _write_stack(folder / "l1c.tif", reader, l1c_bands, grid, l1c_tags, task.advance)

@@ -4,31 +4,24 @@ The item is a local JSON file, an http(s) URL, or an id looked up in a STAC API 
 ``sentinel-2-l1c``). It gives the same :class:`~eotwin.atmocorr.products.L1CProduct` a SAFE gives:
 
 - bands: the assets ``B01`` ... ``B12``, ``B8A`` (``B10`` optional), read by GDAL through ``/vsis3/``
-  (CDSE S3, path-style, keys from the live layer) or ``/vsicurl/``; an asset's ``s3://`` href is
+  (CDSE S3, path-style, keys from :mod:`eotwin.io.remote`) or ``/vsicurl/``; an asset's ``s3://`` href is
   preferred to its ``alternate`` https href (CDSE's "zipper" needs an OIDC token);
 - radiometry: the ``product_metadata`` asset (``MTD_MSIL1C.xml``: quantification value and
   ``RADIO_ADD_OFFSET`` per band), else the band assets' ``raster:scale`` / ``raster:offset``;
 - angles: the ``granule_metadata`` asset (``MTD_TL.xml``), the 5 km grids interpolated per pixel
   exactly as for a SAFE.
 
-The XML assets are fetched with ``requests`` (S3 requests signed with AWS Signature V4), retrying
-429/5xx and cut connections; GDAL retries the band reads itself. Secrets never reach a message.
+The XML assets are fetched through :mod:`eotwin.io.remote.http` (S3 requests signed with AWS Signature V4),
+the bands read in :func:`eotwin.io.remote.gdal.gdal_env`; secrets never reach a message.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
-import hmac
 import json
-import logging
-import re
-import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import quote, urljoin, urlparse
+from urllib.parse import urljoin, urlparse
 
 from eotwin.atmocorr.products import (
     L2A_BANDS,
@@ -43,248 +36,16 @@ from eotwin.atmocorr.products import (
 )
 from eotwin.atmocorr.srf import S2_BANDS, normalise_sensor
 from eotwin.errors import EotwinError
-from eotwin.live.credentials import Credentials, redact, resolve_credentials
-from eotwin.live.endpoints import Endpoints
+from eotwin.io.remote.access import RemoteAccess
+from eotwin.io.remote.gdal import gdal_env, gdal_path
+from eotwin.io.remote.http import fetch_bytes
 
 L1C_COLLECTION = "sentinel-2-l1c"
 KIND = "STAC item"
-S3_REGION = "us-east-1"  # CDSE ignores the region; SigV4 needs one (GDAL and rasterio use this default)
 METADATA_KEYS = {"product": ("product_metadata", "MTD_MSIL1C.xml"), "tile": ("granule_metadata", "MTD_TL.xml")}
 
 
-# ----------------------------------------------------------------------------- access (endpoints + keys)
-@dataclass(frozen=True)
-class RemoteAccess:
-    """Where the services are and the keys to use (the keys are :class:`Secret` and never print)."""
-
-    endpoints: Endpoints
-    credentials: Credentials
-
-    @classmethod
-    def resolve(
-        cls,
-        *,
-        stac_url: str | None = None,
-        s3_endpoint: str | None = None,
-        s3_access_key: str | None = None,
-        s3_secret_key: str | None = None,
-        environ: Mapping[str, str] | None = None,
-        **endpoint_overrides: object,
-    ) -> RemoteAccess:
-        """Options first, then ``EOTWIN_*`` / ``CDSE_S3_*`` environment variables, then ``~/.netrc``.
-
-        ``s3_endpoint`` is ``host[:port]``; a ``http://`` or ``https://`` prefix sets the scheme.
-        """
-        overrides: dict[str, object] = dict(endpoint_overrides)
-        if s3_endpoint:
-            parsed = urlparse(s3_endpoint if "://" in s3_endpoint else f"//{s3_endpoint}")
-            if parsed.scheme not in ("", "http", "https") or not parsed.netloc:
-                raise EotwinError(f"--s3-endpoint must be host[:port] or http(s)://host[:port], got {s3_endpoint!r}")
-            overrides["s3_endpoint"] = parsed.netloc
-            if parsed.scheme:
-                overrides["s3_https"] = parsed.scheme == "https"
-        endpoints = Endpoints.from_env(stac_url=stac_url, **overrides)
-        host = endpoints.s3_endpoint.split(":")[0]
-        credentials = resolve_credentials(
-            s3_access_key=s3_access_key,
-            s3_secret_key=s3_secret_key,
-            s3_host=host,
-            environ=None if environ is None else dict(environ),
-        )
-        return cls(endpoints, credentials)
-
-    @property
-    def secrets(self) -> list[str]:
-        return self.credentials.secrets()
-
-
-def _scrub(access: RemoteAccess, text: str) -> str:
-    return redact(text, access.secrets)
-
-
-# ----------------------------------------------------------------------------- HTTP and S3 fetches
-def sigv4_headers(
-    access_key: str, secret_key: str, host: str, path: str, *, now: dt.datetime | None = None, region: str = S3_REGION
-) -> dict[str, str]:
-    """AWS Signature V4 headers of an S3 GET of ``path`` (already URI-encoded, ``/bucket/key``) at ``host``."""
-    now = now or dt.datetime.now(dt.UTC)
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    day = amz_date[:8]
-    payload = hashlib.sha256(b"").hexdigest()
-    signed = "host;x-amz-content-sha256;x-amz-date"
-    canonical = "\n".join(
-        ["GET", path, "", f"host:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz_date}\n", signed, payload]
-    )
-    scope = f"{day}/{region}/s3/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = ("AWS4" + secret_key).encode()
-    for part in (day, region, "s3", "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    return {
-        "Host": host,
-        "x-amz-date": amz_date,
-        "x-amz-content-sha256": payload,
-        "Authorization": f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, "
-        f"Signature={signature}",
-    }
-
-
-def _session(endpoints: Endpoints):
-    import requests
-    from requests.adapters import HTTPAdapter
-
-    from eotwin.live.endpoints import http_retry
-
-    retry = http_retry(endpoints)
-    session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=retry))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    return session
-
-
-NO_KEYS = ("no S3 keys found (give --s3-access-key and --s3-secret-key-file, set CDSE_S3_ACCESS_KEY and "
-           "CDSE_S3_SECRET_KEY, or add the endpoint's host to ~/.netrc)")
-
-
-def _refusal(access: RemoteAccess, status: int, s3: bool) -> str:
-    """What a 401/403 means for this kind of href and these credentials."""
-    word = "unauthorised" if status == 401 else "access denied"
-    if not s3:
-        return f"{word}: this https href needs a login (CDSE's need an OIDC token; its s3:// hrefs need S3 keys)"
-    if not (access.credentials.s3_access_key and access.credentials.s3_secret_key):
-        return f"{word}: {NO_KEYS}"
-    return f"{word}: check the S3 keys"
-
-
-def _get(access: RemoteAccess, url: str, what: str, headers: Callable[[], dict[str, str]] | None = None,
-         s3: bool = False) -> bytes:
-    """GET ``url`` with retries (statuses by urllib3; cut or timed-out transfers here); one-line errors."""
-    import requests
-    import urllib3
-
-    from eotwin.live.endpoints import FETCH_DEADLINE_S, MAX_FETCH_BYTES
-
-    endpoints = access.endpoints
-    delay = endpoints.backoff_s
-    deadline = time.monotonic() + FETCH_DEADLINE_S
-    with _session(endpoints) as session:
-        for attempt in range(endpoints.max_retries + 1):
-            try:
-                with session.get(url, headers=headers() if headers else None, timeout=endpoints.timeout_s,
-                                 stream=True) as response:
-                    if response.status_code >= 400:
-                        code = response.status_code
-                        meaning = _refusal(access, code, s3) if code in (401, 403) else (
-                            "not found" if code == 404 else "request failed")
-                        raise EotwinError(f"{what}: {meaning} (HTTP {code})")
-                    return _bounded_body(response, what, MAX_FETCH_BYTES, deadline)
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    urllib3.exceptions.HTTPError) as exc:  # the body is read from urllib3 directly
-                if attempt == endpoints.max_retries or time.monotonic() > deadline:
-                    raise EotwinError(
-                        f"{what}: {_scrub(access, type(exc).__name__)} after {attempt + 1} attempts"
-                    ) from None
-                time.sleep(delay)
-                delay *= 2
-    raise AssertionError("unreachable")
-
-
-def _bounded_body(response, what: str, limit: int, deadline: float) -> bytes:
-    """The body, refused past ``limit`` bytes (declared or received) or past the fetch's ``deadline``."""
-    declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise EotwinError(f"{what}: the server announces {int(declared):,} bytes, more than the {limit:,} "
-                          "a metadata file may have")
-    chunks, size = [], 0
-    while chunk := response.raw.read1(1 << 16, decode_content=True):  # what has arrived: a drip is noticed at once
-        size += len(chunk)
-        if size > limit:
-            raise EotwinError(f"{what}: more than {limit:,} bytes, more than a metadata file may have")
-        if time.monotonic() > deadline:
-            raise EotwinError(f"{what}: the transfer ran past its deadline (a server sending too slowly)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def fetch_bytes(access: RemoteAccess, href: str, what: str) -> bytes:
-    """The bytes of an ``s3://``, ``http(s)://`` or local href (small files: XML metadata, items)."""
-    if href.startswith("s3://"):
-        bucket, _, key = href[len("s3://") :].partition("/")
-        endpoints = access.endpoints
-        path = "/" + quote(bucket) + "/" + quote(key)
-        url = f"{'https' if endpoints.s3_https else 'http'}://{endpoints.s3_endpoint}{path}"
-        creds = access.credentials
-        if creds.s3_access_key and creds.s3_secret_key:
-            key_id, secret = creds.s3_access_key.reveal(), creds.s3_secret_key.reveal()
-            return _get(access, url, what, lambda: sigv4_headers(key_id, secret, endpoints.s3_endpoint, path), s3=True)
-        return _get(access, url, what, s3=True)
-    if href.startswith(("http://", "https://")):
-        return _get(access, href, what)
-    path = Path(href.removeprefix("file://"))
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise EotwinError(f"{what}: cannot read {path} ({exc.strerror or exc})") from None
-
-
-_DENIED = re.compile(r"\b(401|403)\b|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|Forbidden|Unauthorized")
-_REMOTE_PATH = re.compile(r"/vsis3/[^\s:]+|/vsicurl/https?://\S+?(?=:\s|:$|\s|$)")
-
-
-def explain_remote_error(access: RemoteAccess, message: str) -> str:
-    """A GDAL/S3 refusal as one line that says what to check (the object's path kept, the details dropped).
-
-    Only messages about a remote read (a ``/vsis3/`` or ``/vsicurl/`` path, or an HTTP/AWS response) change.
-    """
-    path = _REMOTE_PATH.search(message)
-    found = _DENIED.search(message)
-    if not found or not (path or "HTTP" in message or "AWS" in message):
-        return message
-    where = path.group(0) if path else "remote read"
-    s3 = where.startswith("/vsis3/") or (not path and "AWS" in message)
-    status = 401 if found.group(0) in ("401", "Unauthorized") else 403
-    return f"{where}: {_refusal(access, status, s3=s3)} (HTTP {status})"
-
-
-class _DemoteGdalHttpMessages(logging.Filter):
-    """GDAL's per-request HTTP warnings (retries, status codes) are debug output (shown with ``-vv``): our own
-    one-line errors say what failed."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        super().__init__()
-        self.logger = logger
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.WARNING and ("HTTP" in record.getMessage() or "CURL" in record.getMessage()):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return self.logger.isEnabledFor(logging.DEBUG)
-        return True
-
-
-@contextlib.contextmanager
-def gdal_env(access: RemoteAccess) -> Iterator[None]:
-    """GDAL configured for the object store (keys through rasterio's AWS session); errors scrubbed of secrets."""
-    import rasterio
-
-    from eotwin.live.s2 import gdal_options, s3_session
-
-    logger = logging.getLogger("rasterio._env")
-    demote = _DemoteGdalHttpMessages(logger)
-    logger.addFilter(demote)
-    try:
-        options = gdal_options(access.endpoints)
-        # what GDAL fetched lives as long as the dataset that fetched it, not the process: a body cut short
-        # (which GDAL keeps and decodes as garbage) is gone once the reader reopens the band to try again
-        options.setdefault("CPL_VSIL_CURL_NON_CACHED", "/vsis3/:/vsicurl/")
-        with rasterio.Env(session=s3_session(access.endpoints, access.credentials), **options):
-            yield
-    except EotwinError as exc:
-        raise EotwinError(explain_remote_error(access, _scrub(access, str(exc)))) from None
-    finally:
-        logger.removeFilter(demote)
-
-
+# ----------------------------------------------------------------------------- remote access of a product
 def read_retries(product: L1CProduct) -> dict[str, float]:
     """``BandReader`` retry settings for the product's bands: the endpoints' policy when remote, none when local."""
     access = product.extra.get("remote_access")
@@ -296,7 +57,13 @@ def read_retries(product: L1CProduct) -> dict[str, float]:
 def product_env(product: L1CProduct) -> contextlib.AbstractContextManager:
     """The GDAL environment the product's bands need while they are opened and read (none for local files)."""
     access = product.extra.get("remote_access")
-    return gdal_env(access) if isinstance(access, RemoteAccess) else contextlib.nullcontext()
+    return remote_env(access) if isinstance(access, RemoteAccess) else contextlib.nullcontext()
+
+
+def remote_env(access: RemoteAccess) -> contextlib.AbstractContextManager:
+    """:func:`~eotwin.io.remote.gdal.gdal_env` as a product's band reads need it: what GDAL fetched is dropped
+    with the dataset, so a band reopened after a cut body is fetched afresh."""
+    return gdal_env(access.endpoints, access.credentials, keep_fetched=False)
 
 
 # ----------------------------------------------------------------------------- items
@@ -338,25 +105,12 @@ def load_item(source: str | Path, access: RemoteAccess) -> dict:
 
 def fetch_item_by_id(access: RemoteAccess, item_id: str, collection: str = L1C_COLLECTION) -> tuple[dict, str]:
     """(item, its URL) of ``item_id`` in ``collection`` of the STAC API (item search with ``ids``)."""
-    from pystac_client import Client
-    from pystac_client.exceptions import APIError
-    from requests.exceptions import RequestException
-
-    from eotwin.live.stac import _stac_io
+    from eotwin.io.remote.stac_api import search
 
     url = access.endpoints.stac_url
-    try:
-        client = Client.open(url, stac_io=_stac_io(access.endpoints))
-        found = client.search(collections=[collection], ids=[item_id], max_items=1000, method="POST")
-        items = [it for page in found.pages_as_dicts() for it in page.get("features", []) if it.get("id") == item_id]
-    except APIError as exc:
-        status = getattr(exc, "status_code", None)
-        raise EotwinError(
-            f"STAC search at {url} failed{f' (HTTP {status})' if status else ''}: "
-            f"{_scrub(access, str(exc).splitlines()[0][:200])}"
-        ) from None
-    except RequestException as exc:
-        raise EotwinError(f"STAC search at {url} failed: {type(exc).__name__}") from None
+    found = search(access.endpoints, collection, None, None, None, allow_empty=True, ids=[item_id],
+                   secrets=access.secrets)
+    items = [it for it in found if it.get("id") == item_id]
     if not items:
         raise EotwinError(f"no item {item_id!r} in collection {collection} at {url}")
     item = _check_item(items[0], item_id)
@@ -410,12 +164,6 @@ def resolve_href(href: str, base: str | None) -> str:
     return str((Path(base).parent / href).resolve())
 
 
-def gdal_path(href: str) -> str:
-    from eotwin.live.s2 import gdal_path as live_gdal_path
-
-    return live_gdal_path(href)
-
-
 def _metadata_asset(item: dict, which: str) -> dict | None:
     key, title = METADATA_KEYS[which]
     if key in item["assets"]:
@@ -429,7 +177,7 @@ def _metadata_asset(item: dict, which: str) -> dict | None:
 
 def _radiometry_from_item(item: dict, assets: Mapping[str, dict]) -> tuple[float, dict[str, float]]:
     """Quantification and DN offsets from the bands' ``raster:scale``/``raster:offset`` (items without MTD_MSIL1C)."""
-    from eotwin.live.s2 import radiometry_of
+    from eotwin.io.remote.s2_windows import radiometry_of
 
     quant: set[float] = set()
     offsets = dict.fromkeys(S2_BANDS, 0.0)
@@ -484,7 +232,7 @@ def open_stac_item(
     else:
         quantification, offsets = _radiometry_from_item(item, assets)
     bands = {b: BandSource(gdal_path(first_href(a, b))) for b, a in assets.items()}
-    with gdal_env(access):
+    with remote_env(access):
         grid10, crs = _band_grid(bands["B02"].path, access)
     if crs is None or crs.to_epsg() is None or f"EPSG:{crs.to_epsg()}" != tile.crs_code:
         raise EotwinError(f"item {item_id}: band CRS {crs} does not match the tile metadata's {tile.crs_code}")

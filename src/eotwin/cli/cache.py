@@ -14,7 +14,7 @@ app = typer.Typer(help="The local cache of downloaded windows, DEM slices and se
 @app.command("info")
 def info(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Location, number of entries and size of the cache."""
-    from eotwin.live.cache import Cache, default_cache_dir
+    from eotwin.io.remote.cache import Cache, default_cache_dir
 
     summary = Cache(default_cache_dir()).info()
     if as_json:
@@ -29,7 +29,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
 @app.command("clear")
 def clear(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Delete every cached entry (only files the cache wrote; nothing else under its folder)."""
-    from eotwin.live.cache import Cache, default_cache_dir
+    from eotwin.io.remote.cache import Cache, default_cache_dir
 
     cache = Cache(default_cache_dir())
     removed = cache.clear()

@@ -53,7 +53,8 @@ def build(
     workers: int = typer.Option(2, "--workers", help="Workers of the local Dask cluster."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Live mode: do not read or write the local cache."),
     stac_url: str | None = typer.Option(None, "--stac-url", help="STAC API (default CDSE, or $EOTWIN_STAC_URL)."),
-    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3 endpoint host[:port] (default CDSE eodata)."),
+    s3_endpoint: str | None = typer.Option(None, "--s3-endpoint", help="S3 endpoint host[:port] (default CDSE "
+                                       "eodata; http:// for a plain-HTTP mirror)."),
     dem_url: str | None = typer.Option(None, "--dem-url", help="DEM Zarr store (default EDH GLO-30)."),
     s3_access_key: str | None = typer.Option(None, "--s3-access-key", help="CDSE S3 key (else $CDSE_S3_ACCESS_KEY or ~/.netrc)."),
     s3_secret_key_file: Path | None = typer.Option(None, "--s3-secret-key-file", help="File holding the CDSE S3 secret "
@@ -124,7 +125,7 @@ def _report(result, as_json: bool = False) -> None:
 
 
 def _secrets_from_files(s3_secret_key, edh_token, s3_secret_key_file, edh_token_file) -> tuple[str | None, str | None]:
-    from eotwin.live.credentials import read_secret_file, refuse_secret_on_argv
+    from eotwin.io.remote.credentials import read_secret_file, refuse_secret_on_argv
 
     refuse_secret_on_argv(s3_secret_key, "--s3-secret-key", "$CDSE_S3_SECRET_KEY, --s3-secret-key-file or ~/.netrc")
     refuse_secret_on_argv(edh_token, "--edh-token", "$EDH_TOKEN, --edh-token-file or ~/.netrc")
@@ -135,21 +136,21 @@ def _secrets_from_files(s3_secret_key, edh_token, s3_secret_key_file, edh_token_
 def _build_live(bbox, date, output, max_cloud, collection, crs, tile_size, scheduler, workers, no_cache, stac_url,
                 s3_endpoint, dem_url, s3_access_key, s3_secret_key, edh_token, common, as_json=False) -> None:
     from eotwin.errors import EotwinError
-    from eotwin.live.cache import Cache, default_cache_dir
-    from eotwin.live.credentials import resolve_credentials
-    from eotwin.live.endpoints import Endpoints
-    from eotwin.live.pipeline import LiveRequest, build_from_bbox
-    from eotwin.live.stac import parse_bbox, parse_date
+    from eotwin.io.remote.access import RemoteAccess
+    from eotwin.io.remote.cache import Cache, default_cache_dir
+    from eotwin.io.remote.stac_api import parse_bbox, parse_date
+    from eotwin.pointcloud.live_pipeline import LiveRequest, build_from_bbox
 
     if not date:
         raise EotwinError("--date is required with --bbox")
     request = LiveRequest(parse_bbox(bbox), parse_date(date), collection, max_cloud, crs)
-    endpoints = Endpoints.from_env(stac_url=stac_url, s3_endpoint=s3_endpoint, dem_url=dem_url)
-    credentials = resolve_credentials(s3_access_key=s3_access_key, s3_secret_key=s3_secret_key, edh_token=edh_token)
+    access = RemoteAccess.resolve(stac_url=stac_url, s3_endpoint=s3_endpoint, dem_url=dem_url,
+                                  s3_access_key=s3_access_key, s3_secret_key=s3_secret_key, edh_token=edh_token)
+    endpoints, credentials = access.endpoints, access.credentials
     _common.say(f"credentials: {credentials.source}")
     cache = Cache(default_cache_dir(), enabled=not no_cache)
     if tile_size:
-        from eotwin.live.tiling import build_tiled
+        from eotwin.pointcloud.tiling import build_tiled
 
         result = build_tiled(request, output, tile_size, endpoints=endpoints, credentials=credentials, cache=cache,
                              scheduler=scheduler, workers=workers, progress=_common.progress(), log=_common.say, **common)

@@ -29,17 +29,8 @@ import numpy as np
 from pyproj import CRS
 
 from eotwin.errors import EotwinError
-from eotwin.io.pointcloud_writer import (
-    CloudStats,
-    evlr_record,
-    las14_header,
-    las_record,
-    quantized,
-    vlr_record,
-    wkt_vlr,
-)
-from eotwin.pointcloud.core import PointBlock
-from eotwin.pointcloud.octree import (
+from eotwin.geo.pointdata import PointBlock
+from eotwin.io.copc_octree import (
     NODE_SIDE_PIXELS,
     Cube,
     OctreeLayout,
@@ -52,6 +43,15 @@ from eotwin.pointcloud.octree import (
     row_levels,
     unpack_code,
     with_ancestors,
+)
+from eotwin.io.pointcloud_writer import (
+    CloudStats,
+    evlr_record,
+    las14_header,
+    las_record,
+    quantized,
+    vlr_record,
+    wkt_vlr,
 )
 from eotwin.progress import ProgressReporter, ensure_progress
 

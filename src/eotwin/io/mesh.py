@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS
 
+from eotwin.geo.pointdata import TerrainMesh
 from eotwin.io.files import atomic_path, write_json_atomic
-from eotwin.pointcloud.mesh import TerrainMesh
 
 WRITE_CHUNK = 1 << 20  # vertices or faces per block written to a PLY
 

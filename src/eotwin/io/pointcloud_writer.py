@@ -19,9 +19,9 @@ import numpy as np
 from pyproj import CRS
 
 from eotwin.errors import EotwinError
+from eotwin.geo.pointdata import PointBlock
 from eotwin.io.files import atomic_path
 from eotwin.io.laz_child import ChildLazCompressor, child_fits
-from eotwin.pointcloud.core import PointBlock
 
 FORMATS = ("laz", "las", "ply", "copc")
 

@@ -1,31 +1,16 @@
 """A coloured terrain mesh from a raster grid: the grid already is a mesh, two triangles per cell.
 
-Pure: arrays in, a :class:`TerrainMesh` out. Normals are computed here with numpy; Open3D (the
+Pure: arrays in, a :class:`~eotwin.geo.pointdata.TerrainMesh` out. Normals are computed here with numpy; Open3D (the
 optional ``mesh`` extra) is used only to simplify a mesh, in :func:`simplify`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid
-
-
-@dataclass(frozen=True)
-class TerrainMesh:
-    vertices: np.ndarray  # (n, 3) float64, grid CRS units
-    faces: np.ndarray  # (m, 3) uint32, counter-clockwise seen from above
-    colours: np.ndarray  # (n, 3) uint8
-    normals: np.ndarray  # (n, 3) float32, unit length
-
-    @property
-    def origin(self) -> np.ndarray:
-        """A local origin (the vertices' minimum) so float32 coordinates keep centimetres."""
-        return self.vertices.min(axis=0) if len(self.vertices) else np.zeros(3)
-
+from eotwin.geo.pointdata import TerrainMesh
 
 NORMAL_CHUNK_FACES = 1 << 20  # faces per block: the per-face temporaries stay at ~100 MB whatever the mesh
 

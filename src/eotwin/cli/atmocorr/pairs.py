@@ -28,8 +28,8 @@ def pairs_command(
 ) -> None:
     """Find L1C and L2A items of the same datatake and tile, read the bbox window of both, write pair folders."""
     from eotwin.atmocorr.pairs import PairRequest, make_pairs
-    from eotwin.atmocorr.stac_input import RemoteAccess
-    from eotwin.live.stac import parse_bbox, parse_date
+    from eotwin.io.remote.access import RemoteAccess
+    from eotwin.io.remote.stac_api import parse_bbox, parse_date
 
     request = PairRequest(parse_bbox(bbox), parse_date(date), max_cloud, max_pairs)
     access = RemoteAccess.resolve(stac_url=stac_url, s3_endpoint=s3_endpoint)

@@ -58,7 +58,7 @@ def run_command(
 ) -> None:
     """Atmospheric correction of a Sentinel-2 L1C product into an L2A-like product (DN = BOA x 10000 + 1000)."""
     from eotwin.atmocorr.pipeline import make_options, run_correction
-    from eotwin.live.credentials import read_secret_file, refuse_secret_on_argv
+    from eotwin.io.remote.credentials import read_secret_file, refuse_secret_on_argv
 
     refuse_secret_on_argv(s3_secret_key, "--s3-secret-key", "$CDSE_S3_SECRET_KEY, --s3-secret-key-file or ~/.netrc")
     s3_secret_key = read_secret_file(s3_secret_key_file, "--s3-secret-key-file") if s3_secret_key_file else None

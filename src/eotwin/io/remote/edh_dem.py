@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,10 @@ from pyproj import CRS
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds
 from eotwin.io.raster import write_geotiff
-from eotwin.live.cache import Cache, request_key
-from eotwin.live.credentials import Credentials, origin, redact, strip_userinfo, token_may_go_to
-from eotwin.live.endpoints import Endpoints
+from eotwin.io.remote.cache import Cache, request_key
+from eotwin.io.remote.credentials import Credentials, origin, redact, strip_userinfo, token_may_go_to
+from eotwin.io.remote.endpoints import Endpoints
+from eotwin.io.remote.retry import tries
 
 _LAT_NAMES = ("lat", "latitude", "y")
 _LON_NAMES = ("lon", "longitude", "x")
@@ -60,9 +60,6 @@ def origin_bound_auth(url: str, user: str, token: str):
     return middleware
 
 
-RETRY_STATUSES = (429, 500, 502, 503, 504)
-
-
 def retrying(retries: int, backoff_s: float):
     """An aiohttp middleware retrying one request (a Zarr chunk or metadata file) on transient failures.
 
@@ -74,7 +71,7 @@ def retrying(retries: int, backoff_s: float):
 
     import aiohttp
 
-    from eotwin.live.endpoints import MAX_RETRY_AFTER_S
+    from eotwin.io.remote.retry import RETRY_STATUSES, retry_after_wait
 
     async def middleware(request, handler):
         delay = backoff_s
@@ -83,8 +80,7 @@ def retrying(retries: int, backoff_s: float):
             try:
                 response = await handler(request)
                 if response.status in RETRY_STATUSES and not last:
-                    after = response.headers.get("Retry-After", "")
-                    wait = min(float(after), MAX_RETRY_AFTER_S) if after.isdigit() else delay
+                    wait = retry_after_wait(response.headers.get("Retry-After", ""), delay)
                     response.release()
                     await asyncio.sleep(wait)
                     delay *= 2
@@ -156,8 +152,7 @@ def dem_slice(bbox_lonlat: tuple[float, float, float, float], endpoints: Endpoin
     if cached is not None:
         return cached
     secrets = credentials.secrets()
-    delay, last = endpoints.backoff_s, ""
-    for attempt in range(endpoints.max_retries + 1):
+    for attempt, final in tries(endpoints.max_retries, endpoints.backoff_s):
         try:
             values, grid = _load(endpoints.dem_url, credentials, endpoints.timeout_s, bbox_lonlat, margin_cells,
                                  endpoints.max_retries, endpoints.backoff_s)
@@ -168,11 +163,9 @@ def dem_slice(bbox_lonlat: tuple[float, float, float, float], endpoints: Endpoin
             retry, last = _classify(exc)
             if not retry:
                 raise EotwinError(redact(f"DEM read from {endpoints.dem_url} failed: {last}", secrets)) from None
-            if attempt == endpoints.max_retries:
+            if final:
                 raise EotwinError(redact(f"DEM read from {endpoints.dem_url} failed after {attempt + 1} attempts: {last}",
                                          secrets)) from None
-            time.sleep(delay)
-            delay *= 2
     local = Path(tempfile.mkstemp(dir=workdir, suffix="_dem.tif")[1])
     write_geotiff(local, values.astype(np.float32), grid, nodata=float("nan"))
     return cache.put("dem", key, local) if cache.enabled else local

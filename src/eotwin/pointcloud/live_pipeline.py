@@ -16,12 +16,15 @@ from rasterio.enums import Resampling
 
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds, utm_crs_for_lonlat
-from eotwin.live.cache import Cache, default_cache_dir, request_key
-from eotwin.live.credentials import Credentials, redact, strip_userinfo
-from eotwin.live.dem import dem_slice
-from eotwin.live.endpoints import Endpoints
-from eotwin.live.s2 import COLOUR_BANDS, gdal_env, mosaic_to_file, read_asset_window
-from eotwin.live.stac import ChosenItem, choose_items, search
+from eotwin.io.remote.cache import Cache, default_cache_dir, request_key
+from eotwin.io.remote.credentials import Credentials, redact, strip_userinfo
+from eotwin.io.remote.edh_dem import dem_slice
+from eotwin.io.remote.endpoints import Endpoints
+from eotwin.io.remote.gdal import gdal_env
+from eotwin.io.remote.s2_windows import COLOUR_BANDS, read_asset_window
+from eotwin.io.remote.stac_api import search
+from eotwin.pointcloud.live_items import ChosenItem, choose_items
+from eotwin.pointcloud.live_mosaic import mosaic_to_file
 from eotwin.progress import ProgressReporter, ensure_progress
 
 
@@ -54,6 +57,9 @@ class LiveScene:
                            "eo:cloud_cover": c.item["properties"].get("eo:cloud_cover")} for c in self.chosen]}
 
 
+# each window is read once, whole: GDAL's block cache (by default 5 % of the machine's RAM, which in a
+# container is the host's) would only keep decoded blocks nobody reads again, and count against the limit
+LIVE_GDAL_CACHE_MB = 64
 # a full Sentinel-2 tile is 10980 x 10980 = 121 M pixels at 10 m: one build handles that in bounded memory;
 # beyond it the work must be split into tiles, and the number of tiles (Dask tasks) stays sane
 MAX_SINGLE_PIXELS = 150_000_000
@@ -131,7 +137,7 @@ def fetch_scene(request: LiveRequest, endpoints: Endpoints, credentials: Credent
     lonlat = transform_bounds(grid.bounds, grid.crs, CRS.from_epsg(4326))
     with progress.task("reading Sentinel-2 windows", total=len(bands) * len(chosen)) as task:
         try:
-            with gdal_env(endpoints, credentials):
+            with gdal_env(endpoints, credentials, block_cache_mb=LIVE_GDAL_CACHE_MB):
                 for band in bands:
                     windows = []
                     for c in chosen:

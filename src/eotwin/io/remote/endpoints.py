@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from eotwin.live.credentials import CDSE_S3_HOST, EDH_HOST
+from eotwin.io.remote.credentials import CDSE_S3_HOST, EDH_HOST
 
 CDSE_STAC_URL = "https://stac.dataspace.copernicus.eu/v1"
 EDH_GLO30_URL = f"https://{EDH_HOST}/copernicus-dem/GLO-30-v0.zarr"
@@ -33,7 +33,9 @@ class Endpoints:
         if env.get("EOTWIN_STAC_URL"):
             values["stac_url"] = env["EOTWIN_STAC_URL"]
         if env.get("EOTWIN_S3_ENDPOINT"):
-            values["s3_endpoint"] = env["EOTWIN_S3_ENDPOINT"]
+            values["s3_endpoint"], https = parse_s3_endpoint(env["EOTWIN_S3_ENDPOINT"], "$EOTWIN_S3_ENDPOINT")
+            if https is not None:
+                values["s3_https"] = https
         if env.get("EOTWIN_S3_HTTPS"):
             values["s3_https"] = env["EOTWIN_S3_HTTPS"].lower() not in ("0", "no", "false")
         if env.get("EOTWIN_DEM_URL"):
@@ -41,8 +43,29 @@ class Endpoints:
         for name, field, kind in _NETWORK_ENV:  # a user on a bad network raises the retries for every service
             if env.get(name):
                 values[field] = _number(name, env[name], kind)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if isinstance(overrides.get("s3_endpoint"), str):
+            overrides["s3_endpoint"], https = parse_s3_endpoint(overrides["s3_endpoint"])
+            if https is not None:
+                overrides.setdefault("s3_https", https)
+        values.update(overrides)
         return cls(**values)
+
+
+def parse_s3_endpoint(text: str, what: str = "--s3-endpoint") -> tuple[str, bool | None]:
+    """(``host[:port]``, https?) of ``host[:port]`` or ``http(s)://host[:port]``: the one reading of
+    ``--s3-endpoint`` (``pointcloud build``, ``atmocorr run``, ``atmocorr pairs``) and ``$EOTWIN_S3_ENDPOINT``.
+
+    https? is None when no scheme is given (the default, ``$EOTWIN_S3_HTTPS``, decides); a path is dropped.
+    """
+    from urllib.parse import urlparse
+
+    from eotwin.errors import EotwinError
+
+    parsed = urlparse(text if "://" in text else f"//{text}")
+    if parsed.scheme not in ("", "http", "https") or not parsed.netloc:
+        raise EotwinError(f"{what} must be host[:port] or http(s)://host[:port], got {text!r}")
+    return parsed.netloc, (parsed.scheme == "https" if parsed.scheme else None)
 
 
 _NETWORK_ENV = (("EOTWIN_HTTP_MAX_RETRIES", "max_retries", int), ("EOTWIN_HTTP_TIMEOUT_S", "timeout_s", float),
@@ -60,22 +83,3 @@ def _number(name: str, text: str, kind: type) -> float:
     if not value >= 0 or value == float("inf") or (kind is int and value > 100):
         raise EotwinError(f"${name} must be between 0 and {100 if kind is int else 'a finite number'}, got {text!r}")
     return value
-
-
-MAX_RETRY_AFTER_S = 30.0  # a server may ask for any wait; a user waits this long at most per retry
-MAX_FETCH_BYTES = 64 * 2**20  # items and metadata are kilobytes; anything far larger is not what we asked for
-FETCH_DEADLINE_S = 300.0  # one fetch, retries included: a server dripping a byte per timeout never hangs a run
-MAX_SEARCH_ITEMS = 5_000  # STAC paging stops here: a query this broad is narrowed by the user, not paged forever
-
-
-def http_retry(endpoints: Endpoints):
-    """The one retry policy for HTTP (STAC API, metadata): transient statuses, backoff, Retry-After capped."""
-    from urllib3.util.retry import Retry
-
-    class CappedRetry(Retry):
-        def get_retry_after(self, response):
-            after = super().get_retry_after(response)
-            return None if after is None else min(after, MAX_RETRY_AFTER_S)
-
-    return CappedRetry(total=endpoints.max_retries, backoff_factor=endpoints.backoff_s,
-                       status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None, raise_on_status=False)

@@ -18,10 +18,10 @@ from pyproj import CRS
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds
 from eotwin.io.files import write_json_atomic
-from eotwin.live.cache import Cache, request_key
-from eotwin.live.credentials import Credentials, redact
-from eotwin.live.endpoints import Endpoints
-from eotwin.live.pipeline import LiveRequest, build_from_bbox, check_size, target_grid
+from eotwin.io.remote.cache import Cache, request_key
+from eotwin.io.remote.credentials import Credentials, redact
+from eotwin.io.remote.endpoints import Endpoints
+from eotwin.pointcloud.live_pipeline import LiveRequest, build_from_bbox, check_size, target_grid
 
 
 @dataclass(frozen=True)
