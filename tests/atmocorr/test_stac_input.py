@@ -18,13 +18,14 @@ import pytest
 import rasterio
 
 from eotwin.atmocorr import stac_input
-from eotwin.atmocorr.products import L2A_BANDS, BandReader, open_l1c
-from eotwin.atmocorr.srf import S2_BANDS
+from eotwin.atmocorr.stac_input import open_input as open_l1c  # items and local products
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
+from eotwin.sentinel2.reading import BandReader
 from eotwin.testing.live_fixture import BUCKET, l1c_item_from_safe, real_l1c_template
 from eotwin.testing.loopback import S3Server, StacApiServer, StaticHttpServer
-from tests.atmocorr.test_products_s2 import build_safe
+from tests.sentinel2.test_products import build_safe
 
 ACCESS_KEY = "AKIASTACL1CLOOPBACK7"
 SECRET_KEY = "l1c-loopback-secret-5e4d3c2b1a"
