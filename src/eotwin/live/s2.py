@@ -24,6 +24,8 @@ from eotwin.io.raster import geotiff_writer, grid_of, open_raster, write_geotiff
 from eotwin.live.cache import Cache, request_key
 from eotwin.live.credentials import Credentials, redact
 from eotwin.live.endpoints import Endpoints
+from eotwin.sentinel2.bands import TCI_BANDS
+from eotwin.sentinel2.radiometry import baseline_scale_offset
 
 LIVE_GDAL_CACHE_MB = 64
 
@@ -90,7 +92,7 @@ def _explain(message: str) -> str:
 
 
 # --- assets of an item -----------------------------------------------------------------------------
-COLOUR_BANDS = ("B04", "B03", "B02")
+COLOUR_BANDS = TCI_BANDS
 
 
 def _asset_band(asset: dict) -> str | None:
@@ -124,7 +126,7 @@ def radiometry_of(item: dict, asset: dict) -> tuple[float, float]:
     except ValueError:
         raise EotwinError(f"item {item.get('id')}: no raster:scale/offset and no processing baseline; cannot "
                           "convert digital numbers to reflectance") from None
-    return 1e-4, (-0.1 if major >= 4.0 else 0.0)
+    return baseline_scale_offset(major)
 
 
 @dataclass(frozen=True)
