@@ -35,3 +35,12 @@ def test_footprint_is_a_closed_lon_lat_ring_around_the_grid():
     ring = geometry["coordinates"][0]
     assert len(ring) == 45 and ring[0] == ring[-1]
     assert bbox[0] < bbox[2] and bbox[1] < bbox[3] and 10.2 < bbox[0] < 10.5 and 45.9 < bbox[1] < 46.1
+
+
+def test_key_order_puts_the_named_top_level_keys_first():
+    item = item_dict("y", geometry={"type": "Point", "coordinates": [0, 0]}, bbox=[0, 0, 0, 0],
+                     datetime="2024-01-01T00:00:00Z", properties={}, extensions=(), assets={},
+                     key_order=("type", "stac_version", "id", "bbox", "geometry", "assets", "links"))
+    assert list(item)[:7] == ["type", "stac_version", "id", "bbox", "geometry", "assets", "links"]
+    assert set(item) == {"type", "stac_version", "stac_extensions", "id", "bbox", "geometry", "properties",
+                         "assets", "links"}

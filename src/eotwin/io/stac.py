@@ -54,13 +54,15 @@ def item_dict(
     extensions: Sequence[str],
     assets: Mapping[str, Mapping[str, Any]],
     links: Sequence[Mapping[str, Any]] = (),
+    key_order: Sequence[str] = (),
 ) -> dict:
     """A STAC item as a JSON-ready dict.
 
     ``datetime`` is an RFC 3339 string, kept as written (pystac would spell milliseconds as
     microseconds); ``extensions`` are keys of :data:`EXTENSIONS`; each asset is a dict with ``href``,
     optional ``type``, ``title`` and ``roles``, any other key kept as an extension field; each link a dict
-    with ``rel``, ``href`` and optional ``title``.
+    with ``rel``, ``href`` and optional ``title``; ``key_order``: top-level keys to put first, in this order
+    (pystac's order otherwise), so an output keeps the bytes it always had.
     """
     import pystac
     from pystac.utils import str_to_datetime
@@ -86,7 +88,7 @@ def item_dict(
     out["properties"] = _ordered_like({"datetime": datetime, **properties}, {**out["properties"], "datetime": datetime})
     out["assets"] = {key: _ordered_like(assets[key], value) for key, value in out["assets"].items()}
     out["links"] = [_ordered_like(given, value) for given, value in zip(links, out["links"], strict=True)]
-    return out
+    return _ordered_like(dict.fromkeys(key_order), out)
 
 
 def _ordered_like(given: Mapping[str, Any], built: dict) -> dict:

@@ -290,4 +290,5 @@ def stac_item(options: BuildOptions, fmt: str, grid: Grid, stats: CloudStats, ra
             "eotwin:seconds": round(seconds, 3),
         },
         assets={"data": {"href": output.name, "type": MEDIA_TYPES[fmt], "roles": ["data"]}},
+        key_order=("type", "stac_version", "stac_extensions", "id", "bbox", "geometry", "properties", "assets", "links"),
     )
