@@ -29,7 +29,7 @@ def main() -> None:
     from eotwin.atmocorr import baselines, physics
     from eotwin.atmocorr.ai import evaluate, surfaces
     from eotwin.atmocorr.lut import load_lut
-    from eotwin.atmocorr.products import L2A_BANDS
+    from eotwin.sentinel2.bands import L2A_BANDS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=5)

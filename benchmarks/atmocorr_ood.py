@@ -55,7 +55,7 @@ def read_band_files(folder: Path, offset: float, size: int | None = None) -> np.
     import rasterio
     from rasterio.enums import Resampling
 
-    from eotwin.atmocorr.products import L2A_BANDS
+    from eotwin.sentinel2.bands import L2A_BANDS
 
     if size is None:
         with rasterio.open(folder / "B02.tif") as ds:
@@ -114,7 +114,7 @@ def real_l1c() -> list[tuple[str, np.ndarray, tuple[float, float, float]]]:
     from rasterio.enums import Resampling
 
     from eotwin.atmocorr.physics import relative_azimuth
-    from eotwin.atmocorr.products import L2A_BANDS
+    from eotwin.sentinel2.bands import L2A_BANDS
 
     out = []
     for path in sorted(EUROSAT.glob("*/*.tif")):
@@ -200,10 +200,9 @@ def main() -> None:
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel
     from eotwin.atmocorr.lut import load_lut
     from eotwin.atmocorr.physics import relative_azimuth
-    from eotwin.atmocorr.products import L2A_BANDS
     from eotwin.atmocorr.sample_l1c import DEFAULT_ATMOSPHERE, DEFAULT_GEOMETRY, simulate_toa
-    from eotwin.atmocorr.srf import S2_BANDS
     from eotwin.sample.scene import make_scene
+    from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fit", action="store_true", help="recompute the statistics beside the model first")

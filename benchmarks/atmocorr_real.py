@@ -90,9 +90,9 @@ def flat_terrain(pair, report: dict, methods: list[str]) -> dict | None:
     """Metrics on the pixels sen2cor's terrain correction left alone (see ``realpairs.flat_terrain_mask``)."""
     import numpy as np
 
-    from eotwin.atmocorr.pipeline import SCL_CLEAR, MetricsAccumulator
-    from eotwin.atmocorr.products import L2A_BANDS
+    from eotwin.atmocorr.pipeline import MetricsAccumulator
     from eotwin.atmocorr.realpairs import TOA_METHOD, flat_terrain_mask, read_reflectance
+    from eotwin.sentinel2.bands import L2A_BANDS, SCL_CLEAR
 
     methods = [c for c in methods if "error" not in report["methods"][c]]
     if TOA_METHOD not in report["methods"]:
@@ -136,9 +136,11 @@ def flat_terrain(pair, report: dict, methods: list[str]) -> dict | None:
 
 def eurosat(fixtures: Path, output: Path, methods: list[str], progress) -> list[dict]:
     """Scene AOT and vegetation NDVI before/after per EuroSAT patch and method."""
-    from eotwin.atmocorr.products import L2A_BANDS, BandReader, open_l1c, open_l2a_reference, toa_scaling
     from eotwin.atmocorr.realpairs import correct, eurosat_stacks, scene_aot, vegetation_ndvi
     from eotwin.errors import EotwinError
+    from eotwin.sentinel2.bands import L2A_BANDS
+    from eotwin.sentinel2.products import open_l1c, open_l2a_reference
+    from eotwin.sentinel2.reading import BandReader, toa_scaling
 
     rows = []
     for folder in eurosat_stacks(fixtures, output / "eurosat_stacks"):

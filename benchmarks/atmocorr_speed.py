@@ -96,8 +96,8 @@ def accuracy(tile, l2a: Path, side: int = 1024) -> float:
     import rasterio
     from rasterio.windows import Window
 
-    from eotwin.atmocorr.products import L2A_BANDS, dn_to_boa
-    from eotwin.atmocorr.srf import S2_BANDS
+    from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
+    from eotwin.sentinel2.radiometry import dn_to_boa
 
     idx = [S2_BANDS.index(b) for b in L2A_BANDS]
     side = min(side, tile.size)
@@ -117,9 +117,8 @@ def core_speed(tile, methods: list[str]) -> dict[str, float | str]:
 
     from eotwin.atmocorr import baselines
     from eotwin.atmocorr.lut import load_lut
-    from eotwin.atmocorr.products import L2A_BANDS
     from eotwin.atmocorr.sample_l1c import simulate_toa
-    from eotwin.atmocorr.srf import S2_BANDS, normalise_sensor
+    from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS, normalise_sensor
 
     lut = load_lut()
     geo = tile.geometry

@@ -43,8 +43,9 @@ import numpy as np
 
 from eotwin.atmocorr.lut import DEFAULT_LUT_PATH, SixSLut
 from eotwin.atmocorr.sixs import AEROSOL_MODELS, SixSResult, simulate
-from eotwin.atmocorr.srf import S2_BANDS, SENSORS, SRF_SOURCE
+from eotwin.atmocorr.srf import SRF_SOURCE
 from eotwin.progress import RichProgress
+from eotwin.sentinel2.bands import S2_BANDS, SENSORS
 
 FULL_AXES = {
     "aot": (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8),

@@ -10,8 +10,8 @@ import pytest
 
 from eotwin.atmocorr.ai import synth
 from eotwin.atmocorr.lut import DEFAULT_LUT_PATH, load_lut
-from eotwin.atmocorr.products import L2A_BANDS
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import L2A_BANDS
 
 LUT = Path(os.environ.get("EOTWIN_ATMOCORR_LUT", DEFAULT_LUT_PATH))
 AI_MEAN_RMSE_BOUND = 0.006  # the committed model: mean over bands on two held-out scenes (measured 0.0026)

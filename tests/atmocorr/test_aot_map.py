@@ -10,11 +10,11 @@ import rasterio
 from eotwin.atmocorr import physics
 from eotwin.atmocorr.aotmap import cell_medians, smooth_cells
 from eotwin.atmocorr.lut import load_lut
-from eotwin.atmocorr.products import L2A_BANDS, QUANTIFICATION, dn_to_boa
-from eotwin.atmocorr.sample_l1c import DEFAULT_GEOMETRY, RADIO_ADD_OFFSET, l1c_stack_tags
-from eotwin.atmocorr.srf import S2_BANDS
+from eotwin.atmocorr.sample_l1c import DEFAULT_GEOMETRY, l1c_stack_tags
 from eotwin.io.raster import write_geotiff
 from eotwin.sample import make_scene
+from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
+from eotwin.sentinel2.radiometry import QUANTIFICATION, RADIO_ADD_OFFSET, dn_to_boa
 
 
 def test_cells_take_their_pixels_median_and_empty_cells_their_neighbours():

@@ -7,8 +7,8 @@ import pytest
 
 from eotwin.atmocorr import baselines, physics
 from eotwin.atmocorr.lut import load_lut
-from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import S2_BANDS
 
 ATMOSPHERE = dict(aot=0.25, sza=40.0, vza=6.0, raa=120.0, wv=1.5, o3=0.33)
 GEOMETRY = {k: ATMOSPHERE[k] for k in ("sza", "vza", "raa")}

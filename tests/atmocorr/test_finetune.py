@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eotwin.atmocorr.products import BOA_ADD_OFFSET, L2A_BANDS, QUANTIFICATION, boa_to_dn
-from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
+from eotwin.sentinel2.radiometry import BOA_ADD_OFFSET, QUANTIFICATION, boa_to_dn
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -69,9 +69,9 @@ def pairs_dir(tmp_path_factory, scene) -> Path:
 def _onnx_atmosphere(model_path: Path, pair_folder: Path) -> np.ndarray:
     """The scene-mean atmosphere (aot, wv, o3, maritime) the exported ONNX model estimates on a pair's L1C."""
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel, block_angles
-    from eotwin.atmocorr.products import open_l1c
     from eotwin.atmocorr.realpairs import read_pair, read_reflectance
     from eotwin.geo.grid import Window
+    from eotwin.sentinel2.products import open_l1c
 
     pair = read_pair(pair_folder)
     product = open_l1c(pair.l1c)

@@ -16,8 +16,8 @@ import pytest
 
 from eotwin.atmocorr.ai import DEFAULT_MODEL_PATH, ood, synth
 from eotwin.atmocorr.lut import DEFAULT_LUT_PATH, load_lut
-from eotwin.atmocorr.products import L2A_BANDS
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import L2A_BANDS
 
 LUT = Path(os.environ.get("EOTWIN_ATMOCORR_LUT", DEFAULT_LUT_PATH))
 
@@ -157,7 +157,7 @@ def test_the_sample_scene_is_out_of_distribution(lut, stats, sample_scene):
     from eotwin.atmocorr.physics import relative_azimuth
     from eotwin.atmocorr.sample_l1c import DEFAULT_GEOMETRY as geo
     from eotwin.atmocorr.sample_l1c import simulate_toa
-    from eotwin.atmocorr.srf import S2_BANDS
+    from eotwin.sentinel2.bands import S2_BANDS
 
     surface = sample_scene.surface_reflectance[[S2_BANDS.index(b) for b in L2A_BANDS]].astype(np.float32)
     toa = simulate_toa(surface, lut, sensor="S2A", aerosol="continental", aot=0.2, wv=1.5, o3=0.33, bands=L2A_BANDS,
@@ -293,7 +293,8 @@ def test_a_fallback_that_cannot_run_keeps_the_ai_and_says_so(sample_l1c, tmp_pat
     result is kept and the run info says why: never a silent substitution."""
     from eotwin.atmocorr.ai.onnx_infer import AiCorrector
     from eotwin.atmocorr.pipeline import SixSCorrector, read_scene_sample
-    from eotwin.atmocorr.products import BandReader, open_l1c
+    from eotwin.sentinel2.products import open_l1c
+    from eotwin.sentinel2.reading import BandReader
 
     product = open_l1c(sample_l1c.l1c)
     with BandReader({b: product.bands[b] for b in L2A_BANDS}, product.grid) as reader:
@@ -309,7 +310,8 @@ def test_statistics_of_another_model_file_are_used_and_noted(sample_l1c, stats, 
     run info says the statistics are another model's (refit them)."""
     from eotwin.atmocorr.ai.onnx_infer import AiCorrector
     from eotwin.atmocorr.pipeline import read_scene_sample
-    from eotwin.atmocorr.products import BandReader, open_l1c
+    from eotwin.sentinel2.products import open_l1c
+    from eotwin.sentinel2.reading import BandReader
 
     model = tmp_path / "retrained.onnx"
     shutil.copyfile(DEFAULT_MODEL_PATH, model)

@@ -23,18 +23,12 @@ from affine import Affine
 from pyproj import Transformer
 
 from eotwin.atmocorr import pairs as pairs_mod
-from eotwin.atmocorr.products import (
-    L2A_BANDS,
-    NATIVE_RESOLUTION,
-    BandReader,
-    open_l1c,
-    open_l2a_reference,
-    parse_product_metadata,
-    parse_tile_metadata,
-)
-from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import L2A_BANDS, NATIVE_RESOLUTION, S2_BANDS
+from eotwin.sentinel2.metadata import parse_product_metadata, parse_tile_metadata
+from eotwin.sentinel2.products import open_l1c, open_l2a_reference
+from eotwin.sentinel2.reading import BandReader
 from tests.support.live_fixture import BUCKET, l1c_item_from_safe, real_l1c_template
 from tests.support.loopback import S3Server, StacApiServer
 
@@ -309,7 +303,7 @@ def test_pair_folder_holds_the_same_windows_of_the_l1c_and_its_l2a(world, tmp_pa
 def test_ozone_comes_from_the_l1c_aux_ecmwft(world, tmp_path, capsys):
     """The GRIB beside MTD_TL.xml (as in every L1C SAFE in CDSE's S3) gives the OZONE tag open_l1c reads."""
     pytest.importorskip("eccodes")
-    from tests.atmocorr.test_ecmwf import grib_message
+    from tests.sentinel2.test_ecmwf import grib_message
 
     tco3 = [0.00630, 0.00636, 0.00640, 0.00644, 0.00648, 0.00654]  # kg m-2: mean 299.8 DU
     l1c, l2a = world.publish(aux_ecmwft=grib_message(137, [12.0] * 6) + grib_message(206, tco3))

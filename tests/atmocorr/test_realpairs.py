@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import rasterio
 
-from eotwin.atmocorr.products import L2A_BANDS, open_l1c, open_l2a_reference
 from eotwin.atmocorr.realpairs import (
     BARBELLINO_BOA_BANDS,
     BARBELLINO_DIR,
@@ -29,6 +28,8 @@ from eotwin.atmocorr.realpairs import (
 )
 from eotwin.atmocorr.solar import sentinel2_overpass, sun_position
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import L2A_BANDS
+from eotwin.sentinel2.products import open_l1c, open_l2a_reference
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import rasterio
 
 from eotwin.atmocorr import pipeline
 from eotwin.atmocorr.lut import DEFAULT_LUT_PATH, load_lut
-from eotwin.atmocorr.products import L2A_BANDS, dn_to_boa
 from eotwin.atmocorr.sample_l1c import make_sample_l1c
-from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
+from eotwin.sentinel2.radiometry import dn_to_boa
 
 # the committed table; EOTWIN_ATMOCORR_LUT points the tests at a regenerated one
 LUT = Path(os.environ.get("EOTWIN_ATMOCORR_LUT", DEFAULT_LUT_PATH))
@@ -316,7 +316,8 @@ def test_demo_step_writes_its_figures_and_evaluation(tmp_path, monkeypatch):
 
 
 def test_scene_sample_of_a_stack_is_an_even_decimation_read_in_blocks(sample):
-    from eotwin.atmocorr.products import BandReader, open_l1c, read_toa
+    from eotwin.sentinel2.products import open_l1c
+    from eotwin.sentinel2.reading import BandReader, read_toa
 
     product = open_l1c(sample.l1c)
     with BandReader(product.bands, product.grid) as reader:
@@ -331,7 +332,7 @@ def test_reference_l2a_safe_with_scl_masks_cloudy_pixels(sample, shared_fixtures
     """A reference L2A SAFE (real N04.00 MTD_MSIL2A.xml; bands JP2 at 10 and 20 m; SCL flags clouds)."""
     import shutil
 
-    from eotwin.atmocorr.products import parse_product_metadata
+    from eotwin.sentinel2.metadata import parse_product_metadata
 
     name = "S2B_MSIL2A_20220413T150759_N0400_R025_T33XWJ_20220414T082126.SAFE"
     safe = tmp_path / name

@@ -18,13 +18,14 @@ import pytest
 import rasterio
 
 from eotwin.atmocorr import stac_input
-from eotwin.atmocorr.products import L2A_BANDS, BandReader, open_l1c
-from eotwin.atmocorr.srf import S2_BANDS
+from eotwin.atmocorr.stac_input import open_input as open_l1c  # items and local products
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
 from eotwin.io.remote.gdal import explain_remote_error
 from eotwin.io.remote.http import sigv4_headers
-from tests.atmocorr.test_products_s2 import build_safe
+from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
+from eotwin.sentinel2.reading import BandReader
+from tests.sentinel2.test_products import build_safe
 from tests.support.live_fixture import BUCKET, l1c_item_from_safe, real_l1c_template
 from tests.support.loopback import S3Server, StacApiServer, StaticHttpServer
 

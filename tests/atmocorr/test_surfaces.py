@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from eotwin.atmocorr.ai import surfaces
-from eotwin.atmocorr.products import L2A_BANDS
 from eotwin.atmocorr.srf import centre_wavelength
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import L2A_BANDS
 
 pytest.importorskip("Py6S")  # the Sentinel-2 spectral responses
 REAL = ("majortom", "enmap", "sahara", "water")

@@ -12,12 +12,12 @@ from affine import Affine
 from eotwin.atmocorr import terrain
 from eotwin.atmocorr.lut import load_lut
 from eotwin.atmocorr.physics import relative_azimuth
-from eotwin.atmocorr.products import L2A_BANDS, QUANTIFICATION, dn_to_boa
-from eotwin.atmocorr.sample_l1c import RADIO_ADD_OFFSET, l1c_stack_tags
-from eotwin.atmocorr.srf import S2_BANDS
+from eotwin.atmocorr.sample_l1c import l1c_stack_tags
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid
 from eotwin.io.raster import write_geotiff
+from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
+from eotwin.sentinel2.radiometry import QUANTIFICATION, RADIO_ADD_OFFSET, dn_to_boa
 
 GEOMETRY = {"sun_zenith": 35.0, "sun_azimuth": 150.0, "view_zenith": 5.0, "view_azimuth": 105.0}
 ATMOSPHERE = {"aot": 0.15, "wv": 1.5, "o3": 0.33, "aerosol": "continental"}

@@ -30,8 +30,8 @@ def world(tmp_path_factory, shared_fixtures, ben_mock_dir) -> World:
     from eotwin.atmocorr.sample_l1c import make_sample_l1c
     from eotwin.sample.files import write_sample
     from eotwin.sample.scene import make_scene
-    from tests.atmocorr.test_products_s2 import build_safe
     from tests.deltatwin.conftest import ECHO_MANIFEST, ECHO_PY, ECHO_WORKFLOW, write_component
+    from tests.sentinel2.test_products import build_safe
 
     root = tmp_path_factory.mktemp("badinput-world")
     sample = write_sample(root / "sample", make_scene(size=64, seed=3)).directory

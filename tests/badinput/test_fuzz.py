@@ -85,7 +85,7 @@ def tile_xml(shared_fixtures) -> bytes:
 
 
 def test_product_metadata_reader(product_xml, tally):
-    from eotwin.atmocorr.products import parse_product_metadata
+    from eotwin.sentinel2.metadata import parse_product_metadata
 
     assert parse_product_metadata(product_xml).level == "L1C"
 
@@ -98,7 +98,7 @@ def test_product_metadata_reader(product_xml, tally):
 
 
 def test_tile_metadata_reader(tile_xml, tally):
-    from eotwin.atmocorr.products import parse_tile_metadata
+    from eotwin.sentinel2.metadata import parse_tile_metadata
 
     assert parse_tile_metadata(tile_xml).angles.shape == (23, 23)
 
@@ -114,7 +114,7 @@ def test_product_metadata_field_values(tally):
     """A well-formed document with any text in its numeric and name fields."""
     from xml.sax.saxutils import escape, quoteattr
 
-    from eotwin.atmocorr.products import parse_product_metadata
+    from eotwin.sentinel2.metadata import parse_product_metadata
 
     @FUZZ
     @given(value=st.one_of(st.text(max_size=20), st.sampled_from(["1e400", "nan", "-inf", "", " 3 ", "1,5"])),
@@ -141,7 +141,7 @@ def tiny_stack(tmp_path_factory) -> Path:
     import rasterio
     from affine import Affine
 
-    from eotwin.atmocorr.srf import S2_BANDS
+    from eotwin.sentinel2.bands import S2_BANDS
 
     path = tmp_path_factory.mktemp("stack") / "good.tif"
     with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=13, dtype="uint16", crs="EPSG:32632",
@@ -166,7 +166,7 @@ def test_l1c_stack_tag_reader(tiny_stack, tmp_path, tally):
 
     import rasterio
 
-    from eotwin.atmocorr.products import open_l1c
+    from eotwin.sentinel2.products import open_l1c
 
     assert open_l1c(tiny_stack).spacecraft == "S2A"
 

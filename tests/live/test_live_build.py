@@ -74,7 +74,7 @@ def test_live_build_matches_the_served_files(world, servers, endpoints, credenti
     from eotwin.sample.scene import observed_reflectance
 
     refl = observed_reflectance(scene)
-    from eotwin.sample.spectra import S2_BANDS
+    from eotwin.sentinel2.bands import S2_BANDS
 
     dn = np.clip(np.rint(refl[S2_BANDS.index("B04")] * 10000 + 1000), 1, 65535)
     red = np.clip(np.rint((dn[srow, scol].astype(np.float32) * np.float32(1e-4) + np.float32(-0.1))

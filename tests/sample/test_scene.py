@@ -59,13 +59,14 @@ def test_written_sample_equals_the_scene_in_memory(tmp_path):
     import numpy as np
     import rasterio
 
-    from eotwin.sample.files import reflectance_to_l2a_dn, write_sample
+    from eotwin.sample.files import write_sample
     from eotwin.sample.scene import make_scene, observed_reflectance, scene_scl
+    from eotwin.sentinel2.radiometry import boa_to_dn
 
     streamed = write_sample(tmp_path / "s", size=300, seed=5, block_rows=64)
     scene = make_scene(size=300, seed=5)
     with rasterio.open(streamed.l2a) as l2a, rasterio.open(streamed.scl) as scl, rasterio.open(streamed.dem) as dem:
-        expected_b04 = reflectance_to_l2a_dn(observed_reflectance(scene)[3])
+        expected_b04 = boa_to_dn(observed_reflectance(scene)[3])
         expected_b04[scene.nodata] = 0
         assert np.array_equal(l2a.read(3), expected_b04)
         assert np.array_equal(scl.read(1), scene_scl(scene))

@@ -21,9 +21,9 @@ from rasterio.warp import reproject
 
 from eotwin.geo.grid import Grid, Window
 from eotwin.io.raster import write_geotiff
-from eotwin.sample.files import reflectance_to_l2a_dn
 from eotwin.sample.scene import SampleScene, make_scene, observed_reflectance, scene_scl
-from eotwin.sample.spectra import S2_BANDS
+from eotwin.sentinel2.bands import S2_BANDS
+from eotwin.sentinel2.radiometry import boa_to_dn as reflectance_to_l2a_dn
 
 BUCKET = "eodata"
 
@@ -177,8 +177,9 @@ def l1c_item_from_safe(template: dict, safe: Path, prefix: str, http_base: str |
     ``http_base`` is given; ids, dates, footprint and ``proj:*`` follow the SAFE's own metadata. Returns the item
     and the S3 keys -> local files to upload. ``drop`` removes assets (a broken item).
     """
-    from eotwin.atmocorr.products import NATIVE_RESOLUTION, parse_product_metadata, parse_tile_metadata
     from eotwin.io.raster import raster_info
+    from eotwin.sentinel2.bands import NATIVE_RESOLUTION
+    from eotwin.sentinel2.metadata import parse_product_metadata, parse_tile_metadata
 
     mtd = safe / "MTD_MSIL1C.xml"
     tl = next(safe.glob("GRANULE/*/MTD_TL.xml"))

@@ -26,8 +26,8 @@ import numpy as np
 
 from eotwin.atmocorr import physics
 from eotwin.atmocorr.lut import SixSLut
-from eotwin.atmocorr.srf import CENTRE_NM, normalise_band
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import CENTRE_NM, normalise_band
 
 DOS_DARK_REFLECTANCE = 0.01
 DOS_PERCENTILE = 0.1  # percent of valid pixels taken as "dark": robust against a few dead pixels

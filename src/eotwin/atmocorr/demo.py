@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eotwin.atmocorr.products import L2A_BANDS, TCI_BANDS, dn_to_boa
 from eotwin.io.files import atomic_path
 from eotwin.report.demo import Artifact, DemoContext
+from eotwin.sentinel2.bands import L2A_BANDS, TCI_BANDS
+from eotwin.sentinel2.radiometry import dn_to_boa
 
 METHODS = ("ai", "6s-ddv", "dos")
 COLOURS = {"ai": "#2ca02c", "6s-ddv": "#ff7f0e", "dos": "#1f77b4"}
@@ -112,8 +113,8 @@ def _majortom_scene(context: DemoContext, step: Path) -> list[Artifact]:
 
     from eotwin.atmocorr.ai.surfaces import DEFAULT_FIXTURES, MAJORTOM_DIR, read_majortom_cell
     from eotwin.atmocorr.sample_l1c import make_l1c_from_surface
-    from eotwin.atmocorr.srf import S2_BANDS
     from eotwin.io.raster import grid_of, open_raster
+    from eotwin.sentinel2.bands import S2_BANDS
 
     where = DEFAULT_FIXTURES / MAJORTOM_DIR / MAJORTOM_CELL
     cells = sorted(where.glob("S2*_MSIL2A_*")) if where.is_dir() else []

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from eotwin.atmocorr.products import L2A_BANDS, TCI_BANDS, BandReader, open_l2a_reference
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Window
 from eotwin.progress import ProgressReporter, ensure_progress
+from eotwin.sentinel2.bands import L2A_BANDS, TCI_BANDS
+from eotwin.sentinel2.products import open_l2a_reference
+from eotwin.sentinel2.reading import BandReader
 
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
@@ -74,9 +76,10 @@ def evaluate_products(
     progress: ProgressReporter | None = None,
 ) -> dict:
     """Compare PRED with REF (see the module docstring); write the JSON report and the PNG; return the report."""
-    from eotwin.atmocorr.pipeline import SCL_CLEAR, MetricsAccumulator
+    from eotwin.atmocorr.pipeline import MetricsAccumulator
     from eotwin.io.files import ensure_writable_dir, write_json_atomic
     from eotwin.io.raster import gdal_cache_env, raster_info
+    from eotwin.sentinel2.bands import SCL_CLEAR
 
     if not data_range > 0:
         raise EotwinError(f"--data-range must be positive, got {data_range}")
@@ -92,7 +95,7 @@ def evaluate_products(
         raise EotwinError(f"{pred_path} and {ref_path} share no band")
     toa_product = None
     if l1c is not None:
-        from eotwin.atmocorr.products import open_l1c, with_grid
+        from eotwin.sentinel2.products import open_l1c, with_grid
 
         toa_product = with_grid(open_l1c(l1c), grid)
     acc, acc_toa = MetricsAccumulator(bands), MetricsAccumulator(bands)

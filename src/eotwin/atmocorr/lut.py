@@ -197,7 +197,7 @@ class SixSLut:
     # ------------------------------------------------------------------ lookup
     def index_of(self, axis: str, name: str) -> int:
         """Position of a categorical value (sensor, band or aerosol model) in the table."""
-        from eotwin.atmocorr.srf import normalise_band, normalise_sensor
+        from eotwin.sentinel2.bands import normalise_band, normalise_sensor
 
         values = {"sensor": self.sensors, "band": self.bands, "aerosol": self.aerosols}[axis]
         key = (

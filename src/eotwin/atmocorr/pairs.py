@@ -37,20 +37,6 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from eotwin.atmocorr.products import (
-    L2A_BANDS,
-    NATIVE_RESOLUTION,
-    AngleGrid,
-    BandReader,
-    BandSource,
-    L1CProduct,
-    L2AReference,
-    _circular_mean,
-    interpolate_azimuth,
-    interpolate_nodes,
-    parse_product_metadata,
-)
-from eotwin.atmocorr.srf import S2_BANDS, normalise_sensor
 from eotwin.atmocorr.stac_input import (
     L1C_COLLECTION,
     _metadata_asset,
@@ -70,6 +56,16 @@ from eotwin.io.remote.gdal import gdal_path
 from eotwin.io.remote.http import fetch_bytes
 from eotwin.io.remote.stac_api import BBox, search
 from eotwin.progress import ProgressReporter, ensure_progress
+from eotwin.sentinel2.bands import L2A_BANDS, NATIVE_RESOLUTION, S2_BANDS, normalise_sensor
+from eotwin.sentinel2.metadata import (
+    AngleGrid,
+    _circular_mean,
+    interpolate_azimuth,
+    interpolate_nodes,
+    parse_product_metadata,
+)
+from eotwin.sentinel2.products import BandSource, L1CProduct, L2AReference
+from eotwin.sentinel2.reading import BandReader
 
 L2A_COLLECTION = "sentinel-2-l2a"
 GRID_RES = 10.0
@@ -250,7 +246,7 @@ def open_l2a_item(item: dict, source: str, access: RemoteAccess) -> tuple[L2ARef
 def l1c_ozone(item: dict, source: str, access: RemoteAccess) -> tuple[float | None, str]:
     """(total ozone in cm-atm, how it was found) from the ECMWF ``AUX_DATA/AUX_ECMWFT`` beside the L1C's
     ``MTD_TL.xml`` (sen2cor's default source; CDSE items list no asset for it, the SAFE in S3 has it)."""
-    from eotwin.atmocorr.ecmwf import read_total_ozone
+    from eotwin.sentinel2.ecmwf import read_total_ozone
 
     tile_asset = _metadata_asset(item, "tile")
     hrefs = asset_hrefs(tile_asset) if tile_asset else []

@@ -37,30 +37,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from eotwin.atmocorr import stac_input
-from eotwin.atmocorr.products import (
-    BOA_ADD_OFFSET,
-    L2A_BANDS,
-    QUANTIFICATION,
-    SCL_CLEAR,
-    TCI_BANDS,
-    AngleGrid,
-    BandReader,
-    BlockWriter,
-    L1CProduct,
-    RawBlock,
-    boa_to_dn,
-    interpolate_azimuth,
-    interpolate_nodes,
-    open_l1c,
-    open_l2a_reference,
-    read_toa,
-    reflectance_to_tci,
-    stac_item,
-    toa_scaling,
-    write_png_preview,
-)
+from eotwin.atmocorr.l2a_output import stac_item, write_png_preview
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window
+from eotwin.io.cog import BlockWriter
 from eotwin.io.files import (
     DiskFullError,
     disk_full_error,
@@ -71,6 +51,11 @@ from eotwin.io.files import (
 )
 from eotwin.io.raster import gdal_cache_env
 from eotwin.progress import ProgressReporter, ensure_progress
+from eotwin.sentinel2.bands import L2A_BANDS, SCL_CLEAR, TCI_BANDS
+from eotwin.sentinel2.metadata import AngleGrid, interpolate_azimuth, interpolate_nodes
+from eotwin.sentinel2.products import L1CProduct, open_l2a_reference
+from eotwin.sentinel2.radiometry import BOA_ADD_OFFSET, QUANTIFICATION, boa_to_dn, reflectance_to_tci
+from eotwin.sentinel2.reading import BandReader, RawBlock, read_toa, toa_scaling
 
 logger = logging.getLogger(__name__)
 
@@ -868,7 +853,7 @@ def _open_input(options: RunOptions) -> L1CProduct:
     )
     if options.item_id is not None:
         return stac_input.open_item_id(options.item_id, options.resolution, access)
-    return open_l1c(options.input, options.resolution, access=access)
+    return stac_input.open_input(options.input, options.resolution, access=access)
 
 
 def _with_overlap(window: Window, above: int, below: int, height: int) -> Window:

@@ -1,8 +1,8 @@
 """Real L1C/L2A pairs as pair folders, and real L1C patches as L1C stacks (I/O edge).
 
-A pair folder ``DIR/<pair_id>/`` holds ``l1c.tif`` (an L1C stack as :func:`~eotwin.atmocorr.products.open_l1c`
+A pair folder ``DIR/<pair_id>/`` holds ``l1c.tif`` (an L1C stack as :func:`~eotwin.sentinel2.products.open_l1c`
 reads it), ``l2a.tif`` (an L2A reference stack with an ``SCL`` band on the same grid, as
-:func:`~eotwin.atmocorr.products.open_l2a_reference` reads it) and ``pair.json`` (``pair_id``,
+:func:`~eotwin.sentinel2.products.open_l2a_reference` reads it) and ``pair.json`` (``pair_id``,
 ``source``, ``l1c_id``, ``l2a_id``, ``datetime``, ``bbox``, ``notes``: every approximation made).
 ``eotwin atmocorr pairs`` writes such folders from the CDSE; this module makes them from the real
 fixtures that carry no metadata (sen2r's Barbellino pairs) and reads them back for the benchmark
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from eotwin.atmocorr.products import L2A_BANDS, QUANTIFICATION
 from eotwin.atmocorr.solar import sentinel2_overpass, sun_position
-from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid
 from eotwin.io.files import publish_staged, staging_dir
+from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
+from eotwin.sentinel2.radiometry import QUANTIFICATION
 
 PAIR_FILES = ("l1c.tif", "l2a.tif", "pair.json")
 BARBELLINO_DIR = Path("ac") / "pair_sen2r_barbellino"
@@ -390,7 +390,8 @@ def read_reflectance(pair: PairFolder, product: Path | None = None) -> dict[str,
     """TOA (``toa``), the reference (``ref``, with ``scl``) and optionally a corrected product (``boa``)
     of one pair as reflectance arrays (bands of :data:`L2A_BANDS`, NaN where absent), in memory: for
     diagnostics on small pairs."""
-    from eotwin.atmocorr.products import BandReader, open_l1c, open_l2a_reference, toa_scaling
+    from eotwin.sentinel2.products import open_l1c, open_l2a_reference
+    from eotwin.sentinel2.reading import BandReader, toa_scaling
 
     l1c = open_l1c(pair.l1c)
     ref = open_l2a_reference(pair.l2a)

@@ -18,16 +18,15 @@ import numpy as np
 
 from eotwin.atmocorr import physics
 from eotwin.atmocorr.lut import AtmosphereTerms, SixSLut, load_lut
-from eotwin.atmocorr.products import BOA_ADD_OFFSET, L2A_BANDS, QUANTIFICATION, boa_to_dn
-from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid
 from eotwin.io.files import ensure_writable_dir
 from eotwin.io.raster import gdal_cache_env, write_geotiff
 from eotwin.progress import ProgressReporter, ensure_progress
 from eotwin.sample.scene import SampleScene, make_scene
+from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
+from eotwin.sentinel2.radiometry import BOA_ADD_OFFSET, QUANTIFICATION, RADIO_ADD_OFFSET, boa_to_dn, toa_to_dn
 
-RADIO_ADD_OFFSET = -1000
 DEFAULT_ATMOSPHERE = {"aot": 0.2, "wv": 1.5, "o3": 0.33, "aerosol": "continental"}
 DEFAULT_GEOMETRY = {"sun_zenith": 35.0, "sun_azimuth": 150.0, "view_zenith": 5.0, "view_azimuth": 105.0}
 
@@ -142,7 +141,7 @@ def make_l1c_from_surface(
     simulation: str = "a known surface through the 6S LUT forward model (eotwin.atmocorr.sample_l1c)",
 ) -> SampleL1C:
     """``l1c_stack.tif`` (TOA of ``surface`` (13, H, W) under the atmosphere) and ``l2a_truth.tif`` (the surface)."""
-    from eotwin.atmocorr.srf import normalise_sensor
+    from eotwin.sentinel2.bands import normalise_sensor
 
     atm = {**DEFAULT_ATMOSPHERE, **(atmosphere or {})}
     geo = {**DEFAULT_GEOMETRY, **(geometry or {})}
@@ -161,7 +160,7 @@ def make_l1c_from_surface(
         **geo,
     )
     tags = l1c_stack_tags(f"{product_id}_L1C", spacecraft, geo, atm, simulation, ozone_tag=ozone_tag)
-    l1c = write_geotiff(directory / "l1c_stack.tif", toa_to_dn(toa, valid), grid, nodata=0,
+    l1c = write_geotiff(directory / "l1c_stack.tif", l1c_dn(toa, valid), grid, nodata=0,
                         descriptions=list(S2_BANDS), tags=tags)
     truth = write_geotiff(directory / "l2a_truth.tif", boa_to_dn(surface[TRUTH_BANDS], valid), grid, nodata=0,
                           descriptions=list(L2A_BANDS), tags=truth_tags(product_id))
@@ -171,9 +170,9 @@ def make_l1c_from_surface(
 TRUTH_BANDS = [S2_BANDS.index(b) for b in L2A_BANDS]
 
 
-def toa_to_dn(toa: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def l1c_dn(toa: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """TOA reflectance -> L1C DN (baseline >= 04.00: RADIO_ADD_OFFSET -1000); 0 outside ``valid``."""
-    dn = np.clip(np.rint(toa * QUANTIFICATION - RADIO_ADD_OFFSET), 1, 65535).astype(np.uint16)
+    dn = toa_to_dn(toa)
     dn[:, ~valid] = 0
     return dn
 
@@ -199,9 +198,9 @@ def write_sample_l1c(
     up to a full tile within a few hundred MB; returns the L1C stack and truth paths."""
     from rasterio.windows import Window as RioWindow
 
-    from eotwin.atmocorr.srf import normalise_sensor
     from eotwin.io.raster import geotiff_writer
     from eotwin.sample.scene import SceneGenerator
+    from eotwin.sentinel2.bands import normalise_sensor
 
     atm = {**DEFAULT_ATMOSPHERE, **(atmosphere or {})}
     geo = {**DEFAULT_GEOMETRY, **(geometry or {})}
@@ -231,7 +230,7 @@ def write_sample_l1c(
                 valid = ~part.nodata
                 toa = physics.forward(part.surface_reflectance, terms).astype(np.float32)
                 window = RioWindow(0, r0, size, valid.shape[0])
-                l1c.write(toa_to_dn(toa, valid), window=window)
+                l1c.write(l1c_dn(toa, valid), window=window)
                 truth.write(boa_to_dn(part.surface_reflectance[TRUTH_BANDS], valid), window=window)
                 task.advance()
     return directory / "l1c_stack.tif", directory / "l2a_truth.tif"
@@ -300,8 +299,8 @@ def make_tiled_l1c(
     """
     import rasterio
 
-    from eotwin.atmocorr.srf import normalise_sensor
     from eotwin.io.files import atomic_path
+    from eotwin.sentinel2.bands import normalise_sensor
 
     if size < 1 or base < 16:
         raise EotwinError(f"tile size must be positive and the base at least 16 px (got {size}, {base})")
@@ -324,7 +323,7 @@ def make_tiled_l1c(
         o3=float(atm["o3"]),
         **geo,
     )
-    base_dn = np.clip(np.rint(toa * QUANTIFICATION - RADIO_ADD_OFFSET), 1, 65535).astype(np.uint16)
+    base_dn = toa_to_dn(toa)
     del toa
     n = base_dn.shape[1]
     origin = scene.image_grid.transform

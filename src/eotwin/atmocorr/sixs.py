@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eotwin.atmocorr.srf import normalise_band, normalise_sensor, py6s_wavelength
+from eotwin.atmocorr.srf import py6s_wavelength
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import normalise_band, normalise_sensor
 
 AEROSOL_MODELS: tuple[str, ...] = ("continental", "maritime")
 

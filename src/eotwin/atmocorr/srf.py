@@ -7,7 +7,8 @@ the three MSI units are built to one specification and the S2A/S2B centre wavele
 a few nanometres at most (B12: about 15 nm), so S2B is the nearest available stand-in. The
 approximation is recorded in the LUT metadata (``SRF_SOURCE``) so it is never silent.
 
-Py6S is imported inside the functions: it is only needed to build the LUT, not to use it.
+Py6S is imported inside the functions: it is only needed to build the LUT, not to use it. The band
+names and nominal centre wavelengths are in :mod:`eotwin.sentinel2.bands`.
 """
 
 from __future__ import annotations
@@ -15,70 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import normalise_band, normalise_sensor
 
-SENSORS: tuple[str, ...] = ("S2A", "S2B", "S2C")
-S2_BANDS: tuple[str, ...] = (
-    "B01",
-    "B02",
-    "B03",
-    "B04",
-    "B05",
-    "B06",
-    "B07",
-    "B08",
-    "B8A",
-    "B09",
-    "B10",
-    "B11",
-    "B12",
-)
 # which Py6S table stands for each sensor (S2C: not in Py6S, approximated by S2B, see above)
 SRF_SOURCE: dict[str, str] = {"S2A": "S2A", "S2B": "S2B", "S2C": "S2B"}
-_SPACECRAFT = {
-    "sentinel-2a": "S2A",
-    "sentinel-2b": "S2B",
-    "sentinel-2c": "S2C",
-    "s2a": "S2A",
-    "s2b": "S2B",
-    "s2c": "S2C",
-}
 STEP_UM = 0.0025
-# S2A centre wavelengths in nm (ESA), for methods that need only a nominal wavelength (e.g. DOS)
-CENTRE_NM: dict[str, float] = {
-    "B01": 443.0,
-    "B02": 492.0,
-    "B03": 560.0,
-    "B04": 665.0,
-    "B05": 704.0,
-    "B06": 740.0,
-    "B07": 783.0,
-    "B08": 833.0,
-    "B8A": 865.0,
-    "B09": 945.0,
-    "B10": 1374.0,
-    "B11": 1614.0,
-    "B12": 2202.0,
-}
-
-
-def normalise_sensor(name: str) -> str:
-    """Map ``Sentinel-2A``/``S2A``/``s2a`` (any case) to ``S2A``; anything else is a user error."""
-    key = str(name).strip().lower()
-    if key not in _SPACECRAFT:
-        raise EotwinError(
-            f"unknown Sentinel-2 spacecraft {name!r}: expected Sentinel-2A, Sentinel-2B or Sentinel-2C"
-        )
-    return _SPACECRAFT[key]
-
-
-def normalise_band(name: str) -> str:
-    """Map ``B1``/``b01``/``B8a`` to the canonical ``B01``/``B8A``."""
-    key = str(name).strip().upper()
-    if key.startswith("B") and key[1:].isdigit() and len(key) == 2:
-        key = f"B0{key[1:]}"
-    if key not in S2_BANDS:
-        raise EotwinError(f"unknown Sentinel-2 band {name!r}: expected one of {', '.join(S2_BANDS)}")
-    return key
 
 
 def _py6s_name(sensor: str, band: str) -> str:

@@ -1,7 +1,7 @@
 """A CDSE STAC Sentinel-2 L1C item as input of atmospheric correction (I/O layer).
 
 The item is a local JSON file, an http(s) URL, or an id looked up in a STAC API (collection
-``sentinel-2-l1c``). It gives the same :class:`~eotwin.atmocorr.products.L1CProduct` a SAFE gives:
+``sentinel-2-l1c``). It gives the same :class:`~eotwin.sentinel2.products.L1CProduct` a SAFE gives:
 
 - bands: the assets ``B01`` ... ``B12``, ``B8A`` (``B10`` optional), read by GDAL through ``/vsis3/``
   (CDSE S3, path-style, keys from :mod:`eotwin.io.remote`) or ``/vsicurl/``; an asset's ``s3://`` href is
@@ -23,22 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
-from eotwin.atmocorr.products import (
-    L2A_BANDS,
-    NATIVE_RESOLUTION,
-    BandSource,
-    L1CProduct,
-    ProductMetadata,
-    _check_resolution,
-    _grid_at,
-    parse_product_metadata,
-    parse_tile_metadata,
-)
-from eotwin.atmocorr.srf import S2_BANDS, normalise_sensor
 from eotwin.errors import EotwinError
 from eotwin.io.remote.access import RemoteAccess
 from eotwin.io.remote.gdal import gdal_env, gdal_path
 from eotwin.io.remote.http import fetch_bytes
+from eotwin.sentinel2.bands import L2A_BANDS, NATIVE_RESOLUTION, S2_BANDS, normalise_sensor
+from eotwin.sentinel2.metadata import ProductMetadata, parse_product_metadata, parse_tile_metadata
+from eotwin.sentinel2.products import BandSource, L1CProduct, _check_resolution, _grid_at, open_l1c
 
 L1C_COLLECTION = "sentinel-2-l1c"
 KIND = "STAC item"
@@ -257,8 +248,8 @@ def open_stac_item(
 
 def _band_grid(path: str, access: RemoteAccess):
     """(grid, CRS) of a remote band, its open tried again like every band read (a cut body is a decoder error)."""
-    from eotwin.atmocorr.products import retry_remote
     from eotwin.io.raster import grid_of, open_raster
+    from eotwin.sentinel2.reading import retry_remote
 
     def read():
         with open_raster(path) as ds:
@@ -274,6 +265,18 @@ def open_item_source(
     """``open_l1c`` for a STAC item JSON file or URL."""
     access = access or RemoteAccess.resolve()
     return open_stac_item(load_item(source, access), str(source), resolution, access)
+
+
+def open_input(path: str | Path, resolution: int | None = None, *, access: RemoteAccess | None = None) -> L1CProduct:
+    """The L1C product of a STAC item (a ``.json`` file or an http(s) URL) or of a SAFE or GeoTIFF stack.
+
+    This dispatch lives here, not in :func:`eotwin.sentinel2.products.open_l1c`: the product reader does
+    not know the remote items, so the two modules do not import each other.
+    """
+    _check_resolution(resolution)
+    if looks_like_item(path):
+        return open_item_source(path, resolution, access)
+    return open_l1c(path, resolution)
 
 
 def open_item_id(

@@ -20,19 +20,23 @@ from typing import Literal
 import numpy as np
 
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import L2A_BANDS, NATIVE_RESOLUTION, TCI_BANDS, bands_at
 
 Resampling = Literal["nearest", "bilinear"]
 PATCH_SIZE = 120
+PATCH_RESOLUTION = 10  # metres per pixel of a 120 px patch (1.2 km)
 
-#: ESA order of the 12 L2A bands in BigEarthNet (no B10).
-S2_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+#: BigEarthNet's S2 bands: the 12 L2A bands in ESA order (no B10).
+S2_BANDS: tuple[str, ...] = L2A_BANDS
 #: Sentinel-1 polarisations in ConfigILM's order (``BENv2_utils._s1_bandnames``).
 S1_BANDS: tuple[str, ...] = ("VV", "VH")
 #: Every BigEarthNet v2 band: S1 then S2, as ConfigILM's ``STANDARD_BANDS['ALL']`` (14 channels).
 ALL_BANDS: tuple[str, ...] = S1_BANDS + S2_BANDS
-BANDS_10M = ("B02", "B03", "B04", "B08")
-BANDS_20M = ("B05", "B06", "B07", "B8A", "B11", "B12")
-BANDS_60M = ("B01", "B09")
+BANDS_10M = bands_at(10)
+BANDS_20M = bands_at(20)
+BANDS_60M = bands_at(60)
+#: The 10 m and 20 m bands in ESA order (the 60 m atmospheric bands B01, B09 left out).
+BANDS_10M_20M: tuple[str, ...] = tuple(b for b in S2_BANDS if NATIVE_RESOLUTION[b] <= 20)
 
 #: Named band sets; the lists keep ESA order except RGB (red, green, blue for display and RGB backbones).
 BAND_SETS: dict[str, tuple[str, ...]] = {
@@ -40,15 +44,17 @@ BAND_SETS: dict[str, tuple[str, ...]] = {
     "s2": S2_BANDS,
     "s1": S1_BANDS,
     # reBEN's S1 + S2 input of its released models: VV, VH and the 10 m + 20 m bands (ConfigILM's 12)
-    "s1-s2-10": (*S1_BANDS, "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
+    "s1-s2-10": (*S1_BANDS, *BANDS_10M_20M),
     # reBEN's "S2 only" input: 10 m and 20 m bands, 60 m atmospheric bands left out
-    "s2-10": ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
-    "rgb": ("B04", "B03", "B02"),
+    "s2-10": BANDS_10M_20M,
+    "rgb": TCI_BANDS,
     "10m": BANDS_10M,
 }
 
-NATIVE_SIZE: dict[str, int] = {**dict.fromkeys(BANDS_10M, 120), **dict.fromkeys(BANDS_20M, 60), **dict.fromkeys(BANDS_60M, 20),
-                               **dict.fromkeys(S1_BANDS, 120)}
+#: Pixels per side of each band's patch as BigEarthNet stores it (its native resolution over 1.2 km).
+NATIVE_SIZE: dict[str, int] = {**{b: PATCH_SIZE * PATCH_RESOLUTION // NATIVE_RESOLUTION[b]
+                                  for b in (*BANDS_10M, *BANDS_20M, *BANDS_60M)},
+                               **dict.fromkeys(S1_BANDS, PATCH_SIZE)}
 
 
 def is_s1(band: str) -> bool:

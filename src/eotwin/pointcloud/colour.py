@@ -1,10 +1,10 @@
 """Colour from image pixels to 8-bit RGB (pure).
 
 * uint8 images (a Sentinel-2 TCI) are taken as they are.
-* Reflectance (uint16 DN with scale/offset, or float) is mapped linearly from a fixed reflectance
-  range to 0..255 (default 0.0..0.3: vegetation and soils fill the range, snow and clouds
-  saturate, as in ESA's true-colour images), or from per-band percentiles computed once over an
-  overview of the image. Deterministic: the same input gives the same colours.
+* Reflectance (uint16 DN with scale/offset, converted by :mod:`eotwin.sentinel2.radiometry`, or float)
+  is mapped linearly from a fixed reflectance range to 0..255 (default 0.0..0.3: vegetation and soils
+  fill the range, snow and clouds saturate, as in ESA's true-colour images), or from per-band
+  percentiles computed once over an overview of the image. Deterministic: the same input gives the same colours.
 """
 
 from __future__ import annotations
@@ -45,8 +45,3 @@ def percentile_stretch(sample: np.ndarray, valid: np.ndarray, low_pct: float = 2
     highs = np.percentile(values, high_pct, axis=1)
     highs = np.where(highs > lows, highs, lows + 1e-6)
     return Stretch(tuple(float(v) for v in lows), tuple(float(v) for v in highs))
-
-
-def dn_to_reflectance(dn: np.ndarray, scale: float, offset: float) -> np.ndarray:
-    """Digital numbers to reflectance: ``dn * scale + offset`` (CDSE raster:scale / raster:offset convention)."""
-    return dn.astype(np.float32) * np.float32(scale) + np.float32(offset)

@@ -26,6 +26,7 @@ from eotwin.geo.grid import Grid, intersect_bounds, transform_bounds
 from eotwin.io.files import ensure_writable_dir, write_json_atomic
 from eotwin.io.pointcloud_writer import CloudStats, open_point_writer
 from eotwin.io.raster import gdal_cache_env
+from eotwin.io.stac import item_dict
 from eotwin.options import validated
 from eotwin.pointcloud.core import block_points, validity
 from eotwin.pointcloud.options import BuildOptions
@@ -252,18 +253,13 @@ def stac_item(options: BuildOptions, fmt: str, grid: Grid, stats: CloudStats, ra
     lon_lat = transform_bounds(tuple(stats.mins[:2]) + tuple(stats.maxs[:2]), grid.crs, CRS.from_epsg(4326))
     west, south, east, north = lon_lat
     output = Path(options.output)
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "stac_extensions": [
-            "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
-            "https://stac-extensions.github.io/pointcloud/v1.0.0/schema.json",
-        ],
-        "id": output.stem,
-        "bbox": [west, south, float(stats.mins[2]), east, north, float(stats.maxs[2])],
-        "geometry": {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]]},
-        "properties": {
-            "datetime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    return item_dict(
+        output.stem,
+        extensions=("projection", "pointcloud"),
+        bbox=[west, south, float(stats.mins[2]), east, north, float(stats.maxs[2])],
+        geometry={"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]]},
+        datetime=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        properties={
             "proj:epsg": grid.crs.to_epsg(),
             "proj:wkt2": grid.crs.to_wkt(),
             "proj:bbox": [*map(float, stats.mins), *map(float, stats.maxs)],
@@ -293,6 +289,6 @@ def stac_item(options: BuildOptions, fmt: str, grid: Grid, stats: CloudStats, ra
             "eotwin:origin": [0.0, 0.0, 0.0],
             "eotwin:seconds": round(seconds, 3),
         },
-        "assets": {"data": {"href": output.name, "type": MEDIA_TYPES[fmt], "roles": ["data"]}},
-        "links": [],
-    }
+        assets={"data": {"href": output.name, "type": MEDIA_TYPES[fmt], "roles": ["data"]}},
+        key_order=("type", "stac_version", "stac_extensions", "id", "bbox", "geometry", "properties", "assets", "links"),
+    )

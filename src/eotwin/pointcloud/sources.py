@@ -22,7 +22,8 @@ from rasterio.windows import Window as RioWindow
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window
 from eotwin.io.raster import grid_of, open_raster, read_errors_named
-from eotwin.pointcloud.colour import Stretch, dn_to_reflectance, fixed_stretch, percentile_stretch
+from eotwin.pointcloud.colour import Stretch, fixed_stretch, percentile_stretch
+from eotwin.sentinel2.radiometry import dn_to_reflectance
 
 # Sentinel-2 SCL classes that carry no honest ground colour: no data, saturated/defective, cloud
 # shadow, cloud medium/high probability, thin cirrus.

@@ -20,12 +20,10 @@ from eotwin.sample.scene import (
     observed_reflectance,
     scene_scl,
 )
-from eotwin.sample.spectra import S2_BANDS
+from eotwin.sentinel2.bands import S2_BANDS, TCI_BANDS, bands_at
+from eotwin.sentinel2.radiometry import BOA_ADD_OFFSET, QUANTIFICATION, boa_to_dn, reflectance_to_tci
 
-L2A_10M_BANDS = ("B02", "B03", "B04", "B08")
-BOA_ADD_OFFSET = -1000
-QUANTIFICATION = 10000
-TCI_SATURATION = 0.2  # reflectance mapped to 255 in the true-colour image
+L2A_10M_BANDS = bands_at(10)  # B02, B03, B04, B08
 
 
 @dataclass(frozen=True)
@@ -36,16 +34,6 @@ class SampleFiles:
     tci: Path
     scl: Path
     metadata: Path
-
-
-def reflectance_to_l2a_dn(refl: np.ndarray) -> np.ndarray:
-    """BOA reflectance -> L2A DN (baseline >= 04.00): DN = refl * 10000 - BOA_ADD_OFFSET, 1..65535."""
-    return np.clip(np.rint(refl * QUANTIFICATION - BOA_ADD_OFFSET), 1, 65535).astype(np.uint16)
-
-
-def reflectance_to_tci(rgb: np.ndarray) -> np.ndarray:
-    """Reflectance (3, H, W) -> uint8 true colour, 1..255 (0 stays for no data)."""
-    return np.clip(np.rint(rgb / TCI_SATURATION * 254.0) + 1, 1, 255).astype(np.uint8)
 
 
 def write_sample(directory: str | Path, scene: SampleScene | None = None, *, size: int = DEFAULT_SIZE, seed: int = 42,
@@ -77,7 +65,7 @@ def write_sample(directory: str | Path, scene: SampleScene | None = None, *, siz
     with contextlib.ExitStack() as stack:
         l2a_dst = stack.enter_context(geotiff_writer(
             l2a_path, grid, len(L2A_10M_BANDS), "uint16", nodata=0, descriptions=list(L2A_10M_BANDS),
-            tags={"BOA_ADD_OFFSET": BOA_ADD_OFFSET, "BOA_QUANTIFICATION_VALUE": QUANTIFICATION,
+            tags={"BOA_ADD_OFFSET": BOA_ADD_OFFSET, "BOA_QUANTIFICATION_VALUE": int(QUANTIFICATION),
                   "PROCESSING_LEVEL": "L2A", "SPACECRAFT": "Sentinel-2A"}))
         tci_dst = stack.enter_context(geotiff_writer(tci_path, grid, 3, "uint8", nodata=0,
                                                      descriptions=["red", "green", "blue"], photometric="RGB"))
@@ -88,10 +76,10 @@ def write_sample(directory: str | Path, scene: SampleScene | None = None, *, siz
                 part = rows(r0, min(r0 + block_rows, grid.height))
                 window = Window(0, r0, grid.width, part.land_cover.shape[0])
                 refl = observed_reflectance(part)
-                l2a = np.stack([reflectance_to_l2a_dn(refl[band_index[b]]) for b in L2A_10M_BANDS])
+                l2a = np.stack([boa_to_dn(refl[band_index[b]]) for b in L2A_10M_BANDS])
                 l2a[:, part.nodata] = 0
                 l2a_dst.write(l2a, window=window)
-                tci = reflectance_to_tci(np.stack([refl[band_index[b]] for b in ("B04", "B03", "B02")]))
+                tci = reflectance_to_tci(np.stack([refl[band_index[b]] for b in TCI_BANDS]))
                 tci[:, part.nodata] = 0
                 tci_dst.write(tci, window=window)
                 scl_dst.write(scene_scl(part)[None], window=window)
@@ -103,6 +91,6 @@ def write_sample(directory: str | Path, scene: SampleScene | None = None, *, siz
         "image": {"shape": list(grid.shape), "resolution_m": grid.res[0], "bounds": list(grid.bounds)},
         "dem": {"crs": dem_grid.crs.to_string(), "shape": list(dem_grid.shape), "bounds": list(dem_grid.bounds)},
         "files": {"dem": dem_path.name, "l2a": l2a_path.name, "tci": tci_path.name, "scl": scl_path.name},
-        "l2a_convention": {"BOA_ADD_OFFSET": BOA_ADD_OFFSET, "QUANTIFICATION_VALUE": QUANTIFICATION},
+        "l2a_convention": {"BOA_ADD_OFFSET": BOA_ADD_OFFSET, "QUANTIFICATION_VALUE": int(QUANTIFICATION)},
     })
     return SampleFiles(directory, dem_path, l2a_path, tci_path, scl_path, meta_path)

@@ -15,7 +15,8 @@ from affine import Affine
 from pyproj import CRS, Transformer
 
 from eotwin.geo.grid import Grid
-from eotwin.sample.spectra import CLASS_SPECTRA, CLASS_TO_SCL, FOREST, GRASS, ROCK, S2_BANDS, SNOW, WATER
+from eotwin.sample.spectra import CLASS_SPECTRA, CLASS_TO_SCL, FOREST, GRASS, ROCK, SNOW, WATER
+from eotwin.sentinel2.bands import S2_BANDS
 
 SCENE_CRS = CRS.from_epsg(32632)
 DEM_CRS = CRS.from_epsg(4326)

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-S2_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
-L2A_BANDS: tuple[str, ...] = tuple(b for b in S2_BANDS if b != "B10")
-
 # land-cover classes of the sample, in the order of ``LAND_COVER_NAMES``
 WATER, FOREST, GRASS, ROCK, SNOW = range(5)
 LAND_COVER_NAMES: tuple[str, ...] = ("water", "forest", "grass", "rock", "snow")
 
 #                         B01   B02   B03   B04   B05   B06   B07   B08   B8A   B09   B10   B11   B12
+# one column per band of eotwin.sentinel2.bands.S2_BANDS (ESA order, the 13 L1C bands)
 CLASS_SPECTRA = np.array(
     [
         [0.050, 0.045, 0.040, 0.022, 0.016, 0.011, 0.010, 0.008, 0.007, 0.005, 0.002, 0.003, 0.002],  # water

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from eotwin.sentinel2.bands import L2A_BANDS as L2A_ORDER
+
 N_BANDS = 12
 B02 = 1  # index of B02 in the L2A band order (B01, B02, ...)
-L2A_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 ATMOSPHERE = ("aot", "wv", "o3", "maritime")  # the network's outputs per atmosphere cell, in this order
 
 # "what would the surface be if the AOT were ...": the cells' TOA inverted with the table under a few

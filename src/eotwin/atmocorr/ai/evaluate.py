@@ -49,9 +49,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from eotwin.atmocorr.ai import synth
-from eotwin.atmocorr.products import L2A_BANDS
 from eotwin.errors import EotwinError
 from eotwin.progress import ProgressReporter, ensure_progress
+from eotwin.sentinel2.bands import L2A_BANDS
 
 METHODS = ("ai", "ai-own-ozone", "6s-oracle", "6s-ddv", "6s-ddv-climatology-ozone", "6s-ddv-true-aerosol", "dos",
            "none")

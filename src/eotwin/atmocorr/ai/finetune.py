@@ -104,9 +104,10 @@ def load_pair(pair, lut, config: dict, scl: tuple[int, ...] = FINETUNE_SCL) -> P
     from eotwin.atmocorr.ai.model import scene_tables
     from eotwin.atmocorr.ai.onnx_infer import block_angles
     from eotwin.atmocorr.physics import relative_azimuth
-    from eotwin.atmocorr.products import L2A_BANDS, open_l1c, open_l2a_reference
     from eotwin.atmocorr.realpairs import read_reflectance
     from eotwin.geo.grid import Window
+    from eotwin.sentinel2.bands import L2A_BANDS
+    from eotwin.sentinel2.products import open_l1c, open_l2a_reference
 
     reference = open_l2a_reference(pair.l2a)
     if "SCL" not in reference.bands:
@@ -197,7 +198,7 @@ def score(pair: PairData, boa: np.ndarray, atm: np.ndarray, loss: float) -> dict
     """RMSE per counted band, their mean and the share within the L2A specification on the clear pixels,
     and the scene-mean atmosphere."""
     from eotwin.atmocorr.ai.cells import ATMOSPHERE
-    from eotwin.atmocorr.products import L2A_BANDS
+    from eotwin.sentinel2.bands import L2A_BANDS
 
     def rmse(x: np.ndarray) -> dict[str, float]:
         return {b: float(np.sqrt(np.mean((x[i][pair.mask[i]] - pair.ref[i][pair.mask[i]]) ** 2)))
@@ -230,8 +231,8 @@ def finetune(options: FinetuneOptions, progress: ProgressReporter | None = None)
     from eotwin.atmocorr.ai.onnx_infer import export_onnx
     from eotwin.atmocorr.ai.train import MODEL_VERSION, load_torch_model
     from eotwin.atmocorr.lut import load_lut
-    from eotwin.atmocorr.products import L2A_BANDS
     from eotwin.io.files import atomic_path, ensure_writable_dir
+    from eotwin.sentinel2.bands import L2A_BANDS
 
     onnx_path = Path(options.output)
     if onnx_path.suffix.lower() != ".onnx":

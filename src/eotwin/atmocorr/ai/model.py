@@ -255,7 +255,7 @@ class SceneTables:
 
 def scene_tables(lut, geometries: list[tuple[str, float, float, float]]) -> SceneTables:
     """Terms at the table's AOT, water-vapour and ozone nodes for each (sensor, sza, vza, raa)."""
-    from eotwin.atmocorr.products import L2A_BANDS
+    from eotwin.sentinel2.bands import L2A_BANDS
 
     aot, wv, o3 = lut.axes["aot"], lut.axes["wv"], lut.axes["o3"]
     grid = np.meshgrid(aot, wv, o3, indexing="ij")

@@ -27,16 +27,18 @@ import numpy as np
 
 from eotwin.atmocorr.ai import DEFAULT_MODEL_PATH
 from eotwin.atmocorr.ai import cells as cellmath
-from eotwin.atmocorr.products import L2A_BANDS, interpolate_azimuth, interpolate_nodes
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Window
 from eotwin.progress import ProgressReporter, ensure_progress
+from eotwin.sentinel2.bands import L2A_BANDS
+from eotwin.sentinel2.metadata import interpolate_azimuth, interpolate_nodes
 
 if TYPE_CHECKING:  # pragma: no cover
     from eotwin.atmocorr.ai.model import AtmoNet
     from eotwin.atmocorr.pipeline import BlockResult, Corrector, SceneSample
-    from eotwin.atmocorr.products import AngleGrid, L1CProduct
     from eotwin.geo.grid import Grid
+    from eotwin.sentinel2.metadata import AngleGrid
+    from eotwin.sentinel2.products import L1CProduct
 
 OPSET = 17
 METADATA_KEY = "eotwin_atmocorr"

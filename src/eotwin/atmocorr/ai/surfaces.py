@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eotwin.atmocorr.products import L2A_BANDS
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import L2A_BANDS
 
 PATCH = 120
 SOURCES: tuple[str, ...] = ("ben", "majortom", "enmap", "sahara", "water", "prosail")

@@ -52,8 +52,8 @@ import numpy as np
 
 from eotwin.atmocorr.lut import AtmosphereTerms, SixSLut
 from eotwin.atmocorr.physics import relative_azimuth
-from eotwin.atmocorr.products import L2A_BANDS
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import L2A_BANDS
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SPECTRA_PATH = DATA_DIR / "sixs_spectra.json"

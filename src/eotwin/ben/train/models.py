@@ -32,22 +32,25 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from eotwin.ben.bands import BAND_SETS
 from eotwin.errors import EotwinError
+from eotwin.sentinel2.bands import S2_BANDS as L1C_BANDS
+from eotwin.sentinel2.bands import TCI_BANDS
 
 #: Band order of well-known checkpoints (the input channels of their first convolution).
 PRETRAINED_BANDS: dict[str, tuple[str, ...]] = {
     # ImageNet timm / HF models take RGB: red, green, blue
-    "rgb": ("B04", "B03", "B02"),
+    "rgb": TCI_BANDS,
     # torchgeo SSL4EO-S12 Sentinel-2 L1C/L2A weights: all 13 bands in ESA order (B10 included)
-    "ssl4eo-s2": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"),
+    "ssl4eo-s2": L1C_BANDS,
     # reBEN / ConfigILM S2 models: the 10 m and 20 m bands (ConfigILM STANDARD_BANDS['10m_20m'])
-    "reben-s2": ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
+    "reben-s2": BAND_SETS["s2-10"],
     # reBEN S1+S2 models: VV, VH, then the 10 m and 20 m S2 bands (ConfigILM STANDARD_BANDS[12])
-    "reben-s1s2": ("VV", "VH", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
+    "reben-s1s2": BAND_SETS["s1-s2-10"],
     # all 12 BigEarthNet S2 bands in ESA order (ConfigILM 'S2', our 's2')
-    "s2": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
+    "s2": BAND_SETS["s2"],
     # VV, VH then the 12 S2 bands (ConfigILM 'ALL' / 14 channels, our 'all')
-    "all": ("VV", "VH", "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
+    "all": BAND_SETS["all"],
 }
 _VIT_MODULES = ("vision_transformer", "deit", "beit", "eva", "vision_transformer_hybrid", "vision_transformer_relpos",
                 "vision_transformer_sam", "xcit", "cait", "swin_transformer", "swin_transformer_v2", "hiera")

@@ -20,9 +20,11 @@ from eotwin.io.raster import grid_of, open_raster, write_geotiff
 from eotwin.io.remote.cache import Cache, request_key
 from eotwin.io.remote.gdal import gdal_path
 from eotwin.io.remote.retry import tries
+from eotwin.sentinel2.bands import TCI_BANDS
+from eotwin.sentinel2.radiometry import baseline_scale_offset
 
 # --- assets of an item -----------------------------------------------------------------------------
-COLOUR_BANDS = ("B04", "B03", "B02")
+COLOUR_BANDS = TCI_BANDS
 
 
 def _asset_band(asset: dict) -> str | None:
@@ -56,7 +58,7 @@ def radiometry_of(item: dict, asset: dict) -> tuple[float, float]:
     except ValueError:
         raise EotwinError(f"item {item.get('id')}: no raster:scale/offset and no processing baseline; cannot "
                           "convert digital numbers to reflectance") from None
-    return 1e-4, (-0.1 if major >= 4.0 else 0.0)
+    return baseline_scale_offset(major)
 
 
 @dataclass(frozen=True)

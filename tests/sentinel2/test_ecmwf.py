@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eotwin.atmocorr.ecmwf import kg_m2_to_cm_atm, read_total_ozone
-from eotwin.atmocorr.products import open_l1c
 from eotwin.errors import EotwinError
-from tests.atmocorr.test_products_s2 import TL_0509, _stack, build_safe, zip_safe
+from eotwin.sentinel2.ecmwf import kg_m2_to_cm_atm, read_total_ozone
+from eotwin.sentinel2.products import open_l1c
+from tests.sentinel2.test_products import TL_0509, _stack, build_safe, zip_safe
 
 eccodes = pytest.importorskip("eccodes")
 

@@ -12,20 +12,13 @@ import rasterio
 from affine import Affine
 from pyproj import CRS
 
-from eotwin.atmocorr import products
-from eotwin.atmocorr.products import (
-    L2A_BANDS,
-    AngleGrid,
-    BandReader,
-    open_l1c,
-    open_l2a_reference,
-    parse_product_metadata,
-    parse_tile_metadata,
-    read_toa,
-)
-from eotwin.atmocorr.srf import S2_BANDS
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window
+from eotwin.sentinel2 import metadata, radiometry
+from eotwin.sentinel2.bands import L2A_BANDS, NATIVE_RESOLUTION, S2_BANDS
+from eotwin.sentinel2.metadata import AngleGrid, parse_product_metadata, parse_tile_metadata
+from eotwin.sentinel2.products import open_l1c, open_l2a_reference
+from eotwin.sentinel2.reading import BandReader, read_toa
 
 L1C_0301 = "S2A_MSIL1C_20210908T042701_N0301_R133_T46RER_20210908T070248.SAFE"
 L1C_0509 = "S2A_MSIL1C_20230216T044851_N0509_R076_T46UEU_20230216T00000.SAFE"
@@ -118,16 +111,16 @@ def test_angle_grid_interpolation_is_bilinear_and_wraps_azimuth():
     az = np.array([[350.0, 10.0, 30.0]] * 3)
     angles = AngleGrid(0.0, 10000.0, 5000.0, zen, az, {"B02": zen}, {"B02": az})
     wr, wc = angles.weights(grid)
-    values = products.interpolate_nodes(zen, wr, wc)
+    values = metadata.interpolate_nodes(zen, wr, wc)
     # zen = 10 + 10 * (row + col) in node units: linear, so bilinear is exact; centre (0.25, 0.25) -> 15
     u = (np.arange(4) + 0.5) * 0.5
     np.testing.assert_allclose(values, 10 + 10 * (u[:, None] + u[None, :]))
-    azi = products.interpolate_azimuth(az, wr, wc)
+    azi = metadata.interpolate_azimuth(az, wr, wc)
     assert azi[0, 0] == pytest.approx(355.0, abs=0.05)  # a quarter of the way from 350 to 10 (through 360)
     assert azi[0, 1] == pytest.approx(5.0, abs=0.05)
     const = AngleGrid.constant(grid, 30.0, 120.0, 4.0, 200.0)
     wr, wc = const.weights(grid, Window(1, 1, 2, 3))
-    np.testing.assert_allclose(products.interpolate_nodes(const.sun_zenith, wr, wc), 30.0)
+    np.testing.assert_allclose(metadata.interpolate_nodes(const.sun_zenith, wr, wc), 30.0)
 
 
 # ----------------------------------------------------------------------------- a SAFE with real metadata
@@ -151,7 +144,7 @@ def _write_band(path: Path, data: np.ndarray, res: float, origin=(499980.0, 5400
 
 def band_dn(band: str, size10: int = 60) -> np.ndarray:
     """Known DN per band: a ramp for 10 m bands, constants for 20 and 60 m bands (resampling-invariant)."""
-    res = products.NATIVE_RESOLUTION[band]
+    res = NATIVE_RESOLUTION[band]
     n = size10 * 10 // res
     if res == 10:
         rows, cols = np.indices((n, n))
@@ -179,7 +172,7 @@ def build_safe(
     for band in S2_BANDS:
         if band in skip:
             continue
-        res = products.NATIVE_RESOLUTION[band]
+        res = NATIVE_RESOLUTION[band]
         _write_band(
             safe / (meta.image_files[(band, res)] + ".jp2"),
             band_dn(band, size10),
@@ -367,13 +360,13 @@ def test_corrupt_and_missing_inputs(tmp_path):
 
 def test_l2a_dn_convention_round_trips():
     boa = np.array([[[-0.05, 0.0, 0.1234, 0.9, np.nan]]], dtype=np.float32)
-    dn = products.boa_to_dn(boa)
+    dn = radiometry.boa_to_dn(boa)
     np.testing.assert_array_equal(dn[0, 0], [500, 1000, 2234, 10000, 0])
-    back = products.dn_to_boa(dn)
+    back = radiometry.dn_to_boa(dn)
     np.testing.assert_allclose(back[0, 0, :4], [-0.05, 0.0, 0.1234, 0.9], atol=1e-6)
     assert np.isnan(back[0, 0, 4])
-    assert products.boa_to_dn(np.array([-0.5]))[0] == 1  # below the offset: clipped, not no-data
-    tci = products.reflectance_to_tci(np.array([[[0.0, 0.1, 0.3, np.nan]]] * 3))
+    assert radiometry.boa_to_dn(np.array([-0.5]))[0] == 1  # below the offset: clipped, not no-data
+    tci = radiometry.reflectance_to_tci(np.array([[[0.0, 0.1, 0.3, np.nan]]] * 3))
     np.testing.assert_array_equal(tci[0, 0], [1, 128, 255, 0])
     assert tuple(b for b in S2_BANDS if b != "B10") == L2A_BANDS
 
@@ -405,7 +398,7 @@ def test_safe_run_uses_per_pixel_angles_and_the_products_offset(shared_fixtures,
     )
     assert result.product.kind == "SAFE zip"
     with rasterio.open(result.files["l2a"]) as ds:
-        boa = products.dn_to_boa(ds.read())
+        boa = radiometry.dn_to_boa(ds.read())
         assert ds.transform.c == 499980.0 + 7000.0
     tile = parse_tile_metadata((safe / TL_0301).read_bytes())
     angles = tile.angles
@@ -438,7 +431,7 @@ def test_safe_run_uses_per_pixel_angles_and_the_products_offset(shared_fixtures,
             "S2A", (band,), "continental", 0.15, sza, vza, physics.relative_azimuth(saa, vaa), 1.5, 0.33
         )
         toa = band_dn(band, 120)
-        res = products.NATIVE_RESOLUTION[band]
+        res = NATIVE_RESOLUTION[band]
         toa_px = toa[rows * 10 // res, cols * 10 // res] / 10000.0
         expected = physics.invert(toa_px[None], terms)[0]
         np.testing.assert_allclose(boa[L2A_BANDS.index(band), rows, cols], expected, atol=2e-4)

@@ -1,4 +1,4 @@
-"""The total ozone column from a Sentinel-2 L1C's ECMWF auxiliary data (I/O layer).
+"""The total ozone column from a Sentinel-2 L1C's ECMWF auxiliary data (AUX_ECMWFT, a GRIB file).
 
 Every L1C SAFE carries ECMWF forecast fields for its tile in ``GRANULE/<granule>/AUX_DATA/AUX_ECMWFT``,
 a GRIB file without extension: total column water vapour (``tcwv``), mean sea-level pressure (``msl``)

@@ -6,12 +6,13 @@ import zipfile
 
 import pytest
 
-from eotwin.atmocorr import ecmwf
-from eotwin.atmocorr.ecmwf import read_total_ozone
-from eotwin.atmocorr.products import MAX_METADATA_BYTES, SafeArchive, open_l1c
 from eotwin.errors import EotwinError
-from tests.atmocorr.test_ecmwf import TCO3, grib_message
-from tests.atmocorr.test_products_s2 import TL_0509, build_safe
+from eotwin.sentinel2 import ecmwf
+from eotwin.sentinel2.ecmwf import read_total_ozone
+from eotwin.sentinel2.products import open_l1c
+from eotwin.sentinel2.safe import MAX_METADATA_BYTES, SafeArchive
+from tests.sentinel2.test_ecmwf import TCO3, grib_message
+from tests.sentinel2.test_products import TL_0509, build_safe
 
 
 def test_a_zip_bomb_in_place_of_mtd_tl_is_refused_before_inflating(shared_fixtures, tmp_path):
