@@ -90,8 +90,8 @@ def flat_terrain(pair, report: dict, methods: list[str]) -> dict | None:
     """Metrics on the pixels sen2cor's terrain correction left alone (see ``realpairs.flat_terrain_mask``)."""
     import numpy as np
 
-    from eotwin.atmocorr.pipeline import SCL_CLEAR, MetricsAccumulator
-    from eotwin.atmocorr.products import L2A_BANDS
+    from eotwin.atmocorr.evaluation.metrics import MetricsAccumulator
+    from eotwin.atmocorr.products import L2A_BANDS, SCL_CLEAR
     from eotwin.atmocorr.realpairs import TOA_METHOD, flat_terrain_mask, read_reflectance
 
     methods = [c for c in methods if "error" not in report["methods"][c]]
@@ -210,7 +210,7 @@ def write_png(path: Path, reports: list[dict], methods: list[str]) -> None:
 
 
 def main() -> int:
-    from eotwin.atmocorr.pipeline import default_method
+    from eotwin.atmocorr.correctors import default_method
     from eotwin.atmocorr.realpairs import (
         AT_ELEVATION,
         FIXED_AOT_PREFIX,
