@@ -292,7 +292,8 @@ def test_a_fallback_that_cannot_run_keeps_the_ai_and_says_so(sample_l1c, tmp_pat
     """Beyond the threshold, when 6s-ddv itself fails on the scene (here: its table is missing), the AI's
     result is kept and the run info says why: never a silent substitution."""
     from eotwin.atmocorr.ai.onnx_infer import AiCorrector
-    from eotwin.atmocorr.pipeline import SixSCorrector, read_scene_sample
+    from eotwin.atmocorr.correctors import SixSCorrector
+    from eotwin.atmocorr.pipeline import read_scene_sample
     from eotwin.atmocorr.products import BandReader, open_l1c
 
     product = open_l1c(sample_l1c.l1c)
