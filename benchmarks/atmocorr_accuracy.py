@@ -1,5 +1,5 @@
 """Accuracy of the AI correction on held-out surfaces and atmospheres, next to the 6S oracle, 6S + DDV, DOS
-and no correction (see :mod:`eotwin.atmocorr.ai.evaluate` for how the test scenes are made).
+and no correction (see :mod:`eotwin.atmocorr.evaluation.heldout` for how the test scenes are made).
 
 Prints the RMSE table per band for table-made scenes and for ``--sixs N`` scenes whose TOA comes from
 the real 6S code (the acceptance set of issue 6: "made with 6S itself, not the table"); the acceptance
@@ -30,7 +30,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    from eotwin.atmocorr.ai.evaluate import (
+    from eotwin.atmocorr.evaluation.heldout import (
         EvaluateOptions,
         aerosol_type_summary,
         evaluate,
@@ -85,8 +85,8 @@ def main() -> None:
 
 def loso(args: argparse.Namespace) -> None:
     from eotwin.atmocorr.ai import surfaces
-    from eotwin.atmocorr.ai.evaluate import evaluate_loso, format_loso, make_loso_scenes
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+    from eotwin.atmocorr.evaluation.loso import evaluate_loso, format_loso, make_loso_scenes
     from eotwin.atmocorr.lut import load_lut
     from eotwin.io.files import ensure_writable_dir, write_json_atomic
     from eotwin.progress import RichProgress

@@ -1,7 +1,7 @@
 """The physical baselines (6s-ddv, dos) per real surface source: retrieved AOT and RMSE, beside TOA unchanged.
 
 Each source of :mod:`eotwin.atmocorr.ai.surfaces` (BigEarthNet test patches, Major-TOM, EnMAP, Sahara,
-water) gives 2 x 2 crops of 96 px (``evaluate.loso_surface``); TOA comes from the 6S table at AOT 0.1
+water) gives 2 x 2 crops of 96 px (``loso.loso_surface``); TOA comes from the 6S table at AOT 0.1
 and 0.3 under continental and maritime aerosol (sun zenith 35, view zenith 5, relative azimuth 60 deg,
 water vapour 2.0 g/cm2, ozone 0.33 cm-atm). Prints, per scene, the AOT each method retrieved and where it
 came from (``aot_source``), and per source the mean RMSE over B02-B8A, B11, B12. No 6S runs: a few
@@ -26,8 +26,9 @@ def _rmse(image: np.ndarray, surface: np.ndarray, bands: list[int]) -> float:
 
 
 def main() -> None:
-    from eotwin.atmocorr import baselines, physics
-    from eotwin.atmocorr.ai import evaluate, surfaces
+    from eotwin.atmocorr import dark_object, dark_vegetation, physics
+    from eotwin.atmocorr.ai import surfaces
+    from eotwin.atmocorr.evaluation import loso
     from eotwin.atmocorr.lut import load_lut
     from eotwin.sentinel2.bands import L2A_BANDS
 
@@ -37,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     lut = load_lut()
     bands = [L2A_BANDS.index(b) for b in ISSUE_BANDS]
-    methods = {"6s-ddv": baselines.ddv_correction, "dos": baselines.dos_correction}
+    methods = {"6s-ddv": dark_vegetation.ddv_correction, "dos": dark_object.dos_correction}
     means: dict[tuple[str, str], list[float]] = {}
     print("source    aerosol     AOT  method  retrieved  source of the AOT                        RMSE")
     for source in surfaces.parse_sources(args.sources):
@@ -45,7 +46,7 @@ def main() -> None:
         rng = np.random.default_rng(args.seed)
         for aerosol in ("continental", "maritime"):
             for aot in (0.1, 0.3):
-                surface = evaluate.loso_surface(patches, rng).astype(np.float64)
+                surface = loso.loso_surface(patches, rng).astype(np.float64)
                 terms = lut.terms_for("S2A", L2A_BANDS, aerosol, aot=aot, wv=2.0, o3=0.33, **GEOMETRY)
                 toa = physics.forward(surface, terms).astype(np.float32)
                 means.setdefault((source, "toa"), []).append(_rmse(toa, surface, bands))

@@ -4,7 +4,7 @@ Scenes (all made with the 6S table's forward model and sensor noise, :func:`eotw
 atmospheres drawn as in training with a seed of their own):
 
 - ``held-out``: BigEarthNet test-split patches (never trained on) in 2 x 3 mosaics
-  (:func:`eotwin.atmocorr.ai.evaluate.make_test_scenes`): in distribution;
+  (:func:`eotwin.atmocorr.evaluation.heldout.make_test_scenes`): in distribution;
 - ``sahara``: crops of the real Sahara L2A tile (sen2cor, T29RKH 2020-02-19, 100 m; 20 m and 60 m bands
   upsampled bilinearly), ``../shared/fixtures/ac/l2a_desert_T29RKH_20200219_riotilerpds``;
 - ``water``: the real L2A water and sea-ice patches of ``../shared/fixtures/ac/l2a_hydro_water`` (offsets
@@ -136,9 +136,9 @@ def real_l1c() -> list[tuple[str, np.ndarray, tuple[float, float, float]]]:
 
 def scene_row(name: str, toa: np.ndarray, truth: np.ndarray, atm, lut, model, stats, valid=None) -> dict:
     """Score and both methods' mean RMSE for one scene."""
-    from eotwin.atmocorr import baselines
+    from eotwin.atmocorr import dark_vegetation
     from eotwin.atmocorr.ai import ood
-    from eotwin.atmocorr.ai.evaluate import band_metrics
+    from eotwin.atmocorr.evaluation.metrics import band_metrics
     from eotwin.errors import EotwinError
 
     angles = np.array([atm.sza, atm.vza, atm.raa], np.float32)[:, None, None]
@@ -151,7 +151,7 @@ def scene_row(name: str, toa: np.ndarray, truth: np.ndarray, atm, lut, model, st
     p_maritime = atmosphere[3]
     mean = lambda pred: float(np.mean([m["rmse"] for m in band_metrics(pred, truth).values()]))  # noqa: E731
     try:
-        ddv = mean(baselines.ddv_correction(toa, tuple(model.metadata["bands"]), lut, sensor=atm.sensor, sza=atm.sza,
+        ddv = mean(dark_vegetation.ddv_correction(toa, tuple(model.metadata["bands"]), lut, sensor=atm.sensor, sza=atm.sza,
                                             vza=atm.vza, raa=atm.raa, aerosol="continental", o3=atm.o3,
                                             valid=valid).boa)
         ddv_error = ""
@@ -172,8 +172,9 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 
 def fit(lut, model, held_out: int) -> None:
-    from eotwin.atmocorr.ai import evaluate, ood, synth
+    from eotwin.atmocorr.ai import ood, synth
     from eotwin.atmocorr.ai import surfaces as library
+    from eotwin.atmocorr.evaluation import heldout
 
     t0 = time.perf_counter()
     # the model's training sources (models from before the surface library: BigEarthNet only)
@@ -181,7 +182,7 @@ def fit(lut, model, held_out: int) -> None:
     surfaces = library.load_sources(sources, split="train")
     stats = ood.fit_statistics(surfaces, lut, model.metadata["config"], spectra=synth.builtin_spectra(),
                                layout=(2, 2))  # train.py's default mosaics (the ONNX metadata does not record it)
-    scenes = evaluate.make_test_scenes(lut, held_out, seed=1000)
+    scenes = heldout.make_test_scenes(lut, held_out, seed=1000)
     scores = []
     for s in scenes:
         angles = np.array([s.atmosphere.sza, s.atmosphere.vza, s.atmosphere.raa], np.float32)[:, None, None]
@@ -196,8 +197,9 @@ def fit(lut, model, held_out: int) -> None:
 
 
 def main() -> None:
-    from eotwin.atmocorr.ai import evaluate, ood, synth
+    from eotwin.atmocorr.ai import ood, synth
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+    from eotwin.atmocorr.evaluation import heldout
     from eotwin.atmocorr.lut import load_lut
     from eotwin.atmocorr.physics import relative_azimuth
     from eotwin.atmocorr.sample_l1c import DEFAULT_ATMOSPHERE, DEFAULT_GEOMETRY, simulate_toa
@@ -219,7 +221,7 @@ def main() -> None:
     stats = ood.load_statistics(ood.stats_path(model.path))
     ood.check_config(stats, model.metadata["config"])
     rows = []
-    for i, s in enumerate(evaluate.make_test_scenes(lut, args.held_out, seed=3000)):
+    for i, s in enumerate(heldout.make_test_scenes(lut, args.held_out, seed=3000)):
         rows.append(scene_row(f"held-out-{i}", s.toa, s.boa, s.atmosphere, lut, model, stats))
     rng = np.random.default_rng(4000)
     for name, surface in foreign_surfaces(rng, args.per_source):

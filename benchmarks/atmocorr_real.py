@@ -90,7 +90,7 @@ def flat_terrain(pair, report: dict, methods: list[str]) -> dict | None:
     """Metrics on the pixels sen2cor's terrain correction left alone (see ``realpairs.flat_terrain_mask``)."""
     import numpy as np
 
-    from eotwin.atmocorr.pipeline import MetricsAccumulator
+    from eotwin.atmocorr.evaluation.metrics import MetricsAccumulator
     from eotwin.atmocorr.realpairs import TOA_METHOD, flat_terrain_mask, read_reflectance
     from eotwin.sentinel2.bands import L2A_BANDS, SCL_CLEAR
 
@@ -211,7 +211,7 @@ def write_png(path: Path, reports: list[dict], methods: list[str]) -> None:
 
 
 def main() -> int:
-    from eotwin.atmocorr.pipeline import default_method
+    from eotwin.atmocorr.correctors import default_method
     from eotwin.atmocorr.realpairs import (
         AT_ELEVATION,
         FIXED_AOT_PREFIX,

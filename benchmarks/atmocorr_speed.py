@@ -115,7 +115,7 @@ def core_speed(tile, methods: list[str]) -> dict[str, float | str]:
     """Pixels per second of the correction cores on an in-memory TOA of the base scene (12 bands)."""
     import numpy as np
 
-    from eotwin.atmocorr import baselines
+    from eotwin.atmocorr import dark_object, dark_vegetation
     from eotwin.atmocorr.lut import load_lut
     from eotwin.atmocorr.sample_l1c import simulate_toa
     from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS, normalise_sensor
@@ -137,10 +137,10 @@ def core_speed(tile, methods: list[str]) -> dict[str, float | str]:
                 angles = np.array([geo["sun_zenith"], geo["view_zenith"], raa], np.float32)[:, None, None]
                 OnnxModel().predict(toa, np.broadcast_to(angles, (3, *toa.shape[1:])))
             elif method == "6s-ddv":
-                baselines.ddv_correction(toa, L2A_BANDS, lut, sensor="S2A", sza=geo["sun_zenith"],
+                dark_vegetation.ddv_correction(toa, L2A_BANDS, lut, sensor="S2A", sza=geo["sun_zenith"],
                                          vza=geo["view_zenith"], raa=raa)  # fmt: skip
             elif method == "dos":
-                baselines.dark_object_subtraction(toa, bands=L2A_BANDS)
+                dark_object.dark_object_subtraction(toa, bands=L2A_BANDS)
         except Exception as exc:  # the AI's in-memory API may change; the end-to-end figures still stand
             out[method] = f"n/a ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})"
             continue

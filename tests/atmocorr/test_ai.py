@@ -92,7 +92,7 @@ def test_terms_per_pixel_equal_a_lookup_pixel_by_pixel(lut):
 
 def test_simulated_toa_round_trips_through_the_oracle(lut, surfaces):
     """Without noise, inverting with the true per-pixel atmosphere gives back the surface (< 0.001)."""
-    from eotwin.atmocorr import baselines
+    from eotwin.atmocorr import physics
 
     rng = np.random.default_rng(2)
     surface = synth.augment(next(iter(surfaces.values())), 64, rng)
@@ -100,8 +100,8 @@ def test_simulated_toa_round_trips_through_the_oracle(lut, surfaces):
     toa, aot, _ = synth.simulate(surface, atm, lut, rng, noise=False)
     assert aot.std() > 0 or atm.aot_log_std == 0  # a field, not a constant
     assert np.abs(toa - surface).mean() > 0.005  # the atmosphere changes the signal
-    boa = baselines.lut_correction(toa, L2A_BANDS, lut, sensor=atm.sensor, aerosol=atm.aerosol, aot=aot,
-                                   sza=atm.sza, vza=atm.vza, raa=atm.raa, wv=atm.wv, o3=atm.o3)
+    boa = physics.lut_correction(toa, L2A_BANDS, lut, sensor=atm.sensor,
+                                 atmosphere=physics.Atmosphere(aot, atm.wv, atm.o3, atm.aerosol), geometry=atm.geometry)
     assert np.abs(boa - surface).max() < 1e-3
     noisy = synth.add_noise(toa, rng)
     assert 0.0002 < np.std(noisy - toa) < 0.003 and np.allclose(noisy * 1e4, np.round(noisy * 1e4), atol=1e-2)
@@ -161,7 +161,7 @@ def test_box_sum_keeps_small_windows_exact_beside_large_running_totals():
 def test_hypothesis_features_invert_under_both_aerosol_models(lut):
     """Level 2 carries the cells' B01/B02/B04/B12 inverted under continental and under maritime aerosol:
     at a high AOT the two differ (the aerosol's colour), each equal to the table inversion."""
-    from eotwin.atmocorr import baselines
+    from eotwin.atmocorr import physics
     from eotwin.atmocorr.ai import cells as cellmath
 
     toa, _, valid = _inputs(24, 24, seed=2)
@@ -176,9 +176,9 @@ def test_hypothesis_features_invert_under_both_aerosol_models(lut):
     maritime_means = two[base + 2 * n_aot : base + 3 * n_aot].reshape(4, 3, *two.shape[1:])
     b04, aot_05 = cellmath.HYPOTHESIS_BANDS.index("B04"), cellmath.HYPOTHESIS_AOT.index(0.5)
     cell_toa = two[L2A_BANDS.index("B04"), 1, 1]
-    expected = baselines.lut_correction(np.full((1, 1, 1), cell_toa, np.float32), ("B04",), lut, sensor="S2B",
-                                        aerosol="maritime", aot=0.5, sza=35.0, vza=4.0, raa=60.0, wv=lut.wv_ref,
-                                        o3=lut.o3_ref)
+    expected = physics.lut_correction(np.full((1, 1, 1), cell_toa, np.float32), ("B04",), lut, sensor="S2B",
+                                      atmosphere=physics.Atmosphere(0.5, lut.wv_ref, lut.o3_ref, "maritime"),
+                                      geometry=physics.Geometry(35.0, 4.0, 60.0))
     assert maritime_means[b04, aot_05, 1, 1] == pytest.approx(float(expected[0, 0, 0]), abs=2e-4)
     continental = one[base : base + n_aot].reshape(4, 3, *one.shape[1:])
     assert abs(maritime_means[b04, aot_05, 1, 1] - continental[b04, aot_05, 1, 1]) > 0.003
@@ -441,10 +441,10 @@ def test_default_method_stays_the_physical_baseline():
     """The AI beats 6S + DDV on held-out BigEarthNet surfaces, but on surfaces unlike its training ones
     (the procedural sample scene) it is five times less accurate (0.0126 against 0.0026), and it is
     slower: DDV stays the default, the AI is one option away."""
-    from eotwin.atmocorr import pipeline
+    from eotwin.atmocorr import correctors
 
     assert ai_model_available_for_tests()
-    assert pipeline.default_method() == "6s-ddv"
+    assert correctors.default_method() == "6s-ddv"
 
 
 def ai_model_available_for_tests() -> bool:
@@ -459,16 +459,17 @@ def test_committed_model_corrects_a_held_out_scene(lut, ben_mock_dir):
 
     (DOS is no longer a low bar here: read through the 6S table it scores 0.0010 on these two scenes
     against the AI's 0.0024, as measured when it changed; see docs/atmocorr-ai.md.)"""
-    from eotwin.atmocorr.ai import DEFAULT_MODEL_PATH, evaluate
+    from eotwin.atmocorr.ai import DEFAULT_MODEL_PATH
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+    from eotwin.atmocorr.evaluation import heldout
 
     model = OnnxModel(DEFAULT_MODEL_PATH, threads=1)
     assert DEFAULT_MODEL_PATH.stat().st_size + DEFAULT_MODEL_PATH.with_suffix(".pt").stat().st_size < 5 * 2**20
-    scenes = evaluate.make_test_scenes(lut, 2, seed=4242, ben_dir=ben_mock_dir)
+    scenes = heldout.make_test_scenes(lut, 2, seed=4242, ben_dir=ben_mock_dir)
     rmse = {m: [] for m in ("ai", "dos", "none", "6s-oracle")}
     for scene in scenes:
         for method in rmse:
-            boa = evaluate.correct_scene(method, scene, lut, model)
+            boa = heldout.correct_scene(method, scene, lut, model)
             rmse[method].append(np.sqrt(np.nanmean((boa - scene.boa) ** 2, axis=(1, 2))))
     mean = {m: float(np.mean(v)) for m, v in rmse.items()}
     assert mean["ai"] < 0.2 * mean["none"] and mean["dos"] < 0.2 * mean["none"]
@@ -479,19 +480,19 @@ def test_evaluation_report_and_picture(ben_mock_dir, tmp_path):
     """The held-out evaluation writes its JSON and PNG, scores every method and records the AI's atmosphere."""
     import json
 
-    from eotwin.atmocorr.ai import evaluate
+    from eotwin.atmocorr.evaluation import heldout
 
-    report = evaluate.evaluate(evaluate.EvaluateOptions(output=tmp_path, scenes=1, seed=77, ben_dir=ben_mock_dir))
+    report = heldout.evaluate(heldout.EvaluateOptions(output=tmp_path, scenes=1, seed=77, ben_dir=ben_mock_dir))
     saved = json.loads((tmp_path / "evaluation_ai.json").read_text())
     assert (tmp_path / "evaluation_ai.png").stat().st_size > 10_000
-    assert set(saved["methods"]) == set(evaluate.METHODS)
+    assert set(saved["methods"]) == set(heldout.METHODS)
     oracle, none = (saved["methods"][m]["table"]["mean_rmse"] for m in ("6s-oracle", "none"))
     assert oracle < 0.3 * none
     (row,) = saved["ai_atmosphere"]
     assert row["aerosol"] in ("continental", "maritime") and 0.0 <= row["ai_p_maritime"] <= 1.0
     assert row["ai_aot"] > 0 and abs(row["ai_wv"] - row["wv"]) < 1.0  # water vapour is the easy part
-    assert "of 1 scenes" in evaluate.aerosol_type_summary(report)
-    assert 0.25 <= row["ai_o3"] <= 0.45 and "RMSE" in evaluate.ozone_summary(report)
+    assert "of 1 scenes" in heldout.aerosol_type_summary(report)
+    assert 0.25 <= row["ai_o3"] <= 0.45 and "RMSE" in heldout.ozone_summary(report)
     assert set(saved["acceptance"]) - {"source"} == set(L2A_BANDS)
     b03 = saved["acceptance"]["B03"]
     ai_own, ddv_clim = (saved["methods"][m]["table"]["bands"]["B03"]["rmse"]

@@ -1,12 +1,13 @@
-"""DOS and DDV + 6S baselines on synthetic scenes whose atmosphere is known."""
+"""DOS and DDV + 6S retrievals (dark_object, dark_vegetation, water_vapour) on synthetic scenes whose atmosphere is known."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from eotwin.atmocorr import baselines, physics
+from eotwin.atmocorr import dark_object, dark_vegetation, physics, water_vapour
 from eotwin.atmocorr.lut import load_lut
+from eotwin.atmocorr.retrieval import DEFAULT_AOT
 from eotwin.errors import EotwinError
 from eotwin.sentinel2.bands import S2_BANDS
 
@@ -62,7 +63,7 @@ def test_dos_removes_a_known_additive_haze_exactly():
     surface = rng.uniform(0.02, 0.5, (3, 50, 50)).astype(np.float32)
     surface[:, :5, :] = 0.01  # 10 % dark objects at exactly 1 % reflectance
     haze = np.array([0.08, 0.05, 0.01], dtype=np.float32)
-    boa, found = baselines.dark_object_subtraction(surface + haze[:, None, None])
+    boa, found = dark_object.dark_object_subtraction(surface + haze[:, None, None])
     np.testing.assert_allclose(found, haze, atol=1e-6)
     np.testing.assert_allclose(boa, surface, atol=1e-6)
 
@@ -76,9 +77,9 @@ def test_dos_scattering_model_extrapolates_visible_haze_to_bands_without_dark_ob
     surface[:3, :6, :] = 0.01  # water: dark in the visible ...
     surface[3, :6, :] = 0.15  # ... but not in the NIR (turbid water / no dark object there)
     toa = surface + haze[:, None, None].astype(np.float32)
-    _, dos1 = baselines.dark_object_subtraction(toa)
+    _, dos1 = dark_object.dark_object_subtraction(toa)
     assert dos1[3] == pytest.approx(haze[3] + 0.14, abs=1e-5)  # DOS1 takes the NIR dark value for haze
-    boa, modelled = baselines.dark_object_subtraction(toa, bands=bands)
+    boa, modelled = dark_object.dark_object_subtraction(toa, bands=bands)
     np.testing.assert_allclose(modelled, haze, rtol=1e-4)
     np.testing.assert_allclose(boa, surface, atol=1e-5)
 
@@ -88,16 +89,16 @@ def test_dos_respects_the_valid_mask_and_rejects_empty_scenes():
     toa[:, 0, 0] = 0.0  # a no-data pixel would pull the dark value down
     valid = np.ones((10, 10), dtype=bool)
     valid[0, 0] = False
-    _, haze = baselines.dark_object_subtraction(toa, valid)
+    _, haze = dark_object.dark_object_subtraction(toa, valid)
     np.testing.assert_allclose(haze, [0.19, 0.19], atol=1e-6)
     with pytest.raises(EotwinError, match="at least one valid pixel"):
-        baselines.dark_object_subtraction(toa, np.zeros((10, 10), dtype=bool))
+        dark_object.dark_object_subtraction(toa, np.zeros((10, 10), dtype=bool))
 
 
 def test_ddv_retrieves_the_atmosphere_and_the_surface(lut):
     surface = _ddv_scene()
     toa = _toa(lut, surface, **ATMOSPHERE)
-    result = baselines.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=ATMOSPHERE["o3"])
+    result = dark_vegetation.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=ATMOSPHERE["o3"])
     assert not result.fallback and result.n_dark > 1000 and result.swir_range == (0.01, 0.05)
     assert result.aot == pytest.approx(ATMOSPHERE["aot"], abs=0.01)
     assert result.wv == pytest.approx(ATMOSPHERE["wv"], abs=0.1)
@@ -105,7 +106,7 @@ def test_ddv_retrieves_the_atmosphere_and_the_surface(lut):
     err = np.abs(result.boa[l2a] - surface[l2a])
     assert err.max() < 0.004
     # the physical baseline beats leaving TOA unchanged and beats DOS in the blue band
-    dos, _ = baselines.dark_object_subtraction(toa)
+    dos, _ = dark_object.dark_object_subtraction(toa)
     blue = S2_BANDS.index("B02")
     rmse = {
         name: float(np.sqrt(np.mean((img[blue] - surface[blue]) ** 2)))
@@ -118,7 +119,7 @@ def test_ddv_with_known_water_vapour_and_per_pixel_angles(lut):
     surface = _ddv_scene(seed=9, size=40)
     toa = _toa(lut, surface, **ATMOSPHERE)
     sza = np.full(surface.shape[1:], ATMOSPHERE["sza"])
-    result = baselines.ddv_correction(
+    result = dark_vegetation.ddv_correction(
         toa, S2_BANDS, lut, sensor="S2A", sza=sza, vza=6.0, raa=120.0, wv=1.5, o3=0.33
     )
     assert result.wv == 1.5 and result.boa.shape == surface.shape
@@ -128,8 +129,8 @@ def test_ddv_with_known_water_vapour_and_per_pixel_angles(lut):
 def test_ddv_falls_back_to_the_default_aot_without_vegetation(lut):
     surface = _ddv_scene(vegetation=False, size=40)
     toa = _toa(lut, surface, **ATMOSPHERE)
-    result = baselines.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, wv=1.5)
-    assert result.fallback and result.n_dark == 0 and result.aot == baselines.DEFAULT_AOT
+    result = dark_vegetation.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, wv=1.5)
+    assert result.fallback and result.n_dark == 0 and result.aot == DEFAULT_AOT
     assert result.retrieval.source.startswith("default (too few dark pixels: 0 < 50)")
     assert result.aerosol == "continental" and result.retrieval.swir_range is None
 
@@ -158,7 +159,7 @@ def test_ddv_widens_the_swir_range_in_turn_like_sen2cor(lut):
     # the vegetation's SWIR reflectance raised to 0.06-0.09 (Kaufman's ratios kept): beyond sen2cor's first range
     swir = surface[band["B12"]][veg] + 0.045
     surface[band["B12"]][veg], surface[band["B04"]][veg], surface[band["B02"]][veg] = swir, 0.5 * swir, 0.25 * swir
-    result = baselines.ddv_correction(_toa(lut, surface, **ATMOSPHERE), S2_BANDS, lut, sensor="S2A", **GEOMETRY,
+    result = dark_vegetation.ddv_correction(_toa(lut, surface, **ATMOSPHERE), S2_BANDS, lut, sensor="S2A", **GEOMETRY,
                                       wv=1.5, o3=0.33)
     assert result.swir_range == (0.01, 0.10) and not result.fallback
     assert result.aot == pytest.approx(0.25, abs=0.01)
@@ -174,7 +175,7 @@ def test_ddv_sets_water_aside(lut):
     surface = _swap_ddv(surface, 0.45, 1, B02=0.03, B03=0.06, B04=0.014, B08=0.045, B8A=0.045, B09=0.045,
                         B11=0.025, B12=0.02)
     toa = _toa(lut, surface, **ATMOSPHERE)
-    retrieval = baselines.estimate_aot_ddv(toa, S2_BANDS, lut, sensor="S2A", aerosol="continental", wv=1.5,
+    retrieval = dark_vegetation.estimate_aot_ddv(toa, S2_BANDS, lut, sensor="S2A", aerosol="continental", wv=1.5,
                                            o3=0.33, **GEOMETRY)
     n_swapped = round(0.45 * n_veg)
     assert retrieval.excluded["water"] == n_water_before + n_swapped
@@ -187,7 +188,7 @@ def test_ddv_picks_the_aerosol_model_the_scene_was_made_with(lut, aerosol):
     surface = _ddv_scene(seed=6, size=60)
     terms = lut.terms_for("S2A", S2_BANDS, aerosol, **{**ATMOSPHERE, "aot": 0.3})
     toa = physics.forward(surface, terms).astype(np.float32)
-    result = baselines.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
+    result = dark_vegetation.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
     other = "maritime" if aerosol == "continental" else "continental"
     assert result.aerosol == aerosol and result.retrieval.aerosol == aerosol
     assert result.retrieval.mismatch[aerosol] < 0.005 < 0.03 < result.retrieval.mismatch[other]
@@ -202,10 +203,10 @@ def test_ddv_falls_back_when_the_red_and_blue_ratios_disagree(lut):
     band = {b: i for i, b in enumerate(S2_BANDS)}
     veg = _vegetation(surface)
     surface[band["B02"]][veg] = surface[band["B12"]][veg] * 0.25 + 0.06
-    retrieval = baselines.estimate_aot_ddv(_toa(lut, surface, **ATMOSPHERE), S2_BANDS, lut, sensor="S2A",
+    retrieval = dark_vegetation.estimate_aot_ddv(_toa(lut, surface, **ATMOSPHERE), S2_BANDS, lut, sensor="S2A",
                                            aerosol=None, wv=1.5, o3=0.33, **GEOMETRY)
     assert retrieval.fallback and retrieval.source.startswith("default (dark pixels disagree")
-    assert retrieval.aot == baselines.DEFAULT_AOT and retrieval.n_used == 0 and retrieval.n_found > 1000
+    assert retrieval.aot == DEFAULT_AOT and retrieval.n_used == 0 and retrieval.n_found > 1000
 
 
 def test_ddv_aot_never_exceeds_what_the_darkest_pixels_allow(lut):
@@ -220,7 +221,7 @@ def test_ddv_aot_never_exceeds_what_the_darkest_pixels_allow(lut):
     surface[band["B02"]][water] = surface[band["B04"]][water] = 0.002
     aot = 0.1
     toa = _toa(lut, surface, **{**ATMOSPHERE, "aot": aot})
-    retrieval = baselines.estimate_aot_ddv(toa, S2_BANDS, lut, sensor="S2A", aerosol="continental", wv=1.5,
+    retrieval = dark_vegetation.estimate_aot_ddv(toa, S2_BANDS, lut, sensor="S2A", aerosol="continental", wv=1.5,
                                            o3=0.33, **GEOMETRY)
     uncapped = 0.5 * (retrieval.aot_red + retrieval.aot_blue)
     assert retrieval.source == "ddv, capped by the darkest pixels"
@@ -232,19 +233,19 @@ def test_water_vapour_beyond_the_table_is_flagged_not_silently_clamped(lut):
     wv_max = float(lut.axes["wv"][-1])
     toa = _toa(lut, surface, **{**ATMOSPHERE, "wv": wv_max})
     b09 = S2_BANDS.index("B09")
-    inside = baselines.retrieve_water_vapour(toa[S2_BANDS.index("B8A")], toa[b09], lut, sensor="S2A",
+    inside = water_vapour.retrieve_water_vapour(toa[S2_BANDS.index("B8A")], toa[b09], lut, sensor="S2A",
                                              aerosol="continental", aot=0.25, o3=0.33, **GEOMETRY)
     assert inside.wv == pytest.approx(wv_max, abs=0.1)
     wetter = toa.copy()
     wetter[b09] *= 0.85  # more absorption at 945 nm than the wettest node gives
-    result = baselines.ddv_correction(wetter, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
+    result = dark_vegetation.ddv_correction(wetter, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
     water = result.water
     assert water.edge == "upper" and result.wv == wv_max
     assert water.above == water.pixels > 1000 and water.below == 0
     assert water.warning(lut.axes["wv"]).startswith(
         f"water vapour clamped to the 6S table's upper edge ({wv_max:g} g/cm2): {water.pixels} of"
     )
-    drier = baselines.ddv_correction(_toa(lut, surface, **ATMOSPHERE), S2_BANDS, lut, sensor="S2A", **GEOMETRY,
+    drier = dark_vegetation.ddv_correction(_toa(lut, surface, **ATMOSPHERE), S2_BANDS, lut, sensor="S2A", **GEOMETRY,
                                      o3=0.33)
     assert drier.water.edge is None and drier.water.above == drier.water.below == 0
     assert drier.water.warning(lut.axes["wv"]) is None
@@ -255,8 +256,8 @@ def test_dos_through_6s_beats_no_correction_in_every_band_where_plain_dos_does_n
     toa = _toa(lut, surface, **ATMOSPHERE)
     l2a = [i for i, b in enumerate(S2_BANDS) if b != "B10"]
     bands = [S2_BANDS[i] for i in l2a]
-    result = baselines.dos_correction(toa[l2a], bands, lut, sensor="S2A", **GEOMETRY, o3=0.33)
-    plain, _ = baselines.dark_object_subtraction(toa[l2a], bands=bands)
+    result = dark_object.dos_correction(toa[l2a], bands, lut, sensor="S2A", **GEOMETRY, o3=0.33)
+    plain, _ = dark_object.dark_object_subtraction(toa[l2a], bands=bands)
 
     def bias(img: np.ndarray) -> np.ndarray:
         return (img - surface[l2a]).reshape(len(l2a), -1).mean(axis=1)
@@ -270,20 +271,18 @@ def test_dos_through_6s_beats_no_correction_in_every_band_where_plain_dos_does_n
 def test_bad_inputs_are_one_line_errors(lut):
     toa = np.zeros((12, 5, 5), dtype=np.float32)
     with pytest.raises(EotwinError, match="13 band names"):
-        baselines.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY)
+        dark_vegetation.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY)
     with pytest.raises(EotwinError, match="must be floating point"):
-        baselines.lut_correction(
+        physics.lut_correction(
             np.zeros((13, 5, 5), dtype=np.uint16),
             S2_BANDS,
             lut,
             sensor="S2A",
-            aerosol="continental",
-            aot=0.1,
-            wv=1.0,
-            **GEOMETRY,
+            atmosphere=physics.Atmosphere(0.1, 1.0),
+            geometry=physics.Geometry(**GEOMETRY),
         )
     with pytest.raises(EotwinError, match="needs bands B02, B04, B08 and B12"):
-        baselines.estimate_aot_ddv(
+        dark_vegetation.estimate_aot_ddv(
             np.zeros((2, 5, 5), dtype=np.float32),
             ("B02", "B04"),
             lut,
@@ -293,15 +292,13 @@ def test_bad_inputs_are_one_line_errors(lut):
             **GEOMETRY,
         )
     with pytest.raises(EotwinError, match="unknown Sentinel-2 spacecraft"):
-        baselines.lut_correction(
+        physics.lut_correction(
             np.zeros((13, 5, 5), dtype=np.float32),
             S2_BANDS,
             lut,
             sensor="Landsat-8",
-            aerosol="continental",
-            aot=0.1,
-            wv=1.0,
-            **GEOMETRY,
+            atmosphere=physics.Atmosphere(0.1, 1.0),
+            geometry=physics.Geometry(**GEOMETRY),
         )
 
 
@@ -316,13 +313,13 @@ def test_open_water_gets_a_flagged_default_water_vapour_and_aot(lut):
     b8a, b09 = toa[S2_BANDS.index("B8A")], toa[S2_BANDS.index("B09")]
     kwargs = dict(sensor="S2A", aerosol="continental", **GEOMETRY)
     with pytest.raises(EotwinError, match=r"at least 10 valid pixels with B8A reflectance above 0\.02"):
-        baselines.retrieve_water_vapour(b8a, b09, lut, **kwargs)
-    result = baselines.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
+        water_vapour.retrieve_water_vapour(b8a, b09, lut, **kwargs)
+    result = dark_vegetation.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
     assert result.wv == lut.wv_ref and result.water.source.startswith("default (only 0 pixels with B8A")
     assert result.water.warning(lut.axes["wv"]).startswith(f"water vapour {lut.wv_ref:g} g/cm2 is a default")
     assert result.retrieval.source.startswith("default (too few dark pixels")
     assert result.retrieval.excluded["water"] == 900
-    assert result.aot == min(baselines.DEFAULT_AOT, result.retrieval.cap)
+    assert result.aot == min(DEFAULT_AOT, result.retrieval.cap)
 
 
 def test_dos_without_a_dark_object_takes_the_default_aot_and_says_so(lut):
@@ -332,9 +329,9 @@ def test_dos_without_a_dark_object_takes_the_default_aot_and_says_so(lut):
         0.85, 1.15, (13, 30, 30)
     )
     toa = _toa(lut, surface, **ATMOSPHERE)
-    result = baselines.dos_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
+    result = dark_object.dos_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
     assert result.retrieval.source.startswith("default (no dark object")
-    assert result.aot == baselines.DEFAULT_AOT
-    dos = baselines.estimate_aot_dark_object(toa, S2_BANDS, lut, sensor="S2A", aerosol="continental", wv=1.5,
+    assert result.aot == DEFAULT_AOT
+    dos = dark_object.estimate_aot_dark_object(toa, S2_BANDS, lut, sensor="S2A", aerosol="continental", wv=1.5,
                                              o3=0.33, **GEOMETRY)
     assert dos.fallback

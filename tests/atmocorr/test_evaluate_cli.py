@@ -71,7 +71,7 @@ def test_memory_stays_per_block_on_a_larger_scene(tmp_path, monkeypatch):
     (the plot after it works on a bounded sample)."""
     import tracemalloc
 
-    from eotwin.atmocorr import evaluation
+    from eotwin.atmocorr.evaluation import reference as evaluation
     from eotwin.atmocorr.sample_l1c import make_sample_l1c
 
     made = make_sample_l1c(tmp_path / "in", size=1700, lut_path=LUT)

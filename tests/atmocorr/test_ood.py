@@ -109,9 +109,9 @@ def test_fit_statistics_from_training_scenes_by_source(lut, ben_mock_dir):
 
 # ----------------------------------------------------------------------------- scores
 def test_score_is_deterministic(lut, stats, ben_mock_dir, tmp_path):
-    from eotwin.atmocorr.ai import evaluate
+    from eotwin.atmocorr.evaluation import heldout
 
-    (scene,) = evaluate.make_test_scenes(lut, 1, seed=5151, ben_dir=ben_mock_dir)
+    (scene,) = heldout.make_test_scenes(lut, 1, seed=5151, ben_dir=ben_mock_dir)
     first = _score(scene.toa, scene.atmosphere, lut, stats)
     reloaded = ood.load_statistics(ood.write_statistics(tmp_path / "copy.ood.json", stats))
     assert _score(scene.toa.copy(), scene.atmosphere, lut, reloaded) == first
@@ -121,9 +121,9 @@ def test_score_is_deterministic(lut, stats, ben_mock_dir, tmp_path):
 def test_held_out_scenes_score_below_the_threshold(lut, stats, ben_mock_dir):
     """BigEarthNet test-split patches under held-out atmospheres (a seed used neither in calibration nor in
     the benchmark): in distribution."""
-    from eotwin.atmocorr.ai import evaluate
+    from eotwin.atmocorr.evaluation import heldout
 
-    scenes = evaluate.make_test_scenes(lut, 3, seed=6060, ben_dir=ben_mock_dir)
+    scenes = heldout.make_test_scenes(lut, 3, seed=6060, ben_dir=ben_mock_dir)
     scores = [_score(s.toa, s.atmosphere, lut, stats)[0] for s in scenes]
     assert max(scores) < stats.threshold, scores
     # a scene smaller than the network's context window (24 x 42 px, the size of the real Barbellino pairs)
@@ -231,7 +231,7 @@ def test_disabled_fallback_keeps_the_ai_result(sample_l1c, stats, tmp_path):
 def test_threshold_option_and_a_model_without_statistics(sample_l1c, tmp_path):
     import rasterio
 
-    from eotwin.atmocorr import pipeline
+    from eotwin.atmocorr import correctors, pipeline
 
     high = pipeline.run_correction(pipeline.make_options(input=sample_l1c.l1c, output=tmp_path / "high",
                                                          method="ai", lut=LUT, ood_threshold=50.0))
@@ -246,7 +246,7 @@ def test_threshold_option_and_a_model_without_statistics(sample_l1c, tmp_path):
     assert mine.method == "ai" and mine.atmosphere["ood_score"].startswith("unavailable")
     assert mine.atmosphere["fallback"] == "none"
     with pytest.raises(EotwinError, match="--ood-threshold"):
-        pipeline.make_corrector(pipeline.make_options(input=sample_l1c.l1c, output=tmp_path / "x",
+        correctors.make_corrector(pipeline.make_options(input=sample_l1c.l1c, output=tmp_path / "x",
                                                       method="6s-ddv", ood_threshold=1.0))
     with pytest.raises(EotwinError, match="ood_threshold"):
         pipeline.make_options(input=sample_l1c.l1c, output=tmp_path / "x", method="ai", ood_threshold=-1.0)
@@ -281,9 +281,9 @@ def test_windows_spread_over_a_tile_on_whole_tiles():
 
 def test_decimation_raises_the_score_of_held_out_scenes(lut, stats, ben_mock_dir):
     """Why the windows: the same held-out scene, every 3rd pixel, scores far higher (cells cover 9x the ground)."""
-    from eotwin.atmocorr.ai import evaluate
+    from eotwin.atmocorr.evaluation import heldout
 
-    (scene,) = evaluate.make_test_scenes(lut, 1, seed=7070, ben_dir=ben_mock_dir)
+    (scene,) = heldout.make_test_scenes(lut, 1, seed=7070, ben_dir=ben_mock_dir)
     full = _score(scene.toa, scene.atmosphere, lut, stats)[0]
     assert _score(scene.toa[:, ::3, ::3], scene.atmosphere, lut, stats)[0] > 1.4 * full
 
@@ -292,7 +292,8 @@ def test_a_fallback_that_cannot_run_keeps_the_ai_and_says_so(sample_l1c, tmp_pat
     """Beyond the threshold, when 6s-ddv itself fails on the scene (here: its table is missing), the AI's
     result is kept and the run info says why: never a silent substitution."""
     from eotwin.atmocorr.ai.onnx_infer import AiCorrector
-    from eotwin.atmocorr.pipeline import SixSCorrector, read_scene_sample
+    from eotwin.atmocorr.correctors import SixSCorrector
+    from eotwin.atmocorr.pipeline import read_scene_sample
     from eotwin.sentinel2.products import open_l1c
     from eotwin.sentinel2.reading import BandReader
 

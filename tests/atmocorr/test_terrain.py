@@ -11,7 +11,7 @@ from affine import Affine
 
 from eotwin.atmocorr import terrain
 from eotwin.atmocorr.lut import load_lut
-from eotwin.atmocorr.physics import relative_azimuth
+from eotwin.atmocorr.physics import forward_gain, relative_azimuth
 from eotwin.atmocorr.sample_l1c import l1c_stack_tags
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid
@@ -181,7 +181,7 @@ def test_slopes_facing_and_away_from_the_sun_are_corrected_with_the_dem(tmp_path
         factor = terrain.illumination_factor(cos_i, GEOMETRY["sun_zenith"],
                                              depths.tau("S2A", band, "continental", ATMOSPHERE["aot"], p), t_down,
                                              slope)
-        toa[k] = terrain.boa_to_toa_tilted(rho, path, gain, s_alb, factor)
+        toa[k] = forward_gain(np.asarray(rho, dtype=np.float64), path, gain, s_alb, illumination=factor)
     _write_stack(tmp_path / "l1c.tif", toa, grid)
     result = pipeline.run_correction(pipeline.make_options(
         input=tmp_path / "l1c.tif", output=tmp_path / "out", dem=tmp_path / "dem.tif", aot=ATMOSPHERE["aot"],

@@ -1,6 +1,6 @@
 """A smoothed AOT map from dark dense vegetation, as sen2cor makes one, instead of one AOT per scene (pure).
 
-Haze is not uniform over a 110 km tile. Once the scene retrieval (``baselines.estimate_aot_ddv``)
+Haze is not uniform over a 110 km tile. Once the scene retrieval (``dark_vegetation.estimate_aot_ddv``)
 has found dark dense vegetation, chosen the aerosol model and checked that the dark pixels agree,
 the same per-pixel AOTs are gathered into cells of ``CELL_M`` metres: a cell with at least
 ``MIN_CELL_PIXELS`` agreeing dark pixels gets their median. The cell values are then smoothed by
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eotwin.atmocorr import baselines
+from eotwin.atmocorr import dark_object, dark_vegetation
 from eotwin.atmocorr.lut import SixSLut
+from eotwin.atmocorr.retrieval import AotRetrieval
 
 CELL_M = 3000.0  # map cell size in metres
 MIN_CELL_PIXELS = 10  # agreeing dark pixels a cell needs to hold its own AOT
@@ -81,7 +82,7 @@ def ddv_aot_map(
     overview: np.ndarray,
     bands: tuple[str, ...] | list[str],
     lut: SixSLut,
-    retrieval: baselines.AotRetrieval,
+    retrieval: AotRetrieval,
     *,
     pixel_size: float,
     origin: tuple[float, float],
@@ -100,7 +101,7 @@ def ddv_aot_map(
     """
     if retrieval.fallback or retrieval.swir_range is None:
         return None
-    names = baselines.ddv_input_bands(bands)
+    names = dark_vegetation.ddv_input_bands(bands)
     _, h, w = overview.shape
     flat = overview.reshape(overview.shape[0], -1)[[list(bands).index(b) for b in names]]
     geometry = dict(sza=sza, vza=vza, raa=raa, wv=wv, o3=o3)
@@ -111,16 +112,16 @@ def ddv_aot_map(
     for start in range(0, h * w, CHUNK_PIXELS):
         part = flat[:, start:start + CHUNK_PIXELS].astype(np.float64)
         index = np.flatnonzero(np.isfinite(part).all(axis=0))
-        rc, ndvi, cloud, water, shadow = baselines.aerosol_free_classes(part[:, index], names, lut, sensor=sensor,
+        rc, ndvi, cloud, water, shadow = dark_vegetation.aerosol_free_classes(part[:, index], names, lut, sensor=sensor,
                                                                         **geometry)
         not_cloud[start + index[~cloud]] = True
-        dark = ~(cloud | water | shadow) & (rc["B12"] >= low) & (rc["B12"] <= high) & (ndvi > baselines.DDV_MIN_NDVI)
-        for sub in np.array_split(index[dark], max(1, int(dark.sum()) // baselines.DDV_MAX_SAMPLE + 1)):
+        dark = ~(cloud | water | shadow) & (rc["B12"] >= low) & (rc["B12"] <= high) & (ndvi > dark_vegetation.DDV_MIN_NDVI)
+        for sub in np.array_split(index[dark], max(1, int(dark.sum()) // dark_vegetation.DDV_MAX_SAMPLE + 1)):
             if sub.size == 0:
                 continue
-            red, blue = baselines.ddv_pixel_aots(part[[0, 1, 3]][:, sub], lut, sensor=sensor,
+            red, blue = dark_vegetation.ddv_pixel_aots(part[[0, 1, 3]][:, sub], lut, sensor=sensor,
                                                  aerosol=retrieval.aerosol, **geometry)
-            agree = np.abs(red - blue) <= baselines.DDV_PIXEL_AGREEMENT
+            agree = np.abs(red - blue) <= dark_vegetation.DDV_PIXEL_AGREEMENT
             aot[start + sub[agree]] = 0.5 * (red[agree] + blue[agree])
     cell_px = max(1, round(cell_m / pixel_size))
     medians = cell_medians(aot.reshape(h, w), cell_px)
@@ -133,9 +134,9 @@ def ddv_aot_map(
     for i, j in zip(*np.nonzero(np.isfinite(medians)), strict=True):
         rows, cols = slice(i * cell_px, (i + 1) * cell_px), slice(j * cell_px, (j + 1) * cell_px)
         pixels = visible[:, rows, cols][:, clear[rows, cols]].astype(np.float64)
-        dark_toa = baselines._percentile_toa(pixels, baselines.DOS_PERCENTILE)
+        dark_toa = dark_object.percentile_toa(pixels, dark_object.DOS_PERCENTILE)
         if np.isfinite(dark_toa).all():
-            cap = baselines._dark_object_aot(dark_toa, ("B02", "B04"), lut, baselines.DDV_CAP_SURFACE, sensor=sensor,
+            cap = dark_object.dark_object_aot(dark_toa, ("B02", "B04"), lut, dark_vegetation.DDV_CAP_SURFACE, sensor=sensor,
                                              aerosol=retrieval.aerosol, **geometry)
             medians[i, j] = min(medians[i, j], cap)
     values = smooth_cells(medians, retrieval.aot, float(lut.axes["aot"][-1]))

@@ -65,7 +65,7 @@ def atmocorr_demo(context: DemoContext) -> list[Artifact]:
 
 
 def _default() -> str:
-    from eotwin.atmocorr.pipeline import default_method
+    from eotwin.atmocorr.correctors import default_method
 
     return default_method()
 

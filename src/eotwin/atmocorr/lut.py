@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eotwin.atmocorr.physics import Atmosphere, Geometry
 from eotwin.errors import EotwinError
 
 DEFAULT_LUT_PATH = Path(__file__).with_name("data") / "lut_s2.npz"
@@ -282,6 +283,20 @@ class SixSLut:
                 for k in ("path", "tg", "t_down", "t_up", "s_alb")
             ),
         )
+
+    def terms_at(
+        self,
+        sensor: str,
+        bands: str | tuple[str, ...] | list[str],
+        atmosphere: Atmosphere,
+        geometry: Geometry,
+        *,
+        clamp: bool = False,
+    ) -> AtmosphereTerms:
+        """:meth:`terms_for` with the atmosphere and the geometry as value objects (the table is for sea
+        level: ``geometry.elevation`` is the caller's to apply, see :meth:`at_pressure`)."""
+        a, g = atmosphere, geometry
+        return self.terms_for(sensor, bands, a.aerosol, a.aot, g.sza, g.vza, g.raa, a.wv, a.o3, clamp=clamp)
 
     @property
     def log_terms(self) -> dict[str, np.ndarray]:

@@ -312,7 +312,8 @@ BARBELLINO_ELEVATION = (1862.0, "Lago del Barbellino's surface, 1,862 m a.s.l. (
 
 def benchmark_methods() -> list[str]:
     """Every method the pipeline accepts, plus :data:`AI_RAW` when the pipeline has the AI's fallback."""
-    from eotwin.atmocorr.pipeline import METHODS, RunOptions
+    from eotwin.atmocorr.correctors import METHODS
+    from eotwin.atmocorr.pipeline import RunOptions
 
     return [*METHODS, *([AI_RAW] if "ai" in METHODS and "ood_fallback" in RunOptions.model_fields else [])]
 NDVI_VEGETATION = 0.4  # a pixel is vegetation when its TOA NDVI reaches this
@@ -338,7 +339,7 @@ def scene_aot(result) -> float | None:
 def correct(l1c: Path, method: str, output: Path, reference: Path | None = None, progress=None,
             elevation: float | None = None):
     """One run of the real pipeline (``eotwin atmocorr run``) with ``method``; with ``reference`` the run
-    scores itself against it (SCL-clear pixels, :class:`~eotwin.atmocorr.pipeline.MetricsAccumulator`).
+    scores itself against it (SCL-clear pixels, :class:`~eotwin.atmocorr.evaluation.metrics.MetricsAccumulator`).
     :data:`AT_ELEVATION` needs ``elevation`` (the pair's ground height)."""
     from eotwin.atmocorr.pipeline import make_options, run_correction
 

@@ -30,7 +30,8 @@ break that, and sen2cor corrects both with a DEM:
   (``i``: the angle between the sun and the slope's normal). Its exact inverse is
   ``rho = y / (F + s_alb * y)``, ``y = (rho_toa - path) / (tg * t_down * t_up)``. F is floored at
   ``MIN_ILLUMINATION``: in self-shadow the signal is only skylight and dividing by a tiny F would
-  amplify noise (sen2cor bounds its correction likewise).
+  amplify noise (sen2cor bounds its correction likewise). Both directions are
+  :func:`eotwin.atmocorr.physics.invert_gain` / ``forward_gain`` with ``illumination=F``.
 
 No file or network access here; the optical depths are loaded by :func:`load_optical_depths`.
 """
@@ -144,18 +145,3 @@ def illumination_factor(
     factor = (t_dir * np.maximum(cos_i, 0.0) / mu_s + (t_down - t_dir) * sky_view) / t_down
     return np.maximum(factor, MIN_ILLUMINATION)
 
-
-def toa_to_boa_tilted(
-    rho_toa: np.ndarray, path: np.ndarray, gain: np.ndarray, s_alb: np.ndarray, illumination: np.ndarray
-) -> np.ndarray:
-    """Lambertian inversion with an illumination factor (``gain = tg * t_down * t_up``); F = 1 is flat ground."""
-    y = (np.asarray(rho_toa, dtype=np.float64) - path) / gain
-    return y / (illumination + s_alb * y)
-
-
-def boa_to_toa_tilted(
-    rho: np.ndarray, path: np.ndarray, gain: np.ndarray, s_alb: np.ndarray, illumination: np.ndarray
-) -> np.ndarray:
-    """Forward model of :func:`toa_to_boa_tilted` (for synthetic scenes and tests)."""
-    rho = np.asarray(rho, dtype=np.float64)
-    return path + gain * rho * illumination / (1.0 - s_alb * rho)

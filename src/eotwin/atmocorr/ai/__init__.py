@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from eotwin.atmocorr.pipeline import Corrector, RunOptions
+    from eotwin.atmocorr.correctors import Corrector
+    from eotwin.atmocorr.pipeline import RunOptions
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_MODEL_PATH = DATA_DIR / "ai_atmocorr.onnx"
@@ -36,7 +37,7 @@ def model_available(path: Path | None = None) -> bool:
 def make_corrector(options: RunOptions) -> Corrector:
     """The pipeline's ``ai`` corrector (see :class:`eotwin.atmocorr.ai.onnx_infer.AiCorrector`)."""
     from eotwin.atmocorr.ai.onnx_infer import AiCorrector
-    from eotwin.atmocorr.pipeline import METHODS
+    from eotwin.atmocorr.correctors import METHODS
 
     return AiCorrector(model_path=options.model, lut_path=options.lut, ozone=options.ozone,
                        ood_threshold=options.ood_threshold, ood_fallback=options.ood_fallback,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from eotwin.atmocorr.physics import AI_DENOMINATOR_FLOOR, invert_gain
 from eotwin.sentinel2.bands import L2A_BANDS as L2A_ORDER
 
 N_BANDS = 12
@@ -186,8 +187,8 @@ def hypothesis_features(lut, sensor: str, cells: np.ndarray, atm_angles: np.ndar
         path, gain, s_alb = (expand(x) for x in (t.path, t.tg * t.t_down * t.t_up, t.s_alb))  # (B, K, H, W)
         idx = [L2A_ORDER.index(b) for b in bands]
         for offset in (0, N_BANDS):  # means, then minima
-            y = (cells[[offset + i for i in idx]][:, None] - path) / gain
-            rho = y / np.maximum(1.0 + s_alb * y, 0.2)
+            rho = invert_gain(cells[[offset + i for i in idx]][:, None], path, gain, s_alb,
+                              floor=AI_DENOMINATOR_FLOOR)
             out.append(np.where(valid, rho, 0.0).reshape(-1, *cells.shape[1:]))
     return np.concatenate(out).astype(np.float32)
 
@@ -285,10 +286,7 @@ def invert_band(toa: np.ndarray, path: np.ndarray, gain: np.ndarray, s_alb: np.n
     x = np.pad(toa, [(0, ph), (0, pw)]) if ph or pw else toa
     view = x.reshape(hc, cell, wc, cell)
     per_cell = lambda t: t[:hc, None, :wc, None].astype(np.float32)  # noqa: E731
-    y = view - per_cell(path)
-    y *= per_cell(1.0 / gain)
-    denominator = y * per_cell(s_alb)
-    denominator += np.float32(1.0)
-    np.maximum(denominator, np.float32(0.2), out=denominator)  # only bites on nonsense: TOA far below the path
-    y /= denominator
+    # the reciprocal per cell, multiplied: the per-pixel divisions cost more than the last bit it changes
+    y = invert_gain(view, per_cell(path), None, per_cell(s_alb), inverse_gain=per_cell(1.0 / gain),
+                    floor=AI_DENOMINATOR_FLOOR)
     return y.reshape(hc * cell, wc * cell)[:h, :w]

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from eotwin.atmocorr.ai.cells import ATMOSPHERE, N_BASE_INPUTS, n_cell_inputs, overlap_for
+from eotwin.atmocorr.physics import AI_DENOMINATOR_FLOOR
 
 N_BANDS = 12
 
@@ -320,9 +321,10 @@ def tables_to_torch(tables: SceneTables) -> dict[str, torch.Tensor]:
 
 
 def invert(toa: torch.Tensor, path: torch.Tensor, gain: torch.Tensor, s_alb: torch.Tensor) -> torch.Tensor:
-    """The exact Lambertian inversion (the clamp only bites on nonsense: TOA far below the path)."""
+    """:func:`eotwin.atmocorr.physics.invert_gain` in torch, for training (same formula, same floor:
+    :data:`~eotwin.atmocorr.physics.AI_DENOMINATOR_FLOOR` only bites on nonsense, TOA far below the path)."""
     y = (toa - path) / gain
-    return y / (1.0 + s_alb * y).clamp(min=0.2)
+    return y / (1.0 + s_alb * y).clamp(min=AI_DENOMINATOR_FLOOR)
 
 
 def upsample(terms: torch.Tensor, out_stride: int, cell: int, h: int, w: int) -> torch.Tensor:

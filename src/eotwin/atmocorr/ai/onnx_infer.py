@@ -35,7 +35,7 @@ from eotwin.sentinel2.metadata import interpolate_azimuth, interpolate_nodes
 
 if TYPE_CHECKING:  # pragma: no cover
     from eotwin.atmocorr.ai.model import AtmoNet
-    from eotwin.atmocorr.pipeline import BlockResult, Corrector, SceneSample
+    from eotwin.atmocorr.correctors import BlockResult, Corrector, SceneSample
     from eotwin.geo.grid import Grid
     from eotwin.sentinel2.metadata import AngleGrid
     from eotwin.sentinel2.products import L1CProduct
@@ -278,7 +278,7 @@ class AiCorrector:
         self.overlap_above = self._model.cell
 
     def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]:
-        from eotwin.atmocorr.pipeline import resolve_ozone
+        from eotwin.atmocorr.correctors import resolve_ozone
 
         self._angles = product.angles
         self._stream = None
@@ -363,7 +363,7 @@ class AiCorrector:
         computed once and kept while later blocks need them (:class:`AtmosphereStream`), so a block's context
         rows cost a read, not a second pass of the network. The result equals one pass over the image.
         """
-        from eotwin.atmocorr.pipeline import BlockResult
+        from eotwin.atmocorr.correctors import BlockResult
 
         if self._delegate is not None:
             return self._delegate.correct(toa, grid, window, valid)

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from eotwin.atmocorr.lut import AtmosphereTerms, SixSLut
-from eotwin.atmocorr.physics import relative_azimuth
+from eotwin.atmocorr.physics import Geometry, forward_gain, invert_gain, relative_azimuth
 from eotwin.errors import EotwinError
 from eotwin.sentinel2.bands import L2A_BANDS
 
@@ -105,6 +105,11 @@ class Atmosphere:
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @property
+    def geometry(self) -> Geometry:
+        """The scene's sun/view geometry as the 6S table takes it."""
+        return Geometry(self.sza, self.vza, self.raa)
 
 
 @dataclass
@@ -169,8 +174,8 @@ def make_builtin_spectra(path: Path = SPECTRA_PATH, sensor: str = "S2A") -> dict
         for name in BUILTIN_SPECTRA:
             o = run(band, getattr(GroundReflectance, name))
             gain = o.transmittance_global_gas.total * o.transmittance_total_scattering.total
-            y = (float(o.apparent_reflectance) - path_refl) / gain
-            result[name].append(round(y / (1.0 + o.spherical_albedo.total * y), 6))
+            rho = invert_gain(float(o.apparent_reflectance), path_refl, gain, o.spherical_albedo.total)
+            result[name].append(round(float(rho), 6))
     write_json_atomic(path, {"sensor": sensor, "bands": list(L2A_BANDS), "spectra": result})
     return result
 
@@ -381,7 +386,7 @@ def simulate(
     aot = aot_map if aot_map is not None else aot_field(atm, shape, rng, lut)
     path, gain, s_alb = terms_per_pixel(atm, aot, lut, nodes_terms)
     rho = surface.astype(np.float64)
-    toa = (path + gain * rho / (1.0 - s_alb * rho)).astype(np.float32)
+    toa = forward_gain(rho, path, gain, s_alb).astype(np.float32)
     if noise:
         toa = add_noise(toa, rng)
     return toa, aot, (path, gain, s_alb)

@@ -19,7 +19,7 @@ def evaluate_command(
     data_range: float = typer.Option(1.0, "--data-range", help="Reflectance range for PSNR and SSIM."),
 ) -> None:
     """Per-band RMSE, MAE, bias, R2, PSNR, SSIM and the spectral angle on valid (SCL clear) pixels."""
-    from eotwin.atmocorr.evaluation import evaluate_products
+    from eotwin.atmocorr.evaluation.reference import evaluate_products
 
     report = evaluate_products(prediction, reference, output, l1c=l1c, data_range=data_range,
                                progress=_common.progress())

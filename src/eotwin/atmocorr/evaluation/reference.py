@@ -1,4 +1,4 @@
-"""``eotwin atmocorr evaluate PRED REF``: an L2A-like product against a reference L2A, block by block.
+"""An L2A-like product against a reference L2A: ``eotwin atmocorr evaluate PRED REF`` and the run's report.
 
 PRED and REF are each an L2A SAFE (folder or zip) or a GeoTIFF stack with bands named B01 ... B12,
 B8A in the band descriptions and the L2A convention (``BOA = (DN + BOA_ADD_OFFSET) / 10000``). The
@@ -6,33 +6,40 @@ reference is read on PRED's grid. Valid pixels: finite in both, and of a clear S
 reference has an SCL band. With ``--l1c`` the same metrics are computed for "TOA left unchanged", so
 the gain of the correction is visible.
 
-Metrics per band: RMSE, MAE, bias, R2 (streaming, :class:`~eotwin.atmocorr.pipeline.MetricsAccumulator`),
+Metrics per band: RMSE, MAE, bias, R2 (streaming, :class:`~eotwin.atmocorr.evaluation.metrics.MetricsAccumulator`),
 PSNR = 10 log10(range^2 / MSE) and SSIM (Wang et al. 2004: 7 x 7 uniform window, K1 0.01, K2 0.03)
 with the explicit ``data_range`` (reflectance, default 1.0), SSIM averaged over windows whose 49 pixels
 are all valid; and the mean spectral angle (SAM, degrees). Outputs: ``evaluation.json`` and
 ``evaluation.png`` (per-band density scatter, RMSE-over-bands error map, B04 error map, true colour
 side by side).
+
+``eotwin atmocorr run --reference`` scores its blocks as it writes them (:func:`accumulate_reference`)
+and draws its own ``evaluation.png`` (:func:`write_evaluation_png`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from eotwin.atmocorr.evaluation.metrics import MetricsAccumulator
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Window
 from eotwin.progress import ProgressReporter, ensure_progress
-from eotwin.sentinel2.bands import L2A_BANDS, TCI_BANDS
+from eotwin.sentinel2.bands import L2A_BANDS, SCL_CLEAR, TCI_BANDS
 from eotwin.sentinel2.products import open_l2a_reference
+from eotwin.sentinel2.radiometry import BOA_ADD_OFFSET, QUANTIFICATION
 from eotwin.sentinel2.reading import BandReader
 
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 SCATTER_SAMPLE = 200_000
 PREVIEW_SIDE = 800
+TCI_SATURATION_PLOT = 0.25  # the run's evaluation.png: reflectance shown as white
 BLOCK_ROWS = 128  # a full-tile block of 128 rows costs ~400 MB across pred, ref, TOA, SSIM and metrics
 
 
@@ -76,7 +83,6 @@ def evaluate_products(
     progress: ProgressReporter | None = None,
 ) -> dict:
     """Compare PRED with REF (see the module docstring); write the JSON report and the PNG; return the report."""
-    from eotwin.atmocorr.pipeline import MetricsAccumulator
     from eotwin.io.files import ensure_writable_dir, write_json_atomic
     from eotwin.io.raster import gdal_cache_env, raster_info
     from eotwin.sentinel2.bands import SCL_CLEAR
@@ -221,3 +227,83 @@ def _write_png(path: Path, report: dict, bands: tuple[str, ...], sp: np.ndarray,
         fig.savefig(tmp, dpi=70, format="png")
     plt.close(fig)
     return path
+
+
+def accumulate_reference(
+    acc: MetricsAccumulator,
+    acc_toa: MetricsAccumulator,
+    reference,
+    ref_reader: BandReader,
+    window: Window,
+    boa: np.ndarray,
+    toa: np.ndarray,
+    valid: np.ndarray,
+) -> None:
+    """Add one block of the run (BOA and TOA) to the accumulators, scored against the reference's block."""
+    bands = acc.bands
+    dn = ref_reader.read(bands, window)
+    offsets = np.array([reference.offsets.get(b, 0.0) for b in bands], dtype=np.float32)[:, None, None]
+    ref = (dn + offsets) / np.float32(reference.quantification)
+    mask = valid & np.isfinite(ref).all(axis=0)
+    if "SCL" in reference.bands:
+        scl = ref_reader.read(("SCL",), window)[0]
+        mask &= np.isin(np.nan_to_num(scl, nan=0).astype(np.int64), SCL_CLEAR)
+    idx = [L2A_BANDS.index(b) for b in bands]
+    acc.add(boa[idx], ref, mask)
+    acc_toa.add(toa[idx], ref, mask)
+
+
+def write_evaluation_png(
+    path: Path, metrics: Mapping[str, object], l2a_path: Path, ref_reader: BandReader | None, reference
+) -> Path:
+    """Per-band RMSE and bias (corrected vs TOA unchanged) and the two products side by side in true colour."""
+    from eotwin.report.plotting import pyplot
+
+    plt = pyplot()
+
+    from eotwin.io.files import atomic_path
+    from eotwin.io.raster import open_raster
+
+    corrected = metrics["corrected"]["bands"]  # type: ignore[index]
+    toa = metrics["toa_unchanged"]["bands"]  # type: ignore[index]
+    bands = list(corrected)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    x = np.arange(len(bands))
+    for ax, key, label in ((axes[1, 0], "rmse", "RMSE"), (axes[1, 1], "bias", "bias (product - reference)")):
+        ax.bar(x - 0.2, [toa[b][key] for b in bands], 0.4, label="TOA unchanged", color="#bbbbbb")
+        ax.bar(
+            x + 0.2, [corrected[b][key] for b in bands], 0.4, label=str(metrics["method"]), color="#1f77b4"
+        )
+        ax.set_xticks(x, bands, rotation=45)
+        ax.set_ylabel(f"{label} (reflectance)")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.legend()
+    with open_raster(l2a_path) as ds:
+        scale = max(1.0, max(ds.width, ds.height) / 600)
+        shape = (max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
+        idx = [L2A_BANDS.index(b) + 1 for b in TCI_BANDS]
+        dn = ds.read(idx, out_shape=(3, *shape)).astype(np.float32)
+    pred = np.where(dn > 0, (dn + BOA_ADD_OFFSET) / QUANTIFICATION, np.nan)
+    axes[0, 0].imshow(_rgb_for_plot(pred))
+    axes[0, 0].set_title(f"corrected ({metrics['method']})")
+    if ref_reader is not None and all(b in reference.bands for b in TCI_BANDS):
+        rdn = ref_reader.read(TCI_BANDS, out_shape=shape)
+        offs = np.array([reference.offsets.get(b, 0.0) for b in TCI_BANDS], dtype=np.float32)[:, None, None]
+        axes[0, 1].imshow(_rgb_for_plot((rdn + offs) / np.float32(reference.quantification)))
+    axes[0, 1].set_title("reference L2A")
+    for ax in axes[0]:
+        ax.set_axis_off()
+    c, t = metrics["corrected"], metrics["toa_unchanged"]  # type: ignore[index]
+    fig.suptitle(
+        f"mean RMSE {c['mean_rmse']:.4f} (TOA unchanged {t['mean_rmse']:.4f}), "  # type: ignore[index]
+        f"SAM {c['sam_degrees']:.2f} deg, {c['pixels']} pixels"
+    )  # type: ignore[index]
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return path
+
+
+def _rgb_for_plot(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(np.nan_to_num(np.moveaxis(rgb, 0, -1), nan=0.0) / TCI_SATURATION_PLOT, 0.0, 1.0)
