@@ -112,14 +112,9 @@ def build_command(
     """Write ready-to-publish DeltaTwin components (manifest.json, workflow.yml, models/ with eotwin's wheel and
     pinned requirements, inputs_file.json, README) for the eotwin pipelines, and validate each.
     """
-    from eotwin.deltatwin.build import (
-        BuildOptions,
-        available,
-        build_components,
-        load_sizing,
-        measure_components,
-        merge_sizing,
-    )
+    from eotwin.deltatwin.blueprints import available
+    from eotwin.deltatwin.build import BuildOptions, build_components
+    from eotwin.deltatwin.sizing import load_sizing, measure_components, merge_sizing
     from eotwin.io.files import write_json_atomic
 
     if list_only:
