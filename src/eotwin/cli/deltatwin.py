@@ -65,7 +65,8 @@ def run_command(
 
     Writes per-node logs and run.json (inputs with secrets masked, timings, peak memory, output checksums).
     """
-    from eotwin.deltatwin.runner import RECORD_FILE, RunOptions, run_component
+    from eotwin.deltatwin.runner import RunOptions, run_component
+    from eotwin.deltatwin.runreport import RECORD_FILE
     from eotwin.errors import EotwinError
 
     options = RunOptions(component=component, inputs_file=inputs_file, run_dir=run_dir, components=components,
