@@ -12,20 +12,24 @@ import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from eotwin.deltatwin.blueprints import Blueprint, ModelBlueprint, blueprint
 from eotwin.deltatwin.packaging import eotwin_version, source_root
 from eotwin.errors import EotwinError
 from eotwin.progress import ProgressReporter
 
-if TYPE_CHECKING:
-    from eotwin.deltatwin.build import BuiltComponent
-
 SIZING_FILE = "sizing.json"
 RAM_FLOOR = 512 * 2**20  # never ask for less: the interpreter, numpy and GDAL alone take a few hundred MB
 RAM_MARGIN = 1.5  # measured peak x margin, rounded up to RAM_STEP
 RAM_STEP = 256 * 2**20
+
+
+class _Built(Protocol):
+    """A component folder just written (``build.BuiltComponent``): what measuring needs of it."""
+
+    name: str
+    path: Path
 
 
 def load_sizing(path: Path | None = None) -> dict[str, Any]:
@@ -90,7 +94,7 @@ def merge_sizing(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- measuring peak memory
 
-def measure_components(components_dir: Path, built: list[BuiltComponent], work: Path, *, size: int = 600,
+def measure_components(components_dir: Path, built: list[_Built], work: Path, *, size: int = 600,
                        progress: ProgressReporter | None = None) -> dict[str, Any]:
     """Run each built component that has sample inputs on the sample scene; peaks per model node.
 
