@@ -11,6 +11,18 @@ from eotwin.errors import EotwinError
 M = TypeVar("M", bound=BaseModel)
 
 
+def validation_message(exc: ValidationError, where: str | None = None) -> str:
+    """The first problem of a pydantic error as one line, ``field.path: message``.
+
+    ``where`` names the whole document when the problem has no field (a list given for a mapping);
+    without it such a message is the bare text. pydantic's "Value error, " prefix is dropped.
+    """
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ())) or where
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{loc}: {message}" if loc else message
+
+
 def validated(model_class: type[M], /, **kwargs: object) -> M:
     """Build ``model_class`` from plain values; the first validation error becomes a one-line :class:`EotwinError`.
 
@@ -19,7 +31,4 @@ def validated(model_class: type[M], /, **kwargs: object) -> M:
     try:
         return model_class(**kwargs)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "options"
-        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        raise EotwinError(f"{where}: {message}") from None
+        raise EotwinError(validation_message(exc, "options")) from None

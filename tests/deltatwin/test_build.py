@@ -14,20 +14,13 @@ import laspy
 import numpy as np
 import pytest
 
-from eotwin.deltatwin.build import (
-    BLUEPRINTS,
-    BuildOptions,
-    blueprint,
-    build_components,
-    build_wheel,
-    missing_commands,
-    pinned_requirements,
-    ram_for,
-    sha256_of,
-)
+from eotwin.deltatwin.blueprints import BLUEPRINTS, blueprint, missing_commands
+from eotwin.deltatwin.build import BuildOptions, build_components
+from eotwin.deltatwin.packaging import build_wheel, pinned_requirements, sha256_of
 from eotwin.deltatwin.reference import deltatwin_cli_python, deltatwin_cli_verdicts
 from eotwin.deltatwin.runner import RunOptions, run_component
 from eotwin.deltatwin.schema import SUPPORTED_PYTHON_VERSIONS, parse_memory
+from eotwin.deltatwin.sizing import ram_for
 from eotwin.deltatwin.validate import validate_component
 from eotwin.errors import EotwinError
 
@@ -116,7 +109,7 @@ def test_pins_follow_the_extras():
 def test_wheel_is_reproducible(tmp_path):
     import shutil
 
-    from eotwin.deltatwin.build import source_root
+    from eotwin.deltatwin.packaging import source_root
 
     frozen = tmp_path / "tree"  # a frozen copy: the working tree may change between two builds
     shutil.copytree(source_root() / "src", frozen / "src", ignore=shutil.ignore_patterns("__pycache__"))

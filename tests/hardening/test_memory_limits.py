@@ -130,7 +130,8 @@ def _model_nodes(nodes: list[dict]) -> list[dict]:
 
 
 def test_full_tile_sizing_wins_when_larger_and_survives_a_new_measure():
-    from eotwin.deltatwin.build import _model_ram, blueprint, merge_sizing
+    from eotwin.deltatwin.blueprints import blueprint
+    from eotwin.deltatwin.sizing import _model_ram, merge_sizing
 
     bp = blueprint("atmocorr")
     sample = {"peak_rss_bytes": 300 * 2**20, "peak_vms_bytes": 700 * 2**20, "workload": "the sample scene"}

@@ -59,7 +59,7 @@ def tree_memory(pid: int) -> tuple[int, int]:
     """(sum of resident memory over ``pid`` and its descendants, largest single address space)."""
     import psutil
 
-    from eotwin.deltatwin.runner import _tree_memory
+    from eotwin.deltatwin.process import tree_memory as _tree_memory
 
     try:
         return _tree_memory(psutil.Process(pid))

@@ -65,7 +65,8 @@ def run_command(
 
     Writes per-node logs and run.json (inputs with secrets masked, timings, peak memory, output checksums).
     """
-    from eotwin.deltatwin.runner import RECORD_FILE, RunOptions, run_component
+    from eotwin.deltatwin.runner import RunOptions, run_component
+    from eotwin.deltatwin.runreport import RECORD_FILE
     from eotwin.errors import EotwinError
 
     options = RunOptions(component=component, inputs_file=inputs_file, run_dir=run_dir, components=components,
@@ -112,14 +113,9 @@ def build_command(
     """Write ready-to-publish DeltaTwin components (manifest.json, workflow.yml, models/ with eotwin's wheel and
     pinned requirements, inputs_file.json, README) for the eotwin pipelines, and validate each.
     """
-    from eotwin.deltatwin.build import (
-        BuildOptions,
-        available,
-        build_components,
-        load_sizing,
-        measure_components,
-        merge_sizing,
-    )
+    from eotwin.deltatwin.blueprints import available
+    from eotwin.deltatwin.build import BuildOptions, build_components
+    from eotwin.deltatwin.sizing import load_sizing, measure_components, merge_sizing
     from eotwin.io.files import write_json_atomic
 
     if list_only:

@@ -15,8 +15,11 @@ def sample_command(
     seed: int = typer.Option(42, help="Seed of the land-cover texture and clouds."),
 ) -> None:
     """Write the deterministic sample scene (UTM 32N alpine valley): DEM, L2A bands, TCI, SCL."""
+    from eotwin.options import validated
     from eotwin.sample.files import write_sample
+    from eotwin.sample.options import SampleOptions
 
-    files = write_sample(output, size=size, seed=seed, progress=_common.progress())
+    options = validated(SampleOptions, output=output, size=size, seed=seed)
+    files = write_sample(options.output, size=options.size, seed=options.seed, progress=_common.progress())
     for label, path in (("dem", files.dem), ("l2a", files.l2a), ("tci", files.tci), ("scl", files.scl), ("metadata", files.metadata)):
         _common.out.print(f"{label:9s} {path}")

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eotwin.errors import EotwinError
+from eotwin.options import validation_message
 
 MANIFEST_FILE = "manifest.json"
 WORKFLOW_FILE = "workflow.yml"
@@ -186,18 +187,12 @@ def load_component(root: str | Path) -> Component:
     try:
         manifest = Manifest.model_validate(raw_manifest)
     except ValidationError as exc:
-        raise EotwinError(f"{root / MANIFEST_FILE}: {_first_error(exc)}") from None
+        raise EotwinError(f"{root / MANIFEST_FILE}: {validation_message(exc)}") from None
     try:
         workflow = Workflow.model_validate(raw_workflow or {})
     except ValidationError as exc:
-        raise EotwinError(f"{root / WORKFLOW_FILE}: {_first_error(exc)}") from None
+        raise EotwinError(f"{root / WORKFLOW_FILE}: {validation_message(exc)}") from None
     return Component(root=root.resolve(), manifest=manifest, workflow=workflow)
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}" if where else err["msg"]
 
 
 def find_component(dep_id: str, version: str | None, search: list[Path] | tuple[Path, ...]) -> Path | None:

@@ -47,7 +47,7 @@ print(json.dumps(out))
 
 def deltatwin_cli_python(repo: Path | None = None) -> Path | None:
     """The interpreter of deltatwin-cli's environment, if it exists (``<repo>/.venv-deltatwin``)."""
-    from eotwin.deltatwin.build import source_root
+    from eotwin.deltatwin.packaging import source_root
 
     try:
         root = repo or source_root()

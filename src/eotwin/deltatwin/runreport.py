@@ -1,12 +1,65 @@
-"""``run.html``: the run record as a page people read (nodes, status, timings, memory, outputs)."""
+"""A run's record: ``run.json``'s file entries (sizes, checksums, read-only copies) and ``run.html``.
+
+``run.html`` is the record as a page people read (nodes, status, timings, memory, outputs).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import stat
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from eotwin.io.files import write_text_atomic
+
+RECORD_FILE = "run.json"
+REPORT_FILE = "run.html"
+
+
+def make_read_only(path: Path) -> None:
+    paths = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for p in paths:
+        p.chmod(stat.S_IMODE(p.stat().st_mode) & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def fingerprint(path: Path) -> list[tuple]:
+    """Size, modification and change times of a file or of every file under a folder (detects writes)."""
+    paths = [path] if not path.is_dir() else sorted(path.rglob("*"))
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            out.append((str(p), None))
+            continue
+        out.append((str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return out
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    size = 0
+    for p in files:
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                md5.update(chunk)
+                sha.update(chunk)
+                size += len(chunk)
+    return {"path": str(path), "size": size, "md5": md5.hexdigest(), "sha256": sha.hexdigest()}
+
+
+
+
+
+
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
 
 _COLOURS = {"succeeded": "#1a7f37", "failed": "#cf222e", "skipped": "#9a6700"}
 

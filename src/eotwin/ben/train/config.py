@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from eotwin.ben.bands import resolve_bands
 from eotwin.errors import EotwinError
+from eotwin.options import validation_message
 
 SplitName = Literal["train", "validation", "test", "all"]
 
@@ -201,10 +202,7 @@ def validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "config"
-        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        raise EotwinError(f"{where}: {message}") from None
+        raise EotwinError(validation_message(exc, "config")) from None
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
