@@ -19,9 +19,9 @@ from rasterio.warp import reproject
 from eotwin.geo.grid import Grid
 from eotwin.io.raster import write_geotiff
 from eotwin.io.remote.gdal import gdal_env
-from eotwin.io.remote.s2_windows import WindowFile
 from eotwin.pointcloud.live_mosaic import mosaic_to_file
 from eotwin.pointcloud.live_pipeline import LIVE_GDAL_CACHE_MB
+from eotwin.sentinel2.windows import WindowFile
 
 CRS32 = CRS.from_epsg(32632)
 

@@ -168,7 +168,7 @@ def _metadata_asset(item: dict, which: str) -> dict | None:
 
 def _radiometry_from_item(item: dict, assets: Mapping[str, dict]) -> tuple[float, dict[str, float]]:
     """Quantification and DN offsets from the bands' ``raster:scale``/``raster:offset`` (items without MTD_MSIL1C)."""
-    from eotwin.io.remote.s2_windows import radiometry_of
+    from eotwin.sentinel2.windows import radiometry_of
 
     quant: set[float] = set()
     offsets = dict.fromkeys(S2_BANDS, 0.0)

@@ -16,7 +16,7 @@ from rasterio.windows import Window as RioWindow
 
 from eotwin.geo.grid import Grid
 from eotwin.io.raster import geotiff_writer, open_raster
-from eotwin.io.remote.s2_windows import WindowFile
+from eotwin.sentinel2.windows import WindowFile
 
 MOSAIC_BLOCK_ROWS = 512  # target rows per step: a full tile's band is never held whole
 

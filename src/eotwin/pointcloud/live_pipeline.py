@@ -21,11 +21,11 @@ from eotwin.io.remote.credentials import Credentials, redact, strip_userinfo
 from eotwin.io.remote.edh_dem import dem_slice
 from eotwin.io.remote.endpoints import Endpoints
 from eotwin.io.remote.gdal import gdal_env
-from eotwin.io.remote.s2_windows import COLOUR_BANDS, read_asset_window
 from eotwin.io.remote.stac_api import search
 from eotwin.pointcloud.live_items import ChosenItem, choose_items
 from eotwin.pointcloud.live_mosaic import mosaic_to_file
 from eotwin.progress import ProgressReporter, ensure_progress
+from eotwin.sentinel2.windows import COLOUR_BANDS, read_asset_window
 
 
 @dataclass(frozen=True)

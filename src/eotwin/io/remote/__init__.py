@@ -7,5 +7,5 @@
 - ``http``: small fetches (items, XML metadata), S3-signed, capped at 64 MiB and 300 s;
 - ``gdal``: the one GDAL environment for remote raster reads;
 - ``stac_api``: the one STAC API client (search with a paging stop, items by id);
-- ``s2_windows``, ``edh_dem``, ``cache``: the windows of Sentinel-2 assets, the DEM slice, and their local cache.
+- ``edh_dem``, ``cache``: the DEM slice and the local cache (the windows of Sentinel-2 assets are read by ``eotwin.sentinel2.windows``).
 """
