@@ -44,7 +44,7 @@ from eotwin.io.copc_octree import (
     unpack_code,
     with_ancestors,
 )
-from eotwin.io.pointcloud_writer import (
+from eotwin.io.las_format import (
     CloudStats,
     evlr_record,
     las14_header,
