@@ -20,10 +20,11 @@ def lut():
     return load_lut()
 
 
-def _ddv_scene(seed: int = 5, size: int = 80, vegetation: bool = True) -> np.ndarray:
-    """(13, size, size) surface: dark dense vegetation obeying Kaufman's ratios, bare soil, water."""
+def _ddv_scene(seed: int = 5, size: int = 80, vegetation: bool = True, water: float = 0.10) -> np.ndarray:
+    """(13, size, size) surface: dark dense vegetation obeying Kaufman's ratios, bare soil, ``water`` share of water."""
     rng = np.random.default_rng(seed)
-    kind = rng.choice(3, size=(size, size), p=[0.45, 0.45, 0.10] if vegetation else [0.0, 0.9, 0.1])
+    veg_share = 0.45 if vegetation else 0.0
+    kind = rng.choice(3, size=(size, size), p=[veg_share, 1.0 - veg_share - water, water])
     surface = np.empty((len(S2_BANDS), size, size), dtype=np.float64)
     band = {b: i for i, b in enumerate(S2_BANDS)}
     veg = kind == 0
@@ -127,7 +128,7 @@ def test_ddv_with_known_water_vapour_and_per_pixel_angles(lut):
 
 
 def test_ddv_falls_back_to_the_default_aot_without_vegetation(lut):
-    surface = _ddv_scene(vegetation=False, size=40)
+    surface = _ddv_scene(vegetation=False, size=40, water=0.0)  # no water either (that has its own retrieval)
     toa = _toa(lut, surface, **ATMOSPHERE)
     result = dark_vegetation.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, wv=1.5)
     assert result.fallback and result.n_dark == 0 and result.aot == DEFAULT_AOT
@@ -199,7 +200,7 @@ def test_ddv_picks_the_aerosol_model_the_scene_was_made_with(lut, aerosol):
 
 def test_ddv_falls_back_when_the_red_and_blue_ratios_disagree(lut):
     """Dark vegetation far bluer than Kaufman's ratio: its blue asks for no aerosol, its red for 0.25."""
-    surface = _ddv_scene(seed=7, size=60)
+    surface = _ddv_scene(seed=7, size=60, water=0.0)
     band = {b: i for i, b in enumerate(S2_BANDS)}
     veg = _vegetation(surface)
     surface[band["B02"]][veg] = surface[band["B12"]][veg] * 0.25 + 0.06
@@ -302,10 +303,10 @@ def test_bad_inputs_are_one_line_errors(lut):
         )
 
 
-def test_open_water_gets_a_flagged_default_water_vapour_and_aot(lut):
+def test_open_water_gets_a_flagged_default_water_vapour_and_its_aot_from_the_water(lut):
     """No pixel bright enough in B8A to measure water vapour (open water): the table's reference water
-    vapour and the default AOT (no higher than the dark water allows), each saying it is a default."""
-    water = np.array([0.05, 0.045, 0.04, 0.022, 0.012, 0.006, 0.004, 0.003, 0.002, 0.002, 0.001, 0.002, 0.001])
+    vapour, saying it is a default; the AOT from the water's black SWIR (:mod:`.dark_water`)."""
+    water = np.array([0.05, 0.045, 0.04, 0.022, 0.012, 0.006, 0.004, 0.003, 0.002, 0.002, 0.001, 0.0005, 0.0003])
     surface = np.broadcast_to(water[:, None, None], (13, 30, 30)) * np.random.default_rng(11).uniform(
         0.9, 1.1, (13, 30, 30)
     )
@@ -317,9 +318,9 @@ def test_open_water_gets_a_flagged_default_water_vapour_and_aot(lut):
     result = dark_vegetation.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
     assert result.wv == lut.wv_ref and result.water.source.startswith("default (only 0 pixels with B8A")
     assert result.water.warning(lut.axes["wv"]).startswith(f"water vapour {lut.wv_ref:g} g/cm2 is a default")
-    assert result.retrieval.source.startswith("default (too few dark pixels")
-    assert result.retrieval.excluded["water"] == 900
-    assert result.aot == min(DEFAULT_AOT, result.retrieval.cap)
+    assert result.retrieval.source.startswith("dark water (no DDV: too few dark pixels")
+    assert result.retrieval.excluded["water"] == 900 and result.aerosol == "continental"
+    assert result.aot == pytest.approx(ATMOSPHERE["aot"], abs=0.05)
 
 
 def test_dos_without_a_dark_object_takes_the_default_aot_and_says_so(lut):

@@ -159,7 +159,8 @@ class SixSCorrector:
             if retrieval.fallback:
                 warnings.append(f"AOT: {retrieval.source}")
             info["aerosol_source"] = (
-                "given" if chosen else "blue/red DDV agreement" if retrieval.mismatch and not retrieval.fallback
+                "given" if chosen else "dark water NIR/SWIR fit" if retrieval.water_nir
+                else "blue/red DDV agreement" if retrieval.mismatch and not retrieval.fallback
                 else f"default ({'no retrieval chose it' if self.aot_estimator == 'ddv' else 'dos assumes it'})"
             )
         else:
@@ -319,6 +320,9 @@ def _retrieval_info(retrieval: AotRetrieval, estimator: str) -> dict[str, object
         }
     )
     info.update({f"aerosol_mismatch_{m}": v for m, v in retrieval.mismatch.items()})
+    if retrieval.water_nir:
+        info["dark_water_surface"] = dict(retrieval.water_surface)
+        info.update({f"dark_water_b08_{m}": v for m, v in retrieval.water_nir.items()})
     return info
 
 

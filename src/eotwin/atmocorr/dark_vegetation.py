@@ -5,7 +5,8 @@ thickness from dark dense vegetation (DDV: B12 surface reflectance 0.01-0.05 and
 0.10 then 0.12 as sen2cor's L2A_CAL_AC_GIPP does when too few pixels are found; cloud, water and shadow
 set aside) with Kaufman's ratios rho_red = 0.5 rho_2.2 and rho_blue = 0.25 rho_2.2 solved per pixel and
 trusted only where red and blue agree; the aerosol model is the table's one under which they agree
-best; a default AOT when dark pixels are too few or disagree; then the 6S-table inversion of every band.
+best; when dark pixels are too few or disagree, the clearest water's NIR/SWIR (:mod:`.dark_water`), else a
+default AOT; then the 6S-table inversion of every band.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from eotwin.atmocorr import physics
 from eotwin.atmocorr.dark_object import DOS_PERCENTILE, dark_object_aot, percentile_toa
+from eotwin.atmocorr.dark_water import WATER_BANDS, estimate_aot_dark_water
 from eotwin.atmocorr.lut import SixSLut
 from eotwin.atmocorr.retrieval import (
     DEFAULT_AOT,
@@ -122,8 +124,11 @@ def estimate_aot_ddv(
     4. Pixels whose red and blue AOTs differ by more than ``DDV_PIXEL_AGREEMENT`` are dropped (the
        ratios fail there); when fewer than half remain, when the remaining pixels' red and blue medians
        differ by more than ``DDV_SCENE_AGREEMENT`` or when their AOTs spread widely (interquartile range
-       over ``DDV_MAX_SPREAD``), the dark pixels disagree and the default AOT is used. Otherwise the
-       scene AOT is the median of the kept pixels' mean of the two.
+       over ``DDV_MAX_SPREAD``), the dark pixels disagree. Otherwise the scene AOT is the median of the
+       kept pixels' mean of the two.
+    4b. Dark pixels too few or disagreeing: when the scene holds enough water, the AOT and model come
+       from its clearest water, black in B08, B11 and B12 (:func:`.dark_water.estimate_aot_dark_water`);
+       else the default AOT.
     5. The AOT never exceeds what the scene's darkest blue and red pixels allow (their surface would
        turn negative): the default and the retrieval are capped there.
     """
@@ -153,6 +158,19 @@ def estimate_aot_ddv(
     }
 
     def default(reason: str, n_found: int, swir_range, **extra) -> AotRetrieval:
+        water_bands = tuple(b for b in WATER_BANDS if b in names)
+        found = estimate_aot_dark_water(
+            flat[[names.index(b) for b in water_bands]][:, water], water_bands, lut, sensor=sensor,
+            models=models, n_valid=flat.shape[1], **geometry,
+        )
+        if found is not None:  # too little dark vegetation, but water enough: its NIR/SWIR is path
+            cap = caps[found.aerosol]
+            capped = ", capped by the darkest pixels" if found.aot > cap else ""
+            return AotRetrieval(
+                min(found.aot, cap), found.aerosol, f"dark water{capped} (no DDV: {reason})", found.n_water,
+                found.n_water, None, cap=cap, excluded=excluded, water_surface=found.per_band,
+                water_nir=found.nir_surface,
+            )
         cap = caps[default_model]
         return AotRetrieval(
             min(default_aot, cap), default_model, f"default ({reason})", n_found, 0, swir_range,

@@ -22,7 +22,7 @@ class AotRetrieval:
 
     aot: float
     aerosol: str
-    source: str  # "ddv", "ddv, capped by the darkest pixels", "default (<why>)", "dark object"
+    source: str  # "ddv", "ddv, capped by the darkest pixels", "dark water (...)", "default (<why>)", "dark object"
     n_found: int  # dark dense vegetation pixels selected
     n_used: int  # of those, the pixels whose red- and blue-derived AOTs agree (0 when the default is used)
     swir_range: tuple[float, float] | None
@@ -32,6 +32,9 @@ class AotRetrieval:
     cap: float | None = None  # the highest AOT the scene's darkest blue and red pixels allow
     mismatch: dict[str, float] = field(default_factory=dict)  # |median blue - median red| AOT per model
     excluded: dict[str, int] = field(default_factory=dict)  # pixels left out as cloud, water, shadow
+    # source "dark water": the clearest water's surface at the chosen fit, and its B08 surface under each model
+    water_surface: dict[str, float] = field(default_factory=dict)
+    water_nir: dict[str, float] = field(default_factory=dict)
 
     @property
     def fallback(self) -> bool:
