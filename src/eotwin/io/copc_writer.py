@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import shutil
 import struct
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,16 +323,9 @@ def spill_folder(beside: Path) -> Path:
 
     Its name carries the writer's process id; folders of writers of the same output that died (kill -9) are removed.
     """
-    import os
+    from eotwin.io.files import owned_scratch_dir
 
-    from eotwin.io.files import process_alive
-
-    prefix = f".{beside.name}.copc-spill-"
-    for old in beside.parent.glob(f"{prefix}*"):
-        pid = old.name[len(prefix):].split("-", 1)[0]
-        if old.is_dir() and pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=beside.parent))
+    return owned_scratch_dir(beside.parent, f".{beside.name}.copc-spill-")
 
 
 def remove_spill(folder: Path) -> None:

@@ -149,18 +149,45 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         raise
 
 
-def reclaim_dead_staging(parent: Path, name: str) -> list[Path]:
-    """Remove staging folders of earlier runs on the same output whose process is gone (several GB each)."""
+def reclaim_dead_owned(parent: Path, prefix: str) -> list[Path]:
+    """Remove the folders ``<prefix><pid>-*`` in ``parent`` whose owner process is gone (kill -9, out of memory).
+
+    Folders of live owners, and names without a process id after the prefix, are left alone.
+    """
     from glob import escape
 
     removed = []
-    for folder in parent.glob(f".{escape(name)}.part-*"):
-        pid_text = folder.name[len(f".{name}.part-"):].split("-", 1)[0]
+    for folder in Path(parent).glob(f"{escape(prefix)}*"):
+        pid_text = folder.name[len(prefix):].split("-", 1)[0]
         if not folder.is_dir() or folder.is_symlink() or not pid_text.isdigit() or process_alive(int(pid_text)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
+
+
+def owned_scratch_dir(parent: Path, prefix: str) -> Path:
+    """A new private folder ``<prefix><pid>-<random>`` in ``parent``, after removing those of dead owners.
+
+    The process id in the name lets a later run tell a folder whose writer died from one still in use.
+    """
+    reclaim_dead_owned(parent, prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+
+
+@contextlib.contextmanager
+def temporary_owned_dir(prefix: str, parent: Path | None = None) -> Iterator[Path]:
+    """:func:`owned_scratch_dir` (in the system's temporary folder by default), removed on exit."""
+    folder = owned_scratch_dir(Path(parent) if parent is not None else Path(tempfile.gettempdir()), prefix)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def reclaim_dead_staging(parent: Path, name: str) -> list[Path]:
+    """Remove staging folders of earlier runs on the same output whose process is gone (several GB each)."""
+    return reclaim_dead_owned(parent, f".{name}.part-")
 
 
 def staging_dir(target: str | Path) -> Path:
@@ -175,8 +202,7 @@ def staging_dir(target: str | Path) -> Path:
     if target.exists() and not target.is_dir():
         raise EotwinError(f"{target}: exists and is not a directory")
     parent = ensure_writable_dir(target.parent if str(target.parent) else Path("."))
-    reclaim_dead_staging(parent, target.name)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.part-{os.getpid()}-", dir=parent))
+    staging = owned_scratch_dir(parent, f".{target.name}.part-")
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the published folder gets the usual mode

@@ -7,7 +7,6 @@ geometry, colours, masking and writers as for local files.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from rasterio.enums import Resampling
 
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds, utm_crs_for_lonlat
+from eotwin.io.files import temporary_owned_dir
 from eotwin.io.remote.cache import Cache, default_cache_dir, request_key
 from eotwin.io.remote.credentials import Credentials, redact, strip_userinfo
 from eotwin.io.remote.edh_dem import dem_slice
@@ -179,7 +179,9 @@ def build_from_bbox(request: LiveRequest, output: Path, *, endpoints: Endpoints 
     cache = cache or Cache(default_cache_dir())
     if grid is None:
         check_size(target_grid(request))
-    with tempfile.TemporaryDirectory(prefix="eotwin-live-") as tmp:
+    # the fetched scene (GBs at full size) in a folder named with this process id: a run killed with -9
+    # leaves it behind, and the next live build removes it
+    with temporary_owned_dir("eotwin-live-") as tmp:
         scene = fetch_scene(request, endpoints, credentials, cache, Path(tmp), progress, log, grid)
         release_free_memory()  # the fetch's buffers are garbage now: give the pages back before the build
         options = make_options(dem=str(scene.dem), image=(str(scene.red), str(scene.green), str(scene.blue)),
