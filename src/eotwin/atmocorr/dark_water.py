@@ -7,10 +7,10 @@ band, so glint and foam stay above it) is taken as black in B11 and B12: under e
 aerosol models the AOT is the one whose inversion brings them closest to zero (least squares on the
 AOT grid). Water is never darker than black in the NIR either, and the models differ most there:
 continental extinction falls off steeply from the NIR to 2.2 um, maritime hardly, so the SWIR path
-read under the wrong model gives a B08 surface that is negative (too much NIR path) or higher than
-under the right one. The model kept is the one leaving the darkest B08 surface that is not negative.
-A SWIR residual too large for black water (thin cloud, ice, foam), or a fit on the table's last AOT,
-and water says nothing.
+read under the wrong model leaves a B08 surface far from black: negative (too much NIR path) or
+bright (too little). The model kept is the one leaving the clearest water's B08 surface closest to
+zero (the first model, as in the DDV, unless another is clearly closer). A SWIR residual too large for black water (thin cloud, ice, foam), a B08 surface far below zero
+under every model, or a fit on the table's last AOT, and water says nothing.
 
 This is what the DDV falls back to before its default AOT when a scene has too little dark vegetation
 but enough water (coasts, lakes, open sea).
@@ -30,7 +30,8 @@ WATER_BANDS = ("B08", "B11", "B12")  # B08 for the model choice; B11 (optional) 
 WATER_PERCENTILE = 5.0  # percent of the water pixels taken as the clearest water, per band
 WATER_MIN_PIXELS = 50
 WATER_MIN_AREA = 0.02  # share of the valid pixels that must be water
-WATER_NIR_FLOOR = -0.002  # a model leaving the clearest water's B08 surface below this has too much NIR path
+WATER_MODEL_MARGIN = 0.001  # another model than the first only when its B08 surface is closer to zero by this
+WATER_NIR_FLOOR = -0.005  # a model leaving the clearest water's B08 surface below this has far too much NIR path
 WATER_MAX_RESIDUAL = 0.001  # RMS surface left in the black SWIR bands by the best fit: beyond it, not black
 
 
@@ -83,7 +84,10 @@ def estimate_aot_dark_water(
                if rms <= WATER_MAX_RESIDUAL and aot < last and surface[0] >= WATER_NIR_FLOOR]
     if not fitting:
         return None
-    chosen = min(fitting, key=lambda m: (fits[m][2][0], models.index(m)))
+    best = min(fitting, key=lambda m: (abs(fits[m][2][0]), models.index(m)))
+    chosen = models[0] if models[0] in fitting else best
+    if abs(fits[best][2][0]) + WATER_MODEL_MARGIN < abs(fits[chosen][2][0]):
+        chosen = best
     aot, _, surface = fits[chosen]
     return DarkWaterAot(
         aot=aot, aerosol=chosen, n_water=n_water,
