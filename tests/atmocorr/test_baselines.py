@@ -315,7 +315,11 @@ def test_open_water_gets_a_flagged_default_water_vapour_and_its_aot_from_the_wat
     kwargs = dict(sensor="S2A", aerosol="continental", **GEOMETRY)
     with pytest.raises(EotwinError, match=r"at least 10 valid pixels with B8A reflectance above 0\.02"):
         water_vapour.retrieve_water_vapour(b8a, b09, lut, **kwargs)
-    result = dark_vegetation.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33)
+    open_water = dark_vegetation.open_water_mask(toa, S2_BANDS, lut, pixel_size=60.0, sensor="S2A", o3=0.33,
+                                                 **GEOMETRY)
+    assert open_water.all()  # water only: no shore in sight
+    result = dark_vegetation.ddv_correction(toa, S2_BANDS, lut, sensor="S2A", **GEOMETRY, o3=0.33,
+                                            open_water=open_water)
     assert result.wv == lut.wv_ref and result.water.source.startswith("default (only 0 pixels with B8A")
     assert result.water.warning(lut.axes["wv"]).startswith(f"water vapour {lut.wv_ref:g} g/cm2 is a default")
     assert result.retrieval.source.startswith("dark water (no DDV: too few dark pixels")

@@ -49,6 +49,7 @@ class SceneSample:
     overview: np.ndarray | None = None
     overview_step: int = 1
     read_window: Callable[[Window], np.ndarray] | None = None
+    index: np.ndarray | None = None  # where ``toa``'s pixels lie in the flattened overview
 
 
 @dataclass
@@ -153,7 +154,9 @@ class SixSCorrector:
             if self.aot_estimator == "dark-object":
                 result = dark_object.dos_correction(sample.toa, L2A_BANDS, lut, aerosol=aerosol, **common)
             else:
-                result = dark_vegetation.ddv_correction(sample.toa, L2A_BANDS, lut, aerosol=chosen, **common)
+                result = dark_vegetation.ddv_correction(sample.toa, L2A_BANDS, lut, aerosol=chosen,
+                                                        open_water=_open_water(sample, product, lut, geometry,
+                                                                               wv, self._ozone), **common)
             aot, wv, aerosol, water, retrieval = result.aot, result.wv, result.aerosol, result.water, result.retrieval
             info.update(_retrieval_info(retrieval, self.aot_estimator))
             if retrieval.fallback:
@@ -300,6 +303,28 @@ class SixSCorrector:
         if self._scene_z is None:
             raise EotwinError("the 6S corrector was not prepared with a DEM")
         return self._scene_z
+
+
+OPEN_WATER_MAX_SIDE = 500  # the open-water map is made on an overview at most this wide (1 km is a few pixels)
+
+
+def _open_water(sample: SceneSample, product: L1CProduct, lut: SixSLut, geometry: Geometry, wv: float | None,
+                o3: float) -> np.ndarray | None:
+    """Per pixel of ``sample.toa`` (1, n): whether it is open water, far enough from land for the dark-water
+    aerosol retrieval; None when the sample keeps no overview (no shores known: no dark water)."""
+    import math
+
+    from eotwin.atmocorr import dark_vegetation
+
+    if sample.overview is None or sample.index is None:
+        return None
+    h, w = sample.overview.shape[1:]
+    k = max(1, math.ceil(max(h, w) / OPEN_WATER_MAX_SIDE))
+    pixel = abs(float(product.grid.transform.a)) * sample.overview_step * k
+    mask = dark_vegetation.open_water_mask(sample.overview[:, ::k, ::k], L2A_BANDS, lut, pixel_size=pixel,
+                                           sensor=product.spacecraft, wv=wv, o3=o3, **geometry.angles())
+    rows, cols = np.divmod(sample.index, w)
+    return mask[rows // k, cols // k][None, :]
 
 
 def _retrieval_info(retrieval: AotRetrieval, estimator: str) -> dict[str, object]:

@@ -5,8 +5,8 @@ thickness from dark dense vegetation (DDV: B12 surface reflectance 0.01-0.05 and
 0.10 then 0.12 as sen2cor's L2A_CAL_AC_GIPP does when too few pixels are found; cloud, water and shadow
 set aside) with Kaufman's ratios rho_red = 0.5 rho_2.2 and rho_blue = 0.25 rho_2.2 solved per pixel and
 trusted only where red and blue agree; the aerosol model is the table's one under which they agree
-best; when dark pixels are too few or disagree, the clearest water's NIR/SWIR (:mod:`.dark_water`), else a
-default AOT; then the 6S-table inversion of every band.
+best; when dark pixels are too few or disagree, the clearest open water's NIR/SWIR (:mod:`.dark_water`),
+else a default AOT; then the 6S-table inversion of every band.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from eotwin.atmocorr import physics
 from eotwin.atmocorr.dark_object import DOS_PERCENTILE, dark_object_aot, percentile_toa
-from eotwin.atmocorr.dark_water import WATER_BANDS, estimate_aot_dark_water
+from eotwin.atmocorr.dark_water import WATER_BANDS, estimate_aot_dark_water, offshore
 from eotwin.atmocorr.lut import SixSLut
 from eotwin.atmocorr.retrieval import (
     DEFAULT_AOT,
@@ -85,6 +85,29 @@ def aerosol_free_classes(
     return rc, ndvi, cloud, water, shadow
 
 
+def open_water_mask(
+    toa: np.ndarray, bands: tuple[str, ...] | list[str], lut: SixSLut, *, pixel_size: float, sensor: str,
+    sza: float, vza: float, raa: float, wv: float | None = None, o3: float = physics.DEFAULT_OZONE,
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
+    """(h, w) bool: the water pixels of the scene ``toa`` (bands, h, w) far enough from land for the dark-water
+    retrieval (:func:`.dark_water.offshore`); ``pixel_size`` in metres."""
+    toa = physics.check_stack(toa, bands)
+    if toa.ndim != 3:
+        raise EotwinError(f"open water needs a (bands, h, w) scene, got {toa.shape}")
+    names = ddv_input_bands(bands)
+    flat = toa.reshape(toa.shape[0], -1)[[list(bands).index(b) for b in names]].astype(np.float64)
+    ok = np.isfinite(flat).all(axis=0)
+    if valid is not None:
+        ok &= np.asarray(valid, dtype=bool).reshape(-1)
+    water = np.zeros(ok.size, dtype=bool)
+    if ok.any():
+        _, _, _, is_water, _ = aerosol_free_classes(flat[:, ok], names, lut, sensor=sensor, sza=sza, vza=vza, raa=raa,
+                                                    wv=lut.wv_ref if wv is None else wv, o3=o3)
+        water[ok] = is_water
+    return offshore(water.reshape(toa.shape[1:]), ok.reshape(toa.shape[1:]), pixel_size)
+
+
 def ddv_pixel_aots(
     sample: np.ndarray, lut: SixSLut, *, sensor: str, aerosol: str, sza: float, vza: float, raa: float, wv: float,
     o3: float,
@@ -110,6 +133,7 @@ def estimate_aot_ddv(
     o3: float = physics.DEFAULT_OZONE,
     valid: np.ndarray | None = None,
     default_aot: float = DEFAULT_AOT,
+    open_water: np.ndarray | None = None,
 ) -> AotRetrieval:
     """Scene AOT at 550 nm and aerosol model from dark dense vegetation, with sen2cor's fallbacks.
 
@@ -131,6 +155,9 @@ def estimate_aot_ddv(
        else the default AOT.
     5. The AOT never exceeds what the scene's darkest blue and red pixels allow (their surface would
        turn negative): the default and the retrieval are capped there.
+
+    ``open_water`` (bool over ``toa``'s pixels, from :func:`open_water_mask`): the pixels far enough from
+    land for the dark-water retrieval of 4b; without it there is none (a flat sample knows no shores).
     """
     toa = physics.check_stack(toa, bands)
     names = ddv_input_bands(bands)
@@ -142,6 +169,7 @@ def estimate_aot_ddv(
     flat = flat[:, mask]
     if flat.shape[1] == 0:
         raise EotwinError("the DDV method needs at least one valid pixel")
+    offshore = None if open_water is None else np.asarray(open_water, dtype=bool).reshape(-1)[mask]
     models = tuple(lut.aerosols) if aerosol is None else (str(aerosol).lower(),)
     default_model = models[0]
     geometry = dict(sza=sza, vza=vza, raa=raa, wv=wv, o3=o3)
@@ -159,9 +187,9 @@ def estimate_aot_ddv(
 
     def default(reason: str, n_found: int, swir_range, **extra) -> AotRetrieval:
         water_bands = tuple(b for b in WATER_BANDS if b in names)
-        found = estimate_aot_dark_water(
-            flat[[names.index(b) for b in water_bands]][:, water], water_bands, lut, sensor=sensor,
-            models=models, n_valid=flat.shape[1], **geometry,
+        found = None if offshore is None else estimate_aot_dark_water(
+            flat[[names.index(b) for b in water_bands]][:, water & offshore], water_bands, lut, sensor=sensor,
+            models=models, n_valid=flat.shape[1], caps=caps, **geometry,
         )
         if found is not None:  # too little dark vegetation, but water enough: its NIR/SWIR is path
             cap = caps[found.aerosol]
@@ -247,9 +275,10 @@ def ddv_correction(
     wv: float | None = None,
     o3: float = physics.DEFAULT_OZONE,
     valid: np.ndarray | None = None,
+    open_water: np.ndarray | None = None,
 ) -> DdvResult:
     """The sen2cor-like baseline: estimate water vapour (unless given), AOT and aerosol model (unless
-    given) from the scene, invert all bands.
+    given) from the scene, invert all bands. ``open_water``: see :func:`estimate_aot_ddv`.
 
     The atmosphere is estimated with the scene-mean angles; the inversion uses the angles as given
     (scalars or per-pixel arrays).
@@ -270,7 +299,7 @@ def ddv_correction(
             )
             wv = water.wv
         retrieval = estimate_aot_ddv(
-            toa, bands, lut, sensor=sensor, aerosol=aerosol, wv=wv, o3=o3, valid=valid, **mean
+            toa, bands, lut, sensor=sensor, aerosol=aerosol, wv=wv, o3=o3, valid=valid, open_water=open_water, **mean
         )
         aot, model = retrieval.aot, retrieval.aerosol
     boa = physics.lut_correction(toa, bands, lut, sensor=sensor, atmosphere=physics.Atmosphere(aot, wv, o3, model),

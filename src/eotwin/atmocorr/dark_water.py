@@ -12,8 +12,13 @@ bright (too little). The model kept is the one leaving the clearest water's B08 
 zero (the first model, as in the DDV, unless another is clearly closer). A SWIR residual too large for black water (thin cloud, ice, foam), a B08 surface far below zero
 under every model, or a fit on the table's last AOT, and water says nothing.
 
+Only open water counts: within about a kilometre of land, light scattered from the brighter shore
+(the adjacency effect) and mixed shore pixels brighten the water's SWIR, which would read as aerosol
+(a small alpine lake among bright slopes reads as AOT 0.3). :func:`offshore` keeps the water pixels at
+least ``WATER_SHORE_M`` from any land pixel.
+
 This is what the DDV falls back to before its default AOT when a scene has too little dark vegetation
-but enough water (coasts, lakes, open sea).
+but enough open water (coasts, large lakes, the sea).
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ WATER_MIN_AREA = 0.02  # share of the valid pixels that must be water
 WATER_MODEL_MARGIN = 0.001  # another model than the first only when its B08 surface is closer to zero by this
 WATER_NIR_FLOOR = -0.005  # a model leaving the clearest water's B08 surface below this has far too much NIR path
 WATER_MAX_RESIDUAL = 0.001  # RMS surface left in the black SWIR bands by the best fit: beyond it, not black
+# a fit above what the scene's darkest blue and red pixels allow (their surface would turn negative) by more
+# than this contradicts them: the "water" was not black (shore pixels, shadow, a small lake among bright slopes)
+WATER_CAP_TOLERANCE = 0.05
+WATER_SHORE_M = 1000.0  # open water: at least this far from land (the adjacency effect's reach)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,20 @@ class DarkWaterAot:
     n_water: int
     per_band: dict[str, float]  # the clearest water's surface at the chosen model and AOT
     nir_surface: dict[str, float]  # the clearest water's B08 surface at each model's best AOT
+
+
+def offshore(water: np.ndarray, valid: np.ndarray, pixel_size: float) -> np.ndarray:
+    """Water pixels (``water``, ``valid``: (h, w) bool) at least :data:`WATER_SHORE_M` from any valid land pixel.
+
+    A scene without land keeps all its water (what lies beyond the scene is not known).
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    land = valid & ~water
+    if not land.any():
+        return water & valid
+    distance = distance_transform_edt(~land) * float(pixel_size)
+    return water & valid & (distance >= WATER_SHORE_M)
 
 
 def black_fit(
@@ -64,14 +87,15 @@ def black_fit(
 
 def estimate_aot_dark_water(
     water_toa: np.ndarray, bands: tuple[str, ...], lut: SixSLut, *, sensor: str, models: tuple[str, ...],
-    n_valid: int, sza: float, vza: float, raa: float, wv: float, o3: float,
+    n_valid: int, sza: float, vza: float, raa: float, wv: float, o3: float, caps: dict[str, float] | None = None,
 ) -> DarkWaterAot | None:
     """AOT and model from the water pixels ``water_toa`` (``bands`` = B08 then SWIR, x n, TOA); None when
-    water says nothing.
+    water says nothing. ``caps``: per model, the highest AOT the scene's darkest pixels allow.
 
     None when the water is too little (under ``WATER_MIN_PIXELS`` or ``WATER_MIN_AREA`` of ``n_valid``),
     or when no model fits: SWIR residual over ``WATER_MAX_RESIDUAL``, B08 surface under
-    ``WATER_NIR_FLOOR`` or the fit on the table's last AOT (more haze than the table knows).
+    ``WATER_NIR_FLOOR``, the fit on the table's last AOT (more haze than the table knows) or above the
+    model's cap by more than ``WATER_CAP_TOLERANCE``.
     """
     n_water = water_toa.shape[1]
     if n_water < max(WATER_MIN_PIXELS, WATER_MIN_AREA * n_valid) or bands[0] != "B08" or len(bands) < 2:
@@ -81,7 +105,8 @@ def estimate_aot_dark_water(
     last = float(aot_candidates(lut)[-1])
     fits = {m: black_fit(dark, bands, lut, sensor=sensor, aerosol=m, **geometry) for m in models}
     fitting = [m for m, (aot, rms, surface) in fits.items()
-               if rms <= WATER_MAX_RESIDUAL and aot < last and surface[0] >= WATER_NIR_FLOOR]
+               if rms <= WATER_MAX_RESIDUAL and aot < last and surface[0] >= WATER_NIR_FLOOR
+               and (caps is None or aot <= caps[m] + WATER_CAP_TOLERANCE)]
     if not fitting:
         return None
     best = min(fitting, key=lambda m: (abs(fits[m][2][0]), models.index(m)))

@@ -178,7 +178,7 @@ def read_scene_sample(
         flat = flat[np.linspace(0, flat.size - 1, SAMPLE_MAX_PIXELS).astype(np.int64)]
     pixels = toa.reshape(toa.shape[0], -1)[:, flat]
     return SceneSample(pixels[:, None, :], np.ones((1, flat.size), dtype=bool), product.angles.means(), toa, step,
-                       functools.partial(read_toa, reader, product, L2A_BANDS))
+                       functools.partial(read_toa, reader, product, L2A_BANDS), index=flat)
 
 
 def run_correction(options: RunOptions, progress: ProgressReporter | None = None) -> RunResult:

@@ -59,6 +59,7 @@ METHODS = ("ai", "ai-own-ozone", "6s-oracle", "6s-ddv", "6s-ddv-climatology-ozon
 TARGET_RMSE = {**dict.fromkeys(("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A"), 0.005),
                "B11": 0.01, "B12": 0.01}
 MOSAIC = (2, 3)
+SCENE_PIXEL_M = 10.0  # test scenes are on the 10 m grid of their surface patches
 
 
 class EvaluateOptions(BaseModel):
@@ -150,6 +151,20 @@ def make_test_scenes(
     return scenes
 
 
+def ai_out_of_distribution(scene: TestScene, lut, model) -> bool:
+    """Whether the model's OOD score of the scene passes its threshold (the pipeline then uses 6s-ddv)."""
+    from eotwin.atmocorr.ai import ood
+
+    path = ood.stats_path(model.path)
+    if not path.is_file():
+        raise EotwinError(f"no OOD statistics {path.name} beside the model")
+    stats = ood.load_statistics(path)
+    atm = scene.atmosphere
+    angles = np.array([atm.sza, atm.vza, atm.raa], np.float32).reshape(3, 1, 1)
+    score, _ = ood.scene_score(scene.toa, angles, lut, atm.sensor, stats)
+    return score > stats.threshold
+
+
 def correct_scene(method: str, scene: TestScene, lut, model) -> np.ndarray:
     """BOA (12, h, w) of one test scene by one method."""
     from eotwin.atmocorr import dark_object, dark_vegetation
@@ -166,8 +181,12 @@ def correct_scene(method: str, scene: TestScene, lut, model) -> np.ndarray:
     if method in ("6s-ddv", "6s-ddv-climatology-ozone", "6s-ddv-true-aerosol"):
         aerosol = atm.aerosol if method == "6s-ddv-true-aerosol" else None  # None: DDV picks the model per scene
         o3 = DEFAULT_OZONE if method == "6s-ddv-climatology-ozone" else atm.o3
+        open_water = dark_vegetation.open_water_mask(scene.toa, L2A_BANDS, lut, pixel_size=SCENE_PIXEL_M,
+                                                     sensor=atm.sensor, sza=atm.sza, vza=atm.vza, raa=atm.raa, o3=o3)
         return dark_vegetation.ddv_correction(scene.toa, L2A_BANDS, lut, sensor=atm.sensor, sza=atm.sza, vza=atm.vza,
-                                        raa=atm.raa, aerosol=aerosol, o3=o3).boa
+                                        raa=atm.raa, aerosol=aerosol, o3=o3, open_water=open_water).boa
+    if method == "ai-run":  # as `--method ai` runs: the network, unless its OOD score says it does not know
+        return correct_scene("6s-ddv" if ai_out_of_distribution(scene, lut, model) else "ai", scene, lut, model)
     if method in ("ai", "ai-own-ozone"):
         angles = np.array([atm.sza, atm.vza, atm.raa], np.float32)[:, None, None]
         return model.predict(scene.toa, np.broadcast_to(angles, (3, *scene.toa.shape[1:])), sensor=atm.sensor,
