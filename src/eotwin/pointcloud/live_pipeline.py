@@ -15,6 +15,7 @@ from rasterio.enums import Resampling
 
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, transform_bounds, utm_crs_for_lonlat
+from eotwin.heap import release_free_memory
 from eotwin.io.files import temporary_owned_dir
 from eotwin.io.remote.cache import Cache, default_cache_dir, request_key
 from eotwin.io.remote.credentials import Credentials, redact, strip_userinfo
@@ -154,18 +155,6 @@ def fetch_scene(request: LiveRequest, endpoints: Endpoints, credentials: Credent
         dem = dem_slice(lonlat, endpoints, credentials, cache, workdir)
         task.advance()
     return LiveScene(grid, paths["B04"], paths["B03"], paths["B02"], paths.get("SCL"), dem, chosen)
-
-
-def release_free_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the system (glibc keeps them otherwise): the build
-    that follows the fetch then starts from what is really in use, which is what a container limit counts."""
-    import contextlib
-    import ctypes
-    import gc
-
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def build_from_bbox(request: LiveRequest, output: Path, *, endpoints: Endpoints | None = None,

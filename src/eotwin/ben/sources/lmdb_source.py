@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,21 +38,39 @@ class LmdbSource(BenSource):
             meta, snow_cloud = find_metadata(self.env_dir, self.env_dir.parent, explicit=metadata)
             frame = read_metadata(meta, snow_cloud)
         super().__init__(self.env_dir, frame)
-        self._env = None
-        self._pid = -1
+        self._pid = -1  # the process that acquired the environment (-1: none yet)
         self._keys: set[str] | None = None
         self._has_s1: bool | None = None
 
-    def _txn(self):
-        if self._env is None or self._pid != os.getpid():  # one environment per process (DataLoader workers fork)
-            self._env = _acquire_env(self.env_dir)
+    def _reading(self) -> contextlib.AbstractContextManager:
+        """A read transaction on this process's environment of the database (DataLoader workers fork)."""
+        if self._pid != os.getpid():
+            _acquire_env(self.env_dir)
             self._pid = os.getpid()
-        return self._env.begin(write=False, buffers=True)
+        return _reading(self.env_dir)
 
     def keys(self) -> set[str]:
         if self._keys is None:
-            with self._txn() as txn:
-                self._keys = {bytes(key).decode() for key in txn.cursor().iternext(keys=True, values=False)}
+            # walking the keys faults in the pages of every value (py-lmdb touches them; the kernel maps their
+            # neighbours): on a 2.4 GB database the whole file would be resident at once. So the walk goes in
+            # runs of KEYS_PER_MAP keys, each on a fresh map.
+            keys: set[str] = set()
+            last: bytes | None = None
+            more = True
+            while more:
+                with self._reading() as txn:
+                    cursor = txn.cursor()
+                    more = cursor.first() if last is None else cursor.set_range(last)
+                    if more and last is not None and bytes(cursor.key()) == last:
+                        more = cursor.next()
+                    for _ in range(KEYS_PER_MAP):
+                        if not more:
+                            break
+                        last = bytes(cursor.key())
+                        keys.add(last.decode())
+                        more = cursor.next()
+                _count_read(self.env_dir, REMAP_EVERY_BYTES)
+            self._keys = keys
         return self._keys
 
     def has_patch(self, patch_id: str) -> bool:
@@ -69,16 +89,18 @@ class LmdbSource(BenSource):
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers: each process opens its own env
         state = self.__dict__.copy()
-        state.update(_env=None, _pid=-1)
+        state.update(_pid=-1)
         return state
 
     def raw(self, patch_id: str) -> bytes:
         """The stored safetensors bytes of a patch (what the store copies without decoding)."""
-        with self._txn() as txn:
+        with self._reading() as txn:
             value = txn.get(patch_id.encode())
             if value is None:
                 raise EotwinError(f"patch '{patch_id}' is not in {self.env_dir}")
-            return bytes(value)
+            data = bytes(value)
+        _count_read(self.env_dir, len(data))
+        return data
 
     def _read_s2(self, patch_id: str, bands: Sequence[str]) -> dict[str, np.ndarray]:
         return decode_patch(self.raw(patch_id), patch_id, str(self.env_dir), bands)
@@ -87,9 +109,9 @@ class LmdbSource(BenSource):
         return decode_patch(self.raw(s1_name), s1_name, str(self.env_dir), bands)
 
     def close(self) -> None:
-        if self._env is not None and self._pid == os.getpid():
+        if self._pid == os.getpid():
             _release_env(self.env_dir)
-        self._env = None
+        self._pid = -1
 
 
 def decode_patch(data: bytes, patch_id: str, where: str, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -120,7 +142,7 @@ def decode_patch(data: bytes, patch_id: str, where: str, bands: Sequence[str] | 
 
 
 # LMDB allows one environment per path and process, so readers of the same database share it.
-_ENVS: dict[tuple[str, int], list] = {}
+_ENVS: dict[tuple[str, int], _Env] = {}
 _ENVS_LOCK = threading.Lock()
 
 
@@ -156,33 +178,80 @@ def check_lmdb_file(env_dir: Path) -> None:
                           f"{(last_page + 1) * page_size:,})")
 
 
-def _acquire_env(env_dir: Path):
+# LMDB maps the whole file: every page read stays resident (clean, reclaimable, but counted in RSS) until the
+# map goes. After this many bytes read, the environment is reopened between transactions, so a pass over a
+# 2.4 GB database stays a few hundred MB resident instead of the whole file.
+REMAP_EVERY_BYTES = 256 * 2**20
+KEYS_PER_MAP = 1000  # keys walked on one map (their values' pages are touched: about 140 MB for BigEarthNet v2)
+
+
+@dataclass
+class _Env:
+    env: Any
+    users: int = 0  # sources holding it in this process
+    active: int = 0  # read transactions open now
+    read_bytes: int = 0  # since it was (re)opened
+
+
+def _open_env(path: str):
     import lmdb
 
-    key = (str(Path(env_dir).resolve()), os.getpid())
+    try:
+        return lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False, max_readers=256, subdir=True)
+    except lmdb.Error as exc:
+        raise EotwinError(f"cannot open LMDB {path}: {exc}") from None
+
+
+def _env_key(env_dir: Path) -> tuple[str, int]:
+    return str(Path(env_dir).resolve()), os.getpid()
+
+
+def _acquire_env(env_dir: Path) -> None:
+    key = _env_key(env_dir)
     with _ENVS_LOCK:
         entry = _ENVS.get(key)
         if entry is None:
             check_lmdb_file(Path(key[0]))
-            try:
-                env = lmdb.open(key[0], readonly=True, lock=False, readahead=False, meminit=False,
-                                max_readers=256, subdir=True)
-            except lmdb.Error as exc:
-                raise EotwinError(f"cannot open LMDB {env_dir}: {exc}") from None
-            entry = _ENVS[key] = [env, 0]
-        entry[1] += 1
-        return entry[0]
+            entry = _ENVS[key] = _Env(_open_env(key[0]))
+        entry.users += 1
 
 
 def _release_env(env_dir: Path) -> None:
-    key = (str(Path(env_dir).resolve()), os.getpid())
+    key = _env_key(env_dir)
     with _ENVS_LOCK:
         entry = _ENVS.get(key)
         if entry is not None:
-            entry[1] -= 1
-            if entry[1] <= 0:
-                entry[0].close()
+            entry.users -= 1
+            if entry.users <= 0:
+                entry.env.close()
                 del _ENVS[key]
+
+
+@contextlib.contextmanager
+def _reading(env_dir: Path) -> Iterator[Any]:
+    """A read transaction; the environment is reopened first when it has read ``REMAP_EVERY_BYTES`` and no other
+    transaction is open (the old map, and the file pages it kept resident, go with it)."""
+    key = _env_key(env_dir)
+    with _ENVS_LOCK:
+        entry = _ENVS[key]
+        if entry.active == 0 and entry.read_bytes >= REMAP_EVERY_BYTES:
+            entry.env.close()
+            entry.env, entry.read_bytes = _open_env(key[0]), 0
+        entry.active += 1
+        env = entry.env
+    try:
+        with env.begin(write=False, buffers=True) as txn:
+            yield txn
+    finally:
+        with _ENVS_LOCK:
+            entry.active -= 1
+
+
+def _count_read(env_dir: Path, size: int) -> None:
+    with _ENVS_LOCK:
+        entry = _ENVS.get(_env_key(env_dir))
+        if entry is not None:
+            entry.read_bytes += size
 
 
 class StoreSource(LmdbSource):

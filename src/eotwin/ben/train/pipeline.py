@@ -347,7 +347,9 @@ def predict_dataset(module, dataset, *, batch_size: int = 64, num_workers: int =
     from torch.utils.data import DataLoader
 
     from eotwin.ben.train.datamodule import TorchBenDataset, worker_context
+    from eotwin.heap import steady_heap
 
+    steady_heap()  # batch after batch of freed tensors would otherwise stay resident (see eotwin.heap)
     progress = ensure_progress(progress)
     loader = DataLoader(TorchBenDataset(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         multiprocessing_context=worker_context(num_workers))

@@ -26,6 +26,7 @@ import numpy as np
 from eotwin.ben.bands import is_s1, normalise, resolve_bands
 from eotwin.ben.train.config import PredictOptions
 from eotwin.errors import EotwinError
+from eotwin.heap import steady_heap
 from eotwin.progress import ProgressReporter, ensure_progress
 
 WINDOW = 120
@@ -110,6 +111,7 @@ def run_predict(options: PredictOptions, progress: ProgressReporter | None = Non
         strip_width = int(cols[-1]) + WINDOW - col0
         device = module.device
         nodata_windows = 0
+        steady_heap()  # strip after strip of freed tensors would otherwise stay resident (see eotwin.heap)
         with progress.task(f"predict {len(rows) * len(cols)} windows", total=len(rows)) as task, torch.inference_mode():
             for r, row0 in enumerate(rows):
                 strip = ds.read(indexes, window=Window(col0, int(row0), strip_width, WINDOW), boundless=True,
