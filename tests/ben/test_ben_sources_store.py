@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -188,3 +189,38 @@ def test_torchgeo_layout_and_bad_inputs(shared_fixtures, tmp_path):
         open_source(tmp_path / "empty")
     with pytest.raises(EotwinError, match="not in the metadata"):
         source.record("S2A_nope_1_2")
+
+
+def _rss_file_kib() -> int:
+    with open(f"/proc/{os.getpid()}/status") as fh:
+        status = dict(line.split(":", 1) for line in fh)
+    return int(status["RssFile"].split()[0])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_walking_and_reading_an_lmdb_keeps_few_of_its_pages_resident(tmp_path, monkeypatch):
+    """py-lmdb touches every value's pages, even walking keys only: on one map a full BigEarthNet LMDB was
+    resident whole before the first patch was read. Keys are walked in runs on fresh maps, and reads remap."""
+    import lmdb
+
+    from eotwin.ben.sources import lmdb_source
+
+    env_dir = tmp_path / "db"
+    value = np.random.default_rng(0).integers(0, 255, 200_000, dtype=np.uint8).tobytes()  # 200 kB a value
+    with lmdb.open(str(env_dir), map_size=1 << 28) as env, env.begin(write=True) as txn:
+        for i in range(300):  # a 60 MB database, in the page cache after writing
+            txn.put(f"patch_{i:04d}".encode(), value)
+    monkeypatch.setattr(lmdb_source, "KEYS_PER_MAP", 20)
+    monkeypatch.setattr(lmdb_source, "REMAP_EVERY_BYTES", 4 * 200_000)
+    source = lmdb_source.LmdbSource.__new__(lmdb_source.LmdbSource)
+    source.env_dir, source._pid, source._keys = env_dir, -1, None
+    before = _rss_file_kib()
+    assert len(source.keys()) == 300
+    after_keys = _rss_file_kib()
+    for i in range(300):
+        assert source.raw(f"patch_{i:04d}") == value
+    after_reads = _rss_file_kib()
+    source.close()
+    # 60 MB of file; one run of keys or of reads is 4 MB at most (plus the kernel's neighbours)
+    assert after_keys - before < 20_000, (before, after_keys)
+    assert after_reads - before < 20_000, (before, after_reads)
