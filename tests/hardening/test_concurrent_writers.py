@@ -68,3 +68,34 @@ def test_two_builds_onto_one_output_leave_one_whole_cloud(tmp_path):
     finish([*args, "-o", str(tmp_path / "clean.laz")], tmp_path)
     assert (laz_points(out) == laz_points(tmp_path / "clean.laz")).all()
     assert sorted(p.name for p in out.parent.iterdir()) == ["cloud.laz", "cloud.laz.json"]
+
+
+def test_interleaved_puts_leave_a_file_and_hash_of_the_same_body(tmp_path, monkeypatch):
+    """Writer A renames its body in, hashes it and is slow to write the hash; writer B puts another body
+    meanwhile. Without the shard lock the entry ended as B's file beside A's hash: a miss for every reader
+    after (seen once in the two-process test above). With it, B waits and the entry is B's whole."""
+    import threading
+
+    from eotwin.io.remote import cache as cache_module
+
+    bodies = {"a": b"A" * 100_000, "b": b"B" * 100_000}
+    for name, body in bodies.items():
+        (tmp_path / name).write_bytes(body)
+    real_sha256 = cache_module._sha256
+
+    def slow_for_a(path):
+        digest = real_sha256(path)
+        if path.read_bytes()[:1] == b"A":
+            time.sleep(0.4)  # A has its hash, not yet written
+        return digest
+
+    monkeypatch.setattr(cache_module, "_sha256", slow_for_a)
+    cache = cache_module.Cache(tmp_path / "cache")
+    first = threading.Thread(target=cache.put, args=("dem", "cd" * 16, tmp_path / "a"))
+    first.start()
+    time.sleep(0.15)
+    cache.put("dem", "cd" * 16, tmp_path / "b")
+    first.join()
+    monkeypatch.setattr(cache_module, "_sha256", real_sha256)
+    found = cache.get("dem", "cd" * 16)
+    assert found is not None and found.read_bytes() in bodies.values()

@@ -6,11 +6,13 @@ treated as missing and fetched again, so a truncated or corrupted download is ne
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,19 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _shard_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` between processes (flock on the folder itself: no lock file to leave)."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def request_key(**parts) -> str:
@@ -63,13 +78,20 @@ class Cache:
         return None
 
     def put(self, kind: str, key: str, source: Path, suffix: str = ".tif") -> Path:
-        """Copy ``source`` into the cache (atomically, with its hash); return the cached path."""
+        """Copy ``source`` into the cache (atomically, with its hash); return the cached path.
+
+        The file and its hash are two renames: writers of one entry take the shard folder's lock around
+        both, so two processes putting different bodies never leave one's file beside the other's hash
+        (readers need no lock: they check the hash).
+        """
         path = self.path_for(kind, key, suffix)
         ensure_writable_dir(path.parent)
-        with atomic_path(path) as tmp:
-            shutil.copyfile(source, tmp)
-        with atomic_path(Path(str(path) + ".sha256")) as tmp:
-            tmp.write_text(_sha256(path) + "\n")
+        with _shard_lock(path.parent):
+            with atomic_path(path) as tmp:
+                shutil.copyfile(source, tmp)
+                digest = _sha256(tmp)
+            with atomic_path(Path(str(path) + ".sha256")) as tmp:
+                tmp.write_text(digest + "\n")
         return path
 
     def _own_files(self) -> list[Path]:
