@@ -78,6 +78,9 @@ CONCURRENCY_TESTS = {
          "every entry read is one whole version; no temporary left"),
     "tests/hardening/test_concurrent_writers.py::test_two_builds_onto_one_output_leave_one_whole_cloud":
         ("pointcloud build", "two builds onto one `-o` at once", "both succeed; one whole cloud equal to a clean build"),
+    "tests/hardening/test_concurrent_writers.py::test_interleaved_puts_leave_a_file_and_hash_of_the_same_body":
+        ("live cache (`$EOTWIN_CACHE_DIR`)", "a second writer puts another body while the first writes its hash",
+         "the entry's file and hash are of one body (the last writer's); the entry is found"),
 }
 
 
