@@ -41,8 +41,7 @@ FAULT_TESTS = {
     "tests/hardening/test_atmocorr_fault_rates.py::test_every_request_failing_is_one_line_and_leaves_nothing":
         ("atmocorr run (STAC item)", "one `error:` line, non-zero exit, nothing left"),
 }
-FIXED_RATES = {"test_a_tiled_build_through_random_faults_equals_a_clean_one": 0.3,
-               "test_every_request_failing_is_one_line_and_leaves_nothing": 1.0}
+FIXED_RATES = {"test_every_request_failing_is_one_line_and_leaves_nothing": 1.0}
 KILL_TESTS = {
     "tests/hardening/test_kills.py::test_a_killed_pointcloud_build_leaves_no_output_and_the_rerun_reclaims":
         ("pointcloud build", "kill -9 mid-write",

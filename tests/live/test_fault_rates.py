@@ -83,8 +83,9 @@ def test_every_request_failing_is_one_line_and_leaves_nothing(world, servers, pa
     assert list(out.parent.iterdir()) == []
 
 
+@pytest.mark.parametrize("rate,seed", [(0.2, 40), (0.4, 44)])
 def test_a_tiled_build_through_random_faults_equals_a_clean_one(world, servers, patient, credentials, tmp_path,
-                                                                record_property):
+                                                                rate, seed, record_property):
     from eotwin.io.remote.cache import Cache
     from eotwin.pointcloud.live_pipeline import LiveRequest
     from eotwin.pointcloud.tiling import build_tiled
@@ -103,7 +104,7 @@ def test_a_tiled_build_through_random_faults_equals_a_clean_one(world, servers, 
 
     clean_points, clean_items = tiled("clean")
     for k, server in enumerate(servers.values()):
-        server.faults.random(0.3, 40 + k, MIX)
+        server.faults.random(rate, seed + k, MIX)
     try:
         faulty_points, faulty_items = tiled("faulty")
     finally:

@@ -77,6 +77,12 @@ def open_raster(path: str | Path, *, require_crs: bool = True) -> Iterator[raste
         error.transient = is_remote and bool(_TRANSIENT.search(first_line))
         raise error from None
     try:
+        if require_crs and is_remote and dataset.crs is None:
+            # a remote header whose georeferencing tags were in a range that came back cut short opens without
+            # them; GDAL says nothing. Worth another try before it is taken for a file without CRS.
+            error = RasterOpenError(f"{name}: raster has no CRS (its header may have been cut short in transit)")
+            error.transient = True
+            raise error
         if require_crs:
             crs_of(dataset)
         yield dataset
