@@ -19,6 +19,11 @@ Inputs (``--size``, default 10980: a Sentinel-2 tile at 10 m):
   eotwin-atmocorr component's model runs;
 * ``atmocorr-run-sample-l1c`` / ``atmocorr-evaluate``: 6s-ddv on the ``atmocorr-sample-l1c`` scene, then
   ``atmocorr evaluate`` of that L2A against the scene's ``l2a_truth.tif``, TOA beside it;
+* ``atmocorr-pairs``: ``atmocorr pairs`` with a bbox over ``size`` x ``size`` px of tile T46UEU, the L1C and its
+  L2A served by the loopback CDSE (STAC API + S3) of :class:`tests.support.pairs_world.PairWorld`: JPEG 2000
+  bands at native resolutions (every L2A band at 10, 20 and 60 m as the real item lists them), smooth DN;
+  ``atmocorr-train-pairs``: ``atmocorr train --pairs`` (5 steps) on the pair folder it wrote;
+* ``demo``: ``eotwin demo``, which takes no input (its own sample scenes; measured as it is);
 * ``ben-info`` / ``ben-encode`` / ``ben-analyze`` / ``ben-evaluate``: the 24 real BigEarthNet v2 patches (S1 +
   S2) of the configilm wheel, the whole data there is (one patch for ``info``; ``evaluate``: the ``ben-train``
   checkpoint on all 24);
@@ -54,6 +59,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: test code, not in the package
 from tests.support.memlimit import DEFAULT_LIMIT, run_under_memory_limit
 
@@ -74,6 +81,8 @@ AS_ONLY_VIRTUAL = {
     "component-l1c-pointcloud": "the runner sets each model's own RLIMIT_AS",
     "component-pointcloud-live": "the runner sets the model's own RLIMIT_AS",
     "ben-evaluate": "import torch (CUDA build) maps ~3 GiB of shared libraries",
+    "atmocorr-train-pairs": "import torch (CUDA build) maps ~3 GiB of shared libraries",
+    "demo": "import torch (CUDA build) maps ~3 GiB of shared libraries (its BigEarthNet training)",
     "ben-evaluate-tile": "import torch (CUDA build) maps ~3 GiB of shared libraries",
     # a container's limit counts resident pages, not reserved address space
     "ben-encode": "LMDB reserves its 1 GiB map (address space only) beside 1.6 GiB of mapped libraries",
@@ -145,6 +154,56 @@ def _live_world(work: Path, size: int, stack: contextlib.ExitStack) -> tuple[str
     return ",".join(f"{v:.6f}" for v in box), env
 
 
+PAIR_DATE = "2023-02-16"
+
+
+def _pair_dn(band: str, size: int) -> np.ndarray:
+    """Smooth L1C DN (offset 1000, baseline 05.09) with a little noise at the band's native resolution over
+    ``size`` px of 10 m: JPEG 2000 compresses it like a real band (random DN would double the bytes)."""
+    from eotwin.sentinel2.bands import NATIVE_RESOLUTION, S2_BANDS
+
+    res, i = NATIVE_RESOLUTION[band], S2_BANDS.index(band)
+    n = size * 10 // res
+    metres = np.arange(n, dtype=np.float32) * res
+    x, y = metres[None, :], metres[:, None]
+    dn = 2500.0 + 180.0 * i + 900.0 * np.sin(x / 3000.0 + i) * np.cos(y / 4100.0) + 300.0 * np.sin((x + y) / 700.0)
+    dn += np.random.default_rng(i).integers(0, 40, size=(n, n), dtype=np.int16)
+    return dn.astype(np.uint16)
+
+
+def _pair_scl(size: int) -> np.ndarray:
+    """SCL at 20 m: vegetation and bare soil in bands, a few clouds (9) and their shadows (3)."""
+    n = size // 2
+    rows, cols = np.indices((n, n), dtype=np.int32)
+    scl = np.where((rows // 37 + cols // 53) % 2 == 0, 4, 5).astype(np.uint8)
+    scl[(rows % 1500 < 60) & (cols % 1700 < 80)] = 9
+    scl[(rows % 1500 >= 60) & (rows % 1500 < 90) & (cols % 1700 < 80)] = 3
+    return scl
+
+
+def _pair_world(work: Path, size: int, stack: contextlib.ExitStack) -> tuple[list[str], dict[str, str]]:
+    """The loopback CDSE (STAC API + S3) of one L1C/L2A pair covering ``size`` x ``size`` px of tile T46UEU
+    (:class:`tests.support.pairs_world.PairWorld`; JPEG 2000 bands at native resolutions, made once per
+    workdir), serving from this process; the ``atmocorr pairs`` arguments of a bbox over all of it."""
+    from pyproj import Transformer
+
+    from tests.support.loopback import S3Server, StacApiServer
+    from tests.support.pairs_world import ACCESS_KEY, EPSG, SECRET_KEY, ULX, ULY, PairWorld
+
+    items: list[dict] = []
+    stac = stack.enter_context(StacApiServer(items))
+    s3 = stack.enter_context(S3Server())
+    world = PairWorld(work / f"pair-world-{size}", REPO.parent / "shared" / "fixtures", s3, stac,
+                      lambda band: _pair_dn(band, size), lambda: _pair_scl(size), reuse=True)
+    items.extend(world.publish())
+    m = 100.0  # inside the tile by 100 m: the lon/lat box around it reaches a little beyond, cut to the tile
+    rect = (ULX + m, ULY - size * 10 + m, ULX + size * 10 - m, ULY - m)
+    box = Transformer.from_crs(EPSG, 4326, always_xy=True).transform_bounds(*rect)
+    args = ["--bbox", ",".join(f"{v:.6f}" for v in box), "--date", PAIR_DATE, "--stac-url", stac.url,
+            "--s3-endpoint", f"http://{s3.endpoint}"]
+    return args, {"CDSE_S3_ACCESS_KEY": ACCESS_KEY, "CDSE_S3_SECRET_KEY": SECRET_KEY}
+
+
 FULL_TILE_PATCHES = 8464  # 120 px patches in a 10980 px tile (92 x 92), as ben predict windows it
 
 
@@ -199,6 +258,20 @@ def steps(work: Path, size: int, stack: contextlib.ExitStack) -> list[Step]:
         if "bbox" not in live:
             live["bbox"], live["env"] = _live_world(work, size, stack)
         return live["bbox"], live["env"]
+
+    pair: dict[str, object] = {}
+
+    def pair_world() -> tuple[list[str], dict[str, str]]:
+        if "args" not in pair:
+            pair["args"], pair["env"] = _pair_world(work, size, stack)
+        return pair["args"], pair["env"]
+
+    def pairs() -> list[str]:
+        shutil.rmtree(out / "pairs", ignore_errors=True)
+        return ["atmocorr", "pairs", *pair_world()[0], "-o", str(out / "pairs"), "--max-pairs", "1"]
+
+    def pairs_written() -> bool:
+        return any((out / "pairs").glob("*/l2a.tif"))
 
     def live_build() -> list[str]:
         bbox, _ = live_world()
@@ -287,6 +360,14 @@ def steps(work: Path, size: int, stack: contextlib.ExitStack) -> list[Step]:
                       str(out / "sample_l1c" / "l2a_truth.tif"), "--l1c", str(out / "sample_l1c" / "l1c_stack.tif"),
                       "-o", str(out / "evaluation")],
              lambda: (out / "evaluation" / "evaluation.json").is_file()),
+        Step("atmocorr-pairs", f"L1C + L2A of one datatake, bbox over {tile} of T46UEU, loopback CDSE",
+             pairs, pairs_written, env=lambda: pair_world()[1]),
+        Step("atmocorr-train-pairs", f"fine-tune on that pair ({tile}), 5 steps",
+             lambda: ["atmocorr", "train", "--pairs", str(out / "pairs"), "-o", str(out / "tuned" / "tuned.onnx"),
+                      "--steps", "5"],
+             lambda: (out / "tuned" / "tuned.onnx").is_file()),
+        Step("demo", "eotwin demo: its fixed sample scenes (it takes no input)",
+             lambda: ["demo", "-o", str(out / "demo")], lambda: (out / "demo" / "index.html").is_file()),
         Step("ben-info", "one real patch (S1 + S2) of the configilm LMDB",
              lambda: ["ben", "info", str(BEN_DATA), "--patch", _first_patch(), "--json"], lambda: True),
         Step("ben-encode", "24 real patches (S1 + S2) -> store",

@@ -191,3 +191,62 @@ def test_the_committed_model_is_never_the_output(pairs_dir):
     with pytest.raises(EotwinError, match="committed model"):
         finetune(FinetuneOptions(pairs=pairs_dir, output=DEFAULT_MODEL_PATH, steps=1))
     assert DEFAULT_MODEL_PATH.stat().st_mtime_ns == before
+
+
+def test_a_pair_too_large_to_hold_is_read_as_windows_of_the_same_pixels(pairs_dir, monkeypatch):
+    """A full-tile pair (``atmocorr pairs`` over a whole tile) cannot be held whole in 2 GiB: above the size
+    limit the pair becomes windows spread over it, each its own scene, with the pixels of that place."""
+    from eotwin.atmocorr.ai import finetune as ft
+    from eotwin.atmocorr.ai.train import load_torch_model
+    from eotwin.atmocorr.lut import load_lut
+    from eotwin.atmocorr.realpairs import read_pair
+
+    lut, config = load_lut(None), load_torch_model()[0].config.to_dict()
+    pair = read_pair(pairs_dir / "pair_a")
+    (whole,) = ft.load_pair(pair, lut, config)
+    monkeypatch.setattr(ft, "WHOLE_PAIR_MAX_PIXELS", 60 * 60)
+    monkeypatch.setattr(ft, "PAIR_WINDOW_PX", 48)
+    monkeypatch.setattr(ft, "PAIR_WINDOWS_PER_SIDE", 2)
+    monkeypatch.setattr(ft, "PAIR_WINDOW_ALIGN", 16)
+    parts = ft.load_pair(pair, lut, config)
+    windows = ft.pair_windows(SIZE, SIZE)
+    assert [(w.row_off, w.col_off, w.height, w.width) for w in windows] == [(0, 0, 48, 48), (0, 48, 48, 48),
+                                                                              (48, 0, 48, 48), (48, 48, 48, 48)]
+    assert [p.pair_id for p in parts] == [f"pair_a window {w.row_off},{w.col_off}" for w in windows]
+    for part, w in zip(parts, windows, strict=True):
+        rows, cols = slice(w.row_off, w.row_off + w.height), slice(w.col_off, w.col_off + w.width)
+        np.testing.assert_array_equal(part.batch["toa"][0], whole.batch["toa"][0][:, rows, cols])
+        np.testing.assert_array_equal(part.ref, whole.ref[:, rows, cols])
+        np.testing.assert_array_equal(part.mask, whole.mask[:, rows, cols])
+        assert part.batch["cells"].shape[-2:] == (48 // config["cell"], 48 // config["cell"])
+    monkeypatch.setattr(ft, "MIN_CLEAR_PIXELS", 48 * 48 + 1)  # no window has enough clear pixels
+    with pytest.raises(EotwinError, match=r"clear pixels .* in any of its 4 windows"):
+        ft.load_pair(pair, lut, config)
+
+
+def test_the_loss_on_every_kth_pixel_is_the_training_graph_at_those_pixels(pairs_dir, monkeypatch):
+    """Large scenes keep every k-th pixel for the loss: the BOA there is exactly the full-resolution
+    inversion's (``train.forward``) at those pixels, so the loss is a regular sample of the same loss."""
+    import torch
+
+    from eotwin.atmocorr.ai import finetune as ft
+    from eotwin.atmocorr.ai.train import forward as train_forward
+    from eotwin.atmocorr.ai.train import load_torch_model
+    from eotwin.atmocorr.lut import load_lut
+    from eotwin.atmocorr.realpairs import read_pair
+
+    model = load_torch_model()[0].eval()
+    lut, config = load_lut(None), model.config.to_dict()
+    pair = read_pair(pairs_dir / "pair_b")
+    (whole,) = ft.load_pair(pair, lut, config)
+    monkeypatch.setattr(ft, "LOSS_MAX_PIXELS", 40 * 40)
+    (sampled,) = ft.load_pair(pair, lut, config)
+    assert whole.step == 1 and sampled.step == 3 and sampled.shape == whole.shape == (SIZE, SIZE)
+    np.testing.assert_array_equal(sampled.mask, whole.mask[:, ::3, ::3])
+    tensors = lambda p: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in p.batch.items()}  # noqa: E731
+    with torch.no_grad():
+        _, boa_full = train_forward(ft._with_ozone(model, pair_ozone := whole.ozone, torch), tensors(whole), torch)
+        atm, boa = ft.forward(model, sampled, tensors(sampled), torch)
+    assert pair_ozone is None or np.allclose(atm[:, 2].numpy(), pair_ozone)
+    assert boa.shape[-2:] == (32, 32)
+    np.testing.assert_allclose(boa.numpy(), boa_full[..., ::3, ::3].numpy(), rtol=1e-6, atol=1e-7)

@@ -12,37 +12,38 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 from pyproj import Transformer
 
 from eotwin.atmocorr import pairs as pairs_mod
 from eotwin.cli.main import run
 from eotwin.errors import EotwinError
 from eotwin.sentinel2.bands import L2A_BANDS, NATIVE_RESOLUTION, S2_BANDS
-from eotwin.sentinel2.metadata import parse_product_metadata, parse_tile_metadata
+from eotwin.sentinel2.metadata import parse_tile_metadata
 from eotwin.sentinel2.products import open_l1c, open_l2a_reference
 from eotwin.sentinel2.reading import BandReader
-from tests.support.live_fixture import BUCKET, l1c_item_from_safe, real_l1c_template
 from tests.support.loopback import S3Server, StacApiServer
+from tests.support.pairs_world import (
+    ACCESS_KEY,
+    EPSG,
+    L1C_SAFE,
+    L2A_ID,
+    PAIR_ID,
+    SECRET_KEY,
+    TL,
+    ULX,
+    ULY,
+    PairWorld,
+    l2a_of,
+    to_10m,
+)
 
-ACCESS_KEY = "AKIAPAIRSLOOPBACK123"
-SECRET_KEY = "pairs-loopback-secret-9f8e7d6c5b"
-L1C_SAFE = "S2A_MSIL1C_20230216T044851_N0509_R076_T46UEU_20230216T00000.SAFE"
-TL = "GRANULE/L1C_T46UEU_A039970_20230216T045412/MTD_TL.xml"
-L2A_MTD = "S2A_MSIL2A_20230821T221941_N0509_R029_T01KAB_20230822T021825.SAFE/MTD_MSIL2A.xml"
-L2A_ID = "S2A_MSIL2A_20230216T044851_N0509_R076_T46UEU_20230216T081544"
-DATATAKE = "GS2A_20230216T044851_039970_N05.09"
-ULX, ULY, EPSG = 499980.0, 5400000.0, 32646
 SIZE10 = 120  # 1.2 km of the tile's corner
 NODATA60 = 2  # the first 2 x 2 pixels of 60 m (120 m) hold no data in every band
-PAIR_ID = "S2A_T46UEU_20230216T044851"
 
 
 def l1c_dn(band: str) -> np.ndarray:
@@ -56,17 +57,6 @@ def l1c_dn(band: str) -> np.ndarray:
     return dn
 
 
-def to_10m(data: np.ndarray, res: int) -> np.ndarray:
-    f = res // 10
-    return np.repeat(np.repeat(data, f, axis=0), f, axis=1)
-
-
-def l2a_of(dn: np.ndarray, band: str) -> np.ndarray:
-    """The known L1C -> L2A transform of the test (no data stays no data)."""
-    out = dn.astype(np.int64) - 500 + 37 * S2_BANDS.index(band)
-    return np.where(dn == 0, 0, out).astype(np.uint16)
-
-
 def scl_20m() -> np.ndarray:
     n = SIZE10 // 2
     rows, cols = np.indices((n, n))
@@ -75,94 +65,11 @@ def scl_20m() -> np.ndarray:
     return scl
 
 
-def _write_jp2(path: Path, data: np.ndarray, res: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="JP2OpenJPEG", width=data.shape[1], height=data.shape[0], count=1,
-                       dtype=data.dtype.name, crs=f"EPSG:{EPSG}", transform=Affine(res, 0, ULX, 0, -res, ULY),
-                       nodata=0, QUALITY=100, REVERSIBLE="YES") as dst:
-        dst.write(data, 1)
-
-
-def _resampled(data10: np.ndarray, res: int) -> np.ndarray:
-    """A 10 m-based array at ``res``: block means (the L2A's coarser copies of a band; never to be used)."""
-    f = res // 10
-    n = data10.shape[0] // f
-    return data10[: n * f, : n * f].reshape(n, f, n, f).astype(np.float64).mean(axis=(1, 3)).round().astype(np.uint16)
-
-
-class World:
-    """Servers, the L1C SAFE and L2A files on disk, and a way to publish both items under fresh S3 prefixes."""
+class World(PairWorld):
+    """The test world: random DN with a no-data corner, the CLI run in this process."""
 
     def __init__(self, root: Path, shared: Path, s3: S3Server, stac: StacApiServer) -> None:
-        self.root, self.shared, self.s3, self.stac = root, shared, s3, stac
-        self.client = s3.client(ACCESS_KEY, SECRET_KEY)
-        self.client.create_bucket(Bucket=BUCKET)
-        self.safe = root / "safe" / L1C_SAFE
-        (self.safe / TL).parent.mkdir(parents=True)
-        src = shared / "safe" / L1C_SAFE
-        shutil.copyfile(src / "MTD_MSIL1C.xml", self.safe / "MTD_MSIL1C.xml")
-        shutil.copyfile(src / TL, self.safe / TL)
-        meta = parse_product_metadata((src / "MTD_MSIL1C.xml").read_bytes())
-        for band in S2_BANDS:
-            res = NATIVE_RESOLUTION[band]
-            _write_jp2(self.safe / (meta.image_files[(band, res)] + ".jp2"), l1c_dn(band), res)
-        self.l1c_template = real_l1c_template(shared)
-        path = shared / "cdse/emanuel-gf_DestinE_ESA_DeltaTwin/STAC_data_query/models/stac_items.json"
-        self.l2a_template = json.loads(path.read_text())["L2A"]
-        self.l2a_dir = root / "l2a"
-        self.l2a_files: dict[str, Path] = {}
-        for key in self.l2a_template["assets"]:
-            band, _, res_text = key.partition("_")
-            if not res_text.endswith("m") or not (band in L2A_BANDS or band == "SCL"):
-                continue
-            res = int(res_text[:-1])
-            if band == "SCL":
-                data = scl_20m() if res == 20 else scl_20m()[::3, ::3]
-            else:
-                native = NATIVE_RESOLUTION[band]
-                l2a10 = l2a_of(to_10m(l1c_dn(band), native), band)
-                data = l2a10[:: res // 10, :: res // 10] if res <= native else _resampled(l2a10, res)
-            self.l2a_files[key] = self.l2a_dir / f"T46UEU_20230216T044851_{key}.jp2"
-            _write_jp2(self.l2a_files[key], data, res)
-
-    def publish(self, aux_ecmwft: bytes | None = None) -> tuple[dict, dict]:
-        """Upload both products under a new prefix (GDAL caches per path); the L1C and L2A items.
-
-        ``aux_ecmwft``: the L1C's GRIB ``AUX_DATA/AUX_ECMWFT`` beside its MTD_TL.xml (no item asset names it)."""
-        tag = uuid.uuid4().hex[:10]
-        l1c, files = l1c_item_from_safe(self.l1c_template, self.safe, f"Sentinel-2/MSI/L1C/2023/02/16/{tag}")
-        if aux_ecmwft is not None:
-            aux = self.root / f"AUX_ECMWFT_{tag}"
-            aux.write_bytes(aux_ecmwft)
-            tl_key = l1c["assets"]["granule_metadata"]["href"].removeprefix(f"s3://{BUCKET}/")
-            files[tl_key.removesuffix("MTD_TL.xml") + "AUX_DATA/AUX_ECMWFT"] = aux
-        l1c["properties"]["eopf:datatake_id"] = DATATAKE
-        l2a = copy.deepcopy(self.l2a_template)
-        l2a["id"], l2a["bbox"], l2a["geometry"] = L2A_ID, l1c["bbox"], l1c["geometry"]
-        props = l2a["properties"]
-        props.update({"datetime": l1c["properties"]["datetime"], "start_datetime": l1c["properties"]["datetime"],
-                      "end_datetime": l1c["properties"]["datetime"], "platform": "sentinel-2a",
-                      "grid:code": "MGRS-46UEU", "eopf:datatake_id": DATATAKE, "processing:version": "05.09",
-                      "processing:datetime": "2023-02-16T08:15:44.000000Z"})
-        l2a["links"] = []
-        prefix = f"Sentinel-2/MSI/L2A/2023/02/16/{tag}/{L2A_ID}.SAFE"
-        assets = {}
-        for key, path in self.l2a_files.items():
-            asset = l2a["assets"][key]
-            s3_key = f"{prefix}/GRANULE/L2A_T46UEU_A039970_20230216T045412/IMG_DATA/R{key.split('_')[1]}/{path.name}"
-            files[s3_key] = path
-            asset["href"] = f"s3://{BUCKET}/{s3_key}"
-            asset["proj:code"] = f"EPSG:{EPSG}"
-            asset.pop("file:checksum", None)
-            asset["alternate"]["https"]["href"] = f"https://zipper.invalid/{L2A_ID}/{key}"
-            assets[key] = asset
-        mtd_key = f"{prefix}/MTD_MSIL2A.xml"
-        files[mtd_key] = self.shared / "safe" / L2A_MTD
-        assets["product_metadata"] = l2a["assets"]["product_metadata"] | {"href": f"s3://{BUCKET}/{mtd_key}"}
-        l2a["assets"] = assets
-        for key, path in files.items():
-            self.client.upload_file(str(path), BUCKET, key)
-        return l1c, l2a
+        super().__init__(root, shared, s3, stac, l1c_dn, scl_20m)
 
     def cli(self, *args: str) -> int:
         return run(["-q", "atmocorr", "pairs", *args, "--stac-url", self.stac.url,

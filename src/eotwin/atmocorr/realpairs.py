@@ -26,7 +26,7 @@ import numpy as np
 
 from eotwin.atmocorr.solar import sentinel2_overpass, sun_position
 from eotwin.errors import EotwinError
-from eotwin.geo.grid import Grid
+from eotwin.geo.grid import Grid, Window
 from eotwin.io.files import publish_staged, staging_dir
 from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
 from eotwin.sentinel2.radiometry import QUANTIFICATION
@@ -387,33 +387,39 @@ def evaluate_pair(pair: PairFolder, methods: Sequence[str], output: Path, progre
     return report
 
 
-def read_reflectance(pair: PairFolder, product: Path | None = None) -> dict[str, np.ndarray]:
+IN_MEMORY_MAX_PIXELS = 16_000_000  # about 0.8 GB per 12-band float32 array: beyond, read windows
+
+
+def read_reflectance(pair: PairFolder, product: Path | None = None, window: Window | None = None
+                     ) -> dict[str, np.ndarray]:
     """TOA (``toa``), the reference (``ref``, with ``scl``) and optionally a corrected product (``boa``)
-    of one pair as reflectance arrays (bands of :data:`L2A_BANDS`, NaN where absent), in memory: for
-    diagnostics on small pairs."""
+    of one pair (or of ``window`` of it) as reflectance arrays (bands of :data:`L2A_BANDS`, NaN where
+    absent), in memory: for diagnostics and fine-tuning on small pairs or windows of large ones."""
     from eotwin.sentinel2.products import open_l1c, open_l2a_reference
     from eotwin.sentinel2.reading import BandReader, toa_scaling
 
     l1c = open_l1c(pair.l1c)
     ref = open_l2a_reference(pair.l2a)
     grid = l1c.grid
-    if grid.width * grid.height > 16_000_000:
-        raise EotwinError(f"{pair.path}: too large for an in-memory diagnostic")
+    height, width = (window.height, window.width) if window is not None else grid.shape
+    if height * width > IN_MEMORY_MAX_PIXELS:
+        raise EotwinError(f"{pair.path}: {width} x {height} px is too large to hold in memory; read a window")
     out: dict[str, np.ndarray] = {}
     with BandReader({b: l1c.bands[b] for b in L2A_BANDS}, grid) as reader:
-        out["toa"] = reader.read(L2A_BANDS, scaling=toa_scaling(l1c, L2A_BANDS))
+        out["toa"] = reader.read(L2A_BANDS, window, scaling=toa_scaling(l1c, L2A_BANDS))
     shared = [b for b in L2A_BANDS if b in ref.bands]
     with BandReader(ref.bands, grid, categorical=("SCL",)) as reader:
-        values = reader.read(shared, scaling=[(ref.offsets.get(b, 0.0), ref.quantification) for b in shared])
+        values = reader.read(shared, window, scaling=[(ref.offsets.get(b, 0.0), ref.quantification) for b in shared])
         out["ref"] = np.full(out["toa"].shape, np.nan, dtype=np.float32)
         out["ref"][[L2A_BANDS.index(b) for b in shared]] = values
+        del values
         if "SCL" in ref.bands:
-            out["scl"] = np.nan_to_num(reader.read(("SCL",))[0], nan=0).astype(np.int64)
+            out["scl"] = np.nan_to_num(reader.read(("SCL",), window)[0], nan=0).astype(np.uint8)
     if product is not None:
         boa = open_l2a_reference(product)
         with BandReader(boa.bands, grid) as reader:
-            out["boa"] = reader.read(L2A_BANDS, scaling=[(boa.offsets.get(b, 0.0), boa.quantification)
-                                                         for b in L2A_BANDS])
+            out["boa"] = reader.read(L2A_BANDS, window, scaling=[(boa.offsets.get(b, 0.0), boa.quantification)
+                                                                 for b in L2A_BANDS])
     return out
 
 

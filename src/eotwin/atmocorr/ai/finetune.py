@@ -39,11 +39,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eotwin.atmocorr.ai import DEFAULT_MODEL_PATH, DEFAULT_WEIGHTS_PATH
 from eotwin.errors import EotwinError
+from eotwin.geo.grid import Window
 from eotwin.progress import ProgressReporter, ensure_progress
 
 FINETUNE_SCL = (4, 5)  # vegetation, not vegetated (6: water, optional)
 ALLOWED_SCL = (4, 5, 6, 7)  # never clouds, shadows, snow, saturated or no data
 MIN_CLEAR_PIXELS = 36  # one cell of the network
+# a pair above this many pixels (a full tile: 120 M) is read as windows: whole, 12 bands of TOA, reference and mask
+# would take some 12 GB; 16 windows of 512 px hold 4.2 M pixels (about 0.7 GB with the network's inputs)
+WHOLE_PAIR_MAX_PIXELS = 2048 * 2048
+# the loss of one scene looks at every k-th pixel, k the smallest step leaving at most this many: the graph kept
+# for the backward pass holds some 15 tensors of 12 bands per loss pixel (1.4 M pixels whole took 2 GiB)
+LOSS_MAX_PIXELS = 256 * 256
+PAIR_WINDOW_PX, PAIR_WINDOWS_PER_SIDE, PAIR_WINDOW_ALIGN = 512, 4, 256  # windows start on whole 256 px tiles
 
 
 class FinetuneOptions(BaseModel):
@@ -77,6 +85,8 @@ class PairData:
     bands: tuple[str, ...]  # the bands that count
     ozone: float | None
     toa_valid: np.ndarray  # (h, w) bool
+    shape: tuple[int, int]  # (h, w) of the scene; toa, ref, mask and toa_valid hold every ``step``-th pixel
+    step: int = 1
 
 
 @dataclass(frozen=True)
@@ -89,51 +99,39 @@ class FinetuneResult:
 
 
 def load_pairs(directory: Path, lut, config: dict, scl: tuple[int, ...] = FINETUNE_SCL) -> list[PairData]:
-    """Every pair of ``directory`` read and checked (I/O): one-line errors before anything is trained."""
+    """Every pair of ``directory`` read and checked (I/O): one-line errors before anything is trained.
+
+    A pair larger than :data:`WHOLE_PAIR_MAX_PIXELS` (a full tile from ``atmocorr pairs``) is read as
+    windows of the network's full-resolution cells spread over it, each a scene of its own, so memory stays
+    bounded whatever the pair's size."""
     from eotwin.atmocorr.realpairs import list_pairs
 
     bad = [c for c in scl if c not in ALLOWED_SCL]
     if bad or not scl:
         raise EotwinError(f"SCL classes for fine-tuning must be among {list(ALLOWED_SCL)}, got {list(scl)}")
-    return [load_pair(p, lut, config, scl) for p in list_pairs(Path(directory))]
+    return [part for p in list_pairs(Path(directory)) for part in load_pair(p, lut, config, scl)]
 
 
-def load_pair(pair, lut, config: dict, scl: tuple[int, ...] = FINETUNE_SCL) -> PairData:
-    """One pair folder as :class:`PairData` (reads the L1C stack, the L2A reference and its SCL)."""
-    from eotwin.atmocorr.ai import cells as cellmath
-    from eotwin.atmocorr.ai.model import scene_tables
-    from eotwin.atmocorr.ai.onnx_infer import block_angles
+def pair_windows(height: int, width: int) -> list[Window] | None:
+    """None for a pair read whole; else the windows a large pair is fine-tuned on."""
+    from eotwin.atmocorr.ai.ood import sample_windows
+
+    if height * width <= WHOLE_PAIR_MAX_PIXELS:
+        return None
+    return [Window(*w) for w in sample_windows(height, width, size=PAIR_WINDOW_PX, per_side=PAIR_WINDOWS_PER_SIDE,
+                                              align=PAIR_WINDOW_ALIGN)]
+
+
+def load_pair(pair, lut, config: dict, scl: tuple[int, ...] = FINETUNE_SCL) -> list[PairData]:
+    """One pair folder as :class:`PairData`, whole or as windows (reads the L1C stack, the L2A reference and
+    its SCL); windows with too few clear pixels are left out, a pair with none is an error."""
     from eotwin.atmocorr.physics import relative_azimuth
-    from eotwin.atmocorr.realpairs import read_reflectance
-    from eotwin.geo.grid import Window
-    from eotwin.sentinel2.bands import L2A_BANDS
     from eotwin.sentinel2.products import open_l1c, open_l2a_reference
 
     reference = open_l2a_reference(pair.l2a)
     if "SCL" not in reference.bands:
         raise EotwinError(f"{pair.l2a}: the L2A reference has no SCL band (clear pixels cannot be told)")
     product = open_l1c(pair.l1c)
-    data = read_reflectance(pair)
-    toa, ref, classes = data["toa"], data["ref"], data["scl"]
-    if toa.shape != ref.shape:
-        raise EotwinError(f"{pair.path}: L1C and L2A are not on one grid")
-    shared = tuple(b for b in L2A_BANDS if b in reference.bands)
-    if not shared:
-        raise EotwinError(f"{pair.l2a}: no band shared with the L1C")
-    toa_valid = np.isfinite(toa).all(axis=0)
-    clear = np.isin(classes, scl) & toa_valid
-    in_ref = np.zeros(toa.shape[0], bool)
-    in_ref[[L2A_BANDS.index(b) for b in shared]] = True
-    mask = clear[None] & np.isfinite(ref) & in_ref[:, None, None]
-    if int(clear.sum()) < MIN_CLEAR_PIXELS:
-        raise EotwinError(f"{pair.path}: {int(clear.sum())} clear pixels (SCL {list(scl)}) with valid TOA, "
-                          f"at least {MIN_CLEAR_PIXELS} needed")
-    h, w = toa.shape[1:]
-    cell, out_stride = int(config["cell"]), int(config["out_stride"])
-    angles = block_angles(product.angles, product.grid, Window(0, 0, h, w), cell=cell)
-    cells, per_cell, _ = cellmath.network_inputs(
-        toa, toa_valid, angles, lut, product.spacecraft, cell=cell, out_stride=out_stride,
-        bright_toa=float(config["bright_toa"]), angles_at_cells=True, hypotheses=int(config.get("hypotheses", 0)))
     means = product.angles.means()
     sza, vza = means["sun_zenith"], min(means["view_zenith"], float(lut.axes["vza"][-1]))
     raa = float(relative_azimuth(means["sun_azimuth"], means["view_azimuth"]))
@@ -142,15 +140,60 @@ def load_pair(pair, lut, config: dict, scl: tuple[int, ...] = FINETUNE_SCL) -> P
     ozone = product.ozone
     if ozone is not None and not lut.contains("o3", ozone):
         raise EotwinError(f"{pair.l1c}: ozone {ozone} cm-atm is outside the 6S table")
-    tables = scene_tables(lut, [(product.spacecraft, sza, vza, raa)])
+    windows = pair_windows(*product.grid.shape)
+    parts = []
+    for window in windows or [None]:
+        part = _load_part(pair, product, reference, window, lut, config, scl, (sza, vza, raa))
+        if part is not None:
+            parts.append(part)
+    if not parts:
+        where = f"any of its {len(windows)} windows" if windows else "it"
+        raise EotwinError(f"{pair.path}: fewer than {MIN_CLEAR_PIXELS} clear pixels (SCL {list(scl)}) with valid "
+                          f"TOA in {where}")
+    return parts
+
+
+def _load_part(pair, product, reference, window, lut, config: dict, scl: tuple[int, ...],
+               geometry: tuple[float, float, float]) -> PairData | None:
+    """The pair, or one window of it, as :class:`PairData`; None when it has too few clear pixels."""
+    from eotwin.atmocorr.ai import cells as cellmath
+    from eotwin.atmocorr.ai.model import scene_tables
+    from eotwin.atmocorr.ai.onnx_infer import block_angles
+    from eotwin.atmocorr.realpairs import read_reflectance
+    from eotwin.sentinel2.bands import L2A_BANDS
+
+    data = read_reflectance(pair, window=window)
+    toa, ref, classes = data["toa"], data["ref"], data["scl"]
+    shared = tuple(b for b in L2A_BANDS if b in reference.bands)
+    if not shared:
+        raise EotwinError(f"{pair.l2a}: no band shared with the L1C")
+    toa_valid = np.isfinite(toa).all(axis=0)
+    clear = np.isin(classes, scl) & toa_valid
+    if int(clear.sum()) < MIN_CLEAR_PIXELS:
+        return None
+    in_ref = np.zeros(toa.shape[0], bool)
+    in_ref[[L2A_BANDS.index(b) for b in shared]] = True
+    mask = clear[None] & np.isfinite(ref) & in_ref[:, None, None]
+    h, w = toa.shape[1:]
+    cell, out_stride = int(config["cell"]), int(config["out_stride"])
+    at = window if window is not None else Window(0, 0, h, w)
+    angles = block_angles(product.angles, product.grid, at, cell=cell)
+    cells, per_cell, _ = cellmath.network_inputs(
+        toa, toa_valid, angles, lut, product.spacecraft, cell=cell, out_stride=out_stride,
+        bright_toa=float(config["bright_toa"]), angles_at_cells=True, hypotheses=int(config.get("hypotheses", 0)))
+    tables = scene_tables(lut, [(product.spacecraft, *geometry)])
+    step = max(1, math.ceil(math.sqrt(h * w / LOSS_MAX_PIXELS)))
+    toa, ref, mask, toa_valid = (np.ascontiguousarray(a[..., ::step, ::step]) for a in (toa, ref, mask, toa_valid))
+    np.nan_to_num(toa, copy=False, nan=0.0)
+    np.nan_to_num(ref, copy=False, nan=0.0)
     batch = {
-        "cells": cells[None], "cell_angles": per_cell[None],
-        "toa": np.nan_to_num(toa, nan=0.0)[None].astype(np.float32),
+        "cells": cells[None], "cell_angles": per_cell[None], "toa": toa[None].astype(np.float32, copy=False),
         **{f"table_{k}": np.asarray(getattr(tables, k), np.float32)
            for k in ("aot_nodes", "wv_nodes", "o3_nodes", "path", "log_t", "s_alb", "log_tg")},
     }
-    return PairData(pair.pair_id, product.spacecraft, batch, np.nan_to_num(ref, nan=0.0).astype(np.float32),
-                    mask, shared, ozone, toa_valid)
+    name = pair.pair_id if window is None else f"{pair.pair_id} window {window.row_off},{window.col_off}"
+    return PairData(name, product.spacecraft, batch, ref.astype(np.float32, copy=False), mask, shared,
+                    product.ozone, toa_valid, (h, w), step)
 
 
 def _with_ozone(model, ozone: float | None, torch):
@@ -171,12 +214,24 @@ def _with_ozone(model, ozone: float | None, torch):
     return Fixed()
 
 
+def forward(model, pair: PairData, t: dict, torch) -> tuple:
+    """Atmosphere, then BOA at the pair's loss pixels (every ``pair.step``-th) through the 6S table layer and
+    the inversion: :func:`eotwin.atmocorr.ai.train.forward` at those pixels only."""
+    from eotwin.atmocorr.ai.model import TableLayer, invert, upsample_every
+
+    model = _with_ozone(model, pair.ozone, torch)
+    atm = model(t["cells"], t["cell_angles"])
+    tables = {k[len("table_"):]: v for k, v in t.items() if k.startswith("table_")}
+    path, gain, s_alb = TableLayer()(atm, tables)
+    c = model.config
+    up = lambda x: upsample_every(x, c.out_stride, c.cell, pair.shape, pair.step)  # noqa: E731
+    return atm, invert(t["toa"], up(path), up(gain), up(s_alb))
+
+
 def pair_loss(model, pair: PairData, tensors: dict, delta: float, torch) -> tuple:
     """Huber loss (in units of ``delta`` squared) of the inverted BOA against the reference, averaged
     over the counted bands, each band the mean over its clear pixels; also the atmosphere and BOA."""
-    from eotwin.atmocorr.ai.train import forward
-
-    atm, boa = forward(_with_ozone(model, pair.ozone, torch), tensors, torch)
+    atm, boa = forward(model, pair, tensors, torch)
     mask = tensors["mask"]
     per_pixel = torch.nn.functional.huber_loss(boa[0], tensors["ref"], reduction="none", delta=delta)
     counts = mask.sum(dim=(1, 2))
@@ -271,22 +326,23 @@ def finetune(options: FinetuneOptions, progress: ProgressReporter | None = None)
     with progress.task(f"fine-tuning on {len(pairs)} pair(s)", total=options.steps) as task:
         for step in range(1, options.steps + 1):
             model.train()
+            opt.zero_grad()
             fit = anchor = 0.0
             for p, t, init_atm in zip(pairs, tensors, init_atms, strict=True):
+                # one scene's graph at a time: the loss is a mean over scenes, so its gradient is the sum of theirs
                 loss, atm, _ = pair_loss(model, p, t, options.huber, torch)
-                fit = fit + loss / len(pairs)
-                anchor = anchor + anchor_loss(atm, init_atm, torch) / len(pairs)
-            total = fit + options.anchor * anchor
-            opt.zero_grad()
-            total.backward()
+                moved = anchor_loss(atm, init_atm, torch)
+                ((loss + options.anchor * moved) / len(pairs)).backward()
+                fit += float(loss.detach()) / len(pairs)
+                anchor += float(moved.detach()) / len(pairs)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-            value = float(total.detach())
+            value = fit + options.anchor * anchor
             if not math.isfinite(value):
                 raise EotwinError(f"fine-tuning diverged at step {step} (loss {value}); lower --lr")
             if step == 1 or step % 10 == 0 or step == options.steps:
-                history.append({"step": step, "loss": round(value, 6), "fit": round(float(fit.detach()), 6),
-                                "anchor": round(float(anchor.detach()), 6)})
+                history.append({"step": step, "loss": round(value, 6), "fit": round(fit, 6),
+                                "anchor": round(anchor, 6)})
             task.advance()
             if time.perf_counter() > deadline:
                 break
@@ -295,6 +351,7 @@ def finetune(options: FinetuneOptions, progress: ProgressReporter | None = None)
     seconds = time.perf_counter() - started
 
     per_pair = {p.pair_id: {"bands": list(p.bands), "clear_pixels": int(p.mask.any(axis=0).sum()),
+                            "pixel_step": p.step,
                             "toa_unchanged": {k: v for k, v in score(p, p.batch["toa"][0], np.zeros((4, 1, 1)), 0.0).items()
                                               if k in ("mean_rmse", "within_spec", "rmse")},
                             "before": b, "after": a}

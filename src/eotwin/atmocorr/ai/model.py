@@ -335,5 +335,15 @@ def upsample(terms: torch.Tensor, out_stride: int, cell: int, h: int, w: int) ->
     return out[:, :, :h, :w]
 
 
+def upsample_every(terms: torch.Tensor, out_stride: int, cell: int, shape: tuple[int, int], step: int) -> torch.Tensor:
+    """:func:`upsample` at every ``step``-th row and column of an ``shape`` (h, w) image only: the same values
+    as ``upsample(...)[:, :, ::step, ::step]`` without making the full-resolution tensor (fine-tuning on
+    large pairs keeps its memory bounded this way)."""
+    out = nn.functional.interpolate(terms, scale_factor=float(out_stride), mode="bilinear", align_corners=False)
+    rows = torch.arange(0, shape[0], step) // cell
+    cols = torch.arange(0, shape[1], step) // cell
+    return out.index_select(2, rows).index_select(3, cols)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -199,9 +199,10 @@ def scene_score(toa: np.ndarray | Sequence[np.ndarray], angles: np.ndarray, lut,
     return float(np.average(d, weights=weights)), int(d.size)
 
 
-def sample_windows(height: int, width: int, size: int = 512, per_side: int = 3) -> list[tuple[int, int, int, int]]:
+def sample_windows(height: int, width: int, size: int = 512, per_side: int = 3, align: int = 256
+                   ) -> list[tuple[int, int, int, int]]:
     """(row_off, col_off, height, width) of ``per_side`` x ``per_side`` windows of ``size`` px spread evenly
-    over a scene, starting on multiples of 256 px (whole tiles of a stack or staging file).
+    over a scene, starting on multiples of ``align`` px (256: whole tiles of a stack or staging file).
 
     The score must see full-resolution cells: on a decimated view a cell covers more ground, its minima
     rise and its contexts widen, and held-out scenes decimated 3x score above the threshold.
@@ -212,7 +213,7 @@ def sample_windows(height: int, width: int, size: int = 512, per_side: int = 3) 
         out = []
         for i in range(per_side):
             centre = (i + 0.5) * n / per_side
-            out.append(int(min(max(centre - size / 2, 0), n - size)) // 256 * 256)
+            out.append(int(min(max(centre - size / 2, 0), n - size)) // align * align)
         return sorted(set(out))
 
     h, w = min(size, height), min(size, width)
