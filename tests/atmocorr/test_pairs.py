@@ -341,3 +341,30 @@ def test_real_cdse_items_of_one_datatake_pair_up(shared_fixtures):
     with pytest.raises(EotwinError, match="spacecraft"):
         pairs_mod.match_pairs([real["L1C"] | {"properties": real["L1C"]["properties"] | {"platform": "landsat-9"}}],
                               [])
+
+
+def test_pairs_and_fine_tuning_on_them_run_within_2_gib(world, tmp_path):
+    """The sample-sized memory check of ``atmocorr pairs`` and ``atmocorr train --pairs`` (the real CLI in a
+    child process under the 2 GiB limit; benchmarks/memory.py runs both on a whole tile)."""
+    import os
+    import sys
+
+    from tests.support.memlimit import DEFAULT_LIMIT, run_under_memory_limit
+
+    l1c, l2a = world.publish()
+    world.stac.items[:] = [l1c, l2a]
+    env = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}
+    out = tmp_path / "pairs"
+    fetched = run_under_memory_limit(
+        [sys.executable, "-m", "eotwin", "-q", "atmocorr", "pairs", "--bbox", _bbox_arg(), "--date", "2023-02-16",
+         "-o", str(out), "--stac-url", world.stac.url, "--s3-endpoint", f"http://{world.s3.endpoint}"],
+        env=env, timeout_s=300)
+    assert fetched.ok, fetched.stderr[-500:]
+    assert 0 < fetched.peak_rss_bytes < DEFAULT_LIMIT and (out / PAIR_ID / "l2a.tif").is_file()
+    tuned = tmp_path / "tuned.onnx"
+    trained = run_under_memory_limit(  # torch maps ~3 GiB of CUDA libraries: resident memory only
+        [sys.executable, "-m", "eotwin", "-q", "atmocorr", "train", "--pairs", str(out), "-o", str(tuned),
+         "--steps", "2", "--json"], env=env, timeout_s=300, address_space=False)
+    assert trained.ok, trained.stderr[-500:]
+    assert 0 < trained.peak_rss_bytes < DEFAULT_LIMIT and tuned.is_file()
+    assert json.loads(trained.stdout)["steps"] == 2
