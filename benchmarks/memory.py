@@ -22,7 +22,9 @@ Inputs (``--size``, default 10980: a Sentinel-2 tile at 10 m):
 * ``atmocorr-pairs``: ``atmocorr pairs`` with a bbox over ``size`` x ``size`` px of tile T46UEU, the L1C and its
   L2A served by the loopback CDSE (STAC API + S3) of :class:`tests.support.pairs_world.PairWorld`: JPEG 2000
   bands at native resolutions (every L2A band at 10, 20 and 60 m as the real item lists them), smooth DN;
-  ``atmocorr-train-pairs``: ``atmocorr train --pairs`` (5 steps) on the pair folder it wrote;
+  ``atmocorr-train-pairs``: ``atmocorr train --pairs`` (5 steps) on the pair folder it wrote; ``atmocorr-train``:
+  training on simulated scenes (5 steps, default batch and mosaic: its input does not grow with a tile);
+* ``pointcloud-build-live-tiled``: the live bbox as 20 km tiles (Dask tasks, 2 workers), a LAZ each and a .vpc;
 * ``demo``: ``eotwin demo``, which takes no input (its own sample scenes; measured as it is);
 * ``ben-info`` / ``ben-encode`` / ``ben-analyze`` / ``ben-evaluate``: the 24 real BigEarthNet v2 patches (S1 +
   S2) of the configilm wheel, the whole data there is (one patch for ``info``; ``evaluate``: the ``ben-train``
@@ -81,6 +83,7 @@ AS_ONLY_VIRTUAL = {
     "component-l1c-pointcloud": "the runner sets each model's own RLIMIT_AS",
     "component-pointcloud-live": "the runner sets the model's own RLIMIT_AS",
     "ben-evaluate": "import torch (CUDA build) maps ~3 GiB of shared libraries",
+    "atmocorr-train": "import torch (CUDA build) maps ~3 GiB of shared libraries",
     "atmocorr-train-pairs": "import torch (CUDA build) maps ~3 GiB of shared libraries",
     "demo": "import torch (CUDA build) maps ~3 GiB of shared libraries (its BigEarthNet training)",
     "ben-evaluate-tile": "import torch (CUDA build) maps ~3 GiB of shared libraries",
@@ -278,6 +281,13 @@ def steps(work: Path, size: int, stack: contextlib.ExitStack) -> list[Step]:
         return ["pointcloud", "build", "--bbox", bbox, "--date", LIVE_DATES, "-o", str(out / "live.laz"),
                 "--no-viewer", "--no-preview"]
 
+    def live_tiled() -> list[str]:
+        bbox, _ = live_world()
+        shutil.rmtree(out / "live-tiled", ignore_errors=True)
+        (out / "live-tiled").mkdir(parents=True)
+        return ["pointcloud", "build", "--bbox", bbox, "--date", LIVE_DATES, "-o", str(out / "live-tiled" / "area.laz"),
+                "--tile-size", "20000", "--workers", "2", "--no-viewer", "--no-preview"]
+
     def live_component() -> list[str]:
         bbox, _ = live_world()
         return component("eotwin-pointcloud", {
@@ -366,6 +376,10 @@ def steps(work: Path, size: int, stack: contextlib.ExitStack) -> list[Step]:
              lambda: ["atmocorr", "train", "--pairs", str(out / "pairs"), "-o", str(out / "tuned" / "tuned.onnx"),
                       "--steps", "5"],
              lambda: (out / "tuned" / "tuned.onnx").is_file()),
+        Step("atmocorr-train", "simulated scenes, defaults (batch 8 of 2x2 BigEarthNet patches), 5 steps",
+             lambda: ["atmocorr", "train", "-o", str(out / "trained" / "trained.onnx"), "--steps", "5",
+                      "--ben-dir", str(BEN_DATA)],
+             lambda: (out / "trained" / "trained.onnx").is_file()),
         Step("demo", "eotwin demo: its fixed sample scenes (it takes no input)",
              lambda: ["demo", "-o", str(out / "demo")], lambda: (out / "demo" / "index.html").is_file()),
         Step("ben-info", "one real patch (S1 + S2) of the configilm LMDB",
@@ -420,6 +434,8 @@ def steps(work: Path, size: int, stack: contextlib.ExitStack) -> list[Step]:
              succeeded("eotwin-l1c-pointcloud")),
         Step("pointcloud-build-live", f"bbox of a {tile} world via loopback CDSE + EDH -> LAZ", live_build,
              lambda: (out / "live.laz").is_file(), env=live_credentials),
+        Step("pointcloud-build-live-tiled", "the same bbox as 20 km tiles (Dask, 2 workers) -> LAZ per tile + VPC",
+             live_tiled, lambda: (out / "live-tiled" / "area.vpc").is_file(), env=live_credentials),
         Step("component-pointcloud-live", f"eotwin-pointcloud, bbox of a {tile} world, loopback CDSE + EDH",
              live_component, succeeded("eotwin-pointcloud"), env=lambda: live_world()[1]),
         Step("component-ben-predict", f"eotwin-ben-predict, resnet18 over the L2A {tile}",

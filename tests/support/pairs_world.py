@@ -59,6 +59,9 @@ def write_jp2(path: Path, data: np.ndarray, res: float) -> None:
                        nodata=0, QUALITY=100, REVERSIBLE="YES", **tiles) as dst:
         dst.write(data, 1)
     part.replace(path)
+    side = part.with_name(part.name + ".aux.xml")  # GDAL's side file (the nodata value) follows its image
+    if side.exists():
+        side.replace(path.with_name(path.name + ".aux.xml"))
 
 
 def _resampled(data10: np.ndarray, res: int) -> np.ndarray:

@@ -116,6 +116,22 @@ def test_predict_writes_a_georeferenced_geotiff(runs, capsys, tmp_path, sample_f
     assert valid.any() and probs[valid].min() >= 0 and probs[valid].max() <= 1
     assert set(np.unique(labels)) <= {0, 1, 255}
     assert (tmp_path / "probs.png").read_bytes()[:4] == b"\x89PNG"
+    # cloud-optimised, and described by a STAC item beside it
+    for tif, kind, stride in ((probs_tif, "probability", 120), (labels_tif, "labels", 60)):
+        with rasterio.open(tif) as ds:
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+            shape, transform = [ds.height, ds.width], list(ds.transform)[:6]
+        item = json.loads(Path(f"{tif}.json").read_text())
+        assert item["type"] == "Feature" and item["id"] == tif.stem
+        assert item["assets"]["data"]["href"] == f"./{tif.name}" and "cloud-optimized" in item["assets"]["data"]["type"]
+        assert item["assets"]["preview"]["href"] == f"./{tif.stem}.png"
+        props = item["properties"]
+        assert props["proj:shape"] == shape and props["proj:transform"] == transform
+        assert props["eotwin:kind"] == kind and props["eotwin:stride_px"] == stride
+        assert props["eotwin:classes"] == list(CLASSES_ORIGINAL) and len(props["eotwin:thresholds"]) == 19
+        assert props["eotwin:datetime_from"] == "time of writing"  # the sample L2A has no DATETIME tag
+        west, south, east, north = item["bbox"]
+        assert west < east and south < north
 
 
 def test_predict_matches_bands_by_name(runs, tmp_path, sample_files):

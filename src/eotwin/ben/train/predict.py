@@ -44,6 +44,7 @@ class PredictResult:
     cell_size: float
     boa_offset: float
     class_frequency: dict[str, float]
+    item: Path | None = None  # the STAC item describing the raster (OUTPUT.json)
 
 
 def file_band_names(descriptions: tuple[str | None, ...], given: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -100,6 +101,7 @@ def run_predict(options: PredictOptions, progress: ProgressReporter | None = Non
         if offset is None:
             offset = float(ds.tags().get("BOA_ADD_OFFSET", 0.0))
         nodata = ds.nodata if ds.nodata is not None else 0
+        image_datetime = ds.tags().get("DATETIME") or None
         res = grid.res[0]
         if grid.crs.is_projected and not 9.0 <= res <= 11.0:
             log.warning("the model was trained on 10 m pixels; %s has %.1f m pixels", options.image, res)
@@ -137,16 +139,63 @@ def run_predict(options: PredictOptions, progress: ProgressReporter | None = Non
     }
     valid_cells = ~np.isnan(probs[0])
     if options.kind == "probability":
-        write_geotiff(options.output, probs, out_grid, nodata=float("nan"), descriptions=list(classes), tags=tags)
+        write_geotiff(options.output, probs, out_grid, nodata=float("nan"), descriptions=list(classes), tags=tags,
+                      cog=True)
     else:
         labels = np.where(valid_cells[None], probs >= thresholds[:, None, None], 255).astype(np.uint8)
-        write_geotiff(options.output, labels, out_grid, nodata=255, descriptions=list(classes), tags=tags)
+        write_geotiff(options.output, labels, out_grid, nodata=255, descriptions=list(classes), tags=tags, cog=True)
     frequency = {c: float((probs[i][valid_cells] >= thresholds[i]).mean()) if valid_cells.any() else 0.0
                  for i, c in enumerate(classes)}
     preview = write_preview(probs, thresholds, classes, Path(options.output).with_suffix(".png"))
-    return PredictResult(output=Path(options.output), preview=preview, kind=options.kind, shape=out_grid.shape,
-                         windows=int(len(rows) * len(cols)), nodata_windows=nodata_windows,
-                         cell_size=float(out_grid.res[0]), boa_offset=offset, class_frequency=frequency)
+    result = PredictResult(output=Path(options.output), preview=preview, kind=options.kind, shape=out_grid.shape,
+                           windows=int(len(rows) * len(cols)), nodata_windows=nodata_windows,
+                           cell_size=float(out_grid.res[0]), boa_offset=offset, class_frequency=frequency)
+    result.item = write_prediction_item(result, out_grid, tags, classes, image_datetime)
+    return result
+
+
+def write_prediction_item(result: PredictResult, grid, tags: dict[str, Any], classes: tuple[str, ...],
+                          datetime: str | None) -> Path:
+    """The STAC item (projection extension) of a prediction raster, beside it as ``OUTPUT.json``; hrefs relative.
+
+    ``datetime``: the image's acquisition time when its tags say it (``DATETIME``), else the time of writing."""
+    import datetime as dt
+
+    from pystac.utils import str_to_datetime
+
+    from eotwin import __version__
+    from eotwin.io.files import write_json_atomic
+    from eotwin.io.stac import COG_MEDIA_TYPE, footprint_lonlat, item_dict
+
+    bbox, geometry = footprint_lonlat(grid)
+    try:
+        str_to_datetime(datetime or "")
+        when, datetime_from = str(datetime), "the image's DATETIME tag (acquisition)"
+    except ValueError:  # absent or not RFC 3339: said so in the item, not guessed
+        when, datetime_from = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "time of writing"
+    assets = {"data": {"href": f"./{result.output.name}", "type": COG_MEDIA_TYPE,
+                       "title": f"BigEarthNet {result.kind}, one band per class", "roles": ["data"]}}
+    if result.preview is not None:
+        assets["preview"] = {"href": f"./{result.preview.name}", "type": "image/png",
+                             "title": "Most likely class per cell", "roles": ["overview"]}
+    item = item_dict(
+        result.output.stem, geometry=geometry, bbox=bbox, datetime=when, extensions=("projection",),
+        properties={
+            "proj:epsg": grid.crs.to_epsg(), "proj:wkt2": grid.crs.to_wkt(), "proj:shape": [grid.height, grid.width],
+            "proj:transform": list(grid.transform)[:6],
+            "eotwin:version": __version__, "eotwin:datetime_from": datetime_from, "eotwin:kind": result.kind, "eotwin:classes": list(classes),
+            "eotwin:model": tags["EOTWIN_MODEL"], "eotwin:checkpoint": tags["EOTWIN_CHECKPOINT"],
+            "eotwin:bands": tags["BANDS"].split(","), "eotwin:window_px": WINDOW, "eotwin:stride_px": tags["STRIDE_PX"],
+            "eotwin:thresholds": [float(t) for t in tags["THRESHOLDS"].split(",")],
+            "eotwin:boa_offset_applied": result.boa_offset, "eotwin:windows": result.windows,
+            "eotwin:nodata_windows": result.nodata_windows,
+            "eotwin:class_frequency": {k: round(v, 6) for k, v in result.class_frequency.items()},
+        },
+        assets=assets,
+    )
+    target = Path(str(result.output) + ".json")
+    write_json_atomic(target, item)
+    return target
 
 
 def write_preview(probs: np.ndarray, thresholds: np.ndarray, classes: tuple[str, ...], target: Path) -> Path:

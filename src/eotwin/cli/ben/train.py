@@ -136,3 +136,5 @@ def predict(
     _common.out.print(f"raster   {result.output}")
     if result.preview is not None:
         _common.out.print(f"preview  {result.preview}")
+    if result.item is not None:
+        _common.out.print(f"item     {result.item}")
