@@ -15,7 +15,7 @@ import numpy as np
 from eotwin.io.files import atomic_path
 from eotwin.report.demo import Artifact, DemoContext
 from eotwin.sentinel2.bands import L2A_BANDS, TCI_BANDS
-from eotwin.sentinel2.radiometry import dn_to_boa
+from eotwin.sentinel2.radiometry import dn_to_boa, dn_to_toa
 
 METHODS = ("ai", "6s-ddv", "dos")
 COLOURS = {"ai": "#2ca02c", "6s-ddv": "#ff7f0e", "dos": "#1f77b4"}
@@ -85,8 +85,8 @@ def _scene(context: DemoContext, made, step: Path, label: str, prefix: str = "")
                                **extra)
         results[method] = run_correction(options, progress=context.progress)
     with rasterio.open(made.l1c) as ds:
-        toa = (ds.read().astype(np.float32) - 1000.0) / 10000.0
-        toa[:, ds.read(1) == 0] = np.nan
+        toa = dn_to_toa(ds.read())
+        toa[:, ~np.isfinite(toa[0])] = np.nan  # no data where the first band has none, as the stack marks it
         l2a_index = [list(ds.descriptions).index(b) for b in L2A_BANDS]
     truth = made.surface[l2a_index].copy()
     truth[:, ~made.valid] = np.nan

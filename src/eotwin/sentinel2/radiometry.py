@@ -51,12 +51,19 @@ def boa_to_dn(boa: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
 
 
 def dn_to_boa(
-    dn: np.ndarray, offset: float = BOA_ADD_OFFSET, quantification: float = QUANTIFICATION
+    dn: np.ndarray, offset: float = BOA_ADD_OFFSET, quantification: float = QUANTIFICATION, *, nodata: bool = True
 ) -> np.ndarray:
-    """L2A DN -> BOA reflectance (float32, NaN for DN 0)."""
+    """L2A DN -> BOA reflectance (float32; NaN for DN 0 unless ``nodata`` is False: datasets that use DN 0 as a
+    value or mark no data otherwise)."""
     out = (np.asarray(dn, dtype=np.float32) + np.float32(offset)) / np.float32(quantification)
-    out[np.asarray(dn) == 0] = np.nan
+    if nodata:
+        out[np.asarray(dn) == 0] = np.nan
     return out
+
+
+def dn_to_toa(dn: np.ndarray, offset: float = RADIO_ADD_OFFSET, quantification: float = QUANTIFICATION) -> np.ndarray:
+    """L1C DN -> TOA reflectance (float32, NaN for DN 0): the inverse of :func:`toa_to_dn`."""
+    return dn_to_boa(dn, offset, quantification)
 
 
 def reflectance_to_tci(rgb: np.ndarray) -> np.ndarray:

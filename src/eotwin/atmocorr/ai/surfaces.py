@@ -46,6 +46,7 @@ import numpy as np
 
 from eotwin.errors import EotwinError
 from eotwin.sentinel2.bands import L2A_BANDS
+from eotwin.sentinel2.radiometry import dn_to_boa
 
 PATCH = 120
 SOURCES: tuple[str, ...] = ("ben", "majortom", "enmap", "sahara", "water", "prosail")
@@ -224,7 +225,7 @@ def read_majortom_cell(cell: Path) -> tuple[np.ndarray, np.ndarray | None]:
     offset = -1000 if baseline >= "N0400" and darkest >= 1000 else 0
     cloud = _read_band(cell / "cloud_mask.tif") if (cell / "cloud_mask.tif").is_file() else None
     image = np.stack([_upsample(raw[b], size) for b in L2A_BANDS])
-    return np.clip((image + offset) / 10000.0, 0.0, 1.0).astype(np.float32), cloud
+    return np.clip(dn_to_boa(image, offset, nodata=False), 0.0, 1.0), cloud
 
 
 def _read_majortom(root: Path) -> dict[str, np.ndarray]:
@@ -262,7 +263,7 @@ def _read_enmap(root: Path) -> dict[str, np.ndarray]:
                 nodata |= ds.read() != 0
         usable = ~nodata.all(axis=(1, 2))  # water-vapour absorption bands are no-data throughout
         keep = enmap_band_selection(centres, int(meta["vnir_bands"]), usable)
-        refl = cube.astype(np.float32) / 10000.0
+        refl = dn_to_boa(cube, 0, nodata=False)  # HySpecNet-11k: reflectance x 10000, no offset
         # a pixel's defective samples in a kept band: linear between its neighbouring good samples
         for r, c in zip(*np.nonzero((nodata & keep[:, None, None]).any(axis=0)), strict=True):
             good = keep & ~nodata[:, r, c]
@@ -279,7 +280,7 @@ def _read_sahara(root: Path) -> dict[str, np.ndarray]:
     raw = {b: _read_band(folder / f"{b}.tif") for b in L2A_BANDS}
     size = raw["B02"].shape[0]
     dn = np.stack([_upsample(raw[b], size) for b in L2A_BANDS])
-    image = dn / 10000.0
+    image = dn_to_boa(dn, 0, nodata=False)  # baseline 02.14: no offset; DN 0 handled below
     scl = _read_band(folder / "SCL.tif")
     scl = np.repeat(np.repeat(scl, size // scl.shape[0], axis=0), size // scl.shape[1], axis=1)
     bad = np.isin(scl, SCL_REJECT) | np.any(dn == 0, axis=0)  # DN 0 is no data
@@ -299,7 +300,7 @@ def _read_water(root: Path) -> dict[str, np.ndarray]:
             image = ds.read().astype(np.float32)
         if image.shape[0] != len(L2A_BANDS):
             raise EotwinError(f"{name}: {image.shape[0]} bands, expected {len(L2A_BANDS)}")
-        image = np.clip((image + offset) / 10000.0, 0.0, 1.0)
+        image = np.clip(dn_to_boa(image, offset, nodata=False), 0.0, 1.0)
         for k, patch in enumerate(tile(image)):
             out[f"{name}_{k}"] = patch
     return out

@@ -131,6 +131,7 @@ def ben_surfaces(path: str | Path | None = None, splits: Sequence[str] = TRAIN_S
     """Surface reflectance (12, 120, 120) float32 of the BigEarthNet patches in ``splits``, by patch id."""
     from eotwin.ben.bands import resample
     from eotwin.ben.sources import open_source
+    from eotwin.sentinel2.radiometry import dn_to_boa
 
     path = Path(path) if path is not None else DEFAULT_BEN_DIR
     if not path.exists():
@@ -140,10 +141,11 @@ def ben_surfaces(path: str | Path | None = None, splits: Sequence[str] = TRAIN_S
         for split in splits:
             for pid in source.patch_ids(split=split):
                 arrays = source.read(pid, L2A_BANDS)
-                out[pid] = np.stack([resample(arrays[b], 120, "bilinear") for b in L2A_BANDS]) / 10000.0
+                dn = np.stack([resample(arrays[b], 120, "bilinear") for b in L2A_BANDS])
+                out[pid] = dn_to_boa(dn, 0, nodata=False)  # BigEarthNet v2: 2017 products, no offset
     if not out:
         raise EotwinError(f"no BigEarthNet patch in split(s) {', '.join(splits)} under {path}")
-    return {k: v.astype(np.float32) for k, v in out.items()}
+    return out
 
 
 def make_builtin_spectra(path: Path = SPECTRA_PATH, sensor: str = "S2A") -> dict[str, list[float]]:
