@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
 
 
@@ -42,8 +42,9 @@ class PointcloudLiveOptions(BaseModel):
     s3_access_key: str | None = None
     s3_secret_key_file: Path | None = None
     edh_token_file: Path | None = None
-    s3_secret_key: str | None = None  # refused on the command line (hidden): secrets come from files or the environment
-    edh_token: str | None = None  # idem
+    # refused on the command line (hidden): secrets come from files or the environment; never in a repr or a log
+    s3_secret_key: str | None = Field(None, repr=False)
+    edh_token: str | None = Field(None, repr=False)
 
 
 class PrintOptions(BaseModel):

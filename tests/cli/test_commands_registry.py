@@ -69,3 +69,26 @@ def test_deltatwin_never_imports_the_cli():
             "print(sorted(m for m in sys.modules if m.startswith('eotwin.cli')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_live_mode_runs_from_the_model_the_component_fills(monkeypatch, tmp_path):
+    """``pointcloud build --bbox`` builds :class:`PointcloudLiveOptions` (the registry's model) from its flags and
+    runs from it: the model is what the CLI and the DeltaTwin component share, not a parallel argument list."""
+    from eotwin.cli import pointcloud as cli_pointcloud
+    from eotwin.cli.main import run
+    from eotwin.commands import PointcloudLiveOptions
+
+    seen = []
+    monkeypatch.setattr(cli_pointcloud, "_build_live", lambda live, output, common, as_json: seen.append(live))
+    secret = tmp_path / "secret"
+    secret.write_text("not-a-real-secret\n")
+    code = run(["-q", "pointcloud", "build", "--bbox", "10,46,10.1,46.1", "--date", "2024-07-01/2024-07-31",
+                "--max-cloud", "35", "--tile-size", "5000", "--workers", "3", "--s3-secret-key-file", str(secret),
+                "-o", str(tmp_path / "a.laz")])
+    assert code == 0 and len(seen) == 1
+    live = seen[0]
+    assert isinstance(live, PointcloudLiveOptions)
+    assert (live.bbox, live.date, live.max_cloud, live.tile_size, live.workers) == (
+        "10,46,10.1,46.1", "2024-07-01/2024-07-31", 35.0, 5000.0, 3)
+    assert live.s3_secret_key == "not-a-real-secret" and live.s3_secret_key_file == secret
+    assert "not-a-real-secret" not in repr(live) + str(live)

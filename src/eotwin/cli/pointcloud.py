@@ -95,8 +95,15 @@ def build(
     if bbox is not None:
         if dem or image:
             raise EotwinError("give either --bbox/--date (live mode) or --dem/--image (local files), not both")
-        _build_live(bbox, date, output, max_cloud, collection, crs, tile_size, scheduler, workers, no_cache, stac_url,
-                    s3_endpoint, dem_url, s3_access_key, s3_secret_key, edh_token, common, as_json)
+        from eotwin.commands import PointcloudLiveOptions
+        from eotwin.options import validated
+
+        live = validated(PointcloudLiveOptions, bbox=bbox, date=date, max_cloud=max_cloud, collection=collection,
+                         crs=crs, tile_size=tile_size, scheduler=scheduler, workers=workers, no_cache=no_cache,
+                         stac_url=stac_url, s3_endpoint=s3_endpoint, dem_url=dem_url, s3_access_key=s3_access_key,
+                         s3_secret_key_file=s3_secret_key_file, edh_token_file=edh_token_file,
+                         s3_secret_key=s3_secret_key, edh_token=edh_token)
+        _build_live(live, output, common, as_json)
         return
     if not dem or not image:
         raise EotwinError("--dem and --image are required (or use --bbox and --date for live data)")
@@ -133,22 +140,25 @@ def _secrets_from_files(s3_secret_key, edh_token, s3_secret_key_file, edh_token_
             read_secret_file(edh_token_file, "--edh-token-file") if edh_token_file else None)
 
 
-def _build_live(bbox, date, output, max_cloud, collection, crs, tile_size, scheduler, workers, no_cache, stac_url,
-                s3_endpoint, dem_url, s3_access_key, s3_secret_key, edh_token, common, as_json=False) -> None:
+def _build_live(live, output: Path, common: dict, as_json: bool = False) -> None:
+    """Live mode from :class:`eotwin.commands.PointcloudLiveOptions` (the model the DeltaTwin component fills too):
+    request, endpoints, credentials and cache resolved here, then one build or a tiled one."""
     from eotwin.errors import EotwinError
     from eotwin.io.remote.access import RemoteAccess
     from eotwin.io.remote.cache import Cache, default_cache_dir
     from eotwin.io.remote.stac_api import parse_bbox, parse_date
     from eotwin.pointcloud.live_pipeline import LiveRequest, build_from_bbox
 
-    if not date:
+    if not live.date:
         raise EotwinError("--date is required with --bbox")
-    request = LiveRequest(parse_bbox(bbox), parse_date(date), collection, max_cloud, crs)
-    access = RemoteAccess.resolve(stac_url=stac_url, s3_endpoint=s3_endpoint, dem_url=dem_url,
-                                  s3_access_key=s3_access_key, s3_secret_key=s3_secret_key, edh_token=edh_token)
+    request = LiveRequest(parse_bbox(live.bbox), parse_date(live.date), live.collection, live.max_cloud, live.crs)
+    access = RemoteAccess.resolve(stac_url=live.stac_url, s3_endpoint=live.s3_endpoint, dem_url=live.dem_url,
+                                  s3_access_key=live.s3_access_key, s3_secret_key=live.s3_secret_key,
+                                  edh_token=live.edh_token)
     endpoints, credentials = access.endpoints, access.credentials
     _common.say(f"credentials: {credentials.source}")
-    cache = Cache(default_cache_dir(), enabled=not no_cache)
+    cache = Cache(default_cache_dir(), enabled=not live.no_cache)
+    tile_size, scheduler, workers = live.tile_size, live.scheduler, live.workers
     if tile_size:
         from eotwin.pointcloud.tiling import build_tiled
 
