@@ -24,8 +24,9 @@ from eotwin.sentinel2.bands import L2A_BANDS
 # the same atmospheres for every source: per aerosol model, LOSO_AOT scene-mean AOTs spanning 0.05-0.6,
 # each with its own geometry, gases and smooth AOT field drawn from the seed. 6S runs once per atmosphere
 # (36 runs: 12 bands x 3 AOT nodes) and its terms are cached on disk, so a rerun costs no 6S at all.
-# ai: the network alone; ai-run: as `--method ai` runs (6s-ddv where the network's OOD score passes its threshold)
-LOSO_METHODS = ("ai", "ai-run", "6s-ddv", "dos", "6s-oracle", "none")
+# ai: the network alone; ai-run: as `--method ai` runs (6s-ddv where the network's OOD score passes its threshold);
+# 6s-ddv-true-aerosol: a diagnostic, the DDV told the true aerosol model (what a perfect choice of model would give)
+LOSO_METHODS = ("ai", "ai-run", "6s-ddv", "6s-ddv-true-aerosol", "dos", "6s-oracle", "none")
 LOSO_AEROSOLS = ("continental", "maritime")
 LOSO_AOT = (0.05, 0.17, 0.6)
 LOSO_CROP = 96  # scene: 2 x 2 crops of 96 px from the source's patches (192 x 192 px)
@@ -191,7 +192,7 @@ def loso_acceptance(report: dict, method: str = "ai") -> dict:
 
 def format_loso(report: dict) -> str:
     """The leave-one-source-out table: one row per source, aerosol model and method; RMSE per band and mean."""
-    short = {"6s-oracle": "oracle", "none": "toa"}
+    short = {"6s-oracle": "oracle", "none": "toa", "6s-ddv-true-aerosol": "ddv-aer"}
     lines = [f"leave-one-source-out, scenes made with the real 6S code ({report['scene_px'][0]} x "
              f"{report['scene_px'][1]} px, AOT {', '.join(map(str, report['aot']))} per aerosol model); RMSE; "
              f"mean over {' '.join(report['mean_bands'])}",
