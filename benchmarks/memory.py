@@ -29,7 +29,8 @@ Inputs (``--size``, default 10980: a Sentinel-2 tile at 10 m):
 * ``ben-info`` / ``ben-encode`` / ``ben-analyze`` / ``ben-evaluate``: the 24 real BigEarthNet v2 patches (S1 +
   S2) of the configilm wheel, the whole data there is (one patch for ``info``; ``evaluate``: the ``ben-train``
   checkpoint on all 24);
-* ``ben-encode-tile`` / ``ben-analyze-tile`` / ``ben-evaluate-tile``: as many patches as ben predict windows in a
+* ``ben-encode-tile`` / ``ben-analyze-tile`` / ``ben-evaluate-tile`` / ``ben-train-tile`` (one epoch cut to 20
+  training and 10 validation batches: the data pipeline is sized by the source, the steps by the limits): as many patches as ben predict windows in a
   full tile (8,464), the real patches of the wheel repeated under new ids (``_ben_full``; made once per workdir);
 * ``ben-train``: one epoch of configs/ben/smoke.yaml (resnet18) on the 24 real BigEarthNet v2 patches (the
   data there is); ``ben-predict``: that checkpoint over the L2A stack ``atmocorr-run`` wrote (a full tile,
@@ -86,6 +87,7 @@ AS_ONLY_VIRTUAL = {
     "atmocorr-train": "import torch (CUDA build) maps ~3 GiB of shared libraries",
     "atmocorr-train-pairs": "import torch (CUDA build) maps ~3 GiB of shared libraries",
     "demo": "import torch (CUDA build) maps ~3 GiB of shared libraries (its BigEarthNet training)",
+    "ben-train-tile": "import torch (CUDA build) maps ~3 GiB of shared libraries",
     "ben-evaluate-tile": "import torch (CUDA build) maps ~3 GiB of shared libraries",
     # a container's limit counts resident pages, not reserved address space
     "ben-encode": "LMDB reserves its 1 GiB map (address space only) beside 1.6 GiB of mapped libraries",
@@ -404,6 +406,11 @@ def steps(work: Path, size: int, stack: contextlib.ExitStack) -> list[Step]:
         Step("ben-analyze-tile", f"metadata of {FULL_TILE_PATCHES} patches",
              lambda: ["ben", "analyze", str(_ben_full(work, FULL_TILE_PATCHES)), "-o", str(out / "ben-analysis-tile")],
              lambda: (out / "ben-analysis-tile" / "analysis.json").is_file()),
+        Step("ben-train-tile", f"smoke.yaml resnet18 on the {FULL_TILE_PATCHES}-patch source, 20 + 10 batches",
+             lambda: ["ben", "train", "-c", str(REPO / "configs" / "ben" / "smoke.yaml"), f"output={out / 'ben-run-tile'}",
+                      f"data.source={_ben_full(work, FULL_TILE_PATCHES)}", "trainer.max_epochs=1",
+                      "trainer.limit_train_batches=20", "trainer.limit_val_batches=10", "evaluate_splits=[]"],
+             lambda: (out / "ben-run-tile" / "checkpoints" / "best.ckpt").is_file()),
         Step("ben-evaluate-tile", f"resnet18 checkpoint on {FULL_TILE_PATCHES} patches",
              lambda: ["ben", "evaluate", str(out / "ben-run" / "checkpoints" / "best.ckpt"), "--split", "all",
                       "--source", str(_ben_full(work, FULL_TILE_PATCHES)), "-o", str(out / "ben-scores-tile.json")],
