@@ -17,7 +17,8 @@ resident only as written. Everything else runs under both.
 at the manifest's ``ram``) applies to each model inside: the components' models run ``sample``, ``pointcloud
 build``, ``atmocorr run`` and ``ben predict``, so those are not run a second time on their own here. ``eotwin
 demo`` (point cloud, mesh, label analysis, training, prediction, atmocorr with evaluation) runs under the same
-watchdog in tests/cli/test_demo.py, the run the suite already makes.
+watchdog in tests/cli/test_demo.py, the run the suite already makes; ``atmocorr pairs`` and ``atmocorr train
+--pairs`` in tests/atmocorr/test_pairs.py (they need its loopback CDSE).
 """
 
 from __future__ import annotations
@@ -146,3 +147,13 @@ def test_full_tile_sizing_wins_when_larger_and_survives_a_new_measure():
     entry = merged["components"][bp.name]["atmocorr"]
     assert entry["peak_rss_bytes"] == 310 * 2**20 and entry["full_tile"] == full
     assert merged["components"]["other"] == {"m": sample} and merged["about"] == "new"
+
+
+def test_atmocorr_training_runs_within_2_gib(work: Path, ben_mock_dir: Path):
+    """``atmocorr train`` on simulated scenes (the real BigEarthNet surfaces of the wheel, the 6S table), at its
+    default batch and mosaic for two steps: what a step holds does not grow with anything but those two."""
+    target = work / "atmonet" / "trained.onnx"
+    run = limited(work, "atmocorr", "train", "-o", str(target), "--steps", "2", "--ben-dir", str(ben_mock_dir),
+                  "--sources", "ben", "--workers", "0", address_space=False)
+    assert target.is_file() and target.with_suffix(".pt").is_file()
+    assert run.peak_rss_bytes < LIMIT
