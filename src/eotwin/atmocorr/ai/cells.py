@@ -17,6 +17,8 @@ and constant within a cell: the same in training (:func:`eotwin.atmocorr.ai.mode
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from eotwin.atmocorr.physics import AI_DENOMINATOR_FLOOR, invert_gain
@@ -290,3 +292,40 @@ def invert_band(toa: np.ndarray, path: np.ndarray, gain: np.ndarray, s_alb: np.n
     y = invert_gain(view, per_cell(path), None, per_cell(s_alb), inverse_gain=per_cell(1.0 / gain),
                     floor=AI_DENOMINATOR_FLOOR)
     return y.reshape(hc * cell, wc * cell)[:h, :w]
+
+
+# ----------------------------------------------------------------------------- 6S table terms per scene
+@dataclass
+class SceneTables:
+    """The table's terms for a batch of scenes (each one geometry and spacecraft), for :class:`TableLayer`.
+
+    Shapes (n scenes, 2 aerosol models [continental, maritime], nodes..., 12 bands): ``path``
+    (n, 2, aot, wv, o3, 12); ``log_t`` = log(t_down t_up) (n, 2, aot, 12); ``s_alb`` (n, 2, aot, 12);
+    ``log_tg`` (n, wv, o3, 12).
+    """
+
+    aot_nodes: np.ndarray
+    wv_nodes: np.ndarray
+    o3_nodes: np.ndarray
+    path: np.ndarray
+    log_t: np.ndarray
+    s_alb: np.ndarray
+    log_tg: np.ndarray
+
+
+def scene_tables(lut, geometries: list[tuple[str, float, float, float]]) -> SceneTables:
+    """Terms at the table's AOT, water-vapour and ozone nodes for each (sensor, sza, vza, raa): numpy, so the
+    processes that simulate training batches never import torch."""
+    aot, wv, o3 = lut.axes["aot"], lut.axes["wv"], lut.axes["o3"]
+    grid = np.meshgrid(aot, wv, o3, indexing="ij")
+    paths, log_ts, salbs, log_tgs = [], [], [], []
+    for sensor, sza, vza, raa in geometries:
+        per_model = [lut.terms_for(sensor, L2A_ORDER, aerosol, *grid[:1], sza, vza, raa, grid[1], grid[2])
+                     for aerosol in ("continental", "maritime")]
+        paths.append(np.stack([np.moveaxis(t.path, 0, -1) for t in per_model]))
+        log_ts.append(np.stack([np.moveaxis(np.log(t.t_down[:, :, 0, 0] * t.t_up[:, :, 0, 0]), 0, -1)
+                                for t in per_model]))
+        salbs.append(np.stack([np.moveaxis(t.s_alb[:, :, 0, 0], 0, -1) for t in per_model]))
+        log_tgs.append(np.moveaxis(np.log(per_model[0].tg[:, 0]), 0, -1))
+    f32 = lambda xs: np.ascontiguousarray(np.stack(xs), dtype=np.float32)  # noqa: E731
+    return SceneTables(aot, wv, o3, f32(paths), f32(log_ts), f32(salbs), f32(log_tgs))

@@ -157,7 +157,7 @@ def _load_part(pair, product, reference, window, lut, config: dict, scl: tuple[i
                geometry: tuple[float, float, float]) -> PairData | None:
     """The pair, or one window of it, as :class:`PairData`; None when it has too few clear pixels."""
     from eotwin.atmocorr.ai import cells as cellmath
-    from eotwin.atmocorr.ai.model import scene_tables
+    from eotwin.atmocorr.ai.cells import scene_tables
     from eotwin.atmocorr.ai.onnx_infer import block_angles
     from eotwin.atmocorr.realpairs import read_reflectance
     from eotwin.sentinel2.bands import L2A_BANDS

@@ -45,7 +45,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from eotwin.atmocorr.ai.cells import ATMOSPHERE, N_BASE_INPUTS, n_cell_inputs, overlap_for
+from eotwin.atmocorr.ai.cells import (  # noqa: F401  (SceneTables, scene_tables: re-exported)
+    ATMOSPHERE,
+    N_BASE_INPUTS,
+    SceneTables,
+    n_cell_inputs,
+    overlap_for,
+    scene_tables,
+)
 from eotwin.atmocorr.physics import AI_DENOMINATOR_FLOOR
 
 N_BANDS = 12
@@ -236,43 +243,6 @@ def _sqrt_range(x: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- 6S table in torch
-@dataclass
-class SceneTables:
-    """The table's terms for a batch of scenes (each one geometry and spacecraft), for :class:`TableLayer`.
-
-    Shapes (n scenes, 2 aerosol models [continental, maritime], nodes..., 12 bands): ``path``
-    (n, 2, aot, wv, o3, 12); ``log_t`` = log(t_down t_up) (n, 2, aot, 12); ``s_alb`` (n, 2, aot, 12);
-    ``log_tg`` (n, wv, o3, 12).
-    """
-
-    aot_nodes: np.ndarray
-    wv_nodes: np.ndarray
-    o3_nodes: np.ndarray
-    path: np.ndarray
-    log_t: np.ndarray
-    s_alb: np.ndarray
-    log_tg: np.ndarray
-
-
-def scene_tables(lut, geometries: list[tuple[str, float, float, float]]) -> SceneTables:
-    """Terms at the table's AOT, water-vapour and ozone nodes for each (sensor, sza, vza, raa)."""
-    from eotwin.sentinel2.bands import L2A_BANDS
-
-    aot, wv, o3 = lut.axes["aot"], lut.axes["wv"], lut.axes["o3"]
-    grid = np.meshgrid(aot, wv, o3, indexing="ij")
-    paths, log_ts, salbs, log_tgs = [], [], [], []
-    for sensor, sza, vza, raa in geometries:
-        per_model = [lut.terms_for(sensor, L2A_BANDS, aerosol, *grid[:1], sza, vza, raa, grid[1], grid[2])
-                     for aerosol in ("continental", "maritime")]
-        paths.append(np.stack([np.moveaxis(t.path, 0, -1) for t in per_model]))
-        log_ts.append(np.stack([np.moveaxis(np.log(t.t_down[:, :, 0, 0] * t.t_up[:, :, 0, 0]), 0, -1)
-                                for t in per_model]))
-        salbs.append(np.stack([np.moveaxis(t.s_alb[:, :, 0, 0], 0, -1) for t in per_model]))
-        log_tgs.append(np.moveaxis(np.log(per_model[0].tg[:, 0]), 0, -1))
-    f32 = lambda xs: np.ascontiguousarray(np.stack(xs), dtype=np.float32)  # noqa: E731
-    return SceneTables(aot, wv, o3, f32(paths), f32(log_ts), f32(salbs), f32(log_tgs))
-
-
 def _bracket(nodes: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower node index and (differentiable) weight of the upper node for values ``x``."""
     idx = (torch.bucketize(x.detach().contiguous(), nodes, right=True) - 1).clamp(0, nodes.numel() - 2)

@@ -120,10 +120,8 @@ class SceneBatch:
     angles: np.ndarray  # (n, 3, h, w) sun zenith, view zenith, relative azimuth in degrees
     boa: np.ndarray  # (n, 12, h, w) true surface reflectance
     aot: np.ndarray  # (n, 1, h, w) true AOT at 550 nm
-    path: np.ndarray  # (n, 12, h, w) true 6S path reflectance
-    gain: np.ndarray  # (n, 12, h, w) true tg * t_down * t_up
-    s_alb: np.ndarray  # (n, 12, h, w) true spherical albedo
-    atmospheres: list[Atmosphere]
+    atmospheres: list[Atmosphere]  # (the per-pixel 6S terms are not kept: training and its statistics never read
+    # them, and three more float arrays per scene were a third of a simulating worker's memory)
 
 
 # ----------------------------------------------------------------------------- surfaces
@@ -408,7 +406,7 @@ def make_batch(
 ) -> SceneBatch:
     """``n`` scenes: a random surface crop, or a mosaic of ``layout`` patches (with built-in spectra
     painted in), a random atmosphere each."""
-    toas, boas, aots, paths, gains, salbs, angles = [], [], [], [], [], [], []
+    toas, boas, aots, angles = [], [], [], []
     atms = [sample_atmosphere(rng, lut) for _ in range(n)]
     for atm, terms in zip(atms, node_terms(atms, lut), strict=True):
         if layout is not None:
@@ -422,19 +420,14 @@ def make_batch(
             j = SAMPLING["surface_jitter"]
             factor = rng.uniform(*j["scale"]) * (1 + j["band_std"] * rng.standard_normal(surface.shape[0]))  # type: ignore[index]
             surface = np.clip(surface * factor[:, None, None].astype(np.float32), 0.0, 0.95)
-        toa, aot, (path, gain, s_alb) = simulate(surface, atm, lut, rng, noise=noise, nodes_terms=terms)
+        toa, aot, _ = simulate(surface, atm, lut, rng, noise=noise, nodes_terms=terms)
         toas.append(toa)
         boas.append(surface)
         aots.append(aot[None])
-        paths.append(path)
-        gains.append(gain)
-        salbs.append(s_alb)
         angles.append(np.broadcast_to(np.array([atm.sza, atm.vza, atm.raa], np.float32)[:, None, None],
                                       (3, *surface.shape[1:])))
     stack = lambda xs: np.ascontiguousarray(np.stack(xs), dtype=np.float32)  # noqa: E731
-    return SceneBatch(
-        stack(toas), stack(angles), stack(boas), stack(aots), stack(paths), stack(gains), stack(salbs), atms
-    )
+    return SceneBatch(stack(toas), stack(angles), stack(boas), stack(aots), atms)
 
 
 def angle_stack(sza: np.ndarray | float, vza: np.ndarray | float, saa: np.ndarray | float, vaa: np.ndarray | float,

@@ -90,10 +90,24 @@ class _BatchMaker:
         return prepare_batch(scenes, lut, config)
 
 
+_worker_maker: _BatchMaker | None = None
+
+
+def _init_worker(maker: _BatchMaker) -> None:
+    """Pool initializer: the batch maker (surfaces, table, spectra) reaches each worker once, not with every task."""
+    global _worker_maker
+    _worker_maker = maker
+
+
+def _make_in_worker(seed: np.random.SeedSequence) -> dict[str, np.ndarray]:
+    assert _worker_maker is not None, "the pool's initializer did not run"
+    return _worker_maker(seed)
+
+
 def prepare_batch(scenes, lut, config: dict) -> dict[str, np.ndarray]:
     """Network inputs (cells, cell angles), the scenes' 6S tables and the truth, as numpy arrays."""
     from eotwin.atmocorr.ai import cells as cellmath
-    from eotwin.atmocorr.ai.model import scene_tables
+    from eotwin.atmocorr.ai.cells import scene_tables
 
     cell, out_stride, bright = config["cell"], config["out_stride"], config["bright_toa"]
     ones = np.ones(scenes.toa.shape[2:], bool)
@@ -225,8 +239,11 @@ def train(options: TrainOptions, progress: ProgressReporter | None = None) -> Tr
     step = 0
     seeds = np.random.SeedSequence(options.seed).spawn(options.steps)
     maker = _BatchMaker(surfaces, lut, spectra, options.batch, tuple(options.layout), config_dict)
-    pool = multiprocessing.get_context("fork").Pool(options.workers) if options.workers else None
-    batches = _prefetch(pool, maker, seeds, ahead=2 * options.workers) if pool else map(maker, seeds)
+    # spawned, not forked: a forked worker starts with the trainer's whole resident memory (torch, the model, the
+    # validation batch) in its page tables, which a container's limit on the tree's resident memory counts twice
+    pool = (multiprocessing.get_context("spawn").Pool(options.workers, initializer=_init_worker, initargs=(maker,))
+            if options.workers else None)
+    batches = _prefetch(pool, _make_in_worker, seeds, ahead=2 * options.workers) if pool else map(maker, seeds)
     with contextlib.ExitStack() as stack, progress.task(
         f"training ({count_parameters(model)} parameters)", total=options.steps
     ) as task:
