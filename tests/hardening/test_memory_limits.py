@@ -80,13 +80,25 @@ def test_ben_data_pipelines(work: Path, ben_mock_dir: Path):
     limited(work, "ben", "encode", str(ben_mock_dir), "-o", "store", "--limit", "12", "--workers", "2",
             address_space=False)
     assert (work / "store").is_dir() and any((work / "store").iterdir())
+    limited(work, "ben", "analyze", str(ben_mock_dir), "-o", "analysis")
+    assert json.loads((work / "analysis" / "analysis.json").read_text())
+
+
+def test_ben_evaluate_and_the_mesh_run_within_2_gib(work: Path, ben_mock_dir: Path, checkpoint: Path, sample_files):
+    limited(work, "ben", "evaluate", str(checkpoint), "--split", "all", "--source", str(ben_mock_dir),
+            "-o", "scores.json", address_space=False)
+    assert json.loads((work / "scores.json").read_text())
+    mesh = limited(work, "pointcloud", "mesh", "--dem", str(sample_files.dem), "--image", str(sample_files.tci),
+                   "-o", "mesh.ply", "--no-glb", "--json")
+    assert json.loads(mesh.stdout)["triangles"] > 0 and (work / "mesh.ply").is_file()
 
 
 def test_deltatwin_components(work: Path, sample_files, l1c: Path, checkpoint: Path):
     """Every generated component (the live one aside: tests/deltatwin/test_build_live.py runs it with the runner's
     limits) run by ``eotwin deltatwin run`` with limits enforced, the whole tree under the 2 GiB watchdog; their
     models run ``sample``, ``pointcloud build``, ``atmocorr run`` and ``ben predict``, whose outputs then go
-    through ``pointcloud info`` and ``atmocorr evaluate``, under both limits."""
+    through ``pointcloud info`` and ``atmocorr evaluate``, under both limits (``ben analyze``, ``ben evaluate`` and
+    ``pointcloud mesh`` run in the tests beside this one)."""
     limited(work, "deltatwin", "build", "-o", "components")
     comps = work / "components"
     limited(work, "deltatwin", "validate", str(comps / "eotwin-ben-predict"))
