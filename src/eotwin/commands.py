@@ -125,7 +125,8 @@ COMMANDS: dict[tuple[str, ...], CommandOptions] = {
         ),
         CommandOptions(
             ("ben", "predict"),
-            ("eotwin.ben.train.config:PredictOptions",),
+            ("eotwin.ben.train.config:PredictOptions", "eotwin.commands:PrintOptions"),
+            flags={"as_json": ("--json",)},
             arguments=("checkpoint", "image"),
             internal=frozenset({"nodata_fraction"}),
         ),

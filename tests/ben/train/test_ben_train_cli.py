@@ -99,9 +99,12 @@ def test_predict_writes_a_georeferenced_geotiff(runs, capsys, tmp_path, sample_f
     ckpt = resumed / "checkpoints" / "best.ckpt"
     probs_tif, labels_tif = tmp_path / "probs.tif", tmp_path / "labels.tif"
     assert run(["-q", "ben", "predict", str(ckpt), str(sample_files.l2a), "-o", str(probs_tif)]) == 0
+    capsys.readouterr()
     assert run(["-q", "ben", "predict", str(ckpt), str(sample_files.l2a), "-o", str(labels_tif), "--kind", "labels",
-                "--stride", "60"]) == 0
-    assert "raster" in capsys.readouterr().out
+                "--stride", "60", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["output"] == str(labels_tif) and printed["item"] == f"{labels_tif}.json"
+    assert printed["kind"] == "labels" and len(printed["class_frequency"]) == 19
     with rasterio.open(sample_files.l2a) as src, rasterio.open(probs_tif) as p, rasterio.open(labels_tif) as lab:
         assert p.crs == src.crs == lab.crs
         assert p.count == lab.count == 19 and list(p.descriptions) == list(CLASSES_ORIGINAL)

@@ -119,6 +119,7 @@ def predict(
     thresholds: str = typer.Option("tuned", "--thresholds", help="tuned (stored in the checkpoint) or 0.5."),
     batch_size: int = typer.Option(64, "--batch-size"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object (for scripts)."),
 ) -> None:
     """Predict a georeferenced per-class probability or label raster with sliding 120 x 120 windows."""
     from eotwin.ben.data_options import make_options
@@ -129,6 +130,14 @@ def predict(
                            bands=tuple(b for b in bands.split(",") if b.strip()) if bands else None, boa_offset=boa_offset,
                            thresholds=thresholds, batch_size=batch_size, device=device)
     result = run_predict(options, progress=_common.progress())
+    if as_json:
+        typer.echo(json.dumps({
+            "output": str(result.output), "preview": str(result.preview) if result.preview else None,
+            "item": str(result.item) if result.item else None, "kind": result.kind, "shape": list(result.shape),
+            "cell_size": result.cell_size, "windows": result.windows, "nodata_windows": result.nodata_windows,
+            "boa_offset": result.boa_offset, "class_frequency": result.class_frequency,
+        }))
+        return
     top = sorted(result.class_frequency.items(), key=lambda item: -item[1])[:5]
     _common.out.print(f"{result.kind} raster {result.shape[0]} x {result.shape[1]} cells of {result.cell_size:g} m "
                       f"({result.windows} windows, {result.nodata_windows} nodata; BOA offset {result.boa_offset:g})")
