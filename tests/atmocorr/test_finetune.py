@@ -246,7 +246,8 @@ def test_the_loss_on_every_kth_pixel_is_the_training_graph_at_those_pixels(pairs
     tensors = lambda p: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in p.batch.items()}  # noqa: E731
     with torch.no_grad():
         _, boa_full = train_forward(ft._with_ozone(model, pair_ozone := whole.ozone, torch), tensors(whole), torch)
-        atm, boa = ft.forward(model, sampled, tensors(sampled), torch)
+        atm, boa = train_forward(ft._with_ozone(model, sampled.ozone, torch), tensors(sampled), torch,
+                                 shape=sampled.shape, step=sampled.step)
     assert pair_ozone is None or np.allclose(atm[:, 2].numpy(), pair_ozone)
     assert boa.shape[-2:] == (32, 32)
     np.testing.assert_allclose(boa.numpy(), boa_full[..., ::3, ::3].numpy(), rtol=1e-6, atol=1e-7)

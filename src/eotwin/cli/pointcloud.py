@@ -158,12 +158,12 @@ def _build_live(live, output: Path, common: dict, as_json: bool = False) -> None
     endpoints, credentials = access.endpoints, access.credentials
     _common.say(f"credentials: {credentials.source}")
     cache = Cache(default_cache_dir(), enabled=not live.no_cache)
-    tile_size, scheduler, workers = live.tile_size, live.scheduler, live.workers
-    if tile_size:
+    if live.tile_size:
         from eotwin.pointcloud.tiling import build_tiled
 
-        result = build_tiled(request, output, tile_size, endpoints=endpoints, credentials=credentials, cache=cache,
-                             scheduler=scheduler, workers=workers, progress=_common.progress(), log=_common.say, **common)
+        result = build_tiled(request, output, live.tile_size, endpoints=endpoints, credentials=credentials,
+                             cache=cache, scheduler=live.scheduler, workers=live.workers, progress=_common.progress(),
+                             log=_common.say, **common)
         if as_json:
             _common.out.print_json(json.dumps({"output": str(result.vpc), "count": int(result.count),
                                                "tiles": [str(t) for t in result.tiles], "skipped": int(result.skipped),

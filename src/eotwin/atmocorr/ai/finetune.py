@@ -87,6 +87,7 @@ class PairData:
     toa_valid: np.ndarray  # (h, w) bool
     shape: tuple[int, int]  # (h, w) of the scene; toa, ref, mask and toa_valid hold every ``step``-th pixel
     step: int = 1
+    clear_pixels: int = 0  # of the whole scene (the loss sample holds about 1 / step**2 of them)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ def _load_part(pair, product, reference, window, lut, config: dict, scl: tuple[i
         toa, toa_valid, angles, lut, product.spacecraft, cell=cell, out_stride=out_stride,
         bright_toa=float(config["bright_toa"]), angles_at_cells=True, hypotheses=int(config.get("hypotheses", 0)))
     tables = scene_tables(lut, [(product.spacecraft, *geometry)])
+    clear_pixels = int(mask.any(axis=0).sum())
     step = max(1, math.ceil(math.sqrt(h * w / LOSS_MAX_PIXELS)))
     toa, ref, mask, toa_valid = (np.ascontiguousarray(a[..., ::step, ::step]) for a in (toa, ref, mask, toa_valid))
     np.nan_to_num(toa, copy=False, nan=0.0)
@@ -193,7 +195,7 @@ def _load_part(pair, product, reference, window, lut, config: dict, scl: tuple[i
     }
     name = pair.pair_id if window is None else f"{pair.pair_id} window {window.row_off},{window.col_off}"
     return PairData(name, product.spacecraft, batch, ref.astype(np.float32, copy=False), mask, shared,
-                    product.ozone, toa_valid, (h, w), step)
+                    product.ozone, toa_valid, (h, w), step, clear_pixels)
 
 
 def _with_ozone(model, ozone: float | None, torch):
@@ -214,24 +216,12 @@ def _with_ozone(model, ozone: float | None, torch):
     return Fixed()
 
 
-def forward(model, pair: PairData, t: dict, torch) -> tuple:
-    """Atmosphere, then BOA at the pair's loss pixels (every ``pair.step``-th) through the 6S table layer and
-    the inversion: :func:`eotwin.atmocorr.ai.train.forward` at those pixels only."""
-    from eotwin.atmocorr.ai.model import TableLayer, invert, upsample_every
-
-    model = _with_ozone(model, pair.ozone, torch)
-    atm = model(t["cells"], t["cell_angles"])
-    tables = {k[len("table_"):]: v for k, v in t.items() if k.startswith("table_")}
-    path, gain, s_alb = TableLayer()(atm, tables)
-    c = model.config
-    up = lambda x: upsample_every(x, c.out_stride, c.cell, pair.shape, pair.step)  # noqa: E731
-    return atm, invert(t["toa"], up(path), up(gain), up(s_alb))
-
-
 def pair_loss(model, pair: PairData, tensors: dict, delta: float, torch) -> tuple:
     """Huber loss (in units of ``delta`` squared) of the inverted BOA against the reference, averaged
     over the counted bands, each band the mean over its clear pixels; also the atmosphere and BOA."""
-    atm, boa = forward(model, pair, tensors, torch)
+    from eotwin.atmocorr.ai.train import forward
+
+    atm, boa = forward(_with_ozone(model, pair.ozone, torch), tensors, torch, shape=pair.shape, step=pair.step)
     mask = tensors["mask"]
     per_pixel = torch.nn.functional.huber_loss(boa[0], tensors["ref"], reduction="none", delta=delta)
     counts = mask.sum(dim=(1, 2))
@@ -350,7 +340,7 @@ def finetune(options: FinetuneOptions, progress: ProgressReporter | None = None)
     after = _evaluate(model, pairs, tensors, options.huber, torch)
     seconds = time.perf_counter() - started
 
-    per_pair = {p.pair_id: {"bands": list(p.bands), "clear_pixels": int(p.mask.any(axis=0).sum()),
+    per_pair = {p.pair_id: {"bands": list(p.bands), "clear_pixels": p.clear_pixels,
                             "pixel_step": p.step,
                             "toa_unchanged": {k: v for k, v in score(p, p.batch["toa"][0], np.zeros((4, 1, 1)), 0.0).items()
                                               if k in ("mean_rmse", "within_spec", "rmse")},

@@ -149,16 +149,22 @@ def _tensors(batch: dict[str, np.ndarray], torch) -> dict:
     return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
-def forward(model, t: dict, torch) -> tuple:
-    """Atmosphere, then BOA through the 6S table layer and the inversion (the training graph)."""
-    from eotwin.atmocorr.ai.model import TableLayer, invert, upsample
+def forward(model, t: dict, torch, *, shape: tuple[int, int] | None = None, step: int = 1) -> tuple:
+    """Atmosphere, then BOA through the 6S table layer and the inversion (the training graph).
+
+    ``step`` > 1: ``t["toa"]`` holds every step-th pixel of a ``shape`` (h, w) scene, and the BOA comes at those
+    pixels only (:func:`~eotwin.atmocorr.ai.model.upsample_every`; fine-tuning on large pairs)."""
+    from eotwin.atmocorr.ai.model import TableLayer, invert, upsample, upsample_every
 
     atm = model(t["cells"], t["cell_angles"])
     tables = {k[len("table_"):]: v for k, v in t.items() if k.startswith("table_")}
     path, gain, s_alb = TableLayer()(atm, tables)
-    h, w = t["toa"].shape[-2:]
     c = model.config
-    up = lambda x: upsample(x, c.out_stride, c.cell, h, w)  # noqa: E731
+    if step == 1:
+        h, w = t["toa"].shape[-2:]
+        up = lambda x: upsample(x, c.out_stride, c.cell, h, w)  # noqa: E731
+    else:
+        up = lambda x: upsample_every(x, c.out_stride, c.cell, shape, step)  # noqa: E731
     boa = invert(t["toa"], up(path), up(gain), up(s_alb))
     return atm, boa
 

@@ -150,12 +150,13 @@ def run_predict(options: PredictOptions, progress: ProgressReporter | None = Non
     result = PredictResult(output=Path(options.output), preview=preview, kind=options.kind, shape=out_grid.shape,
                            windows=int(len(rows) * len(cols)), nodata_windows=nodata_windows,
                            cell_size=float(out_grid.res[0]), boa_offset=offset, class_frequency=frequency)
-    result.item = write_prediction_item(result, out_grid, tags, classes, image_datetime)
+    result.item = write_prediction_item(result, out_grid, module.cfg.model.name, Path(options.checkpoint).name,
+                                        bands, classes, thresholds, stride, image_datetime)
     return result
 
 
-def write_prediction_item(result: PredictResult, grid, tags: dict[str, Any], classes: tuple[str, ...],
-                          datetime: str | None) -> Path:
+def write_prediction_item(result: PredictResult, grid, model: str, checkpoint: str, bands: tuple[str, ...],
+                          classes: tuple[str, ...], thresholds: np.ndarray, stride: int, datetime: str | None) -> Path:
     """The STAC item (projection extension) of a prediction raster, beside it as ``OUTPUT.json``; hrefs relative.
 
     ``datetime``: the image's acquisition time when its tags say it (``DATETIME``), else the time of writing."""
@@ -184,9 +185,9 @@ def write_prediction_item(result: PredictResult, grid, tags: dict[str, Any], cla
             "proj:epsg": grid.crs.to_epsg(), "proj:wkt2": grid.crs.to_wkt(), "proj:shape": [grid.height, grid.width],
             "proj:transform": list(grid.transform)[:6],
             "eotwin:version": __version__, "eotwin:datetime_from": datetime_from, "eotwin:kind": result.kind, "eotwin:classes": list(classes),
-            "eotwin:model": tags["EOTWIN_MODEL"], "eotwin:checkpoint": tags["EOTWIN_CHECKPOINT"],
-            "eotwin:bands": tags["BANDS"].split(","), "eotwin:window_px": WINDOW, "eotwin:stride_px": tags["STRIDE_PX"],
-            "eotwin:thresholds": [float(t) for t in tags["THRESHOLDS"].split(",")],
+            "eotwin:model": model, "eotwin:checkpoint": checkpoint,
+            "eotwin:bands": list(bands), "eotwin:window_px": WINDOW, "eotwin:stride_px": stride,
+            "eotwin:thresholds": [round(float(t), 6) for t in thresholds],
             "eotwin:boa_offset_applied": result.boa_offset, "eotwin:windows": result.windows,
             "eotwin:nodata_windows": result.nodata_windows,
             "eotwin:class_frequency": {k: round(v, 6) for k, v in result.class_frequency.items()},
