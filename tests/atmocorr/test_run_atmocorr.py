@@ -183,8 +183,34 @@ def _ai_model_ready() -> bool:
     return bool(getattr(importlib.import_module("eotwin.atmocorr.ai"), "model_available", lambda: False)())
 
 
-def test_default_method_is_the_physical_baseline():
-    assert correctors.default_method() == "6s-ddv"
+@pytest.mark.parametrize(
+    ("given", "method", "source"),
+    [
+        ({}, "ai", "default"),
+        ({"method": "dos"}, "dos", "--method"),
+        ({"aot": 0.2}, "6s-ddv", "--aot given"),
+        ({"wv": 1.5, "elevation": 300.0}, "6s-ddv", "--wv, --elevation given"),
+        ({"aerosol": "maritime"}, "6s-ddv", "--aerosol maritime given"),
+    ],
+)
+def test_method_choice_and_its_reason(tmp_path, given, method, source):
+    """The default is ai; options only a physical inversion takes choose 6s-ddv instead of failing."""
+    options = pipeline.make_options(input=tmp_path / "in.tif", output=tmp_path / "out", **given)
+    chosen, why = correctors.choose_method(options)
+    assert chosen == method
+    assert why.startswith(source)
+
+
+def test_method_and_its_source_in_the_product(sample, tmp_path):
+    """A run without --method records the default and why; --aot records that it chose 6s-ddv."""
+    result = pipeline.run_correction(pipeline.make_options(input=sample.l1c, output=tmp_path / "given",
+                                                           aot=0.2, lut=LUT))
+    with rasterio.open(result.files["l2a"]) as ds:
+        tags = ds.tags()
+    assert tags["ATMOCORR_METHOD"] == "6s-ddv"
+    assert tags["ATMOCORR_METHOD_SOURCE"].startswith("--aot given")
+    item = json.loads(result.files["item"].read_text())
+    assert item["properties"]["eotwin:atmosphere"]["method_source"].startswith("--aot given")
 
 
 def test_bad_input_leaves_no_output(sample, tmp_path):

@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from eotwin.atmocorr import stac_input
-from eotwin.atmocorr.correctors import SceneSample, make_corrector
+from eotwin.atmocorr.correctors import SceneSample, choose_method, make_corrector
 from eotwin.atmocorr.evaluation.metrics import MetricsAccumulator
 from eotwin.atmocorr.evaluation.reference import accumulate_reference, write_evaluation_png
 from eotwin.atmocorr.l2a_output import stac_item, write_png_preview
@@ -80,7 +80,7 @@ class RunOptions(BaseModel):
     input: Path | str | None = None  # SAFE, zip, stack, STAC item JSON file or http(s) URL of an item
     output: Path
     resolution: Literal[10, 20] | None = None  # default: 10 m for SAFE, the stack's own grid for stacks
-    method: str | None = None  # default: "ai" when available, else "6s-ddv"
+    method: str | None = None  # default: "ai" (6s-ddv when --aot, --wv, --elevation, --dem or --aerosol is given)
     reference: Path | None = None
     # 6S aerosol model; "auto": 6s-ddv keeps the table's model under which its blue and red AOTs agree best
     aerosol: Literal["auto", "continental", "maritime"] = "auto"
@@ -187,7 +187,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
     started = time.perf_counter()
     product = _open_input(options)
     corrector = make_corrector(options)
-    method = corrector.name
+    method, method_source = corrector.name, choose_method(options)[1]
     release = getattr(corrector, "close", None)  # a corrector holding a file (the DEM) lets it go at the end
     reference = (
         open_l2a_reference(options.reference, round(product.resolution)) if options.reference else None
@@ -219,7 +219,7 @@ def run_correction(options: RunOptions, progress: ProgressReporter | None = None
             )
             with progress.task("estimating the atmosphere", total=1) as task:
                 sample = read_scene_sample(reader, product, block_rows=block_rows)
-                atmosphere = corrector.prepare(product, sample)
+                atmosphere = {**corrector.prepare(product, sample), "method_source": method_source}
                 method = corrector.name  # the ai method may fall back to 6s-ddv (out of distribution)
                 del sample
                 task.advance()

@@ -250,14 +250,15 @@ def _atmocorr() -> Blueprint:
     )
     return Blueprint(
         name="eotwin-atmocorr",
-        summary="Sentinel-2 L1C top-of-atmosphere -> L2A-like surface reflectance (6S with DDV aerosols, or DOS).",
+        summary="Sentinel-2 L1C top-of-atmosphere -> L2A-like surface reflectance (AI atmosphere + 6S, 6S with DDV, or DOS).",
         description=("Atmospheric correction of a Sentinel-2 L1C product (SAFE folder or zip, or an L1C GeoTIFF "
-                     "stack) into an L2A-like product (DN = BOA x 10000 + 1000): 6S inversion with the aerosol "
-                     "optical thickness from dark dense vegetation and water vapour from B09/B8A (6s-ddv), or dark "
-                     "object subtraction (dos). Writes the L2A stack, a true-colour image and a STAC item. Runs "
-                     "`eotwin atmocorr run`."),
+                     "stack) into an L2A-like product (DN = BOA x 10000 + 1000): by default (ai) a network estimates "
+                     "the atmosphere and 6S inverts it, falling back to 6s-ddv on scenes unlike its training ones; "
+                     "6s-ddv: 6S inversion with the aerosol optical thickness from dark dense vegetation and water "
+                     "vapour from B09/B8A; dos: the dark object read through 6S. Writes the L2A stack, a true-colour "
+                     "image and a STAC item. Runs `eotwin atmocorr run`."),
         inputs={"l1c": {"type": "Data", "description": "Sentinel-2 L1C SAFE (folder or zip) or L1C GeoTIFF stack."},
-                "method": {"type": "string", "value": "6s-ddv", "description": "6s-ddv, dos or ai."}},
+                "method": {"type": "string", "value": "ai", "description": "ai (default), 6s-ddv or dos."}},
         outputs={"l2a": "L2A-like surface reflectance GeoTIFF (DN = BOA x 10000 + 1000).",
                  "tci": "True-colour GeoTIFF of the corrected image.", "item": "STAC item of the product."},
         models=(model,),
@@ -282,7 +283,7 @@ def _l1c_pointcloud() -> Blueprint:
                      "cloud. The corrected L2A stack is an output too."),
         inputs={"l1c": {"type": "Data", "description": "Sentinel-2 L1C SAFE (folder or zip) or L1C GeoTIFF stack."},
                 "dem": {"type": "Data", "description": "DEM raster covering the product (metres)."},
-                "method": {"type": "string", "value": "6s-ddv", "description": "Correction: 6s-ddv, dos or ai."},
+                "method": {"type": "string", "value": "ai", "description": "Correction: ai (default), 6s-ddv or dos."},
                 "sampled_fraction": {"type": "number", "value": 1.0, "description": "Fraction of points kept."},
                 "seed": {"type": "integer", "value": 0, "description": "Seed of the sampling."},
                 "format": {"type": "string", "value": "laz", "description": "Output format: laz, las or ply."}},

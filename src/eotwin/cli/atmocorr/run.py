@@ -20,7 +20,9 @@ def run_command(
     resolution: int | None = typer.Option(None, "--resolution", help="Output grid: 10 or 20 m (default: 10 m for "
                                           "SAFE, the stack's own grid for stacks)."),
     method: str | None = typer.Option(None, "--method", help="6s-ddv (6S inversion, AOT from dark dense vegetation), "
-                                      "dos (dark object subtraction) or ai (default once a model exists)."),
+                                      "dos (dark object subtraction) or ai (network, default; falls back to 6s-ddv "
+                                      "on scenes unlike its training ones). --aot, --wv, --elevation, --dem or "
+                                      "--aerosol without --method choose 6s-ddv."),
     reference: Path | None = typer.Option(None, "--reference", help="Reference L2A (SAFE, zip or stack with "
                                           "BOA_ADD_OFFSET): writes evaluation.json and evaluation.png."),
     aerosol: str = typer.Option("auto", "--aerosol", help="6S aerosol model: auto (6s-ddv picks continental or "
