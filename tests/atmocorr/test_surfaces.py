@@ -167,6 +167,10 @@ def test_loso_report_names_seen_sources_and_counts_failed_methods(loaded, shared
             assert toa["mean_rmse"] > oracle["mean_rmse"]
         ddv = entry["results"]["all"]["6s-ddv"]
         assert ddv["failed"] + ddv["scenes"] == 2 and (ddv["failed"] == 0) == (ddv["mean_rmse"] is not None)
+        for scene in entry["per_scene"]:  # what the threshold study reads: each scene's OOD score and RMSE
+            assert scene["ood_score"] > 0 and scene["ood_threshold"] == pytest.approx(0.658, abs=0.05)
+            assert set(scene["mean_rmse"]) == set(loso.LOSO_METHODS)
+    assert set(report["threshold_study"]["sources"]) == {"water", "sahara"}
     acceptance = report["acceptance"]
     assert set(acceptance) == {"water", "sahara", "all_met"}
     assert acceptance["water"]["held_out"] and isinstance(acceptance["all_met"], bool)
@@ -185,6 +189,31 @@ def test_loso_report_names_seen_sources_and_counts_failed_methods(loaded, shared
     dos = report["sources"]["water"]["results"]["all"]["dos"]
     assert dos["failed"] == 2 and dos["scenes"] == 0 and dos["mean_rmse"] is None and dos["errors"] == ["no dark object"]
     assert report["sources"]["sahara"]["results"]["all"]["dos"]["failed"] == 0
+
+
+def test_threshold_study_chooses_on_the_other_sources_only():
+    """The nested study picks each source's threshold on the others: a source that alone prefers the
+    network at high scores is still judged by the threshold the others chose."""
+    from eotwin.atmocorr.evaluation import loso
+
+    def scenes(score, ai, ddv):
+        return [{"ood_score": score, "ood_threshold": 0.5, "mean_rmse": {"ai": ai, "6s-ddv": ddv}}]
+
+    report = {"sources": {
+        "a": {"per_scene": scenes(0.4, 0.002, 0.004)},  # in distribution, the network better
+        "b": {"per_scene": scenes(2.0, 0.020, 0.003)},  # foreign, 6s-ddv far better
+        "c": {"per_scene": scenes(0.8, 0.003, 0.010)},  # just beyond 0.5, the network better
+    }}
+    study = loso.nested_threshold_study(report)
+    # c held out: a and b are best served by any threshold in [0.4, 2.0); the lowest (0.4) sends c to 6s-ddv
+    assert study["sources"]["c"]["chosen_threshold"] == 0.4
+    assert study["sources"]["c"]["held_out_mean_at_chosen"] == 0.010
+    assert study["sources"]["c"]["held_out_mean_at_committed"] == 0.010
+    # b held out: a and c prefer never falling back below 0.8; b's own 2.0 is beyond, so b keeps 6s-ddv
+    assert study["sources"]["b"]["chosen_threshold"] == 0.8 and study["sources"]["b"]["held_out_mean_at_chosen"] == 0.003
+    # 6s-ddv that cannot run: the network's answer is kept, as the pipeline keeps it
+    assert loso.fallback_rmse({"ood_score": 9.0, "mean_rmse": {"ai": 0.02, "6s-ddv": None}}, 0.5) == 0.02
+    assert study["mean_committed"] == pytest.approx((0.002 + 0.003 + 0.010) / 3, abs=1e-5)
 
 
 def test_sixs_terms_are_cached_per_atmosphere(tmp_path, monkeypatch):

@@ -151,8 +151,8 @@ def make_test_scenes(
     return scenes
 
 
-def ai_out_of_distribution(scene: TestScene, lut, model) -> bool:
-    """Whether the model's OOD score of the scene passes its threshold (the pipeline then uses 6s-ddv)."""
+def ai_ood_score(scene: TestScene, lut, model) -> tuple[float, float]:
+    """The model's OOD score of the scene and the threshold beside the model."""
     from eotwin.atmocorr.ai import ood
 
     path = ood.stats_path(model.path)
@@ -162,7 +162,13 @@ def ai_out_of_distribution(scene: TestScene, lut, model) -> bool:
     atm = scene.atmosphere
     angles = np.array([atm.sza, atm.vza, atm.raa], np.float32).reshape(3, 1, 1)
     score, _ = ood.scene_score(scene.toa, angles, lut, atm.sensor, stats)
-    return score > stats.threshold
+    return float(score), float(stats.threshold)
+
+
+def ai_out_of_distribution(scene: TestScene, lut, model) -> bool:
+    """Whether the model's OOD score of the scene passes its threshold (the pipeline then uses 6s-ddv)."""
+    score, threshold = ai_ood_score(scene, lut, model)
+    return score > threshold
 
 
 def correct_scene(method: str, scene: TestScene, lut, model) -> np.ndarray:
