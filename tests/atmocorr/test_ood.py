@@ -188,11 +188,19 @@ def test_pipeline_falls_back_to_ddv_and_says_so(sample_l1c, stats, lut, tmp_path
     info = result.atmosphere
     assert result.method == "6s-ddv" and "aot" not in result.files
     assert info["ood_threshold"] == stats.threshold and info["ood_score"] > stats.threshold
-    assert info["fallback"].startswith("6s-ddv:") and info["aot"] == ddv.atmosphere["aot"]
+    # the sample scene's AOT comes from dense vegetation: beyond the threshold the network's scene AOT replaces
+    # it, the DDV's aerosol model and water vapour stay, and the DDV's AOT is kept in the run info
+    assert info["fallback"].startswith("6s-ddv:") and info["aot_source"].startswith("network scene mean")
+    assert info["ddv_aot"] == ddv.atmosphere["aot"] and info["aot"] != ddv.atmosphere["aot"]
+    assert info["aerosol"] == ddv.atmosphere["aerosol"] and info["wv"] == ddv.atmosphere["wv"]
+    assert info["wv_source"] == ddv.atmosphere["wv_source"] and info["aerosol_source"] == ddv.atmosphere["aerosol_source"]
     assert [r.levelno for r in caplog.records if r.name == "eotwin.atmocorr.ai.onnx_infer"] == [logging.WARNING]
-    with rasterio.open(result.files["l2a"]) as ds, rasterio.open(ddv.files["l2a"]) as ref:
+    given = pipeline.run_correction(pipeline.make_options(  # 6s-ddv told that atmosphere: the same product
+        input=sample_l1c.l1c, output=tmp_path / "given", method="6s-ddv", lut=LUT, aot=info["aot"], wv=info["wv"],
+        aerosol=info["aerosol"]))
+    with rasterio.open(result.files["l2a"]) as ds, rasterio.open(given.files["l2a"]) as ref:
         tags = ds.tags()
-        assert np.array_equal(ds.read(), ref.read())  # exactly the 6s-ddv product
+        assert np.abs(ds.read().astype(np.int32) - ref.read().astype(np.int32)).max() <= 1  # AOT rounded in the info
     assert tags["ATMOCORR_METHOD"] == "6s-ddv" and tags["ATMOCORR_FALLBACK"] == info["fallback"]
     assert float(tags["ATMOCORR_OOD_SCORE"]) == info["ood_score"]
     assert float(tags["ATMOCORR_OOD_THRESHOLD"]) == stats.threshold
@@ -209,6 +217,24 @@ def test_pipeline_falls_back_to_ddv_and_says_so(sample_l1c, stats, lut, tmp_path
                       np.float32).reshape(3, 1, 1)
     assert info["ood_scored_on"] == "the whole scene"
     assert ood.scene_score(toa, angles, lut, "S2A", stats)[0] == pytest.approx(info["ood_score"], abs=1e-4)
+    # and the AOT is the network's mean over the scored scene
+    from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+
+    network_aot = OnnxModel(None, lut_path=LUT).predict(toa, angles, sensor="S2A")[1]
+    assert np.nanmean(network_aot) == pytest.approx(info["aot"], abs=1e-4)
+
+
+def test_only_a_dense_vegetation_aot_is_replaced_by_the_network():
+    """Dark water (black NIR/SWIR, no surface ratio) and the default (no dark pixel) stay; any DDV AOT, capped
+    or not, is replaced."""
+    from eotwin.atmocorr.retrieval import network_aot_replaces, scene_mean_aot
+
+    assert network_aot_replaces("ddv") and network_aot_replaces("ddv, capped by the darkest pixels")
+    assert not network_aot_replaces("dark water (no DDV: too few dark pixels: 0 < 82)")
+    assert not network_aot_replaces("default (too few dark pixels: 0 < 82)")
+    assert not network_aot_replaces("dark object") and not network_aot_replaces("given")
+    assert scene_mean_aot([np.array([[0.1, np.nan]]), np.array([0.3])]) == pytest.approx(0.2)
+    assert math.isnan(scene_mean_aot([np.full((2, 2), np.nan)]))
 
 
 def test_disabled_fallback_keeps_the_ai_result(sample_l1c, stats, tmp_path):

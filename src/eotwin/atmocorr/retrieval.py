@@ -56,6 +56,27 @@ class DdvResult:
     water: WaterVapour | None = None  # None when the water vapour was given
 
 
+def network_aot_replaces(retrieval_source: str) -> bool:
+    """Beyond the AI's OOD threshold (scene corrected by 6s-ddv), whether the network's scene AOT replaces
+    the retrieval's, the retrieval keeping its aerosol model and water vapour.
+
+    Only an AOT from dense vegetation is replaced. Kaufman's ratios hold for temperate vegetation: over
+    other vegetation both ratios fail the same way, red and blue agree and the AOT comes out far too high
+    (leave-one-source-out, true AOT 0.05: Major-TOM read 0.29, PROSAIL canopies 0.22), while the network's
+    scene AOT still holds there (with the true aerosol model: mean RMSE 0.0015-0.0018 on Major-TOM,
+    PROSAIL and BigEarthNet). A dark-water fit (black NIR/SWIR, no surface ratio) and the default (no dark
+    pixel: the network's AOT over deserts is near zero whatever the truth) are kept.
+    """
+    return retrieval_source.startswith("ddv")
+
+
+def scene_mean_aot(aot_maps: list[np.ndarray]) -> float:
+    """The mean AOT of one or more AOT maps of a scene (NaN: no data); NaN when none has a value."""
+    values = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in aot_maps])
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
 def crossings(x: np.ndarray, f: np.ndarray) -> np.ndarray:
     """Per column of ``f`` (candidates x pixels, decreasing along ``x``): where it crosses zero.
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from eotwin.atmocorr.ai import DEFAULT_MODEL_PATH
 from eotwin.atmocorr.ai import cells as cellmath
+from eotwin.atmocorr.retrieval import network_aot_replaces, scene_mean_aot
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Window
 from eotwin.progress import ProgressReporter, ensure_progress
@@ -288,7 +289,7 @@ class AiCorrector:
         info: dict[str, object] = {
             "model": str(self._model.path.name if self._model else ""), "model_version": meta.get("version", ""),
             "ozone": self._ozone if self._ozone is not None else "network estimate", "ozone_source": source}
-        ood_info, beyond = self._score(product, sample)
+        ood_info, beyond, scored = self._score(product, sample)
         info.update(ood_info)
         if not beyond:
             info["fallback"] = "none"
@@ -307,6 +308,9 @@ class AiCorrector:
             logger.warning("%s: the scene is out of the AI's distribution (%s) but %s failed (%s): the AI result "
                            "is kept", product.product_id, why, delegate.name, exc)
             return info
+        if scored is not None and network_aot_replaces(str(fallback_info.get("aot_source", ""))):
+            delegate, fallback_info = self._with_network_aot(product, sample, scored, delegate, fallback_info)
+        del scored
         self._delegate = delegate
         self.name, self.gives_aot_map = delegate.name, delegate.gives_aot_map
         self.overlap, self.overlap_above = delegate.overlap, delegate.overlap_above
@@ -314,8 +318,30 @@ class AiCorrector:
                        product.product_id, why, delegate.name)
         return {**info, **fallback_info, **ood_info, "fallback": f"{delegate.name}: {why}"}
 
-    def _score(self, product: L1CProduct, sample: SceneSample) -> tuple[dict[str, object], bool]:
-        """The run info of the OOD score and whether the scene lies beyond the threshold."""
+    def _with_network_aot(self, product: L1CProduct, sample: SceneSample, scored: tuple[list[np.ndarray], np.ndarray],
+                          delegate: Corrector, ddv_info: dict[str, object]) -> tuple[Corrector, dict[str, object]]:
+        """The fallback with the network's scene AOT instead of the dense-vegetation one (see
+        :func:`~eotwin.atmocorr.retrieval.network_aot_replaces`); its aerosol model and water vapour stay."""
+        parts, angles = scored
+        aot = scene_mean_aot([self._model.predict(p, angles, sensor=product.spacecraft, ozone=self._ozone)[1]
+                              for p in parts])
+        if not math.isfinite(aot):  # the network found no usable pixel: the retrieval stands
+            return delegate, ddv_info
+        hybrid = self.fallback()
+        hybrid.aot, hybrid.aerosol, hybrid.wv = aot, str(ddv_info["aerosol"]), float(ddv_info["wv"])
+        hybrid_info = hybrid.prepare(product, sample)
+        kept = {k: v for k, v in ddv_info.items() if k.startswith(("wv", "aerosol", "ddv", "excluded"))}
+        logger.info("%s: beyond the OOD threshold the network's scene AOT %.3f replaces the dense-vegetation "
+                    "AOT %s", product.product_id, aot, ddv_info.get("aot"))
+        return hybrid, {**hybrid_info, **kept, "aot": round(aot, 5), "ddv_aot": ddv_info.get("aot"),
+                        "aot_source": f"network scene mean (the dense-vegetation AOT {ddv_info.get('aot')} is not "
+                                      "used beyond the OOD threshold: its Kaufman ratios fail on vegetation unlike "
+                                      "the temperate one)"}
+
+    def _score(self, product: L1CProduct, sample: SceneSample
+               ) -> tuple[dict[str, object], bool, tuple[list[np.ndarray], np.ndarray] | None]:
+        """The run info of the OOD score, whether the scene lies beyond the threshold, and what was scored
+        (full-resolution parts of the scene and the angles), for the network's scene AOT."""
         from eotwin.atmocorr.ai import ood
         from eotwin.atmocorr.physics import relative_azimuth
 
@@ -343,7 +369,6 @@ class AiCorrector:
                     parts = [sample.read_window(Window(*w)) for w in windows]
                     where = f"{len(windows)} windows of {windows[0][2]} x {windows[0][3]} px"
                 score, cells = ood.scene_score(parts, angles, self._model.lut, product.spacecraft, stats)
-                del parts
                 threshold = self.ood_threshold if self.ood_threshold is not None else stats.threshold
                 info: dict[str, object] = {
                     "ood_score": round(score, 4) if math.isfinite(score) else "inf (no usable cell)",
@@ -351,10 +376,11 @@ class AiCorrector:
                 if (note := ood.stale_note(stats, self._model.path)) is not None:
                     info["ood_statistics"] = note
                     logger.warning("%s: OOD statistics %s %s", product.product_id, path.name, note)
-                return info, score > threshold
+                beyond = score > threshold
+                return info, beyond, ((list(parts) if not whole else [parts]), angles) if beyond else None
         logger.warning("%s: %s; the AI cannot tell whether it knows this scene", product.product_id, reason)
         return {"ood_score": reason, "ood_threshold": self.ood_threshold if self.ood_threshold is not None
-                else "unavailable"}, False
+                else "unavailable"}, False, None
 
     def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
         """One row block (``window``: the block with ``overlap_above`` rows above it and ``overlap`` below).

@@ -171,6 +171,27 @@ def ai_out_of_distribution(scene: TestScene, lut, model) -> bool:
     return score > threshold
 
 
+def fallback_correction(scene: TestScene, lut, model) -> np.ndarray:
+    """BOA of a scene beyond the OOD threshold, as the pipeline corrects it: 6s-ddv, with the network's scene
+    AOT where the DDV's came from dense vegetation (:func:`~eotwin.atmocorr.retrieval.network_aot_replaces`)."""
+    from eotwin.atmocorr import dark_vegetation
+    from eotwin.atmocorr.retrieval import network_aot_replaces, scene_mean_aot
+
+    atm = scene.atmosphere
+    open_water = dark_vegetation.open_water_mask(scene.toa, L2A_BANDS, lut, pixel_size=SCENE_PIXEL_M,
+                                                 sensor=atm.sensor, sza=atm.sza, vza=atm.vza, raa=atm.raa, o3=atm.o3)
+    ddv = dark_vegetation.ddv_correction(scene.toa, L2A_BANDS, lut, sensor=atm.sensor, sza=atm.sza, vza=atm.vza,
+                                         raa=atm.raa, o3=atm.o3, open_water=open_water)
+    if ddv.retrieval is None or not network_aot_replaces(ddv.retrieval.source):
+        return ddv.boa
+    angles = np.array([atm.sza, atm.vza, atm.raa], np.float32).reshape(3, 1, 1)
+    aot = scene_mean_aot([model.predict(scene.toa, angles, sensor=atm.sensor, ozone=atm.o3)[1]])
+    if not np.isfinite(aot):
+        return ddv.boa
+    return lut_correction(scene.toa, L2A_BANDS, lut, sensor=atm.sensor,
+                          atmosphere=Atmosphere(aot, ddv.wv, atm.o3, ddv.aerosol), geometry=atm.geometry)
+
+
 def correct_scene(method: str, scene: TestScene, lut, model) -> np.ndarray:
     """BOA (12, h, w) of one test scene by one method."""
     from eotwin.atmocorr import dark_object, dark_vegetation
@@ -192,7 +213,9 @@ def correct_scene(method: str, scene: TestScene, lut, model) -> np.ndarray:
         return dark_vegetation.ddv_correction(scene.toa, L2A_BANDS, lut, sensor=atm.sensor, sza=atm.sza, vza=atm.vza,
                                         raa=atm.raa, aerosol=aerosol, o3=o3, open_water=open_water).boa
     if method == "ai-run":  # as `--method ai` runs: the network, unless its OOD score says it does not know
-        return correct_scene("6s-ddv" if ai_out_of_distribution(scene, lut, model) else "ai", scene, lut, model)
+        if not ai_out_of_distribution(scene, lut, model):
+            return correct_scene("ai", scene, lut, model)
+        return fallback_correction(scene, lut, model)
     if method in ("ai", "ai-own-ozone"):
         angles = np.array([atm.sza, atm.vza, atm.raa], np.float32)[:, None, None]
         return model.predict(scene.toa, np.broadcast_to(angles, (3, *scene.toa.shape[1:])), sensor=atm.sensor,
