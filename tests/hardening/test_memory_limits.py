@@ -191,3 +191,45 @@ def test_the_batch_simulating_worker_never_imports_torch(tmp_path: Path):
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.split()[-1] == "False", out.stdout + out.stderr
+
+
+def test_a_forked_child_does_not_double_the_trees_memory(tmp_path: Path):
+    """The watchdog's bug (a training run once killed at 2.67 GB for 1.6 GB of memory): a child between fork and
+    exec shares all its parent's pages, and a sum of RSS counted them twice. The tree's memory is the sum of
+    PSS, which splits a shared page between its holders."""
+    import subprocess
+    import time
+
+    import psutil
+
+    from eotwin.deltatwin.process import tree_memory
+
+    ready = tmp_path / "ready"
+    script = ("import os, sys, time\n"
+              "block = bytearray(400 * 2**20)\n"  # 400 MiB, every page touched
+              "for i in range(0, len(block), 4096): block[i] = 1\n"
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    time.sleep(30); os._exit(0)\n"
+              f"open({str(ready)!r}, 'w').close()\n"
+              "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        root = psutil.Process(proc.pid)
+        for _ in range(100):  # the child is listed once fork has returned in the parent
+            if root.children():
+                break
+            time.sleep(0.05)
+        rss_sum = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        held, _ = tree_memory(root)
+    finally:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert rss_sum > 780 * 2**20  # what the old watchdog counted: both processes' 400 MiB
+    assert 400 * 2**20 < held < 560 * 2**20  # what they hold: once, plus the interpreters

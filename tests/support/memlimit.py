@@ -2,9 +2,9 @@
 
 The limit is enforced two ways, as the offline DeltaTwin runner does: ``RLIMIT_AS`` on the child (set
 between fork and exec, inherited by its own children; an allocation past it fails inside the process)
-and a resident-memory watchdog that sums RSS over the child's whole process tree and kills the group
-once it passes the limit (what a container's memory limit does). The address-space limit can be left
-off (``address_space=False``) for programs whose reserved-but-unused virtual memory (thread stacks,
+and a resident-memory watchdog that sums resident memory (PSS: shared pages split between their
+holders) over the child's whole process tree and kills the group once it passes the limit (what a
+container's memory limit does). The address-space limit can be left off (``address_space=False``) for programs whose reserved-but-unused virtual memory (thread stacks,
 allocator arenas, CUDA/BLAS mappings) passes the limit while their resident memory stays far below it.
 
 The peak reported is the larger of the sampled tree sum (every ``poll_s``) and the kernel's high-water
@@ -56,7 +56,7 @@ class LimitedRun:
 
 
 def tree_memory(pid: int) -> tuple[int, int]:
-    """(sum of resident memory over ``pid`` and its descendants, largest single address space)."""
+    """(resident memory, PSS summed, over ``pid`` and its descendants, largest single address space)."""
     import psutil
 
     from eotwin.deltatwin.process import tree_memory as _tree_memory

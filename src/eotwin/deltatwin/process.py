@@ -113,7 +113,14 @@ def _pump(stream, log, secrets: Secrets) -> None:
 
 
 def tree_memory(root) -> tuple[int, int]:
-    """(sum of resident memory over the process tree, largest single address space)."""
+    """(resident memory of the process tree, largest single address space).
+
+    Each process counts its proportional set size (PSS: a page shared by n processes counts 1/n in each), so
+    the sum is the memory the tree holds, as a container's limit counts it. A sum of RSS counts shared pages
+    once per process: a child between ``fork`` and ``exec`` (every ``subprocess`` or spawned worker) shows
+    its parent's whole resident memory for an instant, and a watchdog sampling then sees twice the truth.
+    RSS only where PSS cannot be read (another user's process, no ``/proc/PID/smaps_rollup``).
+    """
     import psutil
 
     total, largest = 0, 0
@@ -124,8 +131,11 @@ def tree_memory(root) -> tuple[int, int]:
     for p in procs:
         with contextlib.suppress(psutil.Error):
             info = p.memory_info()
-            total += info.rss
             largest = max(largest, info.vms)
+            try:
+                total += p.memory_full_info().pss
+            except (psutil.AccessDenied, AttributeError):
+                total += info.rss
     return total, largest
 
 
