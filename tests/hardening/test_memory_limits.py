@@ -233,3 +233,16 @@ def test_a_forked_child_does_not_double_the_trees_memory(tmp_path: Path):
         proc.wait()
     assert rss_sum > 780 * 2**20  # what the old watchdog counted: both processes' 400 MiB
     assert 400 * 2**20 < held < 560 * 2**20  # what they hold: once, plus the interpreters
+
+
+def test_one_sample_above_the_limit_is_not_an_overrun():
+    """A vfork child reads as a copy of its parent until it execs: a watchdog acts on what lasts two samples."""
+    from eotwin.deltatwin.process import SustainedMemory
+
+    memory = SustainedMemory()
+    readings = [memory.add(v) for v in (100, 900, 120, 130, 800, 850, 140)]
+    assert readings == [0, 100, 120, 120, 130, 800, 140]
+    assert memory.peak == 800  # the 900 spike is gone, the 800-850 plateau counts
+    single = SustainedMemory()
+    single.add(300)
+    assert single.peak == 300  # a command shorter than two samples still reports what it held

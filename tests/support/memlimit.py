@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eotwin.deltatwin.process import SustainedMemory
+
 GIB = 2**30
 DEFAULT_LIMIT = 2 * GIB  # a DeltaTwin container's default memory (the service's 2 GB)
 
@@ -81,15 +83,15 @@ def run_under_memory_limit(argv: Sequence[str], *, limit_bytes: int = DEFAULT_LI
         proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env) if env is not None else None,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=limits,
                                 start_new_session=True)
-        peak, peak_vms, hwm, stopped, status = 0, 0, 0, None, None
+        memory, peak_vms, hwm, stopped, status = SustainedMemory(), 0, 0, None, None
         try:
             while status is None:
                 pid, raw, usage = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     status, hwm = raw, usage.ru_maxrss * 1024  # kilobytes on Linux
                     break
-                rss, vms = tree_memory(proc.pid)
-                peak, peak_vms = max(peak, rss), max(peak_vms, vms)
+                sample, vms = tree_memory(proc.pid)
+                rss, peak_vms = memory.add(sample), max(peak_vms, vms)
                 if stopped is None and rss > limit_bytes:
                     stopped = f"resident memory {rss} bytes passed the limit of {limit_bytes} bytes"
                     _kill_group(proc.pid)
@@ -108,7 +110,7 @@ def run_under_memory_limit(argv: Sequence[str], *, limit_bytes: int = DEFAULT_LI
         stdout = out.read().decode("utf-8", errors="replace")
         stderr = err.read().decode("utf-8", errors="replace")
     return LimitedRun(argv=list(argv), returncode=proc.returncode, stdout=stdout, stderr=stderr,
-                      wall_s=time.monotonic() - started, peak_rss_bytes=max(peak, hwm), peak_vms_bytes=peak_vms,
+                      wall_s=time.monotonic() - started, peak_rss_bytes=max(memory.peak, hwm), peak_vms_bytes=peak_vms,
                       limit_bytes=limit_bytes, address_space_limited=address_space, stopped=stopped)
 
 

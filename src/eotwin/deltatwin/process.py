@@ -48,15 +48,15 @@ def spawn(command: str, work: Path, env: dict[str, str], log_path: Path, ram: in
                                 start_new_session=True)
         pump = threading.Thread(target=_pump, args=(proc.stdout, log, secrets), daemon=True)
         pump.start()
-        peak, peak_vms, watchdog = 0, 0, None
+        memory, peak_vms, watchdog = SustainedMemory(), 0, None
         try:
             root = psutil.Process(proc.pid)
         except psutil.Error:
             root = None
         try:
             while proc.poll() is None:
-                rss, vms = tree_memory(root) if root is not None else (0, 0)
-                peak, peak_vms = max(peak, rss), max(peak_vms, vms)
+                sample, vms = tree_memory(root) if root is not None else (0, 0)
+                rss, peak_vms = memory.add(sample), max(peak_vms, vms)
                 if ram is not None and rss > ram and watchdog is None:
                     watchdog = f"resident memory {rss} bytes passed the limit of {ram} bytes"
                     kill_group(proc)
@@ -73,7 +73,7 @@ def spawn(command: str, work: Path, env: dict[str, str], log_path: Path, ram: in
     code = proc.returncode
     # peak_rss_bytes: the whole tree's resident memory (what the service's container limit counts);
     # peak_vms_bytes: the largest single process's address space (what RLIMIT_AS limits), for sizing `ram`
-    detail = {"exit_code": code, "wall_s": round(time.monotonic() - started, 3), "peak_rss_bytes": peak,
+    detail = {"exit_code": code, "wall_s": round(time.monotonic() - started, 3), "peak_rss_bytes": memory.peak,
               "peak_vms_bytes": peak_vms}
     if code == 0 and watchdog is None:
         return Outcome(detail, None)
@@ -110,6 +110,30 @@ def _pump(stream, log, secrets: Secrets) -> None:
         log.write(secrets.scrub(text).encode("utf-8"))
         log.flush()
     stream.close()
+
+
+class SustainedMemory:
+    """A watchdog's reading of sampled tree memory: a value counts once two samples in a row reach it.
+
+    PSS (:func:`tree_memory`) splits pages shared after ``fork``, but a child made with ``vfork`` (how
+    ``subprocess`` starts most commands) shares its parent's very address space until it ``exec``s, and reads
+    as a second copy of it for that instant. Memory a process really holds lasts longer than one sample.
+    """
+
+    def __init__(self) -> None:
+        self.previous, self.sustained_peak, self.samples = 0, 0, 0
+
+    def add(self, value: int) -> int:
+        """Record a sample; return the sustained value (the smaller of this sample and the one before)."""
+        sustained = min(value, self.previous) if self.samples else 0
+        self.previous, self.samples = value, self.samples + 1
+        self.sustained_peak = max(self.sustained_peak, sustained)
+        return sustained
+
+    @property
+    def peak(self) -> int:
+        """The highest sustained value; a command that lived for one sample only: that sample."""
+        return self.sustained_peak if self.samples > 1 else self.previous
 
 
 def tree_memory(root) -> tuple[int, int]:
