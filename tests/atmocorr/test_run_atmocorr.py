@@ -334,6 +334,12 @@ def test_demo_step_writes_its_figures_and_evaluation(tmp_path, monkeypatch):
     evaluation = json.loads((tmp_path / "atmocorr" / "6s-ddv" / "evaluation.json").read_text())
     assert evaluation["corrected"]["mean_rmse"] < evaluation["toa_unchanged"]["mean_rmse"]
     assert "6s-ddv estimated AOT" in context.notes[0]
+    # ai as the default runs it (with its OOD fallback) beside the network alone
+    as_run = json.loads((tmp_path / "atmocorr" / "ai" / "item.json").read_text())["properties"]
+    network = json.loads((tmp_path / "atmocorr" / "ai-network" / "item.json").read_text())["properties"]
+    assert network["eotwin:method"] == "ai" and network["eotwin:atmosphere"]["fallback"] != "none"
+    assert network["eotwin:atmosphere"]["fallback"].startswith("disabled")  # the sample scene is beyond it
+    assert as_run["eotwin:method"] == "6s-ddv" and as_run["eotwin:atmosphere"]["fallback"].startswith("6s-ddv:")
     # the same side by side on a real surface (Major-TOM T48QUE) under a maritime atmosphere
     titles = [a.title for a in images]
     assert any("Major-TOM" in t for t in titles) and "Major-TOM cell T48QUE" in context.notes[1]

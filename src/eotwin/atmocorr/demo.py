@@ -1,8 +1,9 @@
 """Demo step: the sample scene's L1C (made with the 6S table from its known surface) corrected and evaluated.
 
 The L1C stack is the sample surface under AOT 0.2 / water vapour 1.5 g/cm2 (continental aerosol);
-``ai`` (the committed network + 6S table) and ``6s-ddv`` have to find that atmosphere from the scene
-alone, ``dos`` is the simple baseline. All are scored against the exact surface, next to "TOA left
+``ai`` (the default: the committed network + 6S table, with its out-of-distribution fallback, as
+``eotwin atmocorr run`` runs it), ``ai-network`` (the network alone, never falling back) and ``6s-ddv``
+have to find that atmosphere from the scene alone, ``dos`` is the simple baseline. All are scored against the exact surface, next to "TOA left
 unchanged".
 """
 
@@ -17,8 +18,11 @@ from eotwin.report.demo import Artifact, DemoContext
 from eotwin.sentinel2.bands import L2A_BANDS, TCI_BANDS
 from eotwin.sentinel2.radiometry import dn_to_boa, dn_to_toa
 
-METHODS = ("ai", "6s-ddv", "dos")
-COLOURS = {"ai": "#2ca02c", "6s-ddv": "#ff7f0e", "dos": "#1f77b4"}
+METHODS = ("ai", "ai-network", "6s-ddv", "dos")
+# each shown method: the pipeline's method and options (ai-network: the network's own result on any scene)
+RUNS: dict[str, dict] = {"ai": {"method": "ai"}, "ai-network": {"method": "ai", "ood_fallback": False},
+                         "6s-ddv": {"method": "6s-ddv"}, "dos": {"method": "dos"}}
+COLOURS = {"ai": "#2ca02c", "ai-network": "#98df8a", "6s-ddv": "#ff7f0e", "dos": "#1f77b4"}
 PLOT_SATURATION = 0.25
 
 
@@ -43,7 +47,8 @@ def atmocorr_demo(context: DemoContext) -> list[Artifact]:
         f"(true 0.2 and 1.5); mean RMSE against the known surface: {scores} "
         f"(TOA unchanged {metrics['toa_unchanged']['mean_rmse']:.4f}); default method: {main}. "
         f"The AI's out-of-distribution score here: {results['ai'].atmosphere.get('ood_score')} (threshold "
-        f"{results['ai'].atmosphere.get('ood_threshold')}; shown without fallback: {results['ai'].atmosphere.get('fallback')})."
+        f"{results['ai'].atmosphere.get('ood_threshold')}); ai as run: corrected with {results['ai'].method} "
+        f"(fallback: {results['ai'].atmosphere.get('fallback')}); ai-network: the network alone."
     )
     ddv = results[main]
     rel = lambda p: Path(p).relative_to(root)  # noqa: E731
@@ -78,11 +83,10 @@ def _scene(context: DemoContext, made, step: Path, label: str, prefix: str = "")
 
     results = {}
     for method in METHODS:
-        # the AI's own result is shown even where `--method ai` falls back to 6s-ddv (a scene outside its
-        # training distribution: the notes give its OOD score)
-        extra = {"ood_fallback": False} if method == "ai" else {}
-        options = make_options(input=made.l1c, output=step / f"{prefix}{method}", method=method, reference=made.truth,
-                               **extra)
+        # ai as the default runs it, and the network's own result even where that falls back to 6s-ddv (a
+        # scene outside its training distribution: the notes give its OOD score)
+        options = make_options(input=made.l1c, output=step / f"{prefix}{method}", reference=made.truth,
+                               **RUNS[method])
         results[method] = run_correction(options, progress=context.progress)
     with rasterio.open(made.l1c) as ds:
         toa = dn_to_toa(ds.read())
