@@ -56,22 +56,18 @@ class DdvResult:
     water: WaterVapour | None = None  # None when the water vapour was given
 
 
-def network_aot_replaces(retrieval_source: str, dense_vegetation_found: bool) -> bool:
+def network_aot_replaces(retrieval_source: str) -> bool:
     """Beyond the AI's OOD threshold (scene corrected by 6s-ddv), whether the network's scene AOT replaces
     the retrieval's, the retrieval keeping its aerosol model and water vapour.
 
-    Replaced: an AOT from dense vegetation, and the default where dense vegetation was found but its pixels
-    disagreed (the ratios failed there; Major-TOM at AOT 0.6: default 0.2, network 0.47). Kaufman's ratios hold for temperate vegetation: over
+    Only an AOT from dense vegetation is replaced. Kaufman's ratios hold for temperate vegetation: over
     other vegetation both ratios fail the same way, red and blue agree and the AOT comes out far too high
     (leave-one-source-out, true AOT 0.05: Major-TOM read 0.29, PROSAIL canopies 0.22), while the network's
     scene AOT still holds there (with the true aerosol model: mean RMSE 0.0015-0.0018 on Major-TOM,
-    PROSAIL and BigEarthNet). A dark-water fit (black NIR/SWIR, no surface ratio) and the default without
-    dense vegetation (too few dark pixels: the network's AOT over deserts is near zero whatever the truth)
-    are kept.
+    PROSAIL and BigEarthNet). A dark-water fit (black NIR/SWIR, no surface ratio) and the default (no dark
+    pixel: the network's AOT over deserts is near zero whatever the truth) are kept.
     """
-    if retrieval_source.startswith("ddv"):
-        return True
-    return retrieval_source.startswith("default") and dense_vegetation_found
+    return retrieval_source.startswith("ddv")
 
 
 def scene_mean_aot(aot_maps: list[np.ndarray]) -> float:

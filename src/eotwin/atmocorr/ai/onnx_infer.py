@@ -308,8 +308,7 @@ class AiCorrector:
             logger.warning("%s: the scene is out of the AI's distribution (%s) but %s failed (%s): the AI result "
                            "is kept", product.product_id, why, delegate.name, exc)
             return info
-        if scored is not None and network_aot_replaces(str(fallback_info.get("aot_source", "")),
-                                                       fallback_info.get("ddv_swir_range") is not None):
+        if scored is not None and network_aot_replaces(str(fallback_info.get("aot_source", ""))):
             delegate, fallback_info = self._with_network_aot(product, sample, scored, delegate, fallback_info)
         del scored
         self._delegate = delegate
@@ -335,9 +334,9 @@ class AiCorrector:
         logger.info("%s: beyond the OOD threshold the network's scene AOT %.3f replaces the dense-vegetation "
                     "AOT %s", product.product_id, aot, ddv_info.get("aot"))
         return hybrid, {**hybrid_info, **kept, "aot": round(aot, 5), "ddv_aot": ddv_info.get("aot"),
-                        "aot_source": f"network scene mean (the DDV's {ddv_info.get('aot_source')}: AOT "
-                                      f"{ddv_info.get('aot')} is not used beyond the OOD threshold: Kaufman's ratios "
-                                      "fail on vegetation unlike the temperate one)"}
+                        "aot_source": f"network scene mean (the dense-vegetation AOT {ddv_info.get('aot')} is not "
+                                      "used beyond the OOD threshold: its Kaufman ratios fail on vegetation unlike "
+                                      "the temperate one)"}
 
     def _score(self, product: L1CProduct, sample: SceneSample
                ) -> tuple[dict[str, object], bool, tuple[list[np.ndarray], np.ndarray] | None]:

@@ -182,7 +182,7 @@ def fallback_correction(scene: TestScene, lut, model) -> np.ndarray:
                                                  sensor=atm.sensor, sza=atm.sza, vza=atm.vza, raa=atm.raa, o3=atm.o3)
     ddv = dark_vegetation.ddv_correction(scene.toa, L2A_BANDS, lut, sensor=atm.sensor, sza=atm.sza, vza=atm.vza,
                                          raa=atm.raa, o3=atm.o3, open_water=open_water)
-    if ddv.retrieval is None or not network_aot_replaces(ddv.retrieval.source, ddv.retrieval.swir_range is not None):
+    if ddv.retrieval is None or not network_aot_replaces(ddv.retrieval.source):
         return ddv.boa
     angles = np.array([atm.sza, atm.vza, atm.raa], np.float32).reshape(3, 1, 1)
     aot = scene_mean_aot([model.predict(scene.toa, angles, sensor=atm.sensor, ozone=atm.o3)[1]])
