@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from eotwin.deltatwin.process import SustainedMemory
+from eotwin.deltatwin.process import tree_memory as process_tree_memory
 
 GIB = 2**30
 DEFAULT_LIMIT = 2 * GIB  # a DeltaTwin container's default memory (the service's 2 GB)
@@ -61,10 +62,8 @@ def tree_memory(pid: int) -> tuple[int, int]:
     """(resident memory, PSS summed, over ``pid`` and its descendants, largest single address space)."""
     import psutil
 
-    from eotwin.deltatwin.process import tree_memory as _tree_memory
-
     try:
-        return _tree_memory(psutil.Process(pid))
+        return process_tree_memory(psutil.Process(pid))
     except psutil.Error:
         return 0, 0
 

@@ -3,8 +3,8 @@
 The L1C stack is the sample surface under AOT 0.2 / water vapour 1.5 g/cm2 (continental aerosol);
 ``ai`` (the default: the committed network + 6S table, with its out-of-distribution fallback, as
 ``eotwin atmocorr run`` runs it), ``ai-network`` (the network alone, never falling back) and ``6s-ddv``
-have to find that atmosphere from the scene alone, ``dos`` is the simple baseline. All are scored against the exact surface, next to "TOA left
-unchanged".
+have to find that atmosphere from the scene alone, ``dos`` is the simple baseline. All are scored
+against the exact surface, next to "TOA left unchanged".
 """
 
 from __future__ import annotations

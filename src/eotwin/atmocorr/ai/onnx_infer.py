@@ -377,7 +377,7 @@ class AiCorrector:
                     info["ood_statistics"] = note
                     logger.warning("%s: OOD statistics %s %s", product.product_id, path.name, note)
                 beyond = score > threshold
-                return info, beyond, ((list(parts) if not whole else [parts]), angles) if beyond else None
+                return info, beyond, (([parts] if whole else parts), angles) if beyond else None
         logger.warning("%s: %s; the AI cannot tell whether it knows this scene", product.product_id, reason)
         return {"ood_score": reason, "ood_threshold": self.ood_threshold if self.ood_threshold is not None
                 else "unavailable"}, False, None

@@ -159,10 +159,27 @@ def ai_ood_score(scene: TestScene, lut, model) -> tuple[float, float]:
     if not path.is_file():
         raise EotwinError(f"no OOD statistics {path.name} beside the model")
     stats = ood.load_statistics(path)
-    atm = scene.atmosphere
-    angles = np.array([atm.sza, atm.vza, atm.raa], np.float32).reshape(3, 1, 1)
-    score, _ = ood.scene_score(scene.toa, angles, lut, atm.sensor, stats)
+    score, _ = ood.scene_score(scene.toa, scene_angles(scene), lut, scene.atmosphere.sensor, stats)
     return float(score), float(stats.threshold)
+
+
+def scene_angles(scene: TestScene) -> np.ndarray:
+    """(3, 1, 1) sun zenith, view zenith and relative azimuth of a test scene, as the network takes them."""
+    atm = scene.atmosphere
+    return np.array([atm.sza, atm.vza, atm.raa], np.float32).reshape(3, 1, 1)
+
+
+def ddv_result(scene: TestScene, lut, *, aerosol: str | None = None, o3: float | None = None):
+    """6s-ddv on a test scene (open water from the scene itself): its :class:`DdvResult`. ``aerosol`` None: the
+    DDV picks the model; ``o3`` None: the scene's own ozone."""
+    from eotwin.atmocorr import dark_vegetation
+
+    atm = scene.atmosphere
+    o3 = atm.o3 if o3 is None else o3
+    open_water = dark_vegetation.open_water_mask(scene.toa, L2A_BANDS, lut, pixel_size=SCENE_PIXEL_M,
+                                                 sensor=atm.sensor, sza=atm.sza, vza=atm.vza, raa=atm.raa, o3=o3)
+    return dark_vegetation.ddv_correction(scene.toa, L2A_BANDS, lut, sensor=atm.sensor, sza=atm.sza, vza=atm.vza,
+                                          raa=atm.raa, aerosol=aerosol, o3=o3, open_water=open_water)
 
 
 def ai_out_of_distribution(scene: TestScene, lut, model) -> bool:
@@ -174,18 +191,13 @@ def ai_out_of_distribution(scene: TestScene, lut, model) -> bool:
 def fallback_correction(scene: TestScene, lut, model) -> np.ndarray:
     """BOA of a scene beyond the OOD threshold, as the pipeline corrects it: 6s-ddv, with the network's scene
     AOT where the DDV's came from dense vegetation (:func:`~eotwin.atmocorr.retrieval.network_aot_replaces`)."""
-    from eotwin.atmocorr import dark_vegetation
     from eotwin.atmocorr.retrieval import network_aot_replaces, scene_mean_aot
 
     atm = scene.atmosphere
-    open_water = dark_vegetation.open_water_mask(scene.toa, L2A_BANDS, lut, pixel_size=SCENE_PIXEL_M,
-                                                 sensor=atm.sensor, sza=atm.sza, vza=atm.vza, raa=atm.raa, o3=atm.o3)
-    ddv = dark_vegetation.ddv_correction(scene.toa, L2A_BANDS, lut, sensor=atm.sensor, sza=atm.sza, vza=atm.vza,
-                                         raa=atm.raa, o3=atm.o3, open_water=open_water)
+    ddv = ddv_result(scene, lut)
     if ddv.retrieval is None or not network_aot_replaces(ddv.retrieval.source):
         return ddv.boa
-    angles = np.array([atm.sza, atm.vza, atm.raa], np.float32).reshape(3, 1, 1)
-    aot = scene_mean_aot([model.predict(scene.toa, angles, sensor=atm.sensor, ozone=atm.o3)[1]])
+    aot = scene_mean_aot([model.predict(scene.toa, scene_angles(scene), sensor=atm.sensor, ozone=atm.o3)[1]])
     if not np.isfinite(aot):
         return ddv.boa
     return lut_correction(scene.toa, L2A_BANDS, lut, sensor=atm.sensor,
@@ -194,7 +206,7 @@ def fallback_correction(scene: TestScene, lut, model) -> np.ndarray:
 
 def correct_scene(method: str, scene: TestScene, lut, model) -> np.ndarray:
     """BOA (12, h, w) of one test scene by one method."""
-    from eotwin.atmocorr import dark_object, dark_vegetation
+    from eotwin.atmocorr import dark_object
 
     atm = scene.atmosphere
     if method == "none":
@@ -207,18 +219,14 @@ def correct_scene(method: str, scene: TestScene, lut, model) -> np.ndarray:
                               atmosphere=Atmosphere(scene.aot, atm.wv, atm.o3, atm.aerosol), geometry=atm.geometry)
     if method in ("6s-ddv", "6s-ddv-climatology-ozone", "6s-ddv-true-aerosol"):
         aerosol = atm.aerosol if method == "6s-ddv-true-aerosol" else None  # None: DDV picks the model per scene
-        o3 = DEFAULT_OZONE if method == "6s-ddv-climatology-ozone" else atm.o3
-        open_water = dark_vegetation.open_water_mask(scene.toa, L2A_BANDS, lut, pixel_size=SCENE_PIXEL_M,
-                                                     sensor=atm.sensor, sza=atm.sza, vza=atm.vza, raa=atm.raa, o3=o3)
-        return dark_vegetation.ddv_correction(scene.toa, L2A_BANDS, lut, sensor=atm.sensor, sza=atm.sza, vza=atm.vza,
-                                        raa=atm.raa, aerosol=aerosol, o3=o3, open_water=open_water).boa
+        o3 = DEFAULT_OZONE if method == "6s-ddv-climatology-ozone" else None
+        return ddv_result(scene, lut, aerosol=aerosol, o3=o3).boa
     if method == "ai-run":  # as `--method ai` runs: the network, unless its OOD score says it does not know
         if not ai_out_of_distribution(scene, lut, model):
             return correct_scene("ai", scene, lut, model)
         return fallback_correction(scene, lut, model)
     if method in ("ai", "ai-own-ozone"):
-        angles = np.array([atm.sza, atm.vza, atm.raa], np.float32)[:, None, None]
-        return model.predict(scene.toa, np.broadcast_to(angles, (3, *scene.toa.shape[1:])), sensor=atm.sensor,
+        return model.predict(scene.toa, scene_angles(scene), sensor=atm.sensor,
                              ozone=atm.o3 if method == "ai" else None)[0]
     raise EotwinError(f"unknown method {method!r}")
 

@@ -204,7 +204,8 @@ def source_mean_at(scenes: list[dict], threshold: float) -> float:
 
 def nested_threshold_study(report: dict) -> dict:
     """Would another OOD threshold serve better, judged honestly? Per held-out source, the threshold that
-    minimises the mean per-scene RMSE (``ai`` at or below it, ``6s-ddv`` above) over the *other* sources,
+    minimises the mean per-scene RMSE (``ai`` at or below it, the pipeline's fallback above: :func:`fallback_rmse`)
+    over the *other* sources,
     then that threshold's result on the held-out source, beside the committed threshold's.
 
     A threshold chosen on every source would be tuned to the very scenes that judge it; this nesting is
