@@ -213,7 +213,8 @@ def write_png(path: Path, reports: list[dict], methods: list[str]) -> None:
 def main() -> int:
     from eotwin.atmocorr.correctors import default_method
     from eotwin.atmocorr.realpairs import (
-        AT_ELEVATION,
+        AT_ELEVATION_METHODS,
+        ELEVATION_SUFFIX,
         FIXED_AOT_PREFIX,
         TOA_METHOD,
         barbellino_pairs,
@@ -232,8 +233,8 @@ def main() -> int:
     parser.add_argument("--fixtures", type=Path, default=REPO.parent / "shared" / "fixtures")
     parser.add_argument("--methods", default=",".join(benchmark_methods()),
                         help="comma-separated (default: every method, and ai-raw: ai without its fallback)")
-    parser.add_argument("--elevation", action="store_true", help=f"also {AT_ELEVATION}: 6s-ddv with the ground "
-                        "height of each pair's elevation_m (the Barbellino pairs carry the lake's)")
+    parser.add_argument("--elevation", action="store_true", help=f"also {', '.join(AT_ELEVATION_METHODS)}: the method "
+                        "given the ground height of each pair's elevation_m (the Barbellino pairs carry the lake's)")
     parser.add_argument("--fixed-aot", default="", help="also 6s-ddv given these AOTs (comma-separated), a diagnostic")
     parser.add_argument("-o", "--output", type=Path, default=Path("atmocorr_real"))
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -242,8 +243,8 @@ def main() -> int:
     progress = RichProgress(enabled=not args.quiet)
     try:
         methods += [f"{FIXED_AOT_PREFIX}{float(v):g}" for v in args.fixed_aot.split(",") if v.strip()]
-        methods += [AT_ELEVATION] if args.elevation else []
-        unknown = [m for m in methods if m not in [*benchmark_methods(), AT_ELEVATION]
+        methods += list(AT_ELEVATION_METHODS) if args.elevation else []
+        unknown = [m for m in methods if m.removesuffix(ELEVATION_SUFFIX) not in benchmark_methods()
                    and not m.startswith(FIXED_AOT_PREFIX)]
         if unknown:
             raise EotwinError(f"unknown method(s) {', '.join(unknown)}: expected some of {', '.join(benchmark_methods())}")
@@ -288,7 +289,7 @@ def main() -> int:
                       f"{'yes' if ok else 'NO'}")
         eurosat_rows = None
         if args.eurosat:
-            eurosat_methods = [m for m in methods if m not in ("dos", AT_ELEVATION)] or methods  # EuroSAT has no height
+            eurosat_methods = [m for m in methods if m != "dos" and not m.endswith(ELEVATION_SUFFIX)] or methods  # EuroSAT has no height
             eurosat_rows = eurosat(args.fixtures, out, eurosat_methods, progress)
             print("\nEuroSAT L1C patches (no reference; date and angles assumed, see patch.json): scene AOT, "
                   "mean NDVI of vegetation pixels (TOA NDVI >= 0.4) before -> after")

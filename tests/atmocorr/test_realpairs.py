@@ -3,6 +3,7 @@ they need, and the benchmark's evaluation numbers recomputed independently from 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import UTC, date, datetime, timedelta
@@ -197,3 +198,17 @@ def test_read_pair_refuses_a_folder_without_its_files(tmp_path):
         read_pair(tmp_path / "p")
     with pytest.raises(EotwinError, match="no pair folder"):
         list_pairs(tmp_path)
+
+
+def test_methods_at_the_pairs_elevation(pairs_dir, tmp_path):
+    """``<method>:elevation`` runs the method with the pair's ``elevation_m``; a pair without one is an error
+    recorded for that method, not a crash."""
+    pytest.importorskip("onnxruntime")
+    pair = read_pair(pairs_dir / "barbellino_20190723")
+    report = evaluate_pair(pair, ["ai:elevation", "6s-ddv:elevation"], tmp_path / "with")
+    for method in ("ai:elevation", "6s-ddv:elevation"):
+        assert report["methods"][method]["atmosphere"]["elevation"] == pair.meta["elevation_m"], method
+    assert "ood_score" in report["methods"]["ai:elevation"]["atmosphere"]
+    bare = dataclasses.replace(pair, meta={k: v for k, v in pair.meta.items() if k != "elevation_m"})
+    report = evaluate_pair(bare, ["ai:elevation"], tmp_path / "without")
+    assert "elevation_m" in report["methods"]["ai:elevation"]["error"]

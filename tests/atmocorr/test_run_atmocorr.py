@@ -189,7 +189,8 @@ def _ai_model_ready() -> bool:
         ({}, "ai", "default"),
         ({"method": "dos"}, "dos", "--method"),
         ({"aot": 0.2}, "6s-ddv", "--aot given"),
-        ({"wv": 1.5, "elevation": 300.0}, "6s-ddv", "--wv, --elevation given"),
+        ({"wv": 1.5, "dem": "dem.tif"}, "6s-ddv", "--wv, --dem given"),
+        ({"elevation": 300.0}, "ai", "default"),  # every method takes the ground's height
         ({"aerosol": "maritime"}, "6s-ddv", "--aerosol maritime given"),
     ],
 )

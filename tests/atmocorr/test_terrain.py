@@ -206,7 +206,7 @@ def test_cli_refuses_elevation_with_dem_and_ai_with_terrain(tmp_path, capsys):
               "--dem", str(tmp_path / "d.tif")])
     assert rc != 0 and not (tmp_path / "o").exists()
     rc = run(["atmocorr", "run", str(tmp_path / "x.tif"), "-o", str(tmp_path / "o"), "--method", "ai",
-              "--elevation", "100"])
+              "--dem", str(tmp_path / "d.tif")])
     assert rc != 0 and not (tmp_path / "o").exists()
     err = capsys.readouterr().err
     assert err.count("error:") == 2 and "Traceback" not in err

@@ -305,7 +305,9 @@ def list_pairs(directory: Path) -> list[PairFolder]:
 TOA_METHOD = "toa"  # "TOA left unchanged", beside every method
 AI_RAW = "ai-raw"  # ``ai`` with its out-of-distribution fallback off
 FIXED_AOT_PREFIX = "6s-ddv:aot="  # ``6s-ddv`` given this AOT instead of retrieving it
-AT_ELEVATION = "6s-ddv:elevation"  # ``6s-ddv`` with the ground height of the pair's ``elevation_m``
+ELEVATION_SUFFIX = ":elevation"  # ``<method>:elevation``: the method given the ground height of the pair's ``elevation_m``
+AT_ELEVATION = "6s-ddv" + ELEVATION_SUFFIX
+AT_ELEVATION_METHODS = (AT_ELEVATION, "ai" + ELEVATION_SUFFIX)  # what ``atmocorr_real.py --elevation`` adds
 BARBELLINO_ELEVATION = (1862.0, "Lago del Barbellino's surface, 1,862 m a.s.l. (Wikipedia, 'Lago del Barbellino'); "
                         "the patch lies on its shore, the ground rises from there")
 
@@ -340,19 +342,20 @@ def correct(l1c: Path, method: str, output: Path, reference: Path | None = None,
             elevation: float | None = None):
     """One run of the real pipeline (``eotwin atmocorr run``) with ``method``; with ``reference`` the run
     scores itself against it (SCL-clear pixels, :class:`~eotwin.atmocorr.evaluation.metrics.MetricsAccumulator`).
-    :data:`AT_ELEVATION` needs ``elevation`` (the pair's ground height)."""
+    A method named ``<method>:elevation`` (:data:`ELEVATION_SUFFIX`) needs ``elevation`` (the pair's ground
+    height)."""
     from eotwin.atmocorr.pipeline import make_options, run_correction
 
     extra: dict = {}
-    if method == AT_ELEVATION:
+    if method.endswith(ELEVATION_SUFFIX):
         if elevation is None:
             raise EotwinError(f"{method}: the pair has no elevation_m in its pair.json")
-        method, extra = "6s-ddv", {"elevation": float(elevation)}
-    elif method == AI_RAW:  # the AI's own answer, even where its out-of-distribution score says fall back
-        method, extra = "ai", {"ood_fallback": False}
+        method, extra = method.removesuffix(ELEVATION_SUFFIX), {"elevation": float(elevation)}
+    if method == AI_RAW:  # the AI's own answer, even where its out-of-distribution score says fall back
+        method, extra = "ai", {**extra, "ood_fallback": False}
     elif method.startswith(FIXED_AOT_PREFIX):  # 6s-ddv with a given AOT: how far a constant gets
         try:
-            extra = {"aot": float(method.removeprefix(FIXED_AOT_PREFIX))}
+            extra = {**extra, "aot": float(method.removeprefix(FIXED_AOT_PREFIX))}
         except ValueError:
             raise EotwinError(f"{method}: expected {FIXED_AOT_PREFIX}<number>") from None
         method = "6s-ddv"

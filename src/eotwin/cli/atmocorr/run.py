@@ -21,8 +21,8 @@ def run_command(
                                           "SAFE, the stack's own grid for stacks)."),
     method: str | None = typer.Option(None, "--method", help="6s-ddv (6S inversion, AOT from dark dense vegetation), "
                                       "dos (dark object subtraction) or ai (network, default; falls back to 6s-ddv "
-                                      "on scenes unlike its training ones). --aot, --wv, --elevation, --dem or "
-                                      "--aerosol without --method choose 6s-ddv."),
+                                      "on scenes unlike its training ones). --aot, --wv, --dem or --aerosol without "
+                                      "--method choose 6s-ddv."),
     reference: Path | None = typer.Option(None, "--reference", help="Reference L2A (SAFE, zip or stack with "
                                           "BOA_ADD_OFFSET): writes evaluation.json and evaluation.png."),
     aerosol: str = typer.Option("auto", "--aerosol", help="6S aerosol model: auto (6s-ddv picks continental or "
@@ -35,8 +35,8 @@ def run_command(
                                        "from the L1C's auxiliary data (as sen2cor uses it); default: 0.33 "
                                        "(climatology) for 6s-ddv, the network's own estimate for ai."),
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
-    elevation: float | None = typer.Option(None, "--elevation", help="6s-ddv/dos: ground height (m) of the whole "
-                                           "scene: less air, less Rayleigh scattering above high ground."),
+    elevation: float | None = typer.Option(None, "--elevation", help="Ground height (m) of the whole scene, every "
+                                           "method: less air, less Rayleigh scattering above high ground."),
     dem: Path | None = typer.Option(None, "--dem", help="6s-ddv/dos: DEM (GeoTIFF, metres, any CRS): the air above "
                                     "each pixel and the illumination of slopes, as sen2cor's terrain correction."),
     model: Path | None = typer.Option(None, "--model", help="ai: model file (default: the committed one)."),

@@ -1,0 +1,79 @@
+"""The AI on high ground: the network's hypotheses, OOD score and inversion take the 6S table of the ground's
+pressure (``--elevation``), checked on a scene 6S itself made at 2 km; the fallback gets the same height."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eotwin.atmocorr.ai import synth
+from eotwin.atmocorr.lut import DEFAULT_LUT_PATH
+from eotwin.sentinel2.bands import L2A_BANDS
+
+LUT = Path(os.environ.get("EOTWIN_ATMOCORR_LUT", DEFAULT_LUT_PATH))
+SCORED = [L2A_BANDS.index(b) for b in ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")]
+
+pytest.importorskip("onnxruntime")
+
+
+def test_the_table_of_the_ground_undoes_a_scene_made_by_6s_at_2_km(ben_mock_dir):
+    from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+    from eotwin.atmocorr.evaluation.heldout import mosaic
+    from eotwin.atmocorr.physics import forward_gain
+    from eotwin.atmocorr.sixs import simulate
+
+    rng = np.random.default_rng(5)
+    surface = mosaic(list(synth.ben_surfaces(ben_mock_dir, synth.TEST_SPLITS).values()), rng)
+    true_aot, geometry = 0.3, {"sza": 35.0, "vza": 5.0, "raa": 60.0}
+    terms = np.empty((3, len(L2A_BANDS), 1, 1))
+    for i, band in enumerate(L2A_BANDS):
+        r = simulate("S2A", band, aerosol="continental", aot=true_aot, wv=1.5, o3=0.33, altitude_km=2.0, **geometry)
+        terms[:, i, 0, 0] = r.toa, r.tg * r.t_down * r.t_up, r.s_alb
+    toa = forward_gain(surface.astype(np.float64), *terms).astype(np.float32)
+    angles = np.array(list(geometry.values()), np.float32).reshape(3, 1, 1)
+    model = OnnxModel(lut_path=LUT)
+    results = {}
+    for name, elevation in (("sea", None), ("ground", 2000.0), ("sea again", None)):
+        model.use_elevation(elevation)
+        boa, aot = model.predict(toa, angles, sensor="S2A", ozone=0.33)
+        results[name] = (float(np.sqrt(np.nanmean((boa - surface) ** 2, axis=(1, 2)))[SCORED].mean()),
+                         float(np.nanmean(aot)))
+    # measured: mean RMSE 0.0101 -> 0.0058, scene AOT 0.026 -> 0.184 (truth 0.3)
+    assert results["ground"][0] < 0.7 * results["sea"][0], results
+    assert abs(results["ground"][1] - true_aot) < 0.5 * abs(results["sea"][1] - true_aot), results
+    assert results["sea again"] == results["sea"]  # sea level is the table itself, nothing kept from before
+
+
+def test_elevation_is_taken_by_the_default_ai_and_its_fallback(sample_scene, tmp_path):
+    """The sample scene lies beyond the OOD threshold: the 6s-ddv fallback runs at the given height too."""
+    from eotwin.atmocorr import correctors, pipeline
+    from eotwin.atmocorr.sample_l1c import make_sample_l1c
+
+    l1c = make_sample_l1c(tmp_path / "in", sample_scene, lut_path=LUT).l1c
+    options = pipeline.make_options(input=l1c, output=tmp_path / "ai", lut=LUT, elevation=1500.0)
+    assert correctors.choose_method(options) == ("ai", "default")
+    result = pipeline.run_correction(options)
+    ddv = pipeline.run_correction(pipeline.make_options(input=l1c, output=tmp_path / "ddv", lut=LUT, method="6s-ddv",
+                                                        elevation=1500.0, aot=result.atmosphere["aot"],
+                                                        wv=result.atmosphere["wv"],
+                                                        aerosol=result.atmosphere["aerosol"]))
+    info = result.atmosphere
+    assert info["fallback"].startswith("6s-ddv:") and info["elevation"] == 1500.0
+    assert info["elevation_source"] == "given"
+    import rasterio
+
+    with rasterio.open(result.files["l2a"]) as ds, rasterio.open(ddv.files["l2a"]) as ref:
+        assert np.abs(ds.read().astype(np.int32) - ref.read().astype(np.int32)).max() <= 1
+
+
+def test_ai_refuses_a_dem(tmp_path):
+    """Per-pixel height and slopes are 6s-ddv's and dos's; ai takes one height for the scene."""
+    from eotwin.atmocorr import correctors, pipeline
+    from eotwin.errors import EotwinError
+
+    options = pipeline.make_options(input=tmp_path / "x.tif", output=tmp_path / "o", method="ai", dem=tmp_path / "d.tif")
+    with pytest.raises(EotwinError, match="--elevation"):
+        correctors.make_corrector(options)
