@@ -220,7 +220,7 @@ def test_training_graph_equals_inference(random_model, random_onnx, lut):
     valid[:] = True
     geometry = ("S2C", 51.0, 3.0, 75.0)
     angles = np.broadcast_to(np.array(geometry[1:], np.float32)[:, None, None], (3, 66, 42))
-    boa, aot = random_onnx.predict(toa, angles, valid, sensor="S2C")
+    boa, aot = random_onnx.predict(toa, angles, valid, sensor="S2C", aerosol="cells")  # training blends per cell
     c = random_model.config
     cells, cang, _ = network_inputs(toa, valid, angles[:, :1, :1], lut, "S2C", cell=c.cell, out_stride=c.out_stride,
                                     bright_toa=c.bright_toa)
@@ -265,13 +265,14 @@ def test_onnx_equals_torch(random_model, random_onnx, lut):
 
 def test_blocks_with_overlap_equal_one_pass(random_onnx, lut):
     toa, angles, valid = _inputs(150, 61, seed=5)
-    whole_boa, whole_aot = random_onnx.predict(toa, angles, valid, sensor="S2A")
+    # per-cell aerosol: a block's own scene-wide choice would differ (the pipeline fixes one per scene)
+    whole_boa, whole_aot = random_onnx.predict(toa, angles, valid, sensor="S2A", aerosol="cells")
     assert whole_boa.shape == (12, 150, 61) and whole_aot.shape == (150, 61)
     assert np.isnan(whole_boa[:, 6, 4]).all() and np.isfinite(whole_boa[:, valid]).all()
     stride, overlap = random_onnx.stride, random_onnx.overlap
     for start in (stride * 4, stride * 9):  # a block of rows starting on a whole atmosphere cell
         r0 = start - overlap
-        boa, aot = random_onnx.predict(toa[:, r0:], angles[:, r0:], valid[r0:], sensor="S2A")
+        boa, aot = random_onnx.predict(toa[:, r0:], angles[:, r0:], valid[r0:], sensor="S2A", aerosol="cells")
         np.testing.assert_allclose(boa[:, overlap:], whole_boa[:, start:], atol=2e-6)
         np.testing.assert_allclose(aot[overlap:], whole_aot[start:], rtol=2e-6)
     # the surface is the table inversion with the model's own atmosphere: check one pixel against terms_for
@@ -409,12 +410,14 @@ def test_pipeline_ai_computes_each_atmosphere_row_once(random_onnx, sample_scene
     from eotwin.atmocorr.sample_l1c import make_sample_l1c
 
     made = make_sample_l1c(tmp_path / "in", sample_scene, lut_path=LUT, ozone_tag=False)
-    seen = {"network": 0, "inputs": 0}
+    seen = {"network": 0, "inputs": 0, "scene": 0}
     network, inputs = OnnxModel.network, cellmath.network_inputs
 
-    def counting_network(self, cells, per_cell, ozone=None):
-        seen["network"] += cells.shape[1]
-        return network(self, cells, per_cell, ozone)
+    def counting_network(self, cells, per_cell, ozone=None, maritime=None):
+        # the scene's aerosol choice looks at the whole (small) scene once, before the blocks; the blocks'
+        # atmosphere carries that choice
+        seen["network" if maritime is not None else "scene"] += cells.shape[1]
+        return network(self, cells, per_cell, ozone, maritime)
 
     def counting_inputs(toa, *args, **kwargs):
         seen["inputs"] += toa.shape[1]
@@ -430,7 +433,8 @@ def test_pipeline_ai_computes_each_atmosphere_row_once(random_onnx, sample_scene
     blocks = -(-height // 13)
     context_cells = 2 * max(random_onnx.metadata["config"]["windows"]) // 2  # both sides, whole atmosphere rows
     context_cells = -(-context_cells // (2 * random_onnx.out_stride)) * 2 * random_onnx.out_stride
-    assert seen["inputs"] == height  # every pixel row once
+    assert seen["inputs"] == height + height  # every pixel row once, and once in the scene's aerosol choice
+    assert seen["scene"] == cell_rows
     # network rows: each atmosphere row once, plus the context of each call (blocks with overlap: many times more)
     assert cell_rows <= seen["network"] <= cell_rows + blocks * context_cells, (seen, cell_rows)
     per_block_before = blocks * (13 + 2 * random_onnx.overlap + random_onnx.stride) // random_onnx.cell
@@ -519,3 +523,93 @@ def test_run_with_the_committed_ai_model(sample_scene, tmp_path):
     # measured 0.0126 vs 0.054 (6S + DDV: 0.0026): a third of this scene is brighter than any training
     # surface, so the gain is smaller than on BigEarthNet surfaces (0.003 vs 0.05)
     assert m["corrected"]["mean_rmse"] < 0.6 * m["toa_unchanged"]["mean_rmse"]
+
+
+# ----------------------------------------------------------------------------- one aerosol model per scene
+def test_scene_maritime_weights_cells_by_their_valid_share_and_snaps_when_clear():
+    from eotwin.atmocorr.ai.cells import SCENE_AEROSOL_SNAP, scene_maritime
+
+    lo, hi = SCENE_AEROSOL_SNAP
+    p = np.array([[0.9, 0.1], [0.5, 0.5]])
+    assert scene_maritime(p, np.array([[1.0, 0.0], [0.0, 0.0]])) == (0.9, 1.0)  # only the first cell has pixels
+    assert scene_maritime(p, np.array([[0.0, 1.0], [0.0, 0.0]])) == (0.1, 0.0)
+    mean, used = scene_maritime(p, np.array([[1.0, 1.0], [0.5, 0.5]]))
+    assert mean == pytest.approx(0.5) and used == pytest.approx(0.5)  # unsure: the blend of the scene mean
+    assert scene_maritime(np.full((1, 1), hi), np.ones((1, 1)))[1] == hi  # the limits themselves stay a blend
+    assert scene_maritime(np.full((1, 1), lo), np.ones((1, 1)))[1] == lo
+    assert all(np.isnan(scene_maritime(p, np.zeros((2, 2)))))
+
+
+def test_prediction_uses_one_aerosol_choice_for_the_scene(random_onnx, lut):
+    """``predict`` (as ``eotwin atmocorr run``) inverts every cell with the scene's choice; "cells" keeps the
+    network's P per cell; the AOT is the network's either way."""
+    from eotwin.atmocorr.ai.cells import ATMOSPHERE, scene_maritime
+
+    toa, angles, valid = _inputs(66, 42, seed=3)
+    atm, atm_angles, weights = random_onnx._atmosphere_and_weights(toa, angles, valid, sensor="S2A")
+    k = ATMOSPHERE.index("maritime")
+    assert np.ptp(atm[k]) > 1e-3  # the network's P varies over the cells
+    mean, used = scene_maritime(atm[k], weights)
+    assert weights.max() == 1.0 and weights.min() < 1.0  # the invalid block lowers its cells' weight
+    boa, aot = random_onnx.predict(toa, angles, valid, sensor="S2A")
+    per_cell, aot_cells = random_onnx.predict(toa, angles, valid, sensor="S2A", aerosol="cells")
+    fixed = atm.copy()
+    fixed[k] = used
+    expected, _ = random_onnx.invert_rows(toa, fixed, atm_angles, row0=0, atm_row0=0, atm_rows=atm.shape[1],
+                                          sensor="S2A", valid=valid)
+    np.testing.assert_allclose(boa, expected, atol=1e-6, equal_nan=True)
+    assert np.nanmax(np.abs(boa - per_cell)) > 1e-4
+    np.testing.assert_array_equal(aot, aot_cells)
+    assert random_onnx.scene_maritime([np.where(valid, toa, np.nan)], angles, sensor="S2A") == pytest.approx(
+        (mean, used), abs=1e-6)
+    with pytest.raises(EotwinError, match="aerosol"):
+        random_onnx.predict(toa, angles, valid, sensor="S2A", aerosol="pixel")
+
+
+def test_pipeline_records_the_scene_aerosol_choice_and_applies_it(lut, ben_mock_dir, tmp_path):
+    """An in-distribution scene (held-out BigEarthNet patches): the run info says which model the network
+    chose and from what P; the product equals ``predict`` on the whole scene."""
+    import rasterio
+
+    from eotwin.atmocorr import pipeline
+    from eotwin.atmocorr.ai.onnx_infer import OnnxModel
+    from eotwin.atmocorr.evaluation import heldout
+    from eotwin.atmocorr.sample_l1c import l1c_stack_tags
+    from eotwin.geo.grid import Grid
+    from eotwin.io.raster import write_geotiff
+    from eotwin.sentinel2.bands import S2_BANDS
+    from eotwin.sentinel2.radiometry import QUANTIFICATION, RADIO_ADD_OFFSET
+
+    scene = heldout.make_test_scenes(lut, 1, seed=4343, ben_dir=ben_mock_dir)[0]
+    atm = scene.atmosphere
+    h, w = scene.toa.shape[1:]
+    full = np.full((len(S2_BANDS), h, w), 0.01, np.float64)
+    for i, band in enumerate(L2A_BANDS):
+        full[S2_BANDS.index(band)] = scene.toa[i]
+    dn = np.clip(np.round(full * QUANTIFICATION - RADIO_ADD_OFFSET), 1, 65535).astype(np.uint16)
+    from affine import Affine
+
+    grid = Grid(Affine(10.0, 0, 500000.0, 0, -10.0, 5100000.0), w, h, "EPSG:32632")
+    geometry = {"sun_zenith": atm.sza, "sun_azimuth": 150.0, "view_zenith": atm.vza,
+                "view_azimuth": (150.0 - atm.raa) % 360.0}
+    write_geotiff(tmp_path / "l1c.tif", dn, grid, nodata=0, descriptions=list(S2_BANDS),
+                  tags=l1c_stack_tags("EOTWIN_AEROSOL_TEST_L1C", f"Sentinel-2{atm.sensor[-1]}", geometry,
+                                      {"aot": atm.aot, "wv": atm.wv, "o3": atm.o3, "aerosol": atm.aerosol},
+                                      "test_ai.py"))
+    result = pipeline.run_correction(pipeline.make_options(input=tmp_path / "l1c.tif", output=tmp_path / "out",
+                                                           lut=LUT))
+    info = result.atmosphere
+    assert result.method == "ai" and info["fallback"] == "none", info
+    assert info["aerosol_source"].startswith("network, scene mean P(maritime)")
+    model = OnnxModel(lut_path=LUT)
+    with rasterio.open(tmp_path / "l1c.tif") as ds:
+        toa = (ds.read([S2_BANDS.index(b) + 1 for b in L2A_BANDS]).astype(np.float32) + RADIO_ADD_OFFSET) / QUANTIFICATION
+    angles = heldout.scene_angles(scene)
+    mean, used = model.scene_maritime([toa], angles, sensor=atm.sensor, ozone=atm.o3)
+    assert info["maritime_probability"] == pytest.approx(mean, abs=1e-4)
+    assert info["aerosol"] == ("maritime" if used == 1.0 else "continental" if used == 0.0
+                               else f"blend, P(maritime) {used:.3f}")
+    expected, _ = model.predict(toa, angles, sensor=atm.sensor, ozone=atm.o3)
+    with rasterio.open(result.files["l2a"]) as ds:
+        got = (ds.read([list(ds.descriptions).index(b) + 1 for b in L2A_BANDS]).astype(np.float32) - 1000) / 10000
+    assert np.abs(got - expected).max() < 2e-4  # DN rounding

@@ -144,6 +144,14 @@ class OnnxModel:
         L1C's auxiliary data, which sen2cor uses too), replaces the network's own estimate: ozone barely
         shows in a scene, so the network can only guess it from its training range.
         """
+        atm, atm_angles, _ = self._atmosphere_and_weights(toa, angles, valid, sensor=sensor, cell_angles=cell_angles,
+                                                          ozone=ozone)
+        return atm, atm_angles
+
+    def _atmosphere_and_weights(self, toa: np.ndarray, angles: np.ndarray, valid: np.ndarray | None, *, sensor: str,
+                                cell_angles: bool = False, ozone: float | None = None
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`atmosphere` and each atmosphere cell's share of valid pixels (H, W)."""
         if ozone is not None and not self.lut.contains("o3", ozone):  # the terms lookup would clamp it silently
             lo, hi = self.lut.axes["o3"][[0, -1]]
             raise EotwinError(f"ozone {ozone} cm-atm is outside the 6S table's range [{lo:.2f}, {hi:.2f}]")
@@ -152,7 +160,23 @@ class OnnxModel:
         cells, per_cell, atm_angles = cellmath.network_inputs(
             toa, valid, angles, self.lut, sensor, cell=self.cell, out_stride=self.out_stride,
             bright_toa=self.bright_toa, angles_at_cells=cell_angles, hypotheses=self.hypotheses)
-        return self.network(cells, per_cell, ozone), atm_angles
+        weights = cellmath.pool(cells[cellmath.VALID_INPUT][None], self.out_stride)[0]
+        return self.network(cells, per_cell, ozone), atm_angles, weights
+
+    def scene_maritime(self, parts: list[np.ndarray], angles: np.ndarray, *, sensor: str,
+                       ozone: float | None = None) -> tuple[float, float]:
+        """The network's mean P(maritime) over the parts of a scene (TOA (12, h, w) each, NaN where invalid)
+        and the P the scene is corrected with (:func:`cells.scene_maritime`)."""
+        p_sum = w_sum = 0.0
+        for toa in parts:
+            toa = np.asarray(toa, dtype=np.float32)
+            atm, _, weights = self._atmosphere_and_weights(toa, angles, np.isfinite(toa).all(axis=0), sensor=sensor,
+                                                           ozone=ozone)
+            p_sum += float((atm[cellmath.ATMOSPHERE.index("maritime")] * weights).sum())
+            w_sum += float(weights.sum())
+        if w_sum <= 0:
+            return math.nan, math.nan
+        return cellmath.scene_maritime(np.array(p_sum / w_sum), np.array(1.0))
 
     def predict(
         self,
@@ -164,11 +188,14 @@ class OnnxModel:
         cell_angles: bool = False,
         rows: tuple[int, int] | None = None,
         ozone: float | None = None,
+        aerosol: str = "scene",
         progress: ProgressReporter | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """BOA (12, h, w) and AOT (h, w) of an image (one pass; NaN where invalid), or of its ``rows``
         (start, stop; the start on a whole cell) only: the rest of the image is context. ``ozone``: see
-        :meth:`atmosphere`.
+        :meth:`atmosphere`. ``aerosol`` "scene": one aerosol model (or blend) for the image from the
+        network's mean P(maritime) (:func:`cells.scene_maritime`, as ``eotwin atmocorr run``); "cells": the
+        network's P per atmosphere cell.
 
         Atmosphere cells start at the image origin, so a caller that cuts a larger image must cut it
         on multiples of :attr:`stride` (see :class:`AiCorrector`) for results equal to one pass.
@@ -179,7 +206,14 @@ class OnnxModel:
         h, w = toa.shape[1:]
         if not cell_angles and angles.shape[1:] not in ((1, 1), (h, w)):
             raise EotwinError(f"angles must be (3, {h}, {w}) or (3, 1, 1), got {angles.shape}")
-        atm, atm_angles = self.atmosphere(toa, angles, valid, sensor=sensor, cell_angles=cell_angles, ozone=ozone)
+        if aerosol not in ("scene", "cells"):
+            raise EotwinError(f"aerosol must be 'scene' or 'cells', got {aerosol!r}")
+        atm, atm_angles, weights = self._atmosphere_and_weights(toa, angles, valid, sensor=sensor,
+                                                                cell_angles=cell_angles, ozone=ozone)
+        if aerosol == "scene":
+            used = cellmath.scene_maritime(atm[cellmath.ATMOSPHERE.index("maritime")], weights)[1]
+            if math.isfinite(used):
+                atm[cellmath.ATMOSPHERE.index("maritime")] = used
         r0, r1 = rows if rows is not None else (0, h)
         if r0 % self.cell:
             raise EotwinError(f"rows must start on a whole cell ({self.cell} px), got {r0}")
@@ -187,14 +221,17 @@ class OnnxModel:
                                 sensor=sensor, valid=None if valid is None else np.asarray(valid)[r0:r1],
                                 progress=progress)
 
-    def network(self, cells: np.ndarray, per_cell: np.ndarray, ozone: float | None = None) -> np.ndarray:
-        """The atmosphere (4, H, W) of network inputs (see :func:`cells.network_inputs`); ``ozone`` replaces
-        the network's estimate when given."""
+    def network(self, cells: np.ndarray, per_cell: np.ndarray, ozone: float | None = None,
+                maritime: float | None = None) -> np.ndarray:
+        """The atmosphere (4, H, W) of network inputs (see :func:`cells.network_inputs`); ``ozone`` and
+        ``maritime`` (the scene's P(maritime)) replace the network's estimates when given."""
         (atm,) = self.session.run(["atmosphere"], {"cells": np.ascontiguousarray(cells[None]),
                                                    "angles": np.ascontiguousarray(per_cell[None])})
         atm = atm[0]
         if ozone is not None:
             atm[cellmath.ATMOSPHERE.index("o3")] = ozone
+        if maritime is not None:
+            atm[cellmath.ATMOSPHERE.index("maritime")] = maritime
         return atm
 
     def invert_rows(
@@ -286,6 +323,7 @@ class AiCorrector:
     _angles: AngleGrid | None = field(default=None, repr=False)
     _sensor: str = "S2A"
     _ozone: float | None = None  # the ozone used for the product being corrected (set by prepare)
+    _maritime: float | None = None  # the scene's P(maritime) used for the product (set by prepare; None: per cell)
     _delegate: Corrector | None = field(default=None, repr=False)  # the fallback in use for this product
     _stream: AtmosphereStream | None = field(default=None, repr=False)  # the atmosphere rows of the product
 
@@ -308,11 +346,14 @@ class AiCorrector:
             "ozone": self._ozone if self._ozone is not None else "network estimate", "ozone_source": source}
         if self.elevation is not None:
             info.update({"elevation": round(float(self.elevation), 1), "elevation_source": "given"})
-        ood_info, beyond, scored = self._score(product, sample)
+        parts, angles, where = self._scene_parts(product, sample)
+        ood_info, beyond = self._score(product, parts, angles, where)
         info.update(ood_info)
         if not beyond:
+            info.update(self._scene_aerosol(product, parts, angles, where))
             info["fallback"] = "none"
             return info
+        scored = (parts, angles) if parts is not None else None
         why = f"OOD score {ood_info['ood_score']} > threshold {ood_info['ood_threshold']}"
         if not self.ood_fallback or self.fallback is None:
             info["fallback"] = f"disabled: the AI result is kept although its {why}"
@@ -357,19 +398,35 @@ class AiCorrector:
                                       "used beyond the OOD threshold: its Kaufman ratios fail on vegetation unlike "
                                       "the temperate one)"}
 
-    def _score(self, product: L1CProduct, sample: SceneSample
-               ) -> tuple[dict[str, object], bool, tuple[list[np.ndarray], np.ndarray] | None]:
-        """The run info of the OOD score, whether the scene lies beyond the threshold, and what was scored
-        (full-resolution parts of the scene and the angles), for the network's scene AOT."""
+    def _scene_parts(self, product: L1CProduct, sample: SceneSample
+                     ) -> tuple[list[np.ndarray] | None, np.ndarray, str]:
+        """What the scene-wide decisions look at: the whole scene (the pipeline's overview at step 1) or
+        full-resolution windows spread over it (the network's cells need full resolution), the scene's mean
+        angles, and where that was; ``None`` and why when the sample has neither."""
         from eotwin.atmocorr.ai import ood
         from eotwin.atmocorr.physics import relative_azimuth
 
+        a = sample.angles
+        angles = np.array([a["sun_zenith"], min(a["view_zenith"], float(self._model.lut.axes["vza"][-1])),
+                           float(relative_azimuth(a["sun_azimuth"], a["view_azimuth"]))], np.float32).reshape(3, 1, 1)
+        if sample.overview is not None and sample.overview_step == 1:
+            return [sample.overview], angles, "the whole scene"
+        if sample.read_window is None:
+            return None, angles, "the scene sample has neither the whole scene nor a window reader"
+        windows = ood.sample_windows(product.grid.height, product.grid.width)
+        return ([sample.read_window(Window(*w)) for w in windows], angles,
+                f"{len(windows)} windows of {windows[0][2]} x {windows[0][3]} px")
+
+    def _score(self, product: L1CProduct, parts: list[np.ndarray] | None, angles: np.ndarray, where: str
+               ) -> tuple[dict[str, object], bool]:
+        """The run info of the OOD score of the scene's ``parts`` and whether it lies beyond the threshold."""
+        from eotwin.atmocorr.ai import ood
+
         path = ood.stats_path(self._model.path)
-        whole = sample.overview is not None and sample.overview_step == 1
         if not path.is_file():
             reason = f"unavailable: no OOD statistics {path.name} beside the model"
-        elif not whole and sample.read_window is None:
-            reason = "unavailable: the scene sample has neither the whole scene nor a window reader"
+        elif parts is None:
+            reason = f"unavailable: {where}"
         else:
             stats = ood.load_statistics(path)
             try:
@@ -377,16 +434,6 @@ class AiCorrector:
             except EotwinError as exc:
                 stats, reason = None, f"unavailable: {exc}"
             if stats is not None:
-                a = sample.angles
-                angles = np.array([a["sun_zenith"], min(a["view_zenith"], float(self._model.lut.axes["vza"][-1])),
-                                   float(relative_azimuth(a["sun_azimuth"], a["view_azimuth"]))],
-                                  np.float32).reshape(3, 1, 1)
-                if whole:
-                    parts, where = sample.overview, "the whole scene"
-                else:  # full-resolution windows: the score is only meaningful on cells of the network's size
-                    windows = ood.sample_windows(product.grid.height, product.grid.width)
-                    parts = [sample.read_window(Window(*w)) for w in windows]
-                    where = f"{len(windows)} windows of {windows[0][2]} x {windows[0][3]} px"
                 score, cells = ood.scene_score(parts, angles, self._model.lut, product.spacecraft, stats)
                 threshold = self.ood_threshold if self.ood_threshold is not None else stats.threshold
                 info: dict[str, object] = {
@@ -395,11 +442,28 @@ class AiCorrector:
                 if (note := ood.stale_note(stats, self._model.path)) is not None:
                     info["ood_statistics"] = note
                     logger.warning("%s: OOD statistics %s %s", product.product_id, path.name, note)
-                beyond = score > threshold
-                return info, beyond, (([parts] if whole else parts), angles) if beyond else None
+                return info, score > threshold
         logger.warning("%s: %s; the AI cannot tell whether it knows this scene", product.product_id, reason)
         return {"ood_score": reason, "ood_threshold": self.ood_threshold if self.ood_threshold is not None
-                else "unavailable"}, False, None
+                else "unavailable"}, False
+
+    def _scene_aerosol(self, product: L1CProduct, parts: list[np.ndarray] | None, angles: np.ndarray, where: str
+                       ) -> dict[str, object]:
+        """Choose the scene's aerosol model from the network's mean P(maritime) (:func:`cells.scene_maritime`)
+        and say so in the run info; without parts to look at, the network's P per cell stays."""
+        if parts is None:
+            self._maritime = None
+            return {"aerosol": "network P(maritime) per cell", "aerosol_source": f"no scene-wide choice: {where}"}
+        mean, used = self._model.scene_maritime(parts, angles, sensor=product.spacecraft, ozone=self._ozone)
+        if not math.isfinite(used):
+            self._maritime = None
+            return {"aerosol": "network P(maritime) per cell", "aerosol_source": "no scene-wide choice: no valid cell"}
+        self._maritime = used
+        lo, hi = cellmath.SCENE_AEROSOL_SNAP
+        model = "maritime" if used == 1.0 else "continental" if used == 0.0 else f"blend, P(maritime) {used:.3f}"
+        return {"aerosol": model, "maritime_probability": round(mean, 4),
+                "aerosol_source": f"network, scene mean P(maritime) {mean:.3f} over {where} (one model below {lo} "
+                                  f"or above {hi}, else their blend)"}
 
     def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
         """One row block (``window``: the block with ``overlap_above`` rows above it and ``overlap`` below).
@@ -417,7 +481,7 @@ class AiCorrector:
         model, stride = self._model, self._model.stride
         end = window.row_off + window.height
         if window.row_off == 0 or self._stream is None or self._stream.shape != (grid.height, grid.width):
-            self._stream = AtmosphereStream(model, grid.height, grid.width, self._sensor, self._ozone)
+            self._stream = AtmosphereStream(model, grid.height, grid.width, self._sensor, self._ozone, self._maritime)
         stream = self._stream
         # the network's inputs of the atmosphere rows lying wholly in the window (at the bottom edge the last,
         # partial one too) that earlier blocks did not give
@@ -460,8 +524,9 @@ class AtmosphereStream:
     arrived, with that context, and each output row is computed once.
     """
 
-    def __init__(self, model: OnnxModel, height: int, width: int, sensor: str, ozone: float | None) -> None:
-        self.model, self.sensor, self.ozone = model, sensor, ozone
+    def __init__(self, model: OnnxModel, height: int, width: int, sensor: str, ozone: float | None,
+                 maritime: float | None = None) -> None:
+        self.model, self.sensor, self.ozone, self.maritime = model, sensor, ozone, maritime
         self.shape = (height, width)
         self.rows = -(-height // model.stride)  # atmosphere rows of the image
         windows = model.metadata["config"]["windows"]
@@ -507,7 +572,8 @@ class AtmosphereStream:
                               f"context of atmosphere rows {lo}..{hi}")
         os_ = self.model.out_stride
         i0, i1 = need0 - self.inputs_start, need1 - self.inputs_start
-        atm = self.model.network(self._cells[:, i0 * os_: i1 * os_], self._per_cell[:, i0 * os_: i1 * os_], self.ozone)
+        atm = self.model.network(self._cells[:, i0 * os_: i1 * os_], self._per_cell[:, i0 * os_: i1 * os_], self.ozone,
+                                 self.maritime)
         keep = slice(lo - need0, hi - need0)
         atm, angles = atm[:, keep], self._in_angles[:, lo - self.inputs_start: hi - self.inputs_start]
         if self._atm is None or lo != self.atm_end:
