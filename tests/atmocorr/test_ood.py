@@ -252,6 +252,8 @@ def test_disabled_fallback_keeps_the_ai_result(sample_l1c, stats, tmp_path):
     assert tags["ATMOCORR_METHOD"] == "ai" and (out / "aot.tif").is_file()
     assert float(tags["ATMOCORR_OOD_SCORE"]) > float(tags["ATMOCORR_OOD_THRESHOLD"]) == stats.threshold
     assert tags["ATMOCORR_FALLBACK"].startswith("disabled")
+    # the AI's product, so the scene's aerosol choice too (it was missing on this path)
+    assert tags["ATMOCORR_AEROSOL_SOURCE"].startswith("network, scene mean P(maritime)")
 
 
 def test_threshold_option_and_a_model_without_statistics(sample_l1c, tmp_path):

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from eotwin.sentinel2.products import L1CProduct
 
 OPSET = 17
+REFERENCE_WV, REFERENCE_O3 = 2.0, 0.33  # gas columns of the sea-level conversion's terms (they cancel there)
 METADATA_KEY = "eotwin_atmocorr"
 MODEL_FORMAT = "atmonet-2"  # cells in, atmosphere out; the 6S table does the rest
 logger = logging.getLogger(__name__)
@@ -115,23 +116,47 @@ class OnnxModel:
         self.hypotheses = int(config.get("hypotheses", 0))
         self.overlap = cellmath.overlap_for(config["windows"], self.cell, self.out_stride)
         self.stride = int(self.metadata["stride"])
-        self.sea_level_lut = load_lut(lut_path)
-        self.lut = self.sea_level_lut  # the table of the ground the model works on (see :meth:`use_elevation`)
+        self.lut = load_lut(lut_path)  # sea level: the network's inputs and its OOD score are always read there
+        self.ground_lut = self.lut  # the table the surface is inverted with (see :meth:`use_elevation`)
         self.elevation: float | None = None
+        self.conversion_angles: np.ndarray | None = None  # (3, 1, 1) scene angles of :meth:`sea_level_toa`
 
     def use_elevation(self, elevation: float | None) -> None:
-        """Work on ground at ``elevation`` metres (None: sea level): the network's hypotheses, its OOD score and
-        the inversion all take the 6S table at that surface pressure (:meth:`SixSLut.at_pressure`).
+        """Work on ground at ``elevation`` metres (None: sea level).
 
-        The network was trained at sea level; with its inputs from the table of the ground it retrieves most
-        of the AOT at altitude (6S-made scenes at 1-3 km over held-out BigEarthNet patches: mean RMSE 0.0025-
-        0.0036 against 0.0050-0.0082 with the sea-level table, docs/atmocorr-ai.md)."""
+        The network was trained at sea level. Its inputs are therefore the TOA the same surface would give at
+        sea level (:meth:`sea_level_toa`: the ground's aerosol-free terms undone, sea level's applied), and the
+        surface is inverted with the 6S table at the ground's surface pressure (:meth:`SixSLut.at_pressure`).
+        On scenes made by 6S itself at 1, 2 and 3 km this brings the error to the sea-level one (mean RMSE
+        0.0020-0.0025 against 0.0050-0.0082 with the sea-level table, docs/atmocorr-ai.md)."""
         from eotwin.atmocorr.terrain import pressure_ratio
 
         self.elevation = elevation
-        self.lut = (self.sea_level_lut if elevation is None
-                    else self.sea_level_lut.at_pressure(float(pressure_ratio(float(elevation)))))
+        self.ground_lut = (self.lut if elevation is None
+                           else self.lut.at_pressure(float(pressure_ratio(float(elevation)))))
 
+    def sea_level_toa(self, toa: np.ndarray, angles: np.ndarray, sensor: str) -> np.ndarray:
+        """``toa`` (12, h, w) as the same ground would look at sea level (itself when :attr:`elevation` is None).
+
+        Per band, the ground's aerosol-free 6S terms at the mean ``angles`` (:attr:`conversion_angles` when set:
+        the product's scene means, so every block converts alike) are inverted and sea level's
+        applied: the missing Rayleigh path and transmittance come back, and what the aerosol adds stays for
+        the network to read. The gas terms are the same in both tables (at a reference column), so they cancel.
+        """
+        if self.elevation is None:
+            return toa
+        if self.conversion_angles is not None:  # one conversion for a whole product, whatever its blocks
+            angles = self.conversion_angles
+        sza, vza, raa = (float(np.nanmean(np.asarray(angles[i], dtype=np.float64))) for i in range(3))
+        terms = [t.terms_for(sensor, L2A_BANDS, "continental", 0.0, sza, vza, raa, REFERENCE_WV, REFERENCE_O3,
+                             clamp=True) for t in (self.ground_lut, self.lut)]
+        (g_path, g_gain, g_s), (s_path, s_gain, s_s) = ((t.path, t.tg * t.t_down * t.t_up, t.s_alb) for t in terms)
+        out = np.empty(np.shape(toa), dtype=np.float32)
+        for i in range(len(L2A_BANDS)):
+            y = (np.asarray(toa[i], dtype=np.float32) - np.float32(g_path[i])) / np.float32(g_gain[i])
+            rho = y / (1.0 + np.float32(g_s[i]) * y)
+            out[i] = np.float32(s_path[i]) + np.float32(s_gain[i]) * rho / (1.0 - np.float32(s_s[i]) * rho)
+        return out
 
     def atmosphere(
         self, toa: np.ndarray, angles: np.ndarray, valid: np.ndarray | None = None, *, sensor: str,
@@ -158,7 +183,7 @@ class OnnxModel:
         if valid is None:
             valid = np.ones(toa.shape[1:], dtype=bool)
         cells, per_cell, atm_angles = cellmath.network_inputs(
-            toa, valid, angles, self.lut, sensor, cell=self.cell, out_stride=self.out_stride,
+            self.sea_level_toa(toa, angles, sensor), valid, angles, self.lut, sensor, cell=self.cell, out_stride=self.out_stride,
             bright_toa=self.bright_toa, angles_at_cells=cell_angles, hypotheses=self.hypotheses)
         weights = cellmath.pool(cells[cellmath.VALID_INPUT][None], self.out_stride)[0]
         return self.network(cells, per_cell, ozone), atm_angles, weights
@@ -248,7 +273,7 @@ class OnnxModel:
         if a0 < atm_row0 or a1 > atm_row0 + atm.shape[1]:
             raise EotwinError(f"internal: atmosphere rows {atm_row0}..{atm_row0 + atm.shape[1]} do not cover {a0}..{a1}")
         sub = slice(a0 - atm_row0, a1 - atm_row0)
-        path, gain, s_alb = cellmath.table_terms(self.lut, sensor, atm[:, sub], atm_angles[:, sub], L2A_BANDS)
+        path, gain, s_alb = cellmath.table_terms(self.ground_lut, sensor, atm[:, sub], atm_angles[:, sub], L2A_BANDS)
         c0, c1 = r0 // self.cell, -(-r1 // self.cell)
         wc = atm.shape[2] * self.out_stride
         up = lambda t: cellmath.upsample_bilinear(t, self.out_stride, c1 - c0, wc, row0=c0, x_row0=a0,  # noqa: E731
@@ -347,6 +372,7 @@ class AiCorrector:
         if self.elevation is not None:
             info.update({"elevation": round(float(self.elevation), 1), "elevation_source": "given"})
         parts, angles, where = self._scene_parts(product, sample)
+        self._model.conversion_angles = angles if self.elevation is not None else None
         ood_info, beyond = self._score(product, parts, angles, where)
         info.update(ood_info)
         if not beyond:
@@ -356,6 +382,7 @@ class AiCorrector:
         scored = (parts, angles) if parts is not None else None
         why = f"OOD score {ood_info['ood_score']} > threshold {ood_info['ood_threshold']}"
         if not self.ood_fallback or self.fallback is None:
+            info.update(self._scene_aerosol(product, parts, angles, where))
             info["fallback"] = f"disabled: the AI result is kept although its {why}"
             logger.warning("%s: the scene is out of the AI's distribution (%s); fallback disabled, the AI result "
                            "is kept", product.product_id, why)
@@ -364,6 +391,7 @@ class AiCorrector:
         try:
             fallback_info = delegate.prepare(product, sample)
         except EotwinError as exc:  # e.g. 6s-ddv finds no signal for water vapour over open water
+            info.update(self._scene_aerosol(product, parts, angles, where))
             info["fallback"] = f"failed: {delegate.name} cannot correct the scene ({exc}); the AI result is kept"
             logger.warning("%s: the scene is out of the AI's distribution (%s) but %s failed (%s): the AI result "
                            "is kept", product.product_id, why, delegate.name, exc)
@@ -434,7 +462,9 @@ class AiCorrector:
             except EotwinError as exc:
                 stats, reason = None, f"unavailable: {exc}"
             if stats is not None:
-                score, cells = ood.scene_score(parts, angles, self._model.lut, product.spacecraft, stats)
+                at_sea = [self._model.sea_level_toa(p, angles, product.spacecraft) for p in parts]  # as the network sees
+                score, cells = ood.scene_score(at_sea, angles, self._model.lut, product.spacecraft, stats)
+                del at_sea
                 threshold = self.ood_threshold if self.ood_threshold is not None else stats.threshold
                 info: dict[str, object] = {
                     "ood_score": round(score, 4) if math.isfinite(score) else "inf (no usable cell)",
@@ -543,7 +573,7 @@ class AtmosphereStream:
         """The inputs of atmosphere rows from ``first_row`` on (``toa``: their pixel rows; ``angles`` at cells)."""
         m = self.model
         cells, per_cell, atm_angles = cellmath.network_inputs(
-            toa, valid, angles, m.lut, self.sensor, cell=m.cell, out_stride=m.out_stride, bright_toa=m.bright_toa,
+            m.sea_level_toa(toa, angles, self.sensor), valid, angles, m.lut, self.sensor, cell=m.cell, out_stride=m.out_stride, bright_toa=m.bright_toa,
             angles_at_cells=True, hypotheses=m.hypotheses)
         if self._cells is None or first_row != self.inputs_end:
             self._cells, self._per_cell, self._in_angles = cells, per_cell, atm_angles
