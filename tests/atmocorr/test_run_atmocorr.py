@@ -189,8 +189,9 @@ def _ai_model_ready() -> bool:
         ({}, "ai", "default"),
         ({"method": "dos"}, "dos", "--method"),
         ({"aot": 0.2}, "6s-ddv", "--aot given"),
-        ({"wv": 1.5, "dem": "dem.tif"}, "6s-ddv", "--wv, --dem given"),
+        ({"wv": 1.5, "dem": "dem.tif"}, "6s-ddv", "--wv given"),
         ({"elevation": 300.0}, "ai", "default"),  # every method takes the ground's height
+        ({"dem": "dem.tif"}, "ai", "default"),
         ({"aerosol": "maritime"}, "6s-ddv", "--aerosol maritime given"),
     ],
 )

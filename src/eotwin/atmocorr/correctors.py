@@ -393,8 +393,8 @@ METHODS: dict[str, Callable[[RunOptions], Corrector]] = {
 
 
 # Options only a physical inversion takes: given without --method, they choose 6s-ddv (the network takes no
-# fixed atmosphere, and no per-pixel terrain). --elevation is not one: every method takes the ground's height.
-PHYSICAL_ONLY_OPTIONS = {"aot": "--aot", "wv": "--wv", "dem": "--dem"}
+# fixed atmosphere). --elevation and --dem are not: every method takes the ground's height.
+PHYSICAL_ONLY_OPTIONS = {"aot": "--aot", "wv": "--wv"}
 
 
 def default_method() -> str:
@@ -426,9 +426,6 @@ def make_corrector(options: RunOptions) -> Corrector:
         raise EotwinError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
     if method != "6s-ddv" and (options.aot is not None or options.wv is not None):
         raise EotwinError("--aot and --wv only apply to --method 6s-ddv")
-    if method == "ai" and options.dem is not None:
-        raise EotwinError("--dem applies to --method 6s-ddv and dos (per-pixel height and slopes); --method ai takes "
-                          "one ground height for the scene: --elevation")
     if method != "ai" and options.ood_threshold is not None:
         raise EotwinError("--ood-threshold only applies to --method ai")
     return METHODS[method](options)

@@ -80,7 +80,7 @@ class RunOptions(BaseModel):
     input: Path | str | None = None  # SAFE, zip, stack, STAC item JSON file or http(s) URL of an item
     output: Path
     resolution: Literal[10, 20] | None = None  # default: 10 m for SAFE, the stack's own grid for stacks
-    method: str | None = None  # default: "ai" (6s-ddv when --aot, --wv, --dem or --aerosol is given)
+    method: str | None = None  # default: "ai" (6s-ddv when --aot, --wv or --aerosol is given)
     reference: Path | None = None
     # 6S aerosol model; "auto": 6s-ddv keeps the table's model under which its blue and red AOTs agree best
     aerosol: Literal["auto", "continental", "maritime"] = "auto"

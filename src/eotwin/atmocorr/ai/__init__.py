@@ -40,5 +40,5 @@ def make_corrector(options: RunOptions) -> Corrector:
     from eotwin.atmocorr.correctors import METHODS
 
     return AiCorrector(model_path=options.model, lut_path=options.lut, ozone=options.ozone,
-                       elevation=options.elevation, ood_threshold=options.ood_threshold, ood_fallback=options.ood_fallback,
+                       elevation=options.elevation, dem=options.dem, ood_threshold=options.ood_threshold, ood_fallback=options.ood_fallback,
                        fallback=lambda: METHODS["6s-ddv"](options))

@@ -188,20 +188,28 @@ class OnnxModel:
         weights = cellmath.pool(cells[cellmath.VALID_INPUT][None], self.out_stride)[0]
         return self.network(cells, per_cell, ozone), atm_angles, weights
 
-    def scene_maritime(self, parts: list[np.ndarray], angles: np.ndarray, *, sensor: str,
-                       ozone: float | None = None) -> tuple[float, float]:
-        """The network's mean P(maritime) over the parts of a scene (TOA (12, h, w) each, NaN where invalid)
-        and the P the scene is corrected with (:func:`cells.scene_maritime`)."""
-        p_sum = w_sum = 0.0
+    def scene_means(self, parts: list[np.ndarray], angles: np.ndarray, *, sensor: str,
+                    ozone: float | None = None) -> np.ndarray:
+        """The network's atmosphere (:data:`cells.ATMOSPHERE`, 4 values) averaged over the parts of a scene
+        (TOA (12, h, w) each, NaN where invalid), each atmosphere cell weighted by its share of valid pixels;
+        NaN where no cell has one."""
+        sums, w_sum = np.zeros(len(cellmath.ATMOSPHERE)), 0.0
         for toa in parts:
             toa = np.asarray(toa, dtype=np.float32)
             atm, _, weights = self._atmosphere_and_weights(toa, angles, np.isfinite(toa).all(axis=0), sensor=sensor,
                                                            ozone=ozone)
-            p_sum += float((atm[cellmath.ATMOSPHERE.index("maritime")] * weights).sum())
+            sums += (atm.astype(np.float64) * weights).sum(axis=(1, 2))
             w_sum += float(weights.sum())
-        if w_sum <= 0:
+        return sums / w_sum if w_sum > 0 else np.full(len(cellmath.ATMOSPHERE), math.nan)
+
+    def scene_maritime(self, parts: list[np.ndarray], angles: np.ndarray, *, sensor: str,
+                       ozone: float | None = None) -> tuple[float, float]:
+        """The network's mean P(maritime) over the parts of a scene and the P the scene is corrected with
+        (:func:`cells.scene_maritime`)."""
+        mean = self.scene_means(parts, angles, sensor=sensor, ozone=ozone)[cellmath.ATMOSPHERE.index("maritime")]
+        if not math.isfinite(mean):
             return math.nan, math.nan
-        return cellmath.scene_maritime(np.array(p_sum / w_sum), np.array(1.0))
+        return cellmath.scene_maritime(np.array(mean), np.array(1.0))
 
     def predict(
         self,
@@ -337,6 +345,7 @@ class AiCorrector:
     lut_path: Path | None = None
     ozone: float | None = None  # cm-atm as given (--ozone); None: the product's own, else the network's estimate
     elevation: float | None = None  # metres, the whole scene (--elevation; the fallback gets the same)
+    dem: Path | None = None  # --dem: the network's scene atmosphere, inverted per pixel by ``fallback`` with the DEM
     ood_threshold: float | None = None  # None: the threshold calibrated with the model's OOD statistics
     ood_fallback: bool = True  # False: the AI result is kept whatever the score (the score is still recorded)
     fallback: Callable[[], Corrector] | None = None  # makes the corrector used beyond the threshold
@@ -354,7 +363,6 @@ class AiCorrector:
 
     def __post_init__(self) -> None:
         self._model = OnnxModel(self.model_path, lut_path=self.lut_path)
-        self._model.use_elevation(self.elevation)
         self.overlap = self._model.overlap + self._model.stride
         self.overlap_above = self._model.cell
 
@@ -371,13 +379,20 @@ class AiCorrector:
             "ozone": self._ozone if self._ozone is not None else "network estimate", "ozone_source": source}
         if self.elevation is not None:
             info.update({"elevation": round(float(self.elevation), 1), "elevation_source": "given"})
+            self._model.use_elevation(self.elevation)
+        elif self.dem is not None:  # the network reads the scene at the DEM's median height
+            self._model.use_elevation(_dem_median(self.dem, product.grid))
+        else:
+            self._model.use_elevation(None)
         parts, angles, where = self._scene_parts(product, sample)
-        self._model.conversion_angles = angles if self.elevation is not None else None
+        self._model.conversion_angles = angles if self._model.elevation is not None else None
         ood_info, beyond = self._score(product, parts, angles, where)
         info.update(ood_info)
         if not beyond:
             info.update(self._scene_aerosol(product, parts, angles, where))
             info["fallback"] = "none"
+            if self.dem is not None:
+                return self._with_terrain(product, sample, parts, angles, info)
             return info
         scored = (parts, angles) if parts is not None else None
         why = f"OOD score {ood_info['ood_score']} > threshold {ood_info['ood_threshold']}"
@@ -406,6 +421,38 @@ class AiCorrector:
                        product.product_id, why, delegate.name)
         return {**info, **fallback_info, **ood_info, "fallback": f"{delegate.name}: {why}"}
 
+    def _with_terrain(self, product: L1CProduct, sample: SceneSample, parts: list[np.ndarray] | None,
+                      angles: np.ndarray, info: dict[str, object]) -> dict[str, object]:
+        """``--dem``: the network's scene atmosphere (mean AOT and water vapour, its aerosol choice) corrected
+        by ``fallback`` (6s-ddv) with the DEM: per-pixel height and slope illumination, as sen2cor does. The
+        network's AOT map is not used: one atmosphere for the scene, like 6s-ddv's terrain inversion."""
+        if parts is None or self.fallback is None:
+            raise EotwinError("--dem with ai needs the scene's overview or a window reader and the 6s-ddv fallback")
+        means = self._model.scene_means(parts, angles, sensor=product.spacecraft, ozone=self._ozone)
+        if not np.isfinite(means).all():
+            raise EotwinError(f"{product.product_id}: the network found no valid cell to read the atmosphere from")
+        aot, wv = (float(means[cellmath.ATMOSPHERE.index(k)]) for k in ("aot", "wv"))
+        maritime = self._maritime if self._maritime is not None else float(means[cellmath.ATMOSPHERE.index("maritime")])
+        terrain = self.fallback()
+        terrain.aot, terrain.wv, terrain.aerosol = aot, wv, "maritime" if maritime > 0.5 else "continental"
+        if self._ozone is not None:
+            terrain.ozone = self._ozone
+        terrain_info = terrain.prepare(product, sample)
+        self._delegate = terrain
+        self.gives_aot_map = False
+        self.overlap, self.overlap_above = terrain.overlap, terrain.overlap_above
+        kept = {k: v for k, v in terrain_info.items() if k.startswith(("elevation", "terrain", "dem"))}
+        return {**info, **kept, "aot": round(aot, 5), "wv": round(wv, 4), "aerosol": terrain.aerosol,
+                "aot_source": "network scene mean", "wv_source": "network scene mean",
+                "inversion": f"6S with the DEM ({terrain.name}'s terrain inversion: the network's scene atmosphere, "
+                             "per-pixel height and slope illumination)"}
+
+    def close(self) -> None:
+        """Release what the corrector in use holds (the DEM of a terrain inversion or fallback)."""
+        release = getattr(self._delegate, "close", None)
+        if release is not None:
+            release()
+
     def _with_network_aot(self, product: L1CProduct, sample: SceneSample, scored: tuple[list[np.ndarray], np.ndarray],
                           delegate: Corrector, ddv_info: dict[str, object]) -> tuple[Corrector, dict[str, object]]:
         """The fallback with the network's scene AOT instead of the dense-vegetation one (see
@@ -418,6 +465,9 @@ class AiCorrector:
         hybrid = self.fallback()
         hybrid.aot, hybrid.aerosol, hybrid.wv = aot, str(ddv_info["aerosol"]), float(ddv_info["wv"])
         hybrid_info = hybrid.prepare(product, sample)
+        release = getattr(delegate, "close", None)  # the DDV run it replaces may hold the DEM
+        if release is not None:
+            release()
         kept = {k: v for k, v in ddv_info.items() if k.startswith(("wv", "aerosol", "ddv", "excluded"))}
         logger.info("%s: beyond the OOD threshold the network's scene AOT %.3f replaces the dense-vegetation "
                     "AOT %s", product.product_id, aot, ddv_info.get("aot"))
@@ -543,6 +593,17 @@ class AiCorrector:
             if end < grid.height:  # near the bottom the blocks left all lie in this window: keep everything
                 stream.forget_before(r1 // stride - 2)
         return BlockResult(boa, aot)
+
+
+def _dem_median(path: Path, grid: Grid) -> float:
+    """The DEM's median height over the product's grid (metres)."""
+    import contextlib
+
+    from eotwin.atmocorr.dem import DemOnGrid
+
+    with contextlib.ExitStack() as stack:
+        median, _ = DemOnGrid(path, grid, stack).scene_elevation()
+    return float(median)
 
 
 class AtmosphereStream:

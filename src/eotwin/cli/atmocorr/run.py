@@ -21,7 +21,7 @@ def run_command(
                                           "SAFE, the stack's own grid for stacks)."),
     method: str | None = typer.Option(None, "--method", help="6s-ddv (6S inversion, AOT from dark dense vegetation), "
                                       "dos (dark object subtraction) or ai (network, default; falls back to 6s-ddv "
-                                      "on scenes unlike its training ones). --aot, --wv, --dem or --aerosol without "
+                                      "on scenes unlike its training ones). --aot, --wv or --aerosol without "
                                       "--method choose 6s-ddv."),
     reference: Path | None = typer.Option(None, "--reference", help="Reference L2A (SAFE, zip or stack with "
                                           "BOA_ADD_OFFSET): writes evaluation.json and evaluation.png."),
@@ -37,8 +37,9 @@ def run_command(
     lut: Path | None = typer.Option(None, "--lut", help="6S look-up table (default: the committed one)."),
     elevation: float | None = typer.Option(None, "--elevation", help="Ground height (m) of the whole scene, every "
                                            "method: less air, less Rayleigh scattering above high ground."),
-    dem: Path | None = typer.Option(None, "--dem", help="6s-ddv/dos: DEM (GeoTIFF, metres, any CRS): the air above "
-                                    "each pixel and the illumination of slopes, as sen2cor's terrain correction."),
+    dem: Path | None = typer.Option(None, "--dem", help="DEM (GeoTIFF, metres, any CRS): the air above each pixel "
+                                    "and the illumination of slopes, as sen2cor's terrain correction (ai: its scene "
+                                    "atmosphere, inverted per pixel by 6S with the DEM)."),
     model: Path | None = typer.Option(None, "--model", help="ai: model file (default: the committed one)."),
     ood_threshold: float | None = typer.Option(None, "--ood-threshold", help="ai: out-of-distribution score above "
                                                "which the scene is corrected with 6s-ddv instead (default: the "
