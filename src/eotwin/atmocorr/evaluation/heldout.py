@@ -88,8 +88,10 @@ def mosaic(surfaces: list[np.ndarray], rng: np.random.Generator, layout: tuple[i
     return synth.mosaic(surfaces, rng, layout)
 
 
-def sixs_terms(atm: synth.Atmosphere, aot: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(path, gain, s_alb) per L2A band from real 6S runs, for the scene's AOT (or per-pixel ``aot`` map).
+def sixs_terms(atm: synth.Atmosphere, aot: np.ndarray | None = None, altitude_km: float = 0.0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(path, gain, s_alb) per L2A band from real 6S runs, for the scene's AOT (or per-pixel ``aot`` map), over
+    ground at ``altitude_km``.
 
     Each array is (12, 1, 1) for a uniform atmosphere, (12, h, w) for an AOT map (see the module docstring).
     """
@@ -105,7 +107,7 @@ def sixs_terms(atm: synth.Atmosphere, aot: np.ndarray | None = None) -> tuple[np
     for i, band in enumerate(L2A_BANDS):
         for j, value in enumerate(nodes):
             r = simulate(atm.sensor, band, aerosol=atm.aerosol, aot=float(value), sza=atm.sza, vza=atm.vza,
-                         raa=atm.raa, wv=atm.wv, o3=atm.o3, rho=0.0)
+                         raa=atm.raa, wv=atm.wv, o3=atm.o3, rho=0.0, altitude_km=altitude_km)
             path[i, j], log_gain[i, j], s_alb[i, j] = r.toa, np.log(r.tg * r.t_down * r.t_up), r.s_alb
     if nodes.size == 1:
         return path[:, :, None], np.exp(log_gain)[:, :, None], s_alb[:, :, None]
