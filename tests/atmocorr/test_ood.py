@@ -180,7 +180,7 @@ def test_pipeline_falls_back_to_ddv_and_says_so(sample_l1c, stats, lut, tmp_path
 
     from eotwin.atmocorr import pipeline
 
-    with caplog.at_level(logging.WARNING, logger="eotwin.atmocorr.ai.onnx_infer"):
+    with caplog.at_level(logging.WARNING, logger="eotwin.atmocorr.ai.corrector"):
         result = pipeline.run_correction(pipeline.make_options(input=sample_l1c.l1c, output=tmp_path / "ai",
                                                                method="ai", lut=LUT))
     ddv = pipeline.run_correction(pipeline.make_options(input=sample_l1c.l1c, output=tmp_path / "ddv",
@@ -194,7 +194,7 @@ def test_pipeline_falls_back_to_ddv_and_says_so(sample_l1c, stats, lut, tmp_path
     assert info["ddv_aot"] == ddv.atmosphere["aot"] and info["aot"] != ddv.atmosphere["aot"]
     assert info["aerosol"] == ddv.atmosphere["aerosol"] and info["wv"] == ddv.atmosphere["wv"]
     assert info["wv_source"] == ddv.atmosphere["wv_source"] and info["aerosol_source"] == ddv.atmosphere["aerosol_source"]
-    assert [r.levelno for r in caplog.records if r.name == "eotwin.atmocorr.ai.onnx_infer"] == [logging.WARNING]
+    assert [r.levelno for r in caplog.records if r.name == "eotwin.atmocorr.ai.corrector"] == [logging.WARNING]
     given = pipeline.run_correction(pipeline.make_options(  # 6s-ddv told that atmosphere: the same product
         input=sample_l1c.l1c, output=tmp_path / "given", method="6s-ddv", lut=LUT, aot=info["aot"], wv=info["wv"],
         aerosol=info["aerosol"]))
@@ -319,7 +319,7 @@ def test_decimation_raises_the_score_of_held_out_scenes(lut, stats, ben_mock_dir
 def test_a_fallback_that_cannot_run_keeps_the_ai_and_says_so(sample_l1c, tmp_path):
     """Beyond the threshold, when 6s-ddv itself fails on the scene (here: its table is missing), the AI's
     result is kept and the run info says why: never a silent substitution."""
-    from eotwin.atmocorr.ai.onnx_infer import AiCorrector
+    from eotwin.atmocorr.ai.corrector import AiCorrector
     from eotwin.atmocorr.correctors import SixSCorrector
     from eotwin.atmocorr.pipeline import read_scene_sample
     from eotwin.sentinel2.products import open_l1c
@@ -337,7 +337,7 @@ def test_a_fallback_that_cannot_run_keeps_the_ai_and_says_so(sample_l1c, tmp_pat
 def test_statistics_of_another_model_file_are_used_and_noted(sample_l1c, stats, tmp_path):
     """A retrained model with the same cells: the score still says "unlike the old training scenes", and the
     run info says the statistics are another model's (refit them)."""
-    from eotwin.atmocorr.ai.onnx_infer import AiCorrector
+    from eotwin.atmocorr.ai.corrector import AiCorrector
     from eotwin.atmocorr.pipeline import read_scene_sample
     from eotwin.sentinel2.products import open_l1c
     from eotwin.sentinel2.reading import BandReader

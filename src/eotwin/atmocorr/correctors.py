@@ -3,7 +3,7 @@
 
 A corrector gets the 12 L2A bands' TOA of a block and returns their BOA (and optionally an AOT map);
 it may ask for ``overlap_above`` and ``overlap`` rows of context above and below. ``ai`` is made by
-``eotwin.atmocorr.ai:make_corrector`` (:data:`AI_FACTORY`) when that package can be imported.
+``eotwin.atmocorr.ai.corrector:make_corrector`` (:data:`AI_FACTORY`) when that package can be imported.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from eotwin.atmocorr.pipeline import RunOptions
     from eotwin.atmocorr.retrieval import AotRetrieval
 
-AI_FACTORY = "eotwin.atmocorr.ai:make_corrector"
+AI_FACTORY = "eotwin.atmocorr.ai.corrector:make_corrector"
 
 
 @dataclass

@@ -7,7 +7,8 @@
 - :mod:`.model`: the torch network and the 6S table in torch (training only);
 - :mod:`.cells`: numpy pieces shared by training and inference (cell inputs, table terms, upsampling);
 - :mod:`.train`: CPU training, export of the weights and the ONNX file;
-- :mod:`.onnx_infer`: tiled inference with onnxruntime (no torch) and the pipeline's ``ai`` corrector;
+- :mod:`.onnx_infer`: tiled inference with onnxruntime (no torch);
+- :mod:`.corrector`: the pipeline's ``ai`` corrector (:func:`~.corrector.make_corrector`);
 - :mod:`.evaluate`: held-out evaluation against the 6S oracle, DDV+6S, DOS and "no correction", and the
   leave-one-source-out evaluation on scenes made with the real 6S code.
 
@@ -18,11 +19,6 @@ to choose its default method.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from eotwin.atmocorr.correctors import Corrector
-    from eotwin.atmocorr.pipeline import RunOptions
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_MODEL_PATH = DATA_DIR / "ai_atmocorr.onnx"
@@ -32,13 +28,3 @@ DEFAULT_WEIGHTS_PATH = DATA_DIR / "ai_atmocorr.pt"
 def model_available(path: Path | None = None) -> bool:
     """Whether the (committed) ONNX model exists, so ``ai`` can be the default method."""
     return (path or DEFAULT_MODEL_PATH).is_file()
-
-
-def make_corrector(options: RunOptions) -> Corrector:
-    """The pipeline's ``ai`` corrector (see :class:`eotwin.atmocorr.ai.onnx_infer.AiCorrector`)."""
-    from eotwin.atmocorr.ai.onnx_infer import AiCorrector
-    from eotwin.atmocorr.correctors import METHODS
-
-    return AiCorrector(model_path=options.model, lut_path=options.lut, ozone=options.ozone,
-                       elevation=options.elevation, dem=options.dem, ood_threshold=options.ood_threshold, ood_fallback=options.ood_fallback,
-                       fallback=lambda: METHODS["6s-ddv"](options))
