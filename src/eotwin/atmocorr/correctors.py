@@ -154,15 +154,26 @@ class SixSCorrector:
             if self.aot_estimator == "dark-object":
                 result = dark_object.dos_correction(sample.toa, L2A_BANDS, lut, aerosol=aerosol, **common)
             else:
+                open_water = _open_water(sample, product, lut, geometry, wv, self._ozone)
                 result = dark_vegetation.ddv_correction(sample.toa, L2A_BANDS, lut, aerosol=chosen,
-                                                        open_water=_open_water(sample, product, lut, geometry,
-                                                                               wv, self._ozone), **common)
+                                                        open_water=open_water, **common)
+                cams_model = cams.aerosol_model if (cams := product.cams) is not None else None
+                if (chosen is None and cams_model is not None and not result.retrieval.water_nir
+                        and result.aerosol != cams_model):  # CAMS's species, not Kaufman's ratios, pick the model
+                    result = dark_vegetation.ddv_correction(sample.toa, L2A_BANDS, lut, aerosol=cams_model,
+                                                            open_water=open_water, **common)
             aot, wv, aerosol, water, retrieval = result.aot, result.wv, result.aerosol, result.water, result.retrieval
             info.update(_retrieval_info(retrieval, self.aot_estimator))
+            if self.aot_estimator == "ddv" and product.cams is not None and retrieval.fallback:
+                lo, hi = (float(v) for v in lut.axes["aot"][[0, -1]])
+                aot = min(max(product.cams.aod550, lo), hi)  # the forecast instead of a fixed default
+                info["aot_source"] = f"{product.cams.describe()}, as the dark pixels gave none ({retrieval.source})"
             if retrieval.fallback:
                 warnings.append(f"AOT: {retrieval.source}")
             info["aerosol_source"] = (
                 "given" if chosen else "dark water NIR/SWIR fit" if retrieval.water_nir
+                else product.cams.describe() if product.cams is not None and self.aot_estimator == "ddv"
+                and product.cams.aerosol_model is not None
                 else "blue/red DDV agreement" if retrieval.mismatch and not retrieval.fallback
                 else f"default ({'no retrieval chose it' if self.aot_estimator == 'ddv' else 'dos assumes it'})"
             )

@@ -60,14 +60,14 @@ def _message_length(data: memoryview, pos: int) -> int | None:
 MAX_GRIB_POINTS = 4_000_000  # a global 0.125 deg grid is 2.9 M points; AUX_ECMWFT covers one tile with a few dozen
 
 
-def _tco3_values(data: bytes, name: str) -> list[np.ndarray]:
-    """The valid values of every tco3 message in a GRIB byte stream (messages decoded in memory)."""
+def grib_fields(data: bytes, name: str, param_ids: tuple[int, ...]) -> dict[int, list[np.ndarray]]:
+    """The valid values of every message of the ``param_ids`` in a GRIB byte stream (decoded in memory)."""
     ec = _eccodes()
     view = memoryview(data)
     pos = data.find(b"GRIB")
     if pos != 0:
         raise EotwinError(f"{name}: not a GRIB file (it does not start with 'GRIB')")
-    found: list[np.ndarray] = []
+    found: dict[int, list[np.ndarray]] = {}
     count = 0
     while pos >= 0:
         if len(data) - pos < 8 or data[pos + 7] not in (1, 2):  # ecCodes would print its own errors on stderr
@@ -86,15 +86,16 @@ def _tco3_values(data: bytes, name: str) -> list[np.ndarray]:
             length = int(ec.codes_get(handle, "totalLength"))
             if declared is not None and length != declared:  # ecCodes guessed past a damaged header
                 raise EotwinError(f"{name}: GRIB message {count + 1} is corrupt (inconsistent length)")
-            if int(ec.codes_get(handle, "paramId")) == TCO3_PARAM_ID:
+            param = int(ec.codes_get(handle, "paramId"))
+            if param in param_ids:
                 points = int(ec.codes_get(handle, "numberOfValues"))
                 if not 0 < points <= MAX_GRIB_POINTS:  # a header may declare any size; decoding would allocate it
                     raise EotwinError(f"{name}: GRIB message {count + 1} declares {points:,} values "
-                                      f"(an AUX_ECMWFT field has at most {MAX_GRIB_POINTS:,})")
+                                      f"(an auxiliary field has at most {MAX_GRIB_POINTS:,})")
                 values = np.asarray(ec.codes_get_values(handle), dtype=np.float64)
                 if int(ec.codes_get(handle, "bitmapPresent")):
                     values = values[values != float(ec.codes_get(handle, "missingValue"))]
-                found.append(values[np.isfinite(values)])
+                found.setdefault(param, []).append(values[np.isfinite(values)])
         except ec.GribInternalError as exc:
             raise EotwinError(f"{name}: GRIB message {count + 1} is corrupt ({exc})") from None
         finally:
@@ -105,6 +106,17 @@ def _tco3_values(data: bytes, name: str) -> list[np.ndarray]:
     return found
 
 
+def read_grib_source(source: bytes | Path, name: str | None = None) -> tuple[bytes, str]:
+    """The bytes of a GRIB file given as bytes or a path, and the name errors give it."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), name or "GRIB data"
+    path = Path(source)
+    try:
+        return path.read_bytes(), name or str(path)
+    except OSError as exc:
+        raise EotwinError(f"{name or path}: cannot read ({exc.strerror or exc})") from None
+
+
 def read_total_ozone(source: bytes | Path, name: str | None = None) -> float:
     """Total ozone column (cm-atm) from an ECMWF GRIB file (``AUX_ECMWFT``), as bytes or a path.
 
@@ -112,17 +124,8 @@ def read_total_ozone(source: bytes | Path, name: str | None = None) -> float:
     when there are several: the L1C's tile spans about 1 degree, where ozone varies by a few DU.
     ``name`` names the source in errors (default: the path, or "GRIB data").
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        name = name or "GRIB data"
-    else:
-        path = Path(source)
-        name = name or str(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise EotwinError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    found = _tco3_values(data, name)
+    data, name = read_grib_source(source, name)
+    found = grib_fields(data, name, (TCO3_PARAM_ID,)).get(TCO3_PARAM_ID, [])
     if not found:
         raise EotwinError(f"{name}: no total column ozone (tco3, paramId {TCO3_PARAM_ID}) in the GRIB data")
     values = np.concatenate(found)

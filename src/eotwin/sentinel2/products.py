@@ -25,6 +25,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from affine import Affine
@@ -36,6 +37,9 @@ from eotwin.sentinel2.ecmwf import OZONE_RANGE_CM_ATM
 from eotwin.sentinel2.metadata import AngleGrid, parse_product_metadata, parse_tile_metadata
 from eotwin.sentinel2.radiometry import QUANTIFICATION
 from eotwin.sentinel2.safe import SafeArchive
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eotwin.sentinel2.cams import CamsAerosol
 
 ANGLE_TAGS = ("SUN_ZENITH", "SUN_AZIMUTH", "VIEW_ZENITH", "VIEW_AZIMUTH")
 OZONE_TAG_RANGE = OZONE_RANGE_CM_ATM  # the stack tag OZONE (cm-atm) must lie within
@@ -67,6 +71,7 @@ class L1CProduct:
     extra: dict = field(default_factory=dict)
     ozone: float | None = None  # total ozone column (cm-atm) when the product carries one
     ozone_source: str | None = None  # where it came from ("ECMWF AUX_ECMWFT", "OZONE tag")
+    cams: CamsAerosol | None = None  # the CAMS aerosol forecast the product carries (AUX_CAMSFO)
 
     @property
     def resolution(self) -> float:
@@ -123,6 +128,7 @@ def _open_safe(path: Path, resolution: int | None) -> L1CProduct:
         raise EotwinError(f"{path}: band CRS {crs} does not match the tile metadata's {tile.crs_code}")
     grid = _grid_at(grid10, resolution or 10)
     ozone = _safe_ozone(safe)
+    cams = _safe_cams(safe)
     return L1CProduct(
         source=str(path),
         kind="SAFE zip" if safe.is_zip else "SAFE",
@@ -138,6 +144,7 @@ def _open_safe(path: Path, resolution: int | None) -> L1CProduct:
         extra={"tile_crs": tile.crs_code, "mean_sun": tile.mean_sun},
         ozone=ozone,
         ozone_source=None if ozone is None else "ECMWF AUX_ECMWFT",
+        cams=cams,
     )
 
 
@@ -150,6 +157,17 @@ def _safe_ozone(safe: SafeArchive) -> float | None:
         return None
     shown = f"{safe.path}/{aux[0]}" if not safe.is_zip else f"{safe.path}!{aux[0]}"
     return read_total_ozone(safe.read_bytes(aux[0]), name=shown)
+
+
+def _safe_cams(safe: SafeArchive) -> CamsAerosol | None:
+    """The CAMS aerosol forecast of the granule's ``AUX_DATA/AUX_CAMSFO`` (baseline 04.00 on); None without one."""
+    from eotwin.sentinel2.cams import read_cams
+
+    aux = sorted(n for n in safe.names() if re.search(r"GRANULE/[^/]+/AUX_DATA/AUX_CAMSFO$", n))
+    if not aux:
+        return None
+    shown = f"{safe.path}/{aux[0]}" if not safe.is_zip else f"{safe.path}!{aux[0]}"
+    return read_cams(safe.read_bytes(aux[0]), name=shown)
 
 
 def band_names_from_descriptions(descriptions: Sequence[str | None], name: str) -> dict[str, int]:
