@@ -223,6 +223,25 @@ def test_ozone_comes_from_the_l1c_aux_ecmwft(world, tmp_path, capsys):
     assert any("AUX_ECMWFT" in n and n.startswith("OZONE") for n in notes)
 
 
+def test_cams_forecast_comes_from_the_l1c_aux_camsfo(world, tmp_path, capsys):
+    """The CAMS GRIB beside MTD_TL.xml (baseline 04.00 on) gives CAMS_* tags open_l1c reads back."""
+    pytest.importorskip("eccodes")
+    from eotwin.sentinel2.cams import read_cams
+    from tests.sentinel2.test_cams import MARINE
+
+    l1c, l2a = world.publish(aux_camsfo=MARINE)
+    world.stac.items[:] = [l1c, l2a]
+    out = tmp_path / "pairs"
+    assert world.cli("--bbox", _bbox_arg(), "--date", "2023-02-16", "-o", str(out)) == 0, capsys.readouterr().err
+    cams = open_l1c(out / PAIR_ID / "l1c.tif").cams
+    expected = read_cams(MARINE)
+    assert cams.aod550 == pytest.approx(expected.aod550, abs=1e-5) and cams.aerosol_model == "maritime"
+    assert cams.species == pytest.approx(expected.species, abs=1e-5)
+    assert cams.surface_height_m == pytest.approx(expected.surface_height_m, abs=0.1)
+    notes = json.loads((out / PAIR_ID / "pair.json").read_text())["notes"]
+    assert any(n.startswith("CAMS_*") and "AUX_CAMSFO" in n for n in notes)
+
+
 def test_a_second_run_replaces_its_pair_and_keeps_the_others(world, tmp_path, capsys):
     l1c, l2a = world.publish()
     world.stac.items[:] = [l1c, l2a]

@@ -138,3 +138,17 @@ def test_ddv_over_vegetation_keeps_its_aot_and_takes_the_cams_model(sample_scene
         assert info["aot_source"].startswith("ddv") and info["aot"] != 0.9  # the dark pixels' AOT, not CAMS's
         if model == plain.atmosphere["aerosol"]:
             assert info["aot"] == plain.atmosphere["aot"]
+
+
+def test_stack_tags_round_trip_and_bad_tags_are_one_line_errors():
+    from eotwin.sentinel2.cams import from_stack_tags, stack_tags
+
+    cams = read_cams(MARINE)
+    back = from_stack_tags(stack_tags(cams), "l1c.tif")
+    assert back.aod550 == pytest.approx(cams.aod550, abs=1e-5) and back.aerosol_model == cams.aerosol_model
+    assert from_stack_tags({"OZONE": "0.3"}, "l1c.tif") is None
+    for tags, match in (({"CAMS_AOD550": "x"}, "not a number"), ({"CAMS_AOD550": "9"}, "outside"),
+                        ({"CAMS_AOD550": "0.2", "CAMS_SSAOD550": "-1"}, "non-negative")):
+        with pytest.raises(EotwinError, match=match) as info:
+            from_stack_tags(tags, "l1c.tif")
+        assert "\n" not in str(info.value) and "l1c.tif" in str(info.value)

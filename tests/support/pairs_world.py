@@ -119,17 +119,20 @@ class PairWorld:
                 del l2a10
             write_jp2(self.l2a_files[key], data, res)
 
-    def publish(self, aux_ecmwft: bytes | None = None) -> tuple[dict, dict]:
+    def publish(self, aux_ecmwft: bytes | None = None, aux_camsfo: bytes | None = None) -> tuple[dict, dict]:
         """Upload both products under a new prefix (GDAL caches per path); the L1C and L2A items.
 
-        ``aux_ecmwft``: the L1C's GRIB ``AUX_DATA/AUX_ECMWFT`` beside its MTD_TL.xml (no item asset names it)."""
+        ``aux_ecmwft``, ``aux_camsfo``: the L1C's GRIB ``AUX_DATA/AUX_ECMWFT`` and ``AUX_DATA/AUX_CAMSFO``
+        beside its MTD_TL.xml (no item asset names them)."""
         tag = uuid.uuid4().hex[:10]
         l1c, files = l1c_item_from_safe(self.l1c_template, self.safe, f"Sentinel-2/MSI/L1C/2023/02/16/{tag}")
-        if aux_ecmwft is not None:
-            aux = self.root / f"AUX_ECMWFT_{tag}"
-            aux.write_bytes(aux_ecmwft)
+        for aux_name, data in (("AUX_ECMWFT", aux_ecmwft), ("AUX_CAMSFO", aux_camsfo)):
+            if data is None:
+                continue
+            aux = self.root / f"{aux_name}_{tag}"
+            aux.write_bytes(data)
             tl_key = l1c["assets"]["granule_metadata"]["href"].removeprefix(f"s3://{BUCKET}/")
-            files[tl_key.removesuffix("MTD_TL.xml") + "AUX_DATA/AUX_ECMWFT"] = aux
+            files[tl_key.removesuffix("MTD_TL.xml") + f"AUX_DATA/{aux_name}"] = aux
         l1c["properties"]["eopf:datatake_id"] = DATATAKE
         l2a = copy.deepcopy(self.l2a_template)
         l2a["id"], l2a["bbox"], l2a["geometry"] = L2A_ID, l1c["bbox"], l1c["geometry"]

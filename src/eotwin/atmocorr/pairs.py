@@ -243,25 +243,44 @@ def open_l2a_item(item: dict, source: str, access: RemoteAccess) -> tuple[L2ARef
     return L2AReference(source, "STAC item", quantification, offsets, bands), notes
 
 
-def l1c_ozone(item: dict, source: str, access: RemoteAccess) -> tuple[float | None, str]:
-    """(total ozone in cm-atm, how it was found) from the ECMWF ``AUX_DATA/AUX_ECMWFT`` beside the L1C's
-    ``MTD_TL.xml`` (sen2cor's default source; CDSE items list no asset for it, the SAFE in S3 has it)."""
-    from eotwin.sentinel2.ecmwf import read_total_ozone
-
+def l1c_aux(item: dict, source: str, access: RemoteAccess, aux_name: str) -> tuple[bytes | None, str]:
+    """The L1C's ``AUX_DATA/<aux_name>`` GRIB beside its ``MTD_TL.xml`` (CDSE items list no asset for it, the
+    SAFE in S3 has it), or None and why not."""
     tile_asset = _metadata_asset(item, "tile")
     hrefs = asset_hrefs(tile_asset) if tile_asset else []
     href = resolve_href(hrefs[0], source) if hrefs else ""
     if not href.endswith("/MTD_TL.xml"):
-        return None, "no OZONE tag: no MTD_TL.xml href to find the L1C's AUX_ECMWFT beside"
-    aux = href.removesuffix("MTD_TL.xml") + "AUX_DATA/AUX_ECMWFT"
+        return None, f"no MTD_TL.xml href to find the L1C's {aux_name} beside"
     try:
-        data = fetch_bytes(access, aux, "AUX_ECMWFT")
+        return fetch_bytes(access, href.removesuffix("MTD_TL.xml") + f"AUX_DATA/{aux_name}", aux_name), ""
     except EotwinError as exc:
         if "(HTTP 404)" not in str(exc):
             raise
-        return None, "no OZONE tag: the L1C has no AUX_DATA/AUX_ECMWFT (the pipeline then uses its default)"
+        return None, f"the L1C has no AUX_DATA/{aux_name}"
+
+
+def l1c_ozone(item: dict, source: str, access: RemoteAccess) -> tuple[float | None, str]:
+    """(total ozone in cm-atm, how it was found) from the ECMWF ``AUX_DATA/AUX_ECMWFT`` (sen2cor's default
+    source)."""
+    from eotwin.sentinel2.ecmwf import read_total_ozone
+
+    data, why = l1c_aux(item, source, access, "AUX_ECMWFT")
+    if data is None:
+        return None, f"no OZONE tag: {why} (the pipeline then uses its default)"
     ozone = read_total_ozone(data, name="AUX_ECMWFT")
     return ozone, "OZONE: the mean ECMWF total column ozone of the L1C's AUX_DATA/AUX_ECMWFT (sen2cor's source)"
+
+
+def l1c_cams(item: dict, source: str, access: RemoteAccess) -> tuple[dict[str, str], str]:
+    """(CAMS_* stack tags, how they were found) from the L1C's CAMS forecast ``AUX_DATA/AUX_CAMSFO``
+    (processing baseline 04.00 on; :mod:`eotwin.sentinel2.cams`)."""
+    from eotwin.sentinel2.cams import read_cams, stack_tags
+
+    data, why = l1c_aux(item, source, access, "AUX_CAMSFO")
+    if data is None:
+        return {}, f"no CAMS tags: {why} (older than processing baseline 04.00, or not in the store)"
+    cams = read_cams(data, name="AUX_CAMSFO")
+    return stack_tags(cams), f"CAMS_*: the tile means of the L1C's AUX_DATA/AUX_CAMSFO ({cams.describe()})"
 
 
 # ----------------------------------------------------------------------------- grid and angles
@@ -406,6 +425,8 @@ def write_pair(pair: ItemPair, request: PairRequest, access: RemoteAccess, folde
                  "the per-pixel variation is dropped")
     ozone, how = l1c_ozone(pair.l1c, l1c_source, access)
     notes.append(how)
+    cams_tags, how = l1c_cams(pair.l1c, l1c_source, access)
+    notes.append(how)
     spacecraft = {"S2A": "Sentinel-2A", "S2B": "Sentinel-2B", "S2C": "Sentinel-2C"}.get(product.spacecraft,
                                                                                         product.spacecraft)
     l1c_tags: dict[str, object] = {**{k: round(v, 6) for k, v in angles.items()}, "SPACECRAFT": spacecraft,
@@ -416,6 +437,7 @@ def write_pair(pair: ItemPair, request: PairRequest, access: RemoteAccess, folde
                                    "PROCESSING_BASELINE": product.processing_baseline or ""}
     if ozone is not None:
         l1c_tags["OZONE"] = f"{ozone:.5f}"
+    l1c_tags.update(cams_tags)
     l2a_tags = {"BOA_ADD_OFFSET": f"{boa_offset:g}", "BOA_QUANTIFICATION_VALUE": f"{reference.quantification:g}",
                 "PRODUCT_ID": str(pair.l2a.get("id"))}
     l2a_names = [*l2a_bands, "SCL"]

@@ -58,6 +58,43 @@ class CamsAerosol:
         return f"CAMS AUX_CAMSFO (AOD 550 nm {self.aod550:.3f}{split})"
 
 
+# the forecast as tags of an L1C stack (``eotwin atmocorr pairs`` writes them), named after the GRIB shortNames
+SPECIES_TAGS = {"sea salt": "CAMS_SSAOD550", "dust": "CAMS_DUAOD550", "organic matter": "CAMS_OMAOD550",
+                "black carbon": "CAMS_BCAOD550", "sulphate": "CAMS_SUAOD550"}
+AOD_TAG, HEIGHT_TAG = "CAMS_AOD550", "CAMS_SURFACE_HEIGHT"
+
+
+def stack_tags(cams: CamsAerosol) -> dict[str, str]:
+    """The forecast as L1C-stack tags (read back by :func:`from_stack_tags`)."""
+    tags = {AOD_TAG: f"{cams.aod550:.5f}", **{SPECIES_TAGS[k]: f"{v:.5f}" for k, v in cams.species.items()}}
+    if cams.surface_height_m is not None:
+        tags[HEIGHT_TAG] = f"{cams.surface_height_m:.1f}"
+    return tags
+
+
+def from_stack_tags(tags: dict[str, str], name: str) -> CamsAerosol | None:
+    """The forecast an L1C stack's tags carry; None without ``CAMS_AOD550``."""
+    if AOD_TAG not in tags:
+        return None
+
+    def number(key: str) -> float:
+        try:
+            value = float(tags[key])
+        except ValueError:
+            raise EotwinError(f"{name}: tag {key}={tags[key]!r} is not a number") from None
+        if not np.isfinite(value) or (key != HEIGHT_TAG and value < 0):
+            raise EotwinError(f"{name}: tag {key}={tags[key]!r} must be a finite, non-negative optical depth")
+        return value
+
+    aod = number(AOD_TAG)
+    lo, hi = AOD_RANGE
+    if not lo <= aod <= hi:
+        raise EotwinError(f"{name}: tag {AOD_TAG}={aod:g} is outside [{lo:g}, {hi:g}]")
+    species = {k: number(tag) for k, tag in SPECIES_TAGS.items() if tag in tags}
+    return CamsAerosol(aod550=aod, species=species,
+                       surface_height_m=number(HEIGHT_TAG) if HEIGHT_TAG in tags else None)
+
+
 def read_cams(source: bytes | Path, name: str | None = None) -> CamsAerosol:
     """The tile means of an ``AUX_CAMSFO`` GRIB file (bytes or a path): over its grid points and, where the
     file holds several forecast steps, over all of them."""

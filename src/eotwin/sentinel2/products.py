@@ -267,7 +267,14 @@ def _open_stack(path: Path, resolution: int | None) -> L1CProduct:
         processing_baseline=info.tags.get("PROCESSING_BASELINE"),
         ozone=ozone,
         ozone_source=None if ozone is None else "OZONE tag",
+        cams=_stack_cams(info.tags, name),
     )
+
+
+def _stack_cams(tags: Mapping[str, str], name: str) -> CamsAerosol | None:
+    from eotwin.sentinel2.cams import from_stack_tags
+
+    return from_stack_tags(dict(tags), name)
 
 
 @dataclass(frozen=True)
