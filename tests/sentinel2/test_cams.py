@@ -152,3 +152,50 @@ def test_stack_tags_round_trip_and_bad_tags_are_one_line_errors():
         with pytest.raises(EotwinError, match=match) as info:
             from_stack_tags(tags, "l1c.tif")
         assert "\n" not in str(info.value) and "l1c.tif" in str(info.value)
+
+
+def test_the_cams_orography_is_the_ground_height_when_none_is_given(tmp_path):
+    """TOA made by 6S itself at 1.5 km; the stack's CAMS_SURFACE_HEIGHT says 1500 m: 6s-ddv and ai take it
+    without --elevation (and say so); --elevation 0 refuses it and leaves the Rayleigh error in the blue."""
+    from eotwin.atmocorr import pipeline
+    from eotwin.atmocorr.physics import relative_azimuth
+    from eotwin.atmocorr.sample_l1c import l1c_stack_tags
+    from eotwin.atmocorr.sixs import simulate
+    from eotwin.geo.grid import Grid
+    from eotwin.io.raster import write_geotiff
+    from eotwin.sentinel2.bands import L2A_BANDS, S2_BANDS
+    from eotwin.sentinel2.radiometry import QUANTIFICATION, RADIO_ADD_OFFSET
+
+    geometry = {"sun_zenith": 35.0, "sun_azimuth": 150.0, "view_zenith": 5.0, "view_azimuth": 105.0}
+    atmosphere = {"aot": 0.15, "wv": 1.5, "o3": 0.33, "aerosol": "continental"}
+    raa = float(relative_azimuth(geometry["sun_azimuth"], geometry["view_azimuth"]))
+    size, surfaces = 16, (0.04, 0.25)
+    toa = np.full((len(S2_BANDS), size, size), 0.01)
+    truth = np.zeros((len(L2A_BANDS), size, size))
+    for k, band in enumerate(L2A_BANDS):
+        for half, rho in enumerate(surfaces):
+            out = simulate("S2A", band, aerosol="continental", aot=0.15, sza=35.0, vza=5.0, raa=raa, wv=1.5, o3=0.33,
+                           rho=rho, altitude_km=1.5)
+            toa[S2_BANDS.index(band), :, half * size // 2:(half + 1) * size // 2] = out.toa
+            truth[k, :, half * size // 2:(half + 1) * size // 2] = rho
+    tags = {**l1c_stack_tags("EOTWIN_CAMS_HEIGHT_L1C", "Sentinel-2A", geometry, atmosphere, "test_cams.py"),
+            "CAMS_AOD550": "0.15", "CAMS_SURFACE_HEIGHT": "1500.0"}
+    dn = np.clip(np.rint(toa * QUANTIFICATION - RADIO_ADD_OFFSET), 1, 65535).astype(np.uint16)
+    write_geotiff(tmp_path / "l1c.tif", dn, Grid(Affine(20.0, 0, 500000.0, 0, -20.0, 5100000.0), size, size,
+                                                 "EPSG:32632"), nodata=0, descriptions=list(S2_BANDS), tags=tags)
+    given = {"input": tmp_path / "l1c.tif", "method": "6s-ddv", "aot": 0.15, "wv": 1.5, "ozone": 0.33,
+             "aerosol": "continental"}
+    own = pipeline.run_correction(pipeline.make_options(output=tmp_path / "own", **given))
+    sea = pipeline.run_correction(pipeline.make_options(output=tmp_path / "sea", elevation=0.0, **given))
+    assert own.atmosphere["elevation"] == 1500.0 and own.atmosphere["elevation_source"].startswith("CAMS")
+    assert sea.atmosphere["elevation_source"] == "given"
+
+    def blue_error(result) -> float:
+        with rasterio.open(result.files["l2a"]) as ds:
+            boa = (ds.read(list(ds.descriptions).index("B02") + 1).astype(float) - 1000) / 1e4
+        return float(np.abs(boa - truth[L2A_BANDS.index("B02")]).max())
+
+    assert blue_error(own) < 0.002 < 0.006 < blue_error(sea), (blue_error(own), blue_error(sea))
+    ai = pipeline.run_correction(pipeline.make_options(input=tmp_path / "l1c.tif", output=tmp_path / "ai",
+                                                       ozone=0.33)).atmosphere
+    assert ai["elevation"] == 1500.0 and ai["elevation_source"].startswith("CAMS")

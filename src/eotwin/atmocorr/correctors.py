@@ -136,6 +136,9 @@ class SixSCorrector:
             if holes > 0:
                 logger.warning("%s: the DEM leaves %.1f %% of the scene without height: those pixels are corrected "
                                "as flat ground at the scene's median elevation", product.product_id, 100 * holes)
+        elif (height := product_height(product)) is not None:
+            lut = sea_level.at_pressure(float(pressure_ratio(height[0])))
+            info.update({"elevation": round(height[0], 1), "elevation_source": height[1]})
         self._ozone, ozone_source = resolve_ozone(self.ozone, product, fallback=DEFAULT_OZONE, lut=lut)
         means = sample.angles
         geometry = Geometry(  # the scene means, for the scene-wide retrievals
@@ -383,6 +386,20 @@ def resolve_ozone(
         clamped = min(max(product.ozone, lo), hi)
         return clamped, f"{product.ozone_source} ({product.ozone:.3f} clamped to the 6S table's [{lo:.2f}, {hi:.2f}])"
     return fallback, "climatology" if fallback is not None else "network estimate"
+
+
+def product_height(product: L1CProduct) -> tuple[float, str] | None:
+    """The ground height (m) the product itself gives when neither ``--elevation`` nor ``--dem`` does, and
+    its source: the CAMS forecast's model orography (AUX_CAMSFO ``z``, a coarse tile mean); None without one.
+
+    Coarse, but the Rayleigh error of assuming sea level grows with the height (0.0050 mean RMSE at 1 km for
+    ai, benchmarks/atmocorr_altitude.py), so a tile mean is better than none; give --elevation 0 to refuse it.
+    """
+    cams = getattr(product, "cams", None)
+    if cams is None or cams.surface_height_m is None:
+        return None
+    height = min(max(float(cams.surface_height_m), -400.0), 8000.0)
+    return height, "CAMS AUX_CAMSFO model orography (tile mean of a coarse grid)"
 
 
 def _ai_factory(options: RunOptions) -> Corrector:

@@ -78,7 +78,7 @@ class AiCorrector:
         self.overlap_above = self._model.cell
 
     def prepare(self, product: L1CProduct, sample: SceneSample) -> dict[str, object]:
-        from eotwin.atmocorr.correctors import resolve_ozone
+        from eotwin.atmocorr.correctors import product_height, resolve_ozone
 
         self._angles = product.angles
         self._stream = None
@@ -93,6 +93,9 @@ class AiCorrector:
             self._model.use_elevation(self.elevation)
         elif self.dem is not None:  # the network reads the scene at the DEM's median height
             self._model.use_elevation(_dem_median(self.dem, product.grid))
+        elif (height := product_height(product)) is not None:  # the product's own (CAMS), as 6s-ddv takes it
+            self._model.use_elevation(height[0])
+            info.update({"elevation": round(height[0], 1), "elevation_source": height[1]})
         else:
             self._model.use_elevation(None)
         parts, angles, where = self._scene_parts(product, sample)

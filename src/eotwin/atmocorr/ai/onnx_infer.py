@@ -125,9 +125,9 @@ class OnnxModel:
         0.0020-0.0025 against 0.0050-0.0082 with the sea-level table, docs/atmocorr-ai.md)."""
         from eotwin.atmocorr.terrain import pressure_ratio
 
-        self.elevation = elevation
-        self.ground_lut = (self.lut if elevation is None
-                           else self.lut.at_pressure(float(pressure_ratio(float(elevation)))))
+        p = 1.0 if elevation is None else float(pressure_ratio(float(elevation)))
+        self.elevation = None if p == 1.0 else elevation  # sea level: nothing to convert
+        self.ground_lut = self.lut if p == 1.0 else self.lut.at_pressure(p)
 
     def sea_level_toa(self, toa: np.ndarray, angles: np.ndarray, sensor: str) -> np.ndarray:
         """``toa`` (12, h, w) as the same ground would look at sea level (itself when :attr:`elevation` is None).
