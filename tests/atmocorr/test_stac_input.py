@@ -347,3 +347,38 @@ def test_real_cdse_l1c_items_are_understood(shared_fixtures, which):
         assert asset is not None and stac_input.asset_hrefs(asset)[0].endswith("/" + name)
     quant, offsets = stac_input._radiometry_from_item(item, assets)
     assert quant == 10000.0 and {offsets[b] for b in bands} == {-1000.0}
+
+
+def test_item_reads_the_aux_data_beside_its_tile_metadata_as_the_safe_does(world, tmp_path, capsys):
+    """AUX_ECMWFT (ozone) and AUX_CAMSFO (aerosol forecast) beside MTD_TL.xml in S3, listed by no asset: the
+    item's product carries them like the SAFE's, and the two corrections are the same."""
+    pytest.importorskip("eccodes")
+    import shutil
+
+    from tests.sentinel2.test_cams import AUX as CAMS_AUX
+    from tests.sentinel2.test_cams import MARINE
+    from tests.sentinel2.test_ecmwf import AUX as ECMWF_AUX
+    from tests.sentinel2.test_ecmwf import AUX_ECMWFT
+
+    safe = tmp_path / "aux" / world.safe.name
+    shutil.copytree(world.safe, safe)
+    for rel, data in ((ECMWF_AUX, AUX_ECMWFT), (CAMS_AUX, MARINE)):
+        (safe / rel).parent.mkdir(parents=True, exist_ok=True)
+        (safe / rel).write_bytes(data)
+    prefix = f"Sentinel-2/MSI/L1C/2023/02/16/{uuid.uuid4().hex[:12]}"
+    item, files = l1c_item_from_safe(world.template, safe, prefix)
+    for key, path in files.items():
+        world.client.upload_file(str(path), BUCKET, key)
+    tl_key = item["assets"]["granule_metadata"]["href"].removeprefix(f"s3://{BUCKET}/")
+    for name, data in (("AUX_ECMWFT", AUX_ECMWFT), ("AUX_CAMSFO", MARINE)):
+        world.client.put_object(Bucket=BUCKET, Key=tl_key.removesuffix("MTD_TL.xml") + f"AUX_DATA/{name}", Body=data)
+    item_path = tmp_path / "item.json"
+    item_path.write_text(json.dumps(item))
+    args = ("--method", "6s-ddv", "--wv", "1.5")
+    assert run(["-q", "atmocorr", "run", str(safe), "-o", str(tmp_path / "safe"), *args]) == 0
+    assert world.cli(str(item_path), "-o", str(tmp_path / "item"), *args) == 0, capsys.readouterr().err
+    _same_l2a(tmp_path / "safe", tmp_path / "item")
+    _, tags = _l2a(tmp_path / "item")
+    assert tags["ATMOCORR_OZONE_SOURCE"] == "ECMWF AUX_ECMWFT"
+    assert tags["ATMOCORR_AEROSOL_SOURCE"].startswith("CAMS AUX_CAMSFO")
+    assert tags["ATMOCORR_ELEVATION_SOURCE"].startswith("CAMS AUX_CAMSFO")

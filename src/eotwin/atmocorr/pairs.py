@@ -43,6 +43,7 @@ from eotwin.atmocorr.stac_input import (
     _radiometry_from_item,
     asset_href,
     asset_hrefs,
+    aux_beside,
     band_assets,
     open_stac_item,
     remote_env,
@@ -251,12 +252,8 @@ def l1c_aux(item: dict, source: str, access: RemoteAccess, aux_name: str) -> tup
     href = resolve_href(hrefs[0], source) if hrefs else ""
     if not href.endswith("/MTD_TL.xml"):
         return None, f"no MTD_TL.xml href to find the L1C's {aux_name} beside"
-    try:
-        return fetch_bytes(access, href.removesuffix("MTD_TL.xml") + f"AUX_DATA/{aux_name}", aux_name), ""
-    except EotwinError as exc:
-        if "(HTTP 404)" not in str(exc):
-            raise
-        return None, f"the L1C has no AUX_DATA/{aux_name}"
+    data = aux_beside(href, access, aux_name)
+    return data, "" if data is not None else f"the L1C has no AUX_DATA/{aux_name}"
 
 
 def l1c_ozone(item: dict, source: str, access: RemoteAccess) -> tuple[float | None, str]:

@@ -243,7 +243,34 @@ def open_stac_item(
         datetime=(meta.start_time if meta else None) or props.get("datetime"),
         processing_baseline=(meta.processing_baseline if meta else None) or props.get("processing:version"),
         extra={"tile_crs": tile.crs_code, "mean_sun": tile.mean_sun, "remote_access": access},
+        **_aux_atmosphere(tile_href, access),
     )
+
+
+def aux_beside(tile_href: str, access: RemoteAccess, aux_name: str) -> bytes | None:
+    """The L1C's ``AUX_DATA/<aux_name>`` GRIB (AUX_ECMWFT, AUX_CAMSFO) beside its ``MTD_TL.xml``: CDSE items
+    list no asset for it, the SAFE in S3 has it. None where there is none (404, no such file)."""
+    if not tile_href.endswith("MTD_TL.xml"):
+        return None
+    try:
+        return fetch_bytes(access, tile_href.removesuffix("MTD_TL.xml") + f"AUX_DATA/{aux_name}", aux_name)
+    except EotwinError as exc:
+        if "(HTTP 404)" in str(exc) or "No such file" in str(exc):
+            return None
+        raise
+
+
+def _aux_atmosphere(tile_href: str, access: RemoteAccess) -> dict:
+    """The L1CProduct fields the auxiliary data beside ``MTD_TL.xml`` give: ECMWF ozone, CAMS forecast."""
+    from eotwin.sentinel2.cams import read_cams
+    from eotwin.sentinel2.ecmwf import read_total_ozone
+
+    fields: dict = {}
+    if (ecmwf := aux_beside(tile_href, access, "AUX_ECMWFT")) is not None:
+        fields.update(ozone=read_total_ozone(ecmwf, name="AUX_ECMWFT"), ozone_source="ECMWF AUX_ECMWFT")
+    if (cams := aux_beside(tile_href, access, "AUX_CAMSFO")) is not None:
+        fields["cams"] = read_cams(cams, name="AUX_CAMSFO")
+    return fields
 
 
 def _band_grid(path: str, access: RemoteAccess):
