@@ -148,26 +148,28 @@ def _open_safe(path: Path, resolution: int | None) -> L1CProduct:
     )
 
 
+def _safe_aux(safe: SafeArchive, aux_name: str) -> tuple[bytes, str] | None:
+    """The bytes of the granule's ``AUX_DATA/<aux_name>`` and the name errors give it; None without one."""
+    aux = sorted(n for n in safe.names() if re.search(rf"GRANULE/[^/]+/AUX_DATA/{aux_name}$", n))
+    if not aux:
+        return None
+    return safe.read_bytes(aux[0]), f"{safe.path}/{aux[0]}" if not safe.is_zip else f"{safe.path}!{aux[0]}"
+
+
 def _safe_ozone(safe: SafeArchive) -> float | None:
     """The ECMWF total ozone column (cm-atm) of the granule's ``AUX_DATA/AUX_ECMWFT``; None without one."""
     from eotwin.sentinel2.ecmwf import read_total_ozone
 
-    aux = sorted(n for n in safe.names() if re.search(r"GRANULE/[^/]+/AUX_DATA/AUX_ECMWFT$", n))
-    if not aux:
-        return None
-    shown = f"{safe.path}/{aux[0]}" if not safe.is_zip else f"{safe.path}!{aux[0]}"
-    return read_total_ozone(safe.read_bytes(aux[0]), name=shown)
+    found = _safe_aux(safe, "AUX_ECMWFT")
+    return None if found is None else read_total_ozone(found[0], name=found[1])
 
 
 def _safe_cams(safe: SafeArchive) -> CamsAerosol | None:
     """The CAMS aerosol forecast of the granule's ``AUX_DATA/AUX_CAMSFO`` (baseline 04.00 on); None without one."""
     from eotwin.sentinel2.cams import read_cams
 
-    aux = sorted(n for n in safe.names() if re.search(r"GRANULE/[^/]+/AUX_DATA/AUX_CAMSFO$", n))
-    if not aux:
-        return None
-    shown = f"{safe.path}/{aux[0]}" if not safe.is_zip else f"{safe.path}!{aux[0]}"
-    return read_cams(safe.read_bytes(aux[0]), name=shown)
+    found = _safe_aux(safe, "AUX_CAMSFO")
+    return None if found is None else read_cams(found[0], name=found[1])
 
 
 def band_names_from_descriptions(descriptions: Sequence[str | None], name: str) -> dict[str, int]:
