@@ -114,3 +114,5 @@ def test_missing_requirement_builds_a_cached_venv(tmp_path, monkeypatch):
         "building the Python environment failed at 'pip install eotwin-probe-pkg==2.0' "
         f"(see {tmp_path / 'run3' / 'nodes' / 'probe' / 'env.log'})")
     assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == [key]  # no half-built environment left
+    # the log ends with how the step ended (a CI run once failed at 'venv' with an empty log)
+    assert (tmp_path / "run3" / "nodes" / "probe" / "env.log").read_text().splitlines()[-1] == "# exit status 1"

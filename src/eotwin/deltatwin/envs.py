@@ -160,6 +160,9 @@ def _build_venv(env_dir: Path, base_python: Path, params: ModelParameters, model
                 proc = subprocess.run(step, cwd=model_dir, stdout=log, stderr=subprocess.STDOUT, check=False)
                 if proc.returncode != 0:
                     shutil.rmtree(env_dir, ignore_errors=True)
+                    status = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+                              else f"exit status {proc.returncode}")
+                    log.write(f"# {status}\n".encode())  # the log says how it ended, even when the step said nothing
                     where = f" (see {log_path})" if log_path else ""
                     shown = " ".join(a for a in step[2:] if not a.startswith("--"))[:200]
                     raise EotwinError(f"building the Python environment failed at '{shown}'{where}")
