@@ -153,3 +153,23 @@ def test_ai_with_a_dem_inverts_its_scene_atmosphere_per_pixel(ben_mock_dir, tmp_
     assert error["dem"] < 0.6 * error["flat"], error
     with rasterio.open(with_dem.files["l2a"]) as ds:
         assert ds.tags()["ATMOCORR_METHOD"] == "ai"
+
+
+def test_ai_kept_beyond_the_threshold_still_uses_the_dem(sample_scene, tmp_path):
+    """``--no-ood-fallback`` with ``--dem``: the AI's atmosphere is kept, and still inverted with the DEM."""
+    import rasterio
+
+    from eotwin.atmocorr import pipeline
+    from eotwin.atmocorr.sample_l1c import make_sample_l1c
+    from eotwin.geo.grid import Grid
+    from eotwin.io.raster import write_geotiff
+
+    l1c = make_sample_l1c(tmp_path / "in", sample_scene, lut_path=LUT).l1c
+    with rasterio.open(l1c) as ds:
+        grid = Grid(ds.transform, ds.width, ds.height, ds.crs.to_string())
+    write_geotiff(tmp_path / "dem.tif", np.full((1, grid.height, grid.width), 800.0, np.float32), grid)
+    result = pipeline.run_correction(pipeline.make_options(input=l1c, output=tmp_path / "out", lut=LUT,
+                                                           dem=tmp_path / "dem.tif", ood_fallback=False))
+    info = result.atmosphere
+    assert result.method == "ai" and info["fallback"].startswith("disabled"), info
+    assert info["inversion"].startswith("6S with the DEM") and info["elevation"] == 800.0

@@ -81,7 +81,9 @@ class AiCorrector:
         from eotwin.atmocorr.correctors import product_height, resolve_ozone
 
         self._angles = product.angles
-        self._stream = None
+        self._stream, self._delegate = None, None  # nothing kept from an earlier product
+        self.name, self.gives_aot_map = "ai", True
+        self.overlap, self.overlap_above = self._model.overlap + self._model.stride, self._model.cell
         self._sensor = product.spacecraft
         self._ozone, source = resolve_ozone(self.ozone, product, fallback=None, lut=self._model.lut)
         meta = self._model.metadata if self._model else {}
@@ -115,6 +117,8 @@ class AiCorrector:
             info["fallback"] = f"disabled: the AI result is kept although its {why}"
             logger.warning("%s: the scene is out of the AI's distribution (%s); fallback disabled, the AI result "
                            "is kept", product.product_id, why)
+            if self.dem is not None and self.fallback is not None:
+                return self._with_terrain(product, sample, parts, angles, info)
             return info
         delegate = self.fallback()
         try:
@@ -122,6 +126,8 @@ class AiCorrector:
         except EotwinError as exc:  # e.g. 6s-ddv finds no signal for water vapour over open water
             info.update(self._scene_aerosol(product, parts, angles, where))
             info["fallback"] = f"failed: {delegate.name} cannot correct the scene ({exc}); the AI result is kept"
+            if self.dem is not None:
+                info["terrain"] = "not corrected: the 6S inversion with the DEM is the fallback that failed"
             logger.warning("%s: the scene is out of the AI's distribution (%s) but %s failed (%s): the AI result "
                            "is kept", product.product_id, why, delegate.name, exc)
             return info
