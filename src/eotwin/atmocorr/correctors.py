@@ -152,6 +152,8 @@ class SixSCorrector:
         aot, wv = self.aot, self.wv
         water = None
         warnings: list[str] = []
+        cams = product.cams if self.aot_estimator == "ddv" else None  # the product's CAMS forecast, for the DDV
+        cams_model = cams.aerosol_model if cams is not None else None
         if aot is None:
             common = dict(sensor=product.spacecraft, wv=wv, o3=self._ozone, valid=sample.valid, **geometry.angles())
             if self.aot_estimator == "dark-object":
@@ -160,23 +162,21 @@ class SixSCorrector:
                 open_water = _open_water(sample, product, lut, geometry, wv, self._ozone)
                 result = dark_vegetation.ddv_correction(sample.toa, L2A_BANDS, lut, aerosol=chosen,
                                                         open_water=open_water, **common)
-                cams_model = cams.aerosol_model if (cams := product.cams) is not None else None
                 if (chosen is None and cams_model is not None and not result.retrieval.water_nir
                         and result.aerosol != cams_model):  # CAMS's species, not Kaufman's ratios, pick the model
                     result = dark_vegetation.ddv_correction(sample.toa, L2A_BANDS, lut, aerosol=cams_model,
                                                             open_water=open_water, **common)
             aot, wv, aerosol, water, retrieval = result.aot, result.wv, result.aerosol, result.water, result.retrieval
             info.update(_retrieval_info(retrieval, self.aot_estimator))
-            if self.aot_estimator == "ddv" and product.cams is not None and retrieval.fallback:
+            if cams is not None and retrieval.fallback:
                 lo, hi = (float(v) for v in lut.axes["aot"][[0, -1]])
-                aot = min(max(product.cams.aod550, lo), hi)  # the forecast instead of a fixed default
-                info["aot_source"] = f"{product.cams.describe()}, as the dark pixels gave none ({retrieval.source})"
+                aot = min(max(cams.aod550, lo), hi)  # the forecast instead of a fixed default
+                info["aot_source"] = f"{cams.describe()}, as the dark pixels gave none ({retrieval.source})"
             if retrieval.fallback:
-                warnings.append(f"AOT: {retrieval.source}")
+                warnings.append(f"AOT: {info['aot_source'] if cams is not None else retrieval.source}")
             info["aerosol_source"] = (
                 "given" if chosen else "dark water NIR/SWIR fit" if retrieval.water_nir
-                else product.cams.describe() if product.cams is not None and self.aot_estimator == "ddv"
-                and product.cams.aerosol_model is not None
+                else cams.describe() if cams_model is not None
                 else "blue/red DDV agreement" if retrieval.mismatch and not retrieval.fallback
                 else f"default ({'no retrieval chose it' if self.aot_estimator == 'ddv' else 'dos assumes it'})"
             )
@@ -395,7 +395,7 @@ def product_height(product: L1CProduct) -> tuple[float, str] | None:
     Coarse, but the Rayleigh error of assuming sea level grows with the height (0.0050 mean RMSE at 1 km for
     ai, benchmarks/atmocorr_altitude.py), so a tile mean is better than none; give --elevation 0 to refuse it.
     """
-    cams = getattr(product, "cams", None)
+    cams = product.cams
     if cams is None or cams.surface_height_m is None:
         return None
     height = min(max(float(cams.surface_height_m), -400.0), 8000.0)

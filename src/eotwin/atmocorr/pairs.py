@@ -42,12 +42,9 @@ from eotwin.atmocorr.stac_input import (
     _metadata_asset,
     _radiometry_from_item,
     asset_href,
-    asset_hrefs,
-    aux_beside,
     band_assets,
     open_stac_item,
     remote_env,
-    resolve_href,
 )
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid, Window, transform_bounds
@@ -244,40 +241,24 @@ def open_l2a_item(item: dict, source: str, access: RemoteAccess) -> tuple[L2ARef
     return L2AReference(source, "STAC item", quantification, offsets, bands), notes
 
 
-def l1c_aux(item: dict, source: str, access: RemoteAccess, aux_name: str) -> tuple[bytes | None, str]:
-    """The L1C's ``AUX_DATA/<aux_name>`` GRIB beside its ``MTD_TL.xml`` (CDSE items list no asset for it, the
-    SAFE in S3 has it), or None and why not."""
-    tile_asset = _metadata_asset(item, "tile")
-    hrefs = asset_hrefs(tile_asset) if tile_asset else []
-    href = resolve_href(hrefs[0], source) if hrefs else ""
-    if not href.endswith("/MTD_TL.xml"):
-        return None, f"no MTD_TL.xml href to find the L1C's {aux_name} beside"
-    data = aux_beside(href, access, aux_name)
-    return data, "" if data is not None else f"the L1C has no AUX_DATA/{aux_name}"
+def aux_notes(product: L1CProduct) -> tuple[dict[str, str], list[str]]:
+    """The L1C-stack tags of what the L1C's auxiliary data gave (:func:`open_stac_item` reads ``AUX_ECMWFT`` and
+    ``AUX_CAMSFO`` beside its ``MTD_TL.xml``; CDSE items list no asset for them) and a note on each."""
+    from eotwin.sentinel2.cams import stack_tags
 
-
-def l1c_ozone(item: dict, source: str, access: RemoteAccess) -> tuple[float | None, str]:
-    """(total ozone in cm-atm, how it was found) from the ECMWF ``AUX_DATA/AUX_ECMWFT`` (sen2cor's default
-    source)."""
-    from eotwin.sentinel2.ecmwf import read_total_ozone
-
-    data, why = l1c_aux(item, source, access, "AUX_ECMWFT")
-    if data is None:
-        return None, f"no OZONE tag: {why} (the pipeline then uses its default)"
-    ozone = read_total_ozone(data, name="AUX_ECMWFT")
-    return ozone, "OZONE: the mean ECMWF total column ozone of the L1C's AUX_DATA/AUX_ECMWFT (sen2cor's source)"
-
-
-def l1c_cams(item: dict, source: str, access: RemoteAccess) -> tuple[dict[str, str], str]:
-    """(CAMS_* stack tags, how they were found) from the L1C's CAMS forecast ``AUX_DATA/AUX_CAMSFO``
-    (processing baseline 04.00 on; :mod:`eotwin.sentinel2.cams`)."""
-    from eotwin.sentinel2.cams import read_cams, stack_tags
-
-    data, why = l1c_aux(item, source, access, "AUX_CAMSFO")
-    if data is None:
-        return {}, f"no CAMS tags: {why} (older than processing baseline 04.00, or not in the store)"
-    cams = read_cams(data, name="AUX_CAMSFO")
-    return stack_tags(cams), f"CAMS_*: the tile means of the L1C's AUX_DATA/AUX_CAMSFO ({cams.describe()})"
+    tags: dict[str, str] = {}
+    if product.ozone is not None:
+        tags["OZONE"] = f"{product.ozone:.5f}"
+        notes = ["OZONE: the mean ECMWF total column ozone of the L1C's AUX_DATA/AUX_ECMWFT (sen2cor's source)"]
+    else:
+        notes = ["no OZONE tag: the L1C has no AUX_DATA/AUX_ECMWFT (the pipeline then uses its default)"]
+    if product.cams is not None:
+        tags.update(stack_tags(product.cams))
+        notes.append(f"CAMS_*: the tile means of the L1C's AUX_DATA/AUX_CAMSFO ({product.cams.describe()})")
+    else:
+        notes.append("no CAMS tags: the L1C has no AUX_DATA/AUX_CAMSFO (older than processing baseline 04.00, or "
+                     "not in the store)")
+    return tags, notes
 
 
 # ----------------------------------------------------------------------------- grid and angles
@@ -420,10 +401,8 @@ def write_pair(pair: ItemPair, request: PairRequest, access: RemoteAccess, folde
     angles = window_angles(product.angles, grid, l1c_bands)
     notes.append("angles: means over the window of the MTD_TL.xml 5 km grids (view angles also over the bands); "
                  "the per-pixel variation is dropped")
-    ozone, how = l1c_ozone(pair.l1c, l1c_source, access)
-    notes.append(how)
-    cams_tags, how = l1c_cams(pair.l1c, l1c_source, access)
-    notes.append(how)
+    aux_tags, aux_lines = aux_notes(product)
+    notes.extend(aux_lines)
     spacecraft = {"S2A": "Sentinel-2A", "S2B": "Sentinel-2B", "S2C": "Sentinel-2C"}.get(product.spacecraft,
                                                                                         product.spacecraft)
     l1c_tags: dict[str, object] = {**{k: round(v, 6) for k, v in angles.items()}, "SPACECRAFT": spacecraft,
@@ -432,9 +411,7 @@ def write_pair(pair: ItemPair, request: PairRequest, access: RemoteAccess, folde
                                    "DATETIME": product.datetime or pair.l1c["properties"].get("datetime", ""),
                                    "PRODUCT_ID": product.product_id,
                                    "PROCESSING_BASELINE": product.processing_baseline or ""}
-    if ozone is not None:
-        l1c_tags["OZONE"] = f"{ozone:.5f}"
-    l1c_tags.update(cams_tags)
+    l1c_tags.update(aux_tags)
     l2a_tags = {"BOA_ADD_OFFSET": f"{boa_offset:g}", "BOA_QUANTIFICATION_VALUE": f"{reference.quantification:g}",
                 "PRODUCT_ID": str(pair.l2a.get("id"))}
     l2a_names = [*l2a_bands, "SCL"]

@@ -25,7 +25,6 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from affine import Affine
@@ -33,13 +32,11 @@ from affine import Affine
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Grid
 from eotwin.sentinel2.bands import L2A_BANDS, NATIVE_RESOLUTION, S2_BANDS, normalise_band, normalise_sensor
-from eotwin.sentinel2.ecmwf import OZONE_RANGE_CM_ATM
+from eotwin.sentinel2.cams import CamsAerosol, from_stack_tags, read_cams
+from eotwin.sentinel2.ecmwf import OZONE_RANGE_CM_ATM, read_total_ozone
 from eotwin.sentinel2.metadata import AngleGrid, parse_product_metadata, parse_tile_metadata
 from eotwin.sentinel2.radiometry import QUANTIFICATION
 from eotwin.sentinel2.safe import SafeArchive
-
-if TYPE_CHECKING:  # pragma: no cover
-    from eotwin.sentinel2.cams import CamsAerosol
 
 ANGLE_TAGS = ("SUN_ZENITH", "SUN_AZIMUTH", "VIEW_ZENITH", "VIEW_AZIMUTH")
 OZONE_TAG_RANGE = OZONE_RANGE_CM_ATM  # the stack tag OZONE (cm-atm) must lie within
@@ -158,16 +155,12 @@ def _safe_aux(safe: SafeArchive, aux_name: str) -> tuple[bytes, str] | None:
 
 def _safe_ozone(safe: SafeArchive) -> float | None:
     """The ECMWF total ozone column (cm-atm) of the granule's ``AUX_DATA/AUX_ECMWFT``; None without one."""
-    from eotwin.sentinel2.ecmwf import read_total_ozone
-
     found = _safe_aux(safe, "AUX_ECMWFT")
     return None if found is None else read_total_ozone(found[0], name=found[1])
 
 
 def _safe_cams(safe: SafeArchive) -> CamsAerosol | None:
     """The CAMS aerosol forecast of the granule's ``AUX_DATA/AUX_CAMSFO`` (baseline 04.00 on); None without one."""
-    from eotwin.sentinel2.cams import read_cams
-
     found = _safe_aux(safe, "AUX_CAMSFO")
     return None if found is None else read_cams(found[0], name=found[1])
 
@@ -269,14 +262,8 @@ def _open_stack(path: Path, resolution: int | None) -> L1CProduct:
         processing_baseline=info.tags.get("PROCESSING_BASELINE"),
         ozone=ozone,
         ozone_source=None if ozone is None else "OZONE tag",
-        cams=_stack_cams(info.tags, name),
+        cams=from_stack_tags(dict(info.tags), name),
     )
-
-
-def _stack_cams(tags: Mapping[str, str], name: str) -> CamsAerosol | None:
-    from eotwin.sentinel2.cams import from_stack_tags
-
-    return from_stack_tags(dict(tags), name)
 
 
 @dataclass(frozen=True)

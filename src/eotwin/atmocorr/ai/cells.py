@@ -277,8 +277,14 @@ def scene_maritime(p_maritime: np.ndarray, weights: np.ndarray) -> tuple[float, 
     if total <= 0:
         return math.nan, math.nan
     mean = float((np.asarray(p_maritime, dtype=np.float64) * w).sum() / total)
+    return mean, snap_maritime(mean)
+
+
+def snap_maritime(mean: float) -> float:
+    """The P(maritime) a scene of mean P ``mean`` is corrected with: 0 or 1 beyond :data:`SCENE_AEROSOL_SNAP`,
+    else ``mean`` (the blend); NaN stays NaN."""
     lo, hi = SCENE_AEROSOL_SNAP
-    return mean, 0.0 if mean < lo else 1.0 if mean > hi else mean
+    return 0.0 if mean < lo else 1.0 if mean > hi else mean
 
 
 def upsample_bilinear(x: np.ndarray, factor: int, h: int, w: int, *, row0: int = 0, x_row0: int = 0,

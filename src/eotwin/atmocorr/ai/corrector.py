@@ -105,26 +105,26 @@ class AiCorrector:
         ood_info, beyond = self._score(product, parts, angles, where)
         info.update(ood_info)
         if not beyond:
-            info.update(self._scene_aerosol(product, parts, angles, where))
+            means = self._scene_aerosol(product, parts, angles, where, info)
             info["fallback"] = "none"
             if self.dem is not None:
-                return self._with_terrain(product, sample, parts, angles, info)
+                return self._with_terrain(product, sample, means, info)
             return info
         scored = (parts, angles) if parts is not None else None
         why = f"OOD score {ood_info['ood_score']} > threshold {ood_info['ood_threshold']}"
         if not self.ood_fallback or self.fallback is None:
-            info.update(self._scene_aerosol(product, parts, angles, where))
+            means = self._scene_aerosol(product, parts, angles, where, info)
             info["fallback"] = f"disabled: the AI result is kept although its {why}"
             logger.warning("%s: the scene is out of the AI's distribution (%s); fallback disabled, the AI result "
                            "is kept", product.product_id, why)
             if self.dem is not None and self.fallback is not None:
-                return self._with_terrain(product, sample, parts, angles, info)
+                return self._with_terrain(product, sample, means, info)
             return info
         delegate = self.fallback()
         try:
             fallback_info = delegate.prepare(product, sample)
         except EotwinError as exc:  # e.g. 6s-ddv finds no signal for water vapour over open water
-            info.update(self._scene_aerosol(product, parts, angles, where))
+            self._scene_aerosol(product, parts, angles, where, info)
             info["fallback"] = f"failed: {delegate.name} cannot correct the scene ({exc}); the AI result is kept"
             if self.dem is not None:
                 info["terrain"] = "not corrected: the 6S inversion with the DEM is the fallback that failed"
@@ -141,20 +141,19 @@ class AiCorrector:
                        product.product_id, why, delegate.name)
         return {**info, **fallback_info, **ood_info, "fallback": f"{delegate.name}: {why}"}
 
-    def _with_terrain(self, product: L1CProduct, sample: SceneSample, parts: list[np.ndarray] | None,
-                      angles: np.ndarray, info: dict[str, object]) -> dict[str, object]:
+    def _with_terrain(self, product: L1CProduct, sample: SceneSample, means: np.ndarray | None,
+                      info: dict[str, object]) -> dict[str, object]:
         """``--dem``: the network's scene atmosphere (mean AOT and water vapour, its aerosol choice) corrected
         by ``fallback`` (6s-ddv) with the DEM: per-pixel height and slope illumination, as sen2cor does. The
-        network's AOT map is not used: one atmosphere for the scene, like 6s-ddv's terrain inversion."""
-        if parts is None or self.fallback is None:
+        network's AOT map is not used: one atmosphere for the scene, like 6s-ddv's terrain inversion. ``means``:
+        the network's scene means (:meth:`_scene_aerosol`)."""
+        if means is None or self.fallback is None:
             raise EotwinError("--dem with ai needs the scene's overview or a window reader and the 6s-ddv fallback")
-        means = self._model.scene_means(parts, angles, sensor=product.spacecraft, ozone=self._ozone)
         if not np.isfinite(means).all():
             raise EotwinError(f"{product.product_id}: the network found no valid cell to read the atmosphere from")
         aot, wv = (float(means[cellmath.ATMOSPHERE.index(k)]) for k in ("aot", "wv"))
-        maritime = self._maritime if self._maritime is not None else float(means[cellmath.ATMOSPHERE.index("maritime")])
         terrain = self.fallback()
-        terrain.aot, terrain.wv, terrain.aerosol = aot, wv, "maritime" if maritime > 0.5 else "continental"
+        terrain.aot, terrain.wv, terrain.aerosol = aot, wv, "maritime" if self._maritime > 0.5 else "continental"
         if self._ozone is not None:
             terrain.ozone = self._ozone
         terrain_info = terrain.prepare(product, sample)
@@ -169,9 +168,7 @@ class AiCorrector:
 
     def close(self) -> None:
         """Release what the corrector in use holds (the DEM of a terrain inversion or fallback)."""
-        release = getattr(self._delegate, "close", None)
-        if release is not None:
-            release()
+        _release(self._delegate)
 
     def _with_network_aot(self, product: L1CProduct, sample: SceneSample, scored: tuple[list[np.ndarray], np.ndarray],
                           delegate: Corrector, ddv_info: dict[str, object]) -> tuple[Corrector, dict[str, object]]:
@@ -185,9 +182,7 @@ class AiCorrector:
         hybrid = self.fallback()
         hybrid.aot, hybrid.aerosol, hybrid.wv = aot, str(ddv_info["aerosol"]), float(ddv_info["wv"])
         hybrid_info = hybrid.prepare(product, sample)
-        release = getattr(delegate, "close", None)  # the DDV run it replaces may hold the DEM
-        if release is not None:
-            release()
+        _release(delegate)  # the DDV run it replaces may hold the DEM
         kept = {k: v for k, v in ddv_info.items() if k.startswith(("wv", "aerosol", "ddv", "excluded"))}
         logger.info("%s: beyond the OOD threshold the network's scene AOT %.3f replaces the dense-vegetation "
                     "AOT %s", product.product_id, aot, ddv_info.get("aot"))
@@ -247,23 +242,28 @@ class AiCorrector:
         return {"ood_score": reason, "ood_threshold": self.ood_threshold if self.ood_threshold is not None
                 else "unavailable"}, False
 
-    def _scene_aerosol(self, product: L1CProduct, parts: list[np.ndarray] | None, angles: np.ndarray, where: str
-                       ) -> dict[str, object]:
-        """Choose the scene's aerosol model from the network's mean P(maritime) (:func:`cells.scene_maritime`)
-        and say so in the run info; without parts to look at, the network's P per cell stays."""
+    def _scene_aerosol(self, product: L1CProduct, parts: list[np.ndarray] | None, angles: np.ndarray, where: str,
+                       info: dict[str, object]) -> np.ndarray | None:
+        """Choose the scene's aerosol model from the network's mean P(maritime) (:func:`cells.snap_maritime`)
+        and say so in ``info``; without parts to look at, the network's P per cell stays. Returns the network's
+        scene means (:meth:`OnnxModel.scene_means`, the one pass over the parts) or None."""
+        self._maritime = None
         if parts is None:
-            self._maritime = None
-            return {"aerosol": "network P(maritime) per cell", "aerosol_source": f"no scene-wide choice: {where}"}
-        mean, used = self._model.scene_maritime(parts, angles, sensor=product.spacecraft, ozone=self._ozone)
-        if not math.isfinite(used):
-            self._maritime = None
-            return {"aerosol": "network P(maritime) per cell", "aerosol_source": "no scene-wide choice: no valid cell"}
-        self._maritime = used
+            info.update({"aerosol": "network P(maritime) per cell", "aerosol_source": f"no scene-wide choice: {where}"})
+            return None
+        means = self._model.scene_means(parts, angles, sensor=product.spacecraft, ozone=self._ozone)
+        mean = float(means[cellmath.ATMOSPHERE.index("maritime")])
+        if not math.isfinite(mean):
+            info.update({"aerosol": "network P(maritime) per cell",
+                         "aerosol_source": "no scene-wide choice: no valid cell"})
+            return means
+        self._maritime = used = cellmath.snap_maritime(mean)
         lo, hi = cellmath.SCENE_AEROSOL_SNAP
         model = "maritime" if used == 1.0 else "continental" if used == 0.0 else f"blend, P(maritime) {used:.3f}"
-        return {"aerosol": model, "maritime_probability": round(mean, 4),
-                "aerosol_source": f"network, scene mean P(maritime) {mean:.3f} over {where} (one model below {lo} "
-                                  f"or above {hi}, else their blend)"}
+        info.update({"aerosol": model, "maritime_probability": round(mean, 4),
+                     "aerosol_source": f"network, scene mean P(maritime) {mean:.3f} over {where} (one model below "
+                                       f"{lo} or above {hi}, else their blend)"})
+        return means
 
     def correct(self, toa: np.ndarray, grid: Grid, window: Window, valid: np.ndarray) -> BlockResult:
         """One row block (``window``: the block with ``overlap_above`` rows above it and ``overlap`` below).
@@ -313,6 +313,13 @@ class AiCorrector:
             if end < grid.height:  # near the bottom the blocks left all lie in this window: keep everything
                 stream.forget_before(r1 // stride - 2)
         return BlockResult(boa, aot)
+
+
+def _release(corrector: Corrector | None) -> None:
+    """Let a corrector go of what it holds (a DEM), where it holds anything."""
+    release = getattr(corrector, "close", None)
+    if release is not None:
+        release()
 
 
 def _dem_median(path: Path, grid: Grid) -> float:

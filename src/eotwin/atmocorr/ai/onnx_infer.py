@@ -25,6 +25,7 @@ import numpy as np
 
 from eotwin.atmocorr.ai import DEFAULT_MODEL_PATH
 from eotwin.atmocorr.ai import cells as cellmath
+from eotwin.atmocorr.physics import forward_gain, invert_gain
 from eotwin.errors import EotwinError
 from eotwin.geo.grid import Window
 from eotwin.progress import ProgressReporter, ensure_progress
@@ -144,12 +145,11 @@ class OnnxModel:
         sza, vza, raa = (float(np.nanmean(np.asarray(angles[i], dtype=np.float64))) for i in range(3))
         terms = [t.terms_for(sensor, L2A_BANDS, "continental", 0.0, sza, vza, raa, REFERENCE_WV, REFERENCE_O3,
                              clamp=True) for t in (self.ground_lut, self.lut)]
-        (g_path, g_gain, g_s), (s_path, s_gain, s_s) = ((t.path, t.tg * t.t_down * t.t_up, t.s_alb) for t in terms)
+        ground, sea = ((t.path, t.tg * t.t_down * t.t_up, t.s_alb) for t in terms)
         out = np.empty(np.shape(toa), dtype=np.float32)
-        for i in range(len(L2A_BANDS)):
-            y = (np.asarray(toa[i], dtype=np.float32) - np.float32(g_path[i])) / np.float32(g_gain[i])
-            rho = y / (1.0 + np.float32(g_s[i]) * y)
-            out[i] = np.float32(s_path[i]) + np.float32(s_gain[i]) * rho / (1.0 - np.float32(s_s[i]) * rho)
+        for i in range(len(L2A_BANDS)):  # band by band: one band's temporaries at a time
+            rho = invert_gain(np.asarray(toa[i], dtype=np.float32), *(np.float32(v[i]) for v in ground))
+            out[i] = forward_gain(rho, *(np.float32(v[i]) for v in sea))
         return out
 
     def atmosphere(
@@ -200,10 +200,8 @@ class OnnxModel:
                        ozone: float | None = None) -> tuple[float, float]:
         """The network's mean P(maritime) over the parts of a scene and the P the scene is corrected with
         (:func:`cells.scene_maritime`)."""
-        mean = self.scene_means(parts, angles, sensor=sensor, ozone=ozone)[cellmath.ATMOSPHERE.index("maritime")]
-        if not math.isfinite(mean):
-            return math.nan, math.nan
-        return cellmath.scene_maritime(np.array(mean), np.array(1.0))
+        mean = float(self.scene_means(parts, angles, sensor=sensor, ozone=ozone)[cellmath.ATMOSPHERE.index("maritime")])
+        return mean, cellmath.snap_maritime(mean)
 
     def predict(
         self,
